@@ -1,0 +1,189 @@
+"""The types every layer shares, so that the spec, the plan, the store and the runner speak one language.
+
+`ResourceSpec` is the validated desired state of one resource (a pydantic model: it guards the
+boundary). Rows read back from our own database (`ObservedResource`, `Job`, `Event`) are frozen
+slotted dataclasses instead: they were validated on the way in, and at 100,000 rows the cost of
+re-validating them would dominate a plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RESOURCE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# runtime_target names a directory under provision/, so it must never contain a path separator.
+TARGET_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+SPEC_FIELDS = ("resource_id", "owner", "region", "runtime_target", "deploy_ref", "params", "protected")
+# Fields whose change re-runs provision in place; anything else that differs forces a replacement.
+UPDATABLE_FIELDS = ("owner", "deploy_ref", "params", "protected")
+REPLACE_FIELDS = ("region", "runtime_target")
+# target_hash of a row whose last job was a teardown.
+DELETE_TARGET = "delete"
+
+
+class ResourceSpec(BaseModel):
+    """One resource as declared in desired/ (or, later, through the API)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    resource_id: Annotated[str, Field(pattern=RESOURCE_ID_PATTERN, description="Unique id: [a-z0-9][a-z0-9-]{0,62}")]
+    owner: Annotated[str, Field(min_length=1, description="Team or tenant that owns the resource")]
+    region: Annotated[str, Field(min_length=1, description="Where it runs; changing it forces replacement")]
+    runtime_target: Annotated[
+        str, Field(pattern=TARGET_PATTERN, description="Picks provision/<target>/ scripts; changing it forces replacement")
+    ] = "local"
+    deploy_ref: Annotated[str, Field(min_length=1, description="Code/version pinned to this resource; quote numbers")]
+    params: Annotated[dict[str, Any], Field(description="Free-form, passed to the script as JSON")] = {}
+    protected: Annotated[bool, Field(description="Never torn down while true")] = False
+
+    def canonical(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+def canonical_json(spec: dict[str, Any]) -> str:
+    """The one serialisation of a spec that hashing and storage agree on."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+
+
+class ResourceStatus(StrEnum):
+    PROVISIONING = "provisioning"
+    ACTIVE = "active"
+    ERRORED = "errored"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobAction(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    DELETE = "delete"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """Timestamps are stored as fixed-width UTC ISO-8601 text, so they also sort as strings."""
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedResource:
+    """One row of the `resources` table: what the controller last did and saw."""
+
+    resource_id: str
+    owner: str
+    region: str
+    runtime_target: str
+    deploy_ref: str
+    status: ResourceStatus
+    url: str | None = None
+    created_at: str | None = None
+    last_seen: str | None = None
+    spec_hash: str | None = None
+    target_hash: str | None = None
+    spec_json: str | None = None
+    generation: int = 0
+    error: str | None = None
+    attempts: int = 0
+    next_attempt_at: str | None = None
+    health: Health = Health.UNKNOWN
+    consecutive_failures: int = 0
+    last_check_at: str | None = None
+    protected: bool = False
+    source: str = "file"
+
+    @property
+    def live(self) -> bool:
+        return self.status is not ResourceStatus.DELETED
+
+    def applied_spec(self) -> dict[str, Any]:
+        """The spec the last successful run applied (or, before any, the columns we have)."""
+        if self.spec_json:
+            return json.loads(self.spec_json)
+        return {"resource_id": self.resource_id, "owner": self.owner, "region": self.region,
+                "runtime_target": self.runtime_target, "deploy_ref": self.deploy_ref,
+                "params": {}, "protected": self.protected}
+
+    def seed_fields(self) -> dict[str, Any]:
+        """The seed's nine columns, the stable public shape of a row."""
+        return {
+            "resource_id": self.resource_id,
+            "owner": self.owner,
+            "region": self.region,
+            "runtime_target": self.runtime_target,
+            "deploy_ref": self.deploy_ref,
+            "status": str(self.status),
+            "url": self.url,
+            "created_at": self.created_at,
+            "last_seen": self.last_seen,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One attempt at one change of one resource: the handle a worker claims under a lease."""
+
+    job_id: str
+    resource_id: str
+    action: JobAction
+    status: JobStatus
+    attempt: int
+    spec: dict[str, Any] | None
+    old_spec: dict[str, Any] | None = None
+    run_after: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: str | None = None
+    exit_code: int | None = None
+    output_tail: str | None = None
+    error: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of a resource's append-only history."""
+
+    resource_id: str
+    at: str
+    kind: str
+    message: str
+    job_id: str | None = None
+    desired_commit: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,193 @@
+"""The plan: a purely computational function from (desired, observed, now) to the changes to make.
+
+No I/O, no clock, no logging: everything it needs is an argument, so every rule of DESIGN.md's plan
+table is a small parametrised test, and `plan`, `apply` and the daemon can never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Iterable, Mapping
+
+from .models import (
+    DELETE_TARGET,
+    REPLACE_FIELDS,
+    JobAction,
+    ObservedResource,
+    ResourceSpec,
+    ResourceStatus,
+    iso,
+    spec_hash,
+)
+
+
+PROTECTED = "protected: "
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    DELETE = "delete"
+    RETRY = "retry"
+    NOOP = "noop"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPolicy:
+    """Safety rules: deleting everything, or more than max(minimum, fraction × live), needs an override."""
+
+    allow_mass_delete: bool = False
+    mass_delete_minimum: int = 10
+    mass_delete_fraction: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One resource's difference and what to do about it."""
+
+    resource_id: str
+    action: Action
+    reason: str
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    changed: tuple[str, ...] = ()
+    job_action: JobAction | None = None
+    desired_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a pass would do: `changes` to act on, `kept` (protected) and `waiting` to report only."""
+
+    changes: tuple[Change, ...]
+    kept: tuple[Change, ...] = ()
+    waiting: tuple[Change, ...] = ()
+    unchanged: int = 0
+    live: int = 0
+    refusal: str | None = None
+
+    def count(self, action: Action) -> int:
+        return sum(1 for change in self.changes if change.action is action)
+
+    @property
+    def deletes(self) -> int:
+        return self.count(Action.DELETE)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+
+def compute_plan(
+    desired: Mapping[str, ResourceSpec],
+    observed: Mapping[str, ObservedResource],
+    *,
+    now: datetime,
+    in_flight: Iterable[str] = (),
+    policy: PlanPolicy = PlanPolicy(),
+) -> Plan:
+    """Compare desired with observed; `in_flight` ids have an open job and are left to it."""
+    busy, stamp = frozenset(in_flight), iso(now)
+    changes: list[Change] = []
+    kept: list[Change] = []
+    waiting: list[Change] = []
+    for resource_id in sorted(desired.keys() | observed.keys()):
+        row = observed.get(resource_id)
+        if row is not None and not row.live and resource_id not in desired:
+            continue
+        if resource_id in busy:
+            waiting.append(Change(resource_id, Action.NOOP, "a job is in progress"))
+            continue
+        spec = desired.get(resource_id)
+        change = _for_desired(spec, row, stamp) if spec is not None else _for_removed(row, stamp)
+        if change.action is not Action.NOOP:
+            changes.append(change)
+        elif change.reason.startswith(PROTECTED):
+            kept.append(change)
+        elif change.reason:
+            waiting.append(change)
+    live = sum(1 for row in observed.values() if row.live)
+    unchanged = len(desired.keys() | {r for r, row in observed.items() if row.live})
+    unchanged -= len(changes) + len(kept) + len(waiting)
+    plan = Plan(tuple(changes), tuple(kept), tuple(waiting), unchanged, live)
+    return _with_safety(plan, policy)
+
+
+def _for_desired(spec: ResourceSpec, row: ObservedResource | None, stamp: str) -> Change:
+    after = spec.model_dump()
+    wanted = spec_hash(after)
+    if row is None or not row.live:
+        reason = "declared again after deletion" if row is not None else "not yet created"
+        return Change(spec.resource_id, Action.CREATE, reason, None, after, (), JobAction.CREATE, wanted)
+    if row.status is ResourceStatus.ERRORED and row.target_hash == wanted:
+        return _retry(row, after, wanted, stamp)
+    if row.spec_hash is None or row.status is ResourceStatus.DELETING:
+        reason = "previous create did not finish" if row.spec_hash is None else "teardown interrupted; declared again"
+        return Change(spec.resource_id, Action.CREATE, reason, None, after, (), JobAction.CREATE, wanted)
+    if row.spec_hash == wanted:
+        if row.status is ResourceStatus.PROVISIONING:
+            return Change(spec.resource_id, Action.RETRY, "previous run did not finish", None, after, (),
+                          JobAction.UPDATE, wanted)
+        return Change(spec.resource_id, Action.NOOP, "")
+    return _changed(row, after, wanted)
+
+
+def _changed(row: ObservedResource, after: dict[str, Any], wanted: str) -> Change:
+    before = row.applied_spec()
+    changed = tuple(name for name in after if before.get(name) != after[name])
+    forcing = [name for name in REPLACE_FIELDS if name in changed]
+    if not forcing:
+        reason = ", ".join(changed) + " changed"
+        return Change(row.resource_id, Action.UPDATE, reason, before, after, changed, JobAction.UPDATE, wanted)
+    reason = " and ".join(forcing) + (" forces" if len(forcing) == 1 else " force") + " replacement"
+    if before.get("protected"):
+        return Change(row.resource_id, Action.NOOP, f"{PROTECTED}{reason} is blocked; set protected: false first",
+                      before, after, changed)
+    return Change(row.resource_id, Action.REPLACE, reason, before, after, changed, JobAction.REPLACE, wanted)
+
+
+def _retry(row: ObservedResource, after: dict[str, Any], wanted: str, stamp: str) -> Change:
+    if row.next_attempt_at and row.next_attempt_at > stamp:
+        return Change(row.resource_id, Action.NOOP,
+                      f"retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})")
+    if row.spec_hash is None:
+        action = JobAction.CREATE
+    elif any(row.applied_spec().get(name) != after[name] for name in REPLACE_FIELDS):
+        action = JobAction.REPLACE
+    else:
+        action = JobAction.UPDATE
+    reason = f"attempt {row.attempts + 1} after: {row.error}"
+    return Change(row.resource_id, Action.RETRY, reason, row.applied_spec() if row.spec_hash else None,
+                  after, (), action, wanted)
+
+
+def _for_removed(row: ObservedResource, stamp: str) -> Change:
+    before = row.applied_spec()
+    if row.protected:
+        return Change(row.resource_id, Action.NOOP,
+                      f"{PROTECTED}kept although no longer declared; set protected: false and apply first",
+                      before)
+    if row.status is ResourceStatus.ERRORED and row.target_hash == DELETE_TARGET:
+        if row.next_attempt_at and row.next_attempt_at > stamp:
+            return Change(row.resource_id, Action.NOOP,
+                          f"teardown retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})")
+    return Change(row.resource_id, Action.DELETE, "no longer declared", before, None, (), JobAction.DELETE,
+                  DELETE_TARGET)
+
+
+def _with_safety(plan: Plan, policy: PlanPolicy) -> Plan:
+    deletes, live = plan.deletes, plan.live
+    if policy.allow_mass_delete or deletes == 0:
+        return plan
+    limit = max(policy.mass_delete_minimum, int(live * policy.mass_delete_fraction))
+    if deletes >= live:
+        refusal = f"the plan would delete every live resource ({deletes} of {live})"
+    elif deletes > limit:
+        refusal = f"the plan would delete {deletes} of {live} live resources (more than {limit})"
+    else:
+        return plan
+    return Plan(plan.changes, plan.kept, plan.waiting, plan.unchanged, plan.live,
+                refusal + "; pass --allow-mass-delete if that is what you want")
