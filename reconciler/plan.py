@@ -55,7 +55,6 @@ class Change:
     after: dict[str, Any] | None = None
     changed: tuple[str, ...] = ()
     job_action: JobAction | None = None
-    desired_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +87,18 @@ def compute_plan(
     now: datetime,
     in_flight: Iterable[str] = (),
     policy: PlanPolicy = PlanPolicy(),
+    targets: Iterable[str] = (),
 ) -> Plan:
-    """Compare desired with observed; `in_flight` ids have an open job and are left to it."""
-    busy, stamp = frozenset(in_flight), iso(now)
+    """Compare desired with observed; `in_flight` ids have an open job and are left to it.
+
+    `targets`, when given, narrows the plan to those ids; safety limits still count the whole fleet.
+    """
+    busy, stamp, only = frozenset(in_flight), iso(now), frozenset(targets)
     changes: list[Change] = []
     kept: list[Change] = []
     waiting: list[Change] = []
-    for resource_id in sorted(desired.keys() | observed.keys()):
+    ids = desired.keys() | observed.keys()
+    for resource_id in sorted(ids & only if only else ids):
         row = observed.get(resource_id)
         if row is not None and not row.live and resource_id not in desired:
             continue
@@ -110,46 +114,50 @@ def compute_plan(
         elif change.reason:
             waiting.append(change)
     live = sum(1 for row in observed.values() if row.live)
-    unchanged = len(desired.keys() | {r for r, row in observed.items() if row.live})
-    unchanged -= len(changes) + len(kept) + len(waiting)
+    considered = desired.keys() | {r for r, row in observed.items() if row.live}
+    unchanged = len(considered & only if only else considered) - len(changes) - len(kept) - len(waiting)
     plan = Plan(tuple(changes), tuple(kept), tuple(waiting), unchanged, live)
     return _with_safety(plan, policy)
 
 
+_UNCHANGED = Change("", Action.NOOP, "")
+
+
 def _for_desired(spec: ResourceSpec, row: ObservedResource | None, stamp: str) -> Change:
-    after = spec.model_dump()
-    wanted = spec_hash(after)
     if row is None or not row.live:
         reason = "declared again after deletion" if row is not None else "not yet created"
-        return Change(spec.resource_id, Action.CREATE, reason, None, after, (), JobAction.CREATE, wanted)
+        return Change(spec.resource_id, Action.CREATE, reason, None, spec.model_dump(), (), JobAction.CREATE)
+    wanted = spec_hash(spec)
+    if row.spec_hash == wanted and row.status is ResourceStatus.ACTIVE:
+        return _UNCHANGED  # the common case at scale: decided without building a dict
+    after = spec.model_dump()
     if row.status is ResourceStatus.ERRORED and row.target_hash == wanted:
-        return _retry(row, after, wanted, stamp)
+        return _retry(row, after, stamp)
     if row.spec_hash is None or row.status is ResourceStatus.DELETING:
-        reason = "previous create did not finish" if row.spec_hash is None else "teardown interrupted; declared again"
-        return Change(spec.resource_id, Action.CREATE, reason, None, after, (), JobAction.CREATE, wanted)
+        reason = "not yet created (the last attempt did not succeed)" if row.spec_hash is None else (
+            "teardown was interrupted; declared again")
+        return Change(spec.resource_id, Action.CREATE, reason, None, after, (), JobAction.CREATE)
     if row.spec_hash == wanted:
-        if row.status is ResourceStatus.PROVISIONING:
-            return Change(spec.resource_id, Action.RETRY, "previous run did not finish", None, after, (),
-                          JobAction.UPDATE, wanted)
-        return Change(spec.resource_id, Action.NOOP, "")
-    return _changed(row, after, wanted)
+        reason = f"{row.status} although its spec is applied; running provision again"
+        return Change(spec.resource_id, Action.RETRY, reason, None, after, (), JobAction.UPDATE)
+    return _changed(row, after)
 
 
-def _changed(row: ObservedResource, after: dict[str, Any], wanted: str) -> Change:
+def _changed(row: ObservedResource, after: dict[str, Any]) -> Change:
     before = row.applied_spec()
     changed = tuple(name for name in after if before.get(name) != after[name])
     forcing = [name for name in REPLACE_FIELDS if name in changed]
     if not forcing:
         reason = ", ".join(changed) + " changed"
-        return Change(row.resource_id, Action.UPDATE, reason, before, after, changed, JobAction.UPDATE, wanted)
+        return Change(row.resource_id, Action.UPDATE, reason, before, after, changed, JobAction.UPDATE)
     reason = " and ".join(forcing) + (" forces" if len(forcing) == 1 else " force") + " replacement"
     if before.get("protected"):
         return Change(row.resource_id, Action.NOOP, f"{PROTECTED}{reason} is blocked; set protected: false first",
                       before, after, changed)
-    return Change(row.resource_id, Action.REPLACE, reason, before, after, changed, JobAction.REPLACE, wanted)
+    return Change(row.resource_id, Action.REPLACE, reason, before, after, changed, JobAction.REPLACE)
 
 
-def _retry(row: ObservedResource, after: dict[str, Any], wanted: str, stamp: str) -> Change:
+def _retry(row: ObservedResource, after: dict[str, Any], stamp: str) -> Change:
     if row.next_attempt_at and row.next_attempt_at > stamp:
         return Change(row.resource_id, Action.NOOP,
                       f"retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})")
@@ -161,7 +169,7 @@ def _retry(row: ObservedResource, after: dict[str, Any], wanted: str, stamp: str
         action = JobAction.UPDATE
     reason = f"attempt {row.attempts + 1} after: {row.error}"
     return Change(row.resource_id, Action.RETRY, reason, row.applied_spec() if row.spec_hash else None,
-                  after, (), action, wanted)
+                  after, (), action)
 
 
 def _for_removed(row: ObservedResource, stamp: str) -> Change:
@@ -174,8 +182,7 @@ def _for_removed(row: ObservedResource, stamp: str) -> Change:
         if row.next_attempt_at and row.next_attempt_at > stamp:
             return Change(row.resource_id, Action.NOOP,
                           f"teardown retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})")
-    return Change(row.resource_id, Action.DELETE, "no longer declared", before, None, (), JobAction.DELETE,
-                  DELETE_TARGET)
+    return Change(row.resource_id, Action.DELETE, "no longer declared", before, None, (), JobAction.DELETE)
 
 
 def _with_safety(plan: Plan, policy: PlanPolicy) -> Plan:

@@ -1,0 +1,198 @@
+"""The `reconciler` command line: argument parsing and exit codes only; the work happens below.
+
+Exit codes follow Terraform: 0 success, 1 error (bad input, failed job, refused plan), and with
+`--detailed-exitcode` 2 when the plan has changes. Bad input never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .errors import ReconcilerError, SpecError
+
+OUTPUT = click.Choice(["text", "json"])
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    desired: Path
+    db: str
+    provision: Path
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn every error meant for the user into a message and exit status 1."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SpecError as exc:
+            for problem in exc.problems:
+                click.echo(f"error: {problem}", err=True)
+            count = len(exc.problems)
+            _fail(f"{count} problem{'s' if count != 1 else ''} in the desired state; nothing was changed")
+        except ReconcilerError as exc:
+            _fail(str(exc))
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--desired", type=click.Path(path_type=Path), default="desired", show_default=True,
+              envvar="RECONCILER_DESIRED", help="Directory of desired-state YAML files [env: RECONCILER_DESIRED].")
+@click.option("--db", default="reconciler.db", show_default=True, envvar="RECONCILER_DB",
+              help="Observed-state database: a path or sqlite:///path [env: RECONCILER_DB].")
+@click.option("--provision", type=click.Path(path_type=Path), default="provision", show_default=True,
+              envvar="RECONCILER_PROVISION", help="Directory of provision/teardown scripts [env: RECONCILER_PROVISION].")
+@click.version_option(package_name="reconciler")
+@click.pass_context
+def main(ctx: click.Context, desired: Path, db: str, provision: Path) -> None:
+    """Reconcile desired/ (YAML in git) with the observed fleet by running your provisioning scripts."""
+    ctx.obj = Settings(desired=desired, db=db, provision=provision)
+
+
+@main.command()
+@click.pass_obj
+@_guarded
+def validate(settings: Settings) -> None:
+    """Check desired/ without touching the database (for pre-commit hooks and CI)."""
+    from .spec import load_desired
+
+    state = load_desired(directory=settings.desired)
+    count = len(state.resources)
+    click.echo(f"{settings.desired}: {count} resource{'s' if count != 1 else ''}, valid.")
+
+
+def _plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Plan format."),
+        click.option("--target", "targets", multiple=True, metavar="ID",
+                     help="Limit to this resource id (repeatable)."),
+        click.option("--allow-mass-delete", is_flag=True,
+                     help="Allow a plan that deletes every live resource or more than max(10, 25%)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@_plan_options
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when no changes, 1 on error, 2 when there are changes.")
+@click.pass_obj
+@_guarded
+def plan(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool,
+         detailed_exitcode: bool) -> None:
+    """Show what apply would change, without changing anything."""
+    _show_plan(settings=settings, output=output, targets=targets, allow_mass_delete=allow_mass_delete,
+               detailed_exitcode=detailed_exitcode)
+
+
+def _show_plan(*, settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool,
+               detailed_exitcode: bool) -> None:
+    view = _plan_view(settings=settings, targets=targets, allow_mass_delete=allow_mass_delete)
+    from .render import render_json, render_text
+
+    click.echo(render_json(view.plan) if output == "json" else render_text(view.plan, colour=_colour()), nl=False)
+    if view.plan.refusal:
+        sys.exit(1)
+    if detailed_exitcode and view.plan.has_changes:
+        sys.exit(2)
+
+
+def _plan_view(*, settings: Settings, targets: tuple[str, ...], allow_mass_delete: bool, store: Any = None):
+    from .engine import make_plan
+    from .models import utcnow
+    from .plan import PlanPolicy
+
+    store = store if store is not None else _read_store(settings)
+    observed = store.load_observed() if store else {}
+    in_flight = store.in_flight() if store else set()
+    return make_plan(desired_dir=settings.desired, observed=observed, in_flight=in_flight, now=utcnow(),
+                     policy=PlanPolicy(allow_mass_delete=allow_mass_delete), targets=targets)
+
+
+def _read_store(settings: Settings) -> Any:
+    """The store for read-only commands: a missing database reads as an empty fleet, and is not created."""
+    from .store import open_store, sqlite_path
+
+    if not sqlite_path(settings.db).exists():
+        return None
+    return open_store(url=settings.db, create=False)
+
+
+@main.command()
+@_plan_options
+@click.option("--dry-run", is_flag=True, help="Only show the plan (same as `reconciler plan`).")
+@click.option("--detailed-exitcode", is_flag=True, help="With --dry-run: exit 2 when there are changes.")
+@click.pass_obj
+@_guarded
+def apply(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool, dry_run: bool,
+          detailed_exitcode: bool) -> None:
+    """Close the gap: run provision/teardown scripts until observed matches desired."""
+    if dry_run:
+        _show_plan(settings=settings, output=output, targets=targets, allow_mass_delete=allow_mass_delete,
+                   detailed_exitcode=detailed_exitcode)
+        return
+    _fail("apply without --dry-run is not available yet")
+
+
+@main.command()
+@click.argument("resource_id", required=False)
+@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+@click.pass_obj
+@_guarded
+def status(settings: Settings, resource_id: str | None, output: str) -> None:
+    """Show observed resources (all, or one with its latest events)."""
+    from . import status as show
+
+    store = _read_store(settings)
+    if resource_id:
+        click.echo(show.one(store=store, resource_id=resource_id, output=output), nl=False)
+    else:
+        click.echo(show.table(store=store, output=output), nl=False)
+
+
+@main.command()
+@click.argument("resource_id")
+@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+@click.pass_obj
+@_guarded
+def history(settings: Settings, resource_id: str, output: str) -> None:
+    """Print the full event history of one resource."""
+    from . import status as show
+
+    click.echo(show.history(store=_read_store(settings), resource_id=resource_id, output=output), nl=False)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the resource format (for editors' YAML language server)."""
+    from .models import ResourceSpec
+
+    document = ResourceSpec.model_json_schema()
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "reconciler resource"
+    click.echo(json.dumps(document, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,136 @@
+"""Show a Plan the way platform engineers read plans: Terraform-style text, or a stable JSON shape.
+
+Rendering is separate from planning (as in Terraform) so the same Plan feeds the terminal, CI's
+JSON consumers and the daemon's logs.
+
+JSON shape (format_version "1.0"; fields are only ever added):
+    {"format_version": "1.0",
+     "changes": [{"resource_id", "action", "before", "after", "reason", "changed"}],
+     "kept":    [{"resource_id", "reason"}],      # protected, skipped
+     "waiting": [{"resource_id", "reason"}],      # in progress or retry not yet due
+     "summary": {"create", "update", "replace", "delete", "retry", "unchanged"},
+     "refused": null | "why the plan is refused"}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .plan import Action, Change, Plan
+
+FORMAT_VERSION = "1.0"
+_SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-", Action.RETRY: "~"}
+_HEADLINE = {
+    Action.CREATE: "will be created",
+    Action.UPDATE: "will be updated in place",
+    Action.REPLACE: "must be replaced",
+    Action.DELETE: "will be destroyed",
+    Action.RETRY: "will be retried",
+}
+_COLOUR = {"+": "32", "~": "33", "-/+": "35", "-": "31", "bold": "1", "dim": "2", "warn": "33"}
+
+
+class _Paint:
+    def __init__(self, *, colour: bool) -> None:
+        self.colour = colour
+
+    def __call__(self, text: str, style: str) -> str:
+        return f"\x1b[{_COLOUR[style]}m{text}\x1b[0m" if self.colour else text
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "changes": [
+            {"resource_id": c.resource_id, "action": str(c.action), "before": c.before, "after": c.after,
+             "reason": c.reason, "changed": list(c.changed)}
+            for c in plan.changes
+        ],
+        "kept": [{"resource_id": c.resource_id, "reason": c.reason} for c in plan.kept],
+        "waiting": [{"resource_id": c.resource_id, "reason": c.reason} for c in plan.waiting],
+        "summary": summary_counts(plan),
+        "refused": plan.refusal,
+    }
+
+
+def render_json(plan: Plan) -> str:
+    # Compact on purpose: the C encoder is 5x faster than indent=2 at 100k changes; pipe to jq to read.
+    return json.dumps(plan_json(plan), separators=(",", ":")) + "\n"
+
+
+def summary_counts(plan: Plan) -> dict[str, int]:
+    counts = {str(action): 0 for action in (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.DELETE,
+                                            Action.RETRY)}
+    for change in plan.changes:
+        counts[str(change.action)] += 1
+    counts["unchanged"] = plan.unchanged
+    return counts
+
+
+def summary_line(plan: Plan) -> str:
+    if not plan.changes:
+        return "No changes. Observed state matches desired/."
+    n = summary_counts(plan)
+    line = f"Plan: {n['create']} to create, {n['update']} to update, {n['replace']} to replace, {n['delete']} to delete"
+    return line + (f", {n['retry']} to retry." if n["retry"] else ".")
+
+
+def render_text(plan: Plan, *, colour: bool) -> str:
+    paint = _Paint(colour=colour)
+    out: list[str] = []
+    if plan.changes:
+        out.append("reconciler will perform the following actions:\n")
+        out.extend(_block(change, paint) for change in plan.changes)
+    out.extend(_note(change, paint, "kept") for change in plan.kept)
+    out.extend(_note(change, paint, "waiting") for change in plan.waiting)
+    out.append(paint(summary_line(plan), "bold"))
+    if plan.refusal:
+        out.append(paint(f"\nRefused: {plan.refusal}.", "-"))
+    return "\n".join(out) + "\n"
+
+
+def _note(change: Change, paint: _Paint, kind: str) -> str:
+    return paint(f"  # {change.resource_id}: {kind}, {change.reason}", "warn" if kind == "kept" else "dim") + "\n"
+
+
+def _block(change: Change, paint: _Paint) -> str:
+    symbol = _SYMBOL[change.action]
+    head = paint(f"  # {change.resource_id} {_HEADLINE[change.action]}", "bold") + f" ({change.reason})"
+    lines = [head, f"{paint(symbol.rjust(3), symbol)} resource \"{change.resource_id}\" {{"]
+    lines.extend(_attributes(change, paint))
+    lines.append("    }\n")
+    return "\n".join(lines)
+
+
+def _attributes(change: Change, paint: _Paint) -> list[str]:
+    if change.action is Action.CREATE or (change.action is Action.RETRY and change.before is None):
+        return _listing(change.after or {}, "+", paint)
+    if change.action is Action.DELETE:
+        return _listing(change.before or {}, "-", paint)
+    return _diff(change, paint)
+
+
+def _listing(spec: dict[str, Any], symbol: str, paint: _Paint) -> list[str]:
+    width = max((len(name) for name in spec), default=0)
+    return [f"      {paint(symbol, symbol)} {name.ljust(width)} = {_value(value)}" for name, value in spec.items()]
+
+
+def _diff(change: Change, paint: _Paint) -> list[str]:
+    before, after = change.before or {}, change.after or {}
+    changed = change.changed or tuple(name for name in after if before.get(name) != after.get(name))
+    width = max((len(name) for name in changed), default=0)
+    lines = []
+    for name in changed:
+        forces = paint(" # forces replacement", "-") if change.action is Action.REPLACE and name in (
+            "region", "runtime_target") else ""
+        lines.append(f"      {paint('~', '~')} {name.ljust(width)} = {_value(before.get(name))} -> "
+                     f"{_value(after.get(name))}{forces}")
+    hidden = len(after) - len(changed)
+    if hidden > 0:
+        lines.append(paint(f"        # ({hidden} unchanged attributes hidden)", "dim"))
+    return lines
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)

@@ -1,0 +1,324 @@
+"""The SQLite store: observed rows, the job queue and the event history in one file.
+
+One file holds all three so that finishing a job (job row, resource row, event) is one transaction:
+a crash at any instant leaves either the whole transition or none of it. WAL mode lets readers
+(`status`, `plan`) run while workers write; every writer takes the lock up front (BEGIN IMMEDIATE)
+and waits through a busy timeout instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ..errors import StoreError
+from ..models import (
+    DELETE_TARGET,
+    Event,
+    Health,
+    Job,
+    JobAction,
+    JobRequest,
+    JobResult,
+    JobStatus,
+    ObservedResource,
+    ResourceStatus,
+    canonical_json,
+)
+from .migrations import migrate
+
+BUSY_TIMEOUT_S = 30.0
+_RESOURCE_FIELDS = ObservedResource.__slots__
+_JOB_FIELDS = Job.__slots__
+
+
+def _resource(row: sqlite3.Row) -> ObservedResource:
+    values = dict(zip(row.keys(), row))
+    values["status"] = ResourceStatus(values["status"])
+    values["health"] = Health(values["health"] or "unknown")
+    values["protected"] = bool(values["protected"])
+    return ObservedResource(**{name: values[name] for name in _RESOURCE_FIELDS})
+
+
+def _job(row: sqlite3.Row) -> Job:
+    values = dict(zip(row.keys(), row))
+    values["action"] = JobAction(values["action"])
+    values["status"] = JobStatus(values["status"])
+    values["spec"] = json.loads(values.pop("spec_json")) if values.get("spec_json") else None
+    values["old_spec"] = json.loads(values.pop("old_spec_json")) if values.get("old_spec_json") else None
+    return Job(**{name: values.get(name) for name in _JOB_FIELDS})
+
+
+class SQLiteStore:
+    """Rows in a SQLite file. Thread-safe: each thread gets its own connection."""
+
+    def __init__(self, *, path: Path, create: bool = True) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._create_file(create=create)
+        migrate(self._conn())
+
+    def _create_file(self, *, create: bool) -> None:
+        if self.path.exists():
+            return
+        if not create:
+            raise StoreError(f"database {self.path} does not exist (run `reconciler apply` first)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite touches it: rows hold URLs and script output.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise StoreError(f"cannot create database {self.path}: {exc.strerror}") from None
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot open database {self.path}: {exc}") from None
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taking the lock up front so it never fails half-way on contention."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def load_observed(self) -> dict[str, ObservedResource]:
+        rows = self._conn().execute("SELECT * FROM resources")
+        return {row["resource_id"]: _resource(row) for row in rows}
+
+    def get_resource(self, resource_id: str) -> ObservedResource | None:
+        row = self._conn().execute("SELECT * FROM resources WHERE resource_id = ?", (resource_id,)).fetchone()
+        return _resource(row) if row else None
+
+    def in_flight(self) -> set[str]:
+        """Ids of resources with an open (queued or running) job."""
+        rows = self._conn().execute("SELECT resource_id FROM jobs WHERE status IN ('queued', 'running')")
+        return {row[0] for row in rows}
+
+    def get_job(self, job_id: str) -> Job | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def open_jobs(self, *, resource_ids: Iterable[str] | None = None) -> list[Job]:
+        rows = self._conn().execute("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at")
+        wanted = None if resource_ids is None else set(resource_ids)
+        return [_job(row) for row in rows if wanted is None or row["resource_id"] in wanted]
+
+    def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]:
+        sql = "SELECT * FROM events WHERE resource_id = ? ORDER BY id DESC"
+        rows = self._conn().execute(sql + (" LIMIT ?" if limit else ""), (resource_id, limit) if limit else (resource_id,))
+        events = [
+            Event(row["resource_id"], row["at"], row["kind"], row["message"] or "", row["job_id"],
+                  row["desired_commit"], json.loads(row["details_json"] or "{}"))
+            for row in rows
+        ]
+        return events[::-1]
+
+    # --- the queue -----------------------------------------------------------------------------
+
+    def enqueue(self, *, requests: Iterable[JobRequest], now: str, commit: str | None) -> list[str]:
+        """Write a job per request and mark its row, in one transaction; skip resources with an open job."""
+        queued: list[str] = []
+        with self._write() as conn:
+            for request in requests:
+                job_id = self._insert_job(conn, request=request, now=now, commit=commit)
+                if job_id is not None:
+                    self._mark_row(conn, request=request, now=now)
+                    self._event(conn, request.resource_id, now, "queued",
+                                f"{request.action} queued: {request.reason}", job_id, commit)
+                    queued.append(job_id)
+        return queued
+
+    @staticmethod
+    def _insert_job(conn: sqlite3.Connection, *, request: JobRequest, now: str, commit: str | None) -> str | None:
+        job_id = "job-" + uuid.uuid4().hex[:16]
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO jobs (job_id, resource_id, action, status, attempt, spec_json, old_spec_json,"
+            " run_after, created_at, claims, desired_commit) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, 0, ?)",
+            (job_id, request.resource_id, str(request.action), request.attempt,
+             canonical_json(request.spec) if request.spec else None,
+             canonical_json(request.old_spec) if request.old_spec else None, now, now, commit),
+        )
+        return job_id if cursor.rowcount == 1 else None
+
+    @staticmethod
+    def _mark_row(conn: sqlite3.Connection, *, request: JobRequest, now: str) -> None:
+        if request.action is JobAction.DELETE:
+            conn.execute(
+                "UPDATE resources SET status = 'deleting', target_hash = ?, updated_at = ? WHERE resource_id = ?",
+                (DELETE_TARGET, now, request.resource_id),
+            )
+            return
+        spec = request.spec
+        conn.execute(
+            "INSERT INTO resources (resource_id, owner, region, runtime_target, deploy_ref, status, created_at,"
+            " target_hash, protected, updated_at) VALUES (?, ?, ?, ?, ?, 'provisioning', ?, ?, ?, ?)"
+            " ON CONFLICT(resource_id) DO UPDATE SET status = 'provisioning', target_hash = excluded.target_hash,"
+            " protected = excluded.protected, updated_at = excluded.updated_at,"
+            # a tombstone declared again starts a new life
+            " created_at = CASE WHEN resources.status = 'deleted' THEN excluded.created_at"
+            " ELSE resources.created_at END",
+            (spec["resource_id"], spec["owner"], spec["region"], spec["runtime_target"], spec["deploy_ref"],
+             now, request.target_hash, int(spec["protected"]), now),
+        )
+
+    def claim(self, *, worker: str, now: str, lease_until: str, resource_ids: Iterable[str] | None = None,
+              limit: int = 1) -> list[Job]:
+        """Take up to `limit` runnable jobs (queued and due, or running under an expired lease)."""
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT * FROM jobs WHERE (status = 'queued' AND run_after <= ?)"
+                " OR (status = 'running' AND lease_expires_at <= ?) ORDER BY run_after, created_at",
+                (now, now),
+            )
+            wanted = None if resource_ids is None else set(resource_ids)
+            picked = [_job(row) for row in rows if wanted is None or row["resource_id"] in wanted][:limit]
+            for job in picked:
+                conn.execute(
+                    "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, started_at = ?,"
+                    " claims = claims + 1, script_pgid = NULL, script_host = NULL WHERE job_id = ?",
+                    (worker, lease_until, now, job.job_id),
+                )
+        return picked
+
+    def record_script(self, *, job_id: str, worker: str, pgid: int, host: str) -> bool:
+        """Remember which process group runs the job, before the script is let go (the start gate)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET script_pgid = ?, script_host = ? WHERE job_id = ? AND lease_owner = ?"
+                " AND status = 'running'", (pgid, host, job_id, worker),
+            )
+        return cursor.rowcount == 1
+
+    def renew(self, *, worker: str, lease_until: str) -> int:
+        """Extend every lease this worker holds; one statement for all its running jobs."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND status = 'running'",
+                (lease_until, worker),
+            )
+        return cursor.rowcount
+
+    def expire_lease(self, *, job_id: str, worker: str, now: str) -> None:
+        """Make a dead worker's lease reclaimable at once (its owner is known to be gone)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET lease_expires_at = ? WHERE job_id = ? AND lease_owner = ? AND status = 'running'",
+                (now, job_id, worker),
+            )
+
+    def release(self, *, job_id: str, worker: str, now: str) -> None:
+        """Give a job back to the queue untouched (shutdown): the next worker runs it again."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, run_after = ?,"
+                " script_pgid = NULL, script_host = NULL WHERE job_id = ? AND lease_owner = ? AND status = 'running'",
+                (now, job_id, worker),
+            )
+
+    def finish(self, *, job: Job, worker: str, result: JobResult, now: str) -> bool:
+        """Record the job's end, its resource row and an event in one transaction.
+
+        Returns False, recording nothing, when this worker no longer holds the lease.
+        """
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET status = ?, exit_code = ?, output_tail = ?, error = ?, finished_at = ?,"
+                " lease_owner = NULL, lease_expires_at = NULL WHERE job_id = ? AND lease_owner = ?"
+                " AND status = 'running'",
+                ("succeeded" if result.ok else "failed", result.exit_code, result.output_tail, result.error,
+                 now, job.job_id, worker),
+            )
+            if cursor.rowcount != 1:
+                return False
+            old = conn.execute("SELECT url FROM resources WHERE resource_id = ?", (job.resource_id,)).fetchone()
+            if result.ok:
+                self._succeeded(conn, job=job, result=result, now=now)
+            else:
+                self._failed(conn, job=job, result=result, now=now)
+            self._finish_events(conn, job=job, result=result, now=now, old_url=old[0] if old else None)
+        return True
+
+    @staticmethod
+    def _succeeded(conn: sqlite3.Connection, *, job: Job, result: JobResult, now: str) -> None:
+        if job.action is JobAction.DELETE:
+            conn.execute(
+                "UPDATE resources SET status = 'deleted', url = NULL, spec_hash = NULL, target_hash = NULL,"
+                " error = NULL, attempts = 0, next_attempt_at = NULL, health = 'unknown',"
+                " consecutive_failures = 0, updated_at = ? WHERE resource_id = ?", (now, job.resource_id),
+            )
+            return
+        spec = job.spec
+        conn.execute(
+            "UPDATE resources SET status = 'active', url = ?, owner = ?, region = ?, runtime_target = ?,"
+            " deploy_ref = ?, spec_hash = target_hash, spec_json = ?, protected = ?, generation = generation + 1,"
+            " error = NULL, attempts = 0, next_attempt_at = NULL, last_seen = ?, updated_at = ?,"
+            " created_at = COALESCE(created_at, ?) WHERE resource_id = ?",
+            (result.url, spec["owner"], spec["region"], spec["runtime_target"], spec["deploy_ref"],
+             canonical_json(spec), int(spec["protected"]), now, now, now, job.resource_id),
+        )
+
+    @staticmethod
+    def _failed(conn: sqlite3.Connection, *, job: Job, result: JobResult, now: str) -> None:
+        conn.execute(
+            "UPDATE resources SET status = 'errored', error = ?, attempts = ?, next_attempt_at = ?, updated_at = ?"
+            " WHERE resource_id = ?",
+            (result.error, job.attempt, result.next_attempt_at, now, job.resource_id),
+        )
+
+    def _finish_events(self, conn: sqlite3.Connection, *, job: Job, result: JobResult, now: str,
+                       old_url: str | None) -> None:
+        details = {"exit_code": result.exit_code, "output_tail": result.output_tail[-2000:],
+                   "duration_s": round(result.duration, 3)}
+        if result.ok:
+            message = f"{job.action} succeeded" + (f": {result.url}" if result.url else "")
+            self._event(conn, job.resource_id, now, "succeeded", message, job.job_id, job.desired_commit, details)
+            if result.url and result.url != old_url and job.action is not JobAction.DELETE:
+                self._event(conn, job.resource_id, now, "url_changed", f"{old_url or '-'} -> {result.url}",
+                            job.job_id, job.desired_commit)
+            return
+        retry = f"; retry {job.attempt + 1} at {result.next_attempt_at}" if result.next_attempt_at else ""
+        self._event(conn, job.resource_id, now, "failed", f"{job.action} failed: {result.error}{retry}",
+                    job.job_id, job.desired_commit, details)
+
+    def add_event(self, *, resource_id: str, now: str, kind: str, message: str, job_id: str | None = None,
+                  commit: str | None = None) -> None:
+        with self._write() as conn:
+            self._event(conn, resource_id, now, kind, message, job_id, commit)
+
+    @staticmethod
+    def _event(conn: sqlite3.Connection, resource_id: str, now: str, kind: str, message: str,
+               job_id: str | None, commit: str | None, details: dict[str, Any] | None = None) -> None:
+        conn.execute(
+            "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (resource_id, now, kind, message, job_id, commit, json.dumps(details) if details else None),
+        )
+
