@@ -25,6 +25,7 @@ class Settings:
     desired: Path
     db: str
     provision: Path
+    work_dir: Path
 
 
 def _fail(message: str) -> None:
@@ -62,11 +63,14 @@ def _colour() -> bool:
               help="Observed-state database: a path or sqlite:///path [env: RECONCILER_DB].")
 @click.option("--provision", type=click.Path(path_type=Path), default="provision", show_default=True,
               envvar="RECONCILER_PROVISION", help="Directory of provision/teardown scripts [env: RECONCILER_PROVISION].")
+@click.option("--work-dir", type=click.Path(path_type=Path), default=".reconciler/work", show_default=True,
+              envvar="RECONCILER_WORK_DIR",
+              help="Per-resource working directories for the scripts [env: RECONCILER_WORK_DIR].")
 @click.version_option(package_name="reconciler")
 @click.pass_context
-def main(ctx: click.Context, desired: Path, db: str, provision: Path) -> None:
+def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: Path) -> None:
     """Reconcile desired/ (YAML in git) with the observed fleet by running your provisioning scripts."""
-    ctx.obj = Settings(desired=desired, db=db, provision=provision)
+    ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir)
 
 
 @main.command()
@@ -139,20 +143,53 @@ def _read_store(settings: Settings) -> Any:
     return open_store(url=settings.db, create=False)
 
 
+def _apply_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal)."),
+        click.option("--parallelism", "-p", type=click.IntRange(1, 1000), default=10, show_default=True,
+                     help="How many scripts run at once."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=900.0, show_default=True,
+                     help="Seconds before a script is stopped (TERM, grace, KILL); "
+                          "provision/<target>/target.yaml may set its own."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command()
 @_plan_options
+@_apply_options
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `reconciler plan`).")
 @click.option("--detailed-exitcode", is_flag=True, help="With --dry-run: exit 2 when there are changes.")
 @click.pass_obj
 @_guarded
-def apply(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool, dry_run: bool,
-          detailed_exitcode: bool) -> None:
+def apply(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool, yes: bool,
+          parallelism: int, timeout: float, dry_run: bool, detailed_exitcode: bool) -> None:
     """Close the gap: run provision/teardown scripts until observed matches desired."""
     if dry_run:
         _show_plan(settings=settings, output=output, targets=targets, allow_mass_delete=allow_mass_delete,
                    detailed_exitcode=detailed_exitcode)
         return
-    _fail("apply without --dry-run is not available yet")
+    from .apply import ApplyOptions, run_apply
+
+    options = ApplyOptions(targets=targets, allow_mass_delete=allow_mass_delete, yes=yes, parallelism=parallelism,
+                           timeout=timeout, output=output, colour=_colour())
+    sys.exit(run_apply(settings=settings, options=options))
+
+
+@main.command()
+@click.option("--target", "targets", multiple=True, metavar="ID", help="Limit to this resource id (repeatable).")
+@_apply_options
+@click.pass_obj
+@_guarded
+def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, parallelism: int, timeout: float) -> None:
+    """Tear down every resource (or --target ones) as if desired/ were empty; protected ones are kept."""
+    from .apply import ApplyOptions, run_apply
+
+    options = ApplyOptions(targets=targets, allow_mass_delete=True, yes=yes, parallelism=parallelism,
+                           timeout=timeout, output="text", colour=_colour(), destroy=True)
+    sys.exit(run_apply(settings=settings, options=options))
 
 
 @main.command()

@@ -6,15 +6,36 @@ decided elsewhere (the plan, the retry policy); it only moves data between them 
 
 from __future__ import annotations
 
+import os
+import random
+import socket
 import subprocess
-from dataclasses import dataclass
-from datetime import datetime
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
-from .models import ObservedResource
-from .plan import Plan, PlanPolicy, compute_plan
+from .errors import ReconcilerError
+from .models import (
+    DELETE_TARGET,
+    Job,
+    JobAction,
+    JobRequest,
+    JobResult,
+    ObservedResource,
+    ResourceStatus,
+    iso,
+    spec_hash,
+    utcnow,
+)
+from .plan import Action, Change, Plan, PlanPolicy, compute_plan
+from .retry import RetryPolicy, next_delay
 from .spec import DesiredState, load_desired
+
+HOST = socket.gethostname()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +53,14 @@ def make_plan(
 ) -> PlanView:
     """Load desired/ and plan against `observed`; `targets` (ids) narrows the plan to those resources."""
     desired = load_desired(directory=desired_dir)
+    return plan_against(desired=desired, observed=observed, in_flight=in_flight, now=now, policy=policy,
+                        targets=targets)
+
+
+def plan_against(
+    *, desired: DesiredState, observed: dict[str, ObservedResource], in_flight: Iterable[str], now: datetime,
+    policy: PlanPolicy, targets: Iterable[str] = (),
+) -> PlanView:
     plan = compute_plan(desired.resources, observed, now=now, in_flight=in_flight, policy=policy, targets=targets)
     return PlanView(desired=desired, observed=observed, plan=plan)
 
@@ -46,3 +75,234 @@ def desired_commit(*, directory: Path) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+# --- turning a plan into jobs -------------------------------------------------------------------
+
+
+def job_requests(*, view: PlanView) -> list[JobRequest]:
+    """One queue request per change of the plan (none when the plan is refused)."""
+    if view.plan.refusal:
+        return []
+    return [_request(change=change, view=view) for change in view.plan.changes]
+
+
+def _request(*, change: Change, view: PlanView) -> JobRequest:
+    row = view.observed.get(change.resource_id)
+    if change.job_action is JobAction.DELETE:
+        return JobRequest(change.resource_id, JobAction.DELETE, change.reason, row.applied_spec(), None,
+                          DELETE_TARGET, _attempt(change, row))
+    spec = view.desired.resources[change.resource_id]
+    old = row.applied_spec() if change.job_action is JobAction.REPLACE and row is not None else None
+    return JobRequest(change.resource_id, change.job_action, change.reason, spec.model_dump(), old,
+                      spec_hash(spec), _attempt(change, row))
+
+
+def _attempt(change: Change, row: ObservedResource | None) -> int:
+    """Retries count up (for backoff); any other change is a fresh first attempt."""
+    if change.action is Action.RETRY and row is not None and row.status is ResourceStatus.ERRORED:
+        return row.attempts + 1
+    return 1
+
+
+def enqueue(*, store: Any, view: PlanView, commit: str | None) -> list[str]:
+    """Queue the plan's changes in one transaction; returns the new job ids."""
+    return store.enqueue(requests=job_requests(view=view), now=iso(utcnow()), commit=commit)
+
+
+def plan_scope(plan: Plan) -> set[str]:
+    """Ids whose jobs an apply of this plan waits for: its changes and the ones already in progress."""
+    return {change.resource_id for change in plan.changes + plan.waiting}
+
+
+def target_timeouts(*, provision_dir: Path) -> dict[str, float]:
+    """Per-target script timeouts from provision/<target>/target.yaml (`timeout: SECONDS`)."""
+    import yaml
+
+    found: dict[str, float] = {}
+    for settings in sorted(Path(provision_dir).glob("*/target.yaml")):
+        try:
+            data = yaml.safe_load(settings.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ReconcilerError(f"{settings}: cannot read target settings: {exc}") from None
+        timeout = data.get("timeout") if isinstance(data, dict) else None
+        if timeout is None:
+            continue
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise ReconcilerError(f"{settings}: timeout: expected a positive number of seconds")
+        found[settings.parent.name] = float(timeout)
+    return found
+
+
+# --- running jobs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How scripts run: where they are, where their working directories go, and the time limits."""
+
+    provision_dir: Path
+    work_dir: Path
+    timeout: float = 900.0
+    grace: float = 10.0
+    lease_seconds: float = 30.0
+    retry: RetryPolicy = RetryPolicy()
+    target_timeouts: dict[str, float] = field(default_factory=dict)
+
+    def timeout_for(self, target: str) -> float:
+        return self.target_timeouts.get(target, self.timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A job this process ran to the end (recorded or not)."""
+
+    job: Job
+    result: JobResult
+    recorded: bool
+
+
+def new_worker_id() -> str:
+    """host:pid:token — the host and pid let a later process on this machine see that we died."""
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_owner_dead(*, owner: str) -> bool:
+    """True when `owner` is a worker id of this host whose process no longer exists."""
+    from .runner import process_alive
+
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return host == HOST and pid.isdigit() and not process_alive(pid=int(pid))
+
+
+def expire_dead_leases(*, store: Any, now: datetime) -> int:
+    """Free at once the jobs of workers on this host that died (kill -9), instead of waiting out the lease."""
+    count = 0
+    for job in store.open_jobs():
+        if job.lease_owner and lease_owner_dead(owner=job.lease_owner):
+            store.expire_lease(job_id=job.job_id, worker=job.lease_owner, now=iso(now))
+            count += 1
+    return count
+
+
+class JobRunner:
+    """Runs claimed jobs: makes sure an earlier run is gone, runs the script(s), records the result."""
+
+    def __init__(self, *, store: Any, config: EngineConfig, worker_id: str,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.store = store
+        self.config = config
+        self.worker_id = worker_id
+        self.rand = rand
+
+    def run(self, job: Job) -> Finished:
+        self._bury_previous_run(job)
+        result = self._execute(job)
+        recorded = self.store.finish(job=job, worker=self.worker_id, result=result, now=iso(utcnow()))
+        return Finished(job=job, result=result, recorded=recorded)
+
+    def _bury_previous_run(self, job: Job) -> None:
+        """A reclaimed job's first script may still run (its worker died): end it before running again."""
+        from .runner import group_runs_job, kill_process_group
+
+        if job.script_pgid and job.script_host == HOST and group_runs_job(pgid=job.script_pgid, job_id=job.job_id):
+            kill_process_group(pgid=job.script_pgid, grace=self.config.grace)
+
+    def _execute(self, job: Job) -> JobResult:
+        if job.action is JobAction.REPLACE:
+            first = self._script(job, spec=job.old_spec or job.spec, action="delete")
+            if not first.ok:
+                return self._result(job, first, prefix="teardown of the old resource: ")
+            return self._result(job, self._script(job, spec=job.spec, action="create"))
+        action = {JobAction.DELETE: "delete", JobAction.CREATE: "create"}.get(job.action, "update")
+        return self._result(job, self._script(job, spec=job.spec, action=action))
+
+    def _script(self, job: Job, *, spec: dict[str, Any], action: str) -> Any:
+        from .runner import resolve_script, run_script
+
+        target = spec["runtime_target"]
+        script = resolve_script(provision_dir=self.config.provision_dir, runtime_target=target, action=action)
+        return run_script(
+            script=script, spec=spec, action=action, workdir=self.config.work_dir / job.resource_id,
+            timeout=self.config.timeout_for(target), grace=self.config.grace, needs_url=action != "delete",
+            job_id=job.job_id, on_start=lambda pgid: self._record_start(job, pgid),
+        )
+
+    def _record_start(self, job: Job, pgid: int) -> None:
+        if not self.store.record_script(job_id=job.job_id, worker=self.worker_id, pgid=pgid, host=HOST,
+                                        now=iso(utcnow())):
+            raise RuntimeError("lease lost before the script started")
+
+    def _result(self, job: Job, outcome: Any, *, prefix: str = "") -> JobResult:
+        retry_at = None
+        if not outcome.ok:
+            delay = next_delay(attempt=job.attempt, policy=self.config.retry, random=self.rand,
+                               permanent=outcome.permanent)
+            retry_at = iso(utcnow() + timedelta(seconds=delay))
+        error = f"{prefix}{outcome.error}" if outcome.error else None
+        return JobResult(outcome.ok, outcome.exit_code, outcome.url, error, outcome.output_tail,
+                         outcome.duration, retry_at)
+
+
+class WorkerPool:
+    """`parallelism` threads claiming jobs from the shared queue under one lease owner id.
+
+    One extra thread renews all of this process's leases in a single statement, so a slow script
+    keeps its job while a dead process's jobs become reclaimable after `lease_seconds`.
+    """
+
+    def __init__(self, *, store: Any, config: EngineConfig, parallelism: int,
+                 on_finish: Callable[[Finished], None] = lambda finished: None) -> None:
+        self.store = store
+        self.config = config
+        self.parallelism = max(1, parallelism)
+        self.worker_id = new_worker_id()
+        self.on_finish = on_finish
+        self.stop = threading.Event()
+        self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id)
+
+    def run_until_done(self, *, scope: set[str] | None, poll: float = 0.1) -> list[Finished]:
+        """Work until no open job in `scope` remains (others' leases included); return what we ran."""
+        finished: list[Finished] = []
+        lock = threading.Lock()
+
+        def record(item: Finished) -> None:
+            with lock:
+                finished.append(item)
+            self.on_finish(item)
+
+        threads = [threading.Thread(target=self._loop, args=(scope, poll, record), daemon=True)
+                   for _ in range(self.parallelism)]
+        renewer = threading.Thread(target=self._renew_loop, daemon=True)
+        renewer.start()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.stop.set()
+        renewer.join()
+        return finished
+
+    def _loop(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
+        while not self.stop.is_set():
+            job = self._claim(scope)
+            if job is not None:
+                record(self._runner.run(job))
+            elif not self.store.open_jobs(resource_ids=scope):
+                return
+            else:
+                expire_dead_leases(store=self.store, now=utcnow())
+                time.sleep(poll)
+
+    def _claim(self, scope: set[str] | None) -> Job | None:
+        now = utcnow()
+        until = iso(now + timedelta(seconds=self.config.lease_seconds))
+        jobs = self.store.claim(worker=self.worker_id, now=iso(now), lease_until=until, resource_ids=scope)
+        return jobs[0] if jobs else None
+
+    def _renew_loop(self) -> None:
+        interval = self.config.lease_seconds / 3
+        while not self.stop.wait(interval):
+            until = iso(utcnow() + timedelta(seconds=self.config.lease_seconds))
+            self.store.renew(worker=self.worker_id, lease_until=until)

@@ -147,7 +147,8 @@ class ObservedResource:
     def applied_spec(self) -> dict[str, Any]:
         """The spec the last successful run applied (or, before any, the columns we have)."""
         if self.spec_json:
-            return json.loads(self.spec_json)
+            stored = json.loads(self.spec_json)
+            return {name: stored[name] for name in SPEC_FIELDS if name in stored}
         return {"resource_id": self.resource_id, "owner": self.owner, "region": self.region,
                 "runtime_target": self.runtime_target, "deploy_ref": self.deploy_ref,
                 "params": {}, "protected": self.protected}

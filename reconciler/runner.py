@@ -420,3 +420,17 @@ def _stat_fields(path: Path) -> list[str] | None:
     except OSError:  # the process ended between listing and reading
         return None
     return text[text.rfind(")") + 1:].split()
+
+
+def process_alive(*, pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (zombies answer kill(0) but run nothing)."""
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    if fields is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return not Path("/proc/self").exists()
+    return fields[0] != "Z"

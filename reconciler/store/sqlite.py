@@ -208,14 +208,21 @@ class SQLiteStore:
                 )
         return picked
 
-    def record_script(self, *, job_id: str, worker: str, pgid: int, host: str) -> bool:
+    def record_script(self, *, job_id: str, worker: str, pgid: int, host: str, now: str) -> bool:
         """Remember which process group runs the job, before the script is let go (the start gate)."""
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET script_pgid = ?, script_host = ? WHERE job_id = ? AND lease_owner = ?"
-                " AND status = 'running'", (pgid, host, job_id, worker),
+                " AND status = 'running' RETURNING resource_id, action, claims, desired_commit",
+                (pgid, host, job_id, worker),
             )
-        return cursor.rowcount == 1
+            row = cursor.fetchone()
+            if row is not None:
+                again = f" (run {row['claims']}: an earlier worker stopped)" if row["claims"] > 1 else ""
+                self._event(conn, row["resource_id"], now, "started",
+                            f"{row['action']} started: process group {pgid} on {host}{again}", job_id,
+                            row["desired_commit"])
+        return row is not None
 
     def renew(self, *, worker: str, lease_until: str) -> int:
         """Extend every lease this worker holds; one statement for all its running jobs."""

@@ -1,0 +1,141 @@
+"""`reconciler apply` and `destroy` as a user sees them: plan, confirm, queue, run, report.
+
+The engine does the work; this module owns the conversation: the confirmation prompt, progress
+(a bar on a terminal, one line per finished job otherwise) and the closing summary with every
+failure's reason and output tail. It returns the exit status; cli.py only exits with it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from .engine import (
+    EngineConfig,
+    Finished,
+    PlanView,
+    WorkerPool,
+    desired_commit,
+    enqueue,
+    expire_dead_leases,
+    make_plan,
+    plan_against,
+    plan_scope,
+    target_timeouts,
+)
+from .models import utcnow
+from .plan import PlanPolicy
+from .render import render_json, render_text
+from .spec import DesiredState
+from .store import open_store
+
+TAIL_LINES = 12
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOptions:
+    targets: tuple[str, ...] = ()
+    allow_mass_delete: bool = False
+    yes: bool = False
+    parallelism: int = 10
+    timeout: float = 900.0
+    output: str = "text"
+    colour: bool = False
+    destroy: bool = False
+
+
+def run_apply(*, settings: Any, options: ApplyOptions) -> int:
+    store = open_store(url=settings.db)
+    expire_dead_leases(store=store, now=utcnow())
+    view = _view(settings=settings, options=options, store=store)
+    _show(view=view, options=options)
+    if view.plan.refusal:
+        return 1
+    scope = plan_scope(view.plan)
+    if not scope:
+        return 0
+    if view.plan.changes and not _confirmed(options=options):
+        return 1
+    commit = None if options.destroy else desired_commit(directory=settings.desired)
+    enqueue(store=store, view=view, commit=commit)
+    finished = _run(store=store, settings=settings, options=options, scope=scope)
+    return _summarise(finished=finished, store=store, scope=scope)
+
+
+def _view(*, settings: Any, options: ApplyOptions, store: Any) -> PlanView:
+    policy = PlanPolicy(allow_mass_delete=options.allow_mass_delete)
+    observed, in_flight = store.load_observed(), store.in_flight()
+    if options.destroy:
+        return plan_against(desired=DesiredState(resources={}), observed=observed, in_flight=in_flight,
+                            now=utcnow(), policy=policy, targets=options.targets)
+    return make_plan(desired_dir=settings.desired, observed=observed, in_flight=in_flight, now=utcnow(),
+                     policy=policy, targets=options.targets)
+
+
+def _show(*, view: PlanView, options: ApplyOptions) -> None:
+    text = render_json(view.plan) if options.output == "json" else render_text(view.plan, colour=options.colour)
+    # With JSON on stdout, progress and summary go to stderr so stdout stays one JSON document.
+    click.echo(text, nl=False)
+
+
+def _confirmed(*, options: ApplyOptions) -> bool:
+    if options.yes:
+        return True
+    if not sys.stdin.isatty():
+        click.echo("Error: refusing to apply without confirmation: no terminal to ask on. "
+                   "Review the plan above, then pass --yes.", err=True)
+        return False
+    click.echo("\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n")
+    answer = click.prompt("  Enter a value", default="", show_default=False)
+    if answer.strip() != "yes":
+        click.echo("\nApply cancelled.", err=True)
+        return False
+    return True
+
+
+def _run(*, store: Any, settings: Any, options: ApplyOptions, scope: set[str]) -> list[Finished]:
+    config = EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.timeout,
+                          target_timeouts=target_timeouts(provision_dir=settings.provision))
+    err = options.output == "json"
+    if sys.stdout.isatty() and not err:
+        with click.progressbar(length=len(scope), label="Applying", show_pos=True) as bar:
+            pool = WorkerPool(store=store, config=config, parallelism=options.parallelism,
+                              on_finish=lambda item: bar.update(1))
+            return pool.run_until_done(scope=scope)
+    pool = WorkerPool(store=store, config=config, parallelism=options.parallelism,
+                      on_finish=lambda item: click.echo(_line(item), err=err))
+    return pool.run_until_done(scope=scope)
+
+
+def _line(item: Finished) -> str:
+    job, result = item.job, item.result
+    took = f"{result.duration:.1f}s"
+    if not item.recorded:
+        return f"? {job.resource_id}: {job.action} finished after losing its lease; not recorded"
+    if result.ok:
+        return f"✓ {job.resource_id}: {job.action} succeeded in {took}" + (f": {result.url}" if result.url else "")
+    return f"✗ {job.resource_id}: {job.action} failed after {took}: {result.error}"
+
+
+def _summarise(*, finished: list[Finished], store: Any, scope: set[str]) -> int:
+    failed = [item for item in finished if item.recorded and not item.result.ok]
+    ok = sum(1 for item in finished if item.recorded and item.result.ok)
+    others = len(scope) - len(finished)
+    err = True
+    click.echo("", err=err)
+    for item in failed:
+        click.echo(f"Error: {item.job.resource_id}: {item.job.action} failed: {item.result.error}", err=err)
+        tail = item.result.output_tail.strip().splitlines()[-TAIL_LINES:]
+        click.echo("".join(f"  | {line}\n" for line in tail), err=err, nl=False)
+    note = f", {others} finished by another worker" if others > 0 else ""
+    click.echo(f"Apply complete: {ok} succeeded, {len(failed)} failed{note}.", err=err)
+    return 1 if failed or _errored(store=store, scope=scope) else 0
+
+
+def _errored(*, store: Any, scope: set[str]) -> bool:
+    """Jobs another worker ran for us count too: converged means every row in scope is settled well."""
+    rows = store.load_observed()
+    return any(rows[rid].status.value == "errored" for rid in scope if rid in rows)
