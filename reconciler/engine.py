@@ -91,11 +91,11 @@ def _request(*, change: Change, view: PlanView) -> JobRequest:
     row = view.observed.get(change.resource_id)
     if change.job_action is JobAction.DELETE:
         return JobRequest(change.resource_id, JobAction.DELETE, change.reason, row.applied_spec(), None,
-                          DELETE_TARGET, _attempt(change, row))
+                          DELETE_TARGET, _attempt(change, row), row.version)
     spec = view.desired.resources[change.resource_id]
     old = row.applied_spec() if change.job_action is JobAction.REPLACE and row is not None else None
     return JobRequest(change.resource_id, change.job_action, change.reason, spec.model_dump(), old,
-                      spec_hash(spec), _attempt(change, row))
+                      spec_hash(spec), _attempt(change, row), row.version if row is not None else None)
 
 
 def _attempt(change: Change, row: ObservedResource | None) -> int:

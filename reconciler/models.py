@@ -139,6 +139,8 @@ class ObservedResource:
     last_check_at: str | None = None
     protected: bool = False
     source: str = "file"
+    version: int = 0
+    updated_at: str | None = None
 
     @property
     def live(self) -> bool:
@@ -218,6 +220,8 @@ class JobRequest:
     old_spec: dict[str, Any] | None = None
     target_hash: str | None = None
     attempt: int = 1
+    # the row version the plan saw (None: no row); the queue refuses the request if it changed since
+    expected_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

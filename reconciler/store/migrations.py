@@ -20,6 +20,8 @@ RESOURCE_COLUMNS: dict[str, Any] = {
     "spec_hash": str, "target_hash": str, "spec_json": str, "generation": int, "error": str,
     "attempts": int, "next_attempt_at": str, "health": str, "consecutive_failures": int,
     "last_check_at": str, "protected": int, "source": str, "updated_at": str,
+    # bumped by every lifecycle write (not by health checks): the token of optimistic concurrency
+    "version": int,
 }
 JOB_COLUMNS: dict[str, Any] = {
     "job_id": str, "resource_id": str, "action": str, "status": str, "attempt": int, "spec_json": str,
@@ -38,7 +40,7 @@ def _v1_initial(db: Any) -> None:
         RESOURCE_COLUMNS, pk="resource_id",
         not_null=["owner", "region", "runtime_target", "deploy_ref", "status"],
         defaults={"generation": 0, "attempts": 0, "health": "unknown", "consecutive_failures": 0,
-                  "protected": 0, "source": "file"},
+                  "protected": 0, "source": "file", "version": 0},
     )
     db["resources"].create_index(["status"])
     db["jobs"].create(

@@ -144,16 +144,25 @@ class SQLiteStore:
     # --- the queue -----------------------------------------------------------------------------
 
     def enqueue(self, *, requests: Iterable[JobRequest], now: str, commit: str | None) -> list[str]:
-        """Write a job per request and mark its row, in one transaction; skip resources with an open job."""
+        """Write a job per request and mark its row, in one transaction.
+
+        A request is skipped when its row changed since the plan was made (another apply or daemon
+        got there first) or when the resource already has an open job: never two jobs for one change.
+        """
         queued: list[str] = []
         with self._write() as conn:
             for request in requests:
-                job_id = self._insert_job(conn, request=request, now=now, commit=commit)
-                if job_id is not None:
-                    self._mark_row(conn, request=request, now=now)
-                    self._event(conn, request.resource_id, now, "queued",
-                                f"{request.action} queued: {request.reason}", job_id, commit)
-                    queued.append(job_id)
+                conn.execute("SAVEPOINT request")
+                job_id = self._mark_row(conn, request=request, now=now) and self._insert_job(
+                    conn, request=request, now=now, commit=commit)
+                if not job_id:
+                    conn.execute("ROLLBACK TO request")
+                    conn.execute("RELEASE request")
+                    continue
+                conn.execute("RELEASE request")
+                self._event(conn, request.resource_id, now, "queued", f"{request.action} queued: {request.reason}",
+                            job_id, commit)
+                queued.append(job_id)
         return queued
 
     @staticmethod
@@ -169,25 +178,34 @@ class SQLiteStore:
         return job_id if cursor.rowcount == 1 else None
 
     @staticmethod
-    def _mark_row(conn: sqlite3.Connection, *, request: JobRequest, now: str) -> None:
-        if request.action is JobAction.DELETE:
-            conn.execute(
-                "UPDATE resources SET status = 'deleting', target_hash = ?, updated_at = ? WHERE resource_id = ?",
-                (DELETE_TARGET, now, request.resource_id),
+    def _mark_row(conn: sqlite3.Connection, *, request: JobRequest, now: str) -> bool:
+        """Move the row to provisioning/deleting if it is still the version the plan saw."""
+        if request.expected_version is None:
+            spec = request.spec
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO resources (resource_id, owner, region, runtime_target, deploy_ref, status,"
+                " created_at, target_hash, protected, updated_at, version)"
+                " VALUES (?, ?, ?, ?, ?, 'provisioning', ?, ?, ?, ?, 1)",
+                (spec["resource_id"], spec["owner"], spec["region"], spec["runtime_target"], spec["deploy_ref"],
+                 now, request.target_hash, int(spec["protected"]), now),
             )
-            return
-        spec = request.spec
-        conn.execute(
-            "INSERT INTO resources (resource_id, owner, region, runtime_target, deploy_ref, status, created_at,"
-            " target_hash, protected, updated_at) VALUES (?, ?, ?, ?, ?, 'provisioning', ?, ?, ?, ?)"
-            " ON CONFLICT(resource_id) DO UPDATE SET status = 'provisioning', target_hash = excluded.target_hash,"
-            " protected = excluded.protected, updated_at = excluded.updated_at,"
+            return cursor.rowcount == 1
+        if request.action is JobAction.DELETE:
+            cursor = conn.execute(
+                "UPDATE resources SET status = 'deleting', target_hash = ?, updated_at = ?, version = version + 1"
+                " WHERE resource_id = ? AND version = ?",
+                (DELETE_TARGET, now, request.resource_id, request.expected_version),
+            )
+            return cursor.rowcount == 1
+        cursor = conn.execute(
+            "UPDATE resources SET status = 'provisioning', target_hash = ?, protected = ?, updated_at = ?,"
             # a tombstone declared again starts a new life
-            " created_at = CASE WHEN resources.status = 'deleted' THEN excluded.created_at"
-            " ELSE resources.created_at END",
-            (spec["resource_id"], spec["owner"], spec["region"], spec["runtime_target"], spec["deploy_ref"],
-             now, request.target_hash, int(spec["protected"]), now),
+            " created_at = CASE WHEN status = 'deleted' THEN ? ELSE created_at END, version = version + 1"
+            " WHERE resource_id = ? AND version = ?",
+            (request.target_hash, int(request.spec["protected"]), now, now, request.resource_id,
+             request.expected_version),
         )
+        return cursor.rowcount == 1
 
     def claim(self, *, worker: str, now: str, lease_until: str, resource_ids: Iterable[str] | None = None,
               limit: int = 1) -> list[Job]:
@@ -279,7 +297,8 @@ class SQLiteStore:
             conn.execute(
                 "UPDATE resources SET status = 'deleted', url = NULL, spec_hash = NULL, target_hash = NULL,"
                 " error = NULL, attempts = 0, next_attempt_at = NULL, health = 'unknown',"
-                " consecutive_failures = 0, updated_at = ? WHERE resource_id = ?", (now, job.resource_id),
+                " consecutive_failures = 0, updated_at = ?, version = version + 1 WHERE resource_id = ?",
+                (now, job.resource_id),
             )
             return
         spec = job.spec
@@ -287,7 +306,7 @@ class SQLiteStore:
             "UPDATE resources SET status = 'active', url = ?, owner = ?, region = ?, runtime_target = ?,"
             " deploy_ref = ?, spec_hash = target_hash, spec_json = ?, protected = ?, generation = generation + 1,"
             " error = NULL, attempts = 0, next_attempt_at = NULL, last_seen = ?, updated_at = ?,"
-            " created_at = COALESCE(created_at, ?) WHERE resource_id = ?",
+            " created_at = COALESCE(created_at, ?), version = version + 1 WHERE resource_id = ?",
             (result.url, spec["owner"], spec["region"], spec["runtime_target"], spec["deploy_ref"],
              canonical_json(spec), int(spec["protected"]), now, now, now, job.resource_id),
         )
@@ -295,8 +314,8 @@ class SQLiteStore:
     @staticmethod
     def _failed(conn: sqlite3.Connection, *, job: Job, result: JobResult, now: str) -> None:
         conn.execute(
-            "UPDATE resources SET status = 'errored', error = ?, attempts = ?, next_attempt_at = ?, updated_at = ?"
-            " WHERE resource_id = ?",
+            "UPDATE resources SET status = 'errored', error = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,"
+            " version = version + 1 WHERE resource_id = ?",
             (result.error, job.attempt, result.next_attempt_at, now, job.resource_id),
         )
 
