@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from .models import (
     DELETE_TARGET,
+    Health,
     REPLACE_FIELDS,
     JobAction,
     ObservedResource,
@@ -42,6 +43,8 @@ class PlanPolicy:
     allow_mass_delete: bool = False
     mass_delete_minimum: int = 10
     mass_delete_fraction: float = 0.25
+    # re-provision resources whose health checks failed (off by default, as in Argo CD)
+    self_heal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ def compute_plan(
             waiting.append(Change(resource_id, Action.NOOP, "a job is in progress"))
             continue
         spec = desired.get(resource_id)
-        change = _for_desired(spec, row, stamp) if spec is not None else _for_removed(row, stamp)
+        change = _for_desired(spec, row, stamp, policy) if spec is not None else _for_removed(row, stamp)
         if change.action is not Action.NOOP:
             changes.append(change)
         elif change.reason.startswith(PROTECTED):
@@ -123,12 +126,14 @@ def compute_plan(
 _UNCHANGED = Change("", Action.NOOP, "")
 
 
-def _for_desired(spec: ResourceSpec, row: ObservedResource | None, stamp: str) -> Change:
+def _for_desired(spec: ResourceSpec, row: ObservedResource | None, stamp: str, policy: PlanPolicy) -> Change:
     if row is None or not row.live:
         reason = "declared again after deletion" if row is not None else "not yet created"
         return Change(spec.resource_id, Action.CREATE, reason, None, spec.model_dump(), (), JobAction.CREATE)
     wanted = spec_hash(spec)
     if row.spec_hash == wanted and row.status is ResourceStatus.ACTIVE:
+        if row.health is Health.UNHEALTHY:
+            return _unhealthy(spec, row, policy)
         return _UNCHANGED  # the common case at scale: decided without building a dict
     after = spec.model_dump()
     if row.status is ResourceStatus.ERRORED and row.target_hash == wanted:
@@ -141,6 +146,14 @@ def _for_desired(spec: ResourceSpec, row: ObservedResource | None, stamp: str) -
         reason = f"{row.status} although its spec is applied; running provision again"
         return Change(spec.resource_id, Action.RETRY, reason, None, after, (), JobAction.UPDATE)
     return _changed(row, after)
+
+
+def _unhealthy(spec: ResourceSpec, row: ObservedResource, policy: PlanPolicy) -> Change:
+    checks = f"unhealthy after {row.consecutive_failures} failed checks"
+    if not policy.self_heal:
+        return Change(spec.resource_id, Action.NOOP, f"{checks}; not re-provisioned (self-heal is off)")
+    return Change(spec.resource_id, Action.RETRY, f"{checks}; self-heal re-provisions", None, spec.model_dump(),
+                  (), JobAction.UPDATE)
 
 
 def _changed(row: ObservedResource, after: dict[str, Any]) -> Change:

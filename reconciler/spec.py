@@ -71,16 +71,54 @@ def load_desired(*, directory: Path) -> DesiredState:
     if not directory.is_dir():
         raise SpecError([SpecProblem(str(directory), 0, "", "desired directory does not exist")])
     problems: list[SpecProblem] = []
-    resources: dict[str, ResourceSpec] = {}
-    sources: dict[str, Source] = {}
     with _no_gc_pauses():
         files = _load_files(paths=desired_files(directory), problems=problems)
+    return _combine(files=files, problems=problems)
+
+
+def _combine(*, files: Loaded, problems: list[SpecProblem]) -> DesiredState:
+    """All files' specs as one state, refusing duplicate ids; raises if anything was wrong anywhere."""
+    resources: dict[str, ResourceSpec] = {}
+    sources: dict[str, Source] = {}
     for _name, loaded in files:
         for spec, source in loaded:
             _add_unique(spec=spec, source=source, resources=resources, sources=sources, problems=problems)
     if problems:
         raise SpecError(problems)
     return DesiredState(resources=resources, sources=sources)
+
+
+class DesiredCache:
+    """Loads desired/ again re-parsing only files whose (size, mtime) changed: idle resyncs cost stats.
+
+    Used by the daemon, which loads on every file event and every resync.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[Path, tuple[tuple[int, int], list[tuple[ResourceSpec, Source]], list[SpecProblem]]] = {}
+
+    def load(self, *, directory: Path) -> DesiredState:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise SpecError([SpecProblem(str(directory), 0, "", "desired directory does not exist")])
+        paths = desired_files(directory)
+        self._files = {path: self._entry(path) for path in paths}
+        problems = [problem for _, _, found in self._files.values() for problem in found]
+        files = [(display_path(path), loaded) for path, (_, loaded, _) in self._files.items()]
+        return _combine(files=files, problems=problems)
+
+    def _entry(self, path: Path) -> tuple[tuple[int, int], list[tuple[ResourceSpec, Source]], list[SpecProblem]]:
+        try:
+            info = path.stat()
+            stamp = (info.st_size, info.st_mtime_ns)
+        except OSError:
+            stamp = (-1, -1)
+        cached = self._files.get(path)
+        if cached is not None and cached[0] == stamp and stamp != (-1, -1):
+            return cached
+        found: list[SpecProblem] = []
+        loaded = _load_serial(paths=[path], problems=found)
+        return stamp, loaded[0][1], found
 
 
 @contextmanager

@@ -57,7 +57,13 @@ def _v1_initial(db: Any) -> None:
     db["events"].create_index(["resource_id", "id"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial]
+def _v2_daemon_lock(db: Any) -> None:
+    # One row per lock name; a holder that stops heartbeating loses it when expires_at passes.
+    db["locks"].create({"name": str, "holder": str, "pid": int, "host": str, "since": str, "expires_at": str},
+                       pk="name", not_null=["holder", "expires_at"])
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock]
 LATEST = len(MIGRATIONS)
 
 

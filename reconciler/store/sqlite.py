@@ -306,6 +306,7 @@ class SQLiteStore:
             "UPDATE resources SET status = 'active', url = ?, owner = ?, region = ?, runtime_target = ?,"
             " deploy_ref = ?, spec_hash = target_hash, spec_json = ?, protected = ?, generation = generation + 1,"
             " error = NULL, attempts = 0, next_attempt_at = NULL, last_seen = ?, updated_at = ?,"
+            " health = 'unknown', consecutive_failures = 0,"
             " created_at = COALESCE(created_at, ?), version = version + 1 WHERE resource_id = ?",
             (result.url, spec["owner"], spec["region"], spec["runtime_target"], spec["deploy_ref"],
              canonical_json(spec), int(spec["protected"]), now, now, now, job.resource_id),
@@ -348,3 +349,77 @@ class SQLiteStore:
             (resource_id, now, kind, message, job_id, commit, json.dumps(details) if details else None),
         )
 
+
+    # --- health ------------------------------------------------------------------------------
+
+    def record_health(self, *, results: Iterable[Any], now: str, unhealthy_after: int) -> list[str]:
+        """Write one drift pass in one transaction; returns the ids that just turned unhealthy.
+
+        Success refreshes last_seen; failures count up and turn the row unhealthy at the threshold.
+        Only active rows are touched: a row that started a job meanwhile is the job's business.
+        """
+        with self._write() as conn:
+            prior = {row[0]: (row[1], row[2]) for row in conn.execute(
+                "SELECT resource_id, health, consecutive_failures FROM resources WHERE status = 'active'")}
+            updates, events, turned = [], [], []
+            for result in results:
+                if result.resource_id not in prior:
+                    continue
+                health, failures = prior[result.resource_id]
+                new_health, new_failures = _next_health(ok=result.ok, health=health, failures=failures,
+                                                        unhealthy_after=unhealthy_after)
+                updates.append((now if result.ok else None, now, new_health, new_failures, result.resource_id))
+                event = _health_event(result=result, before=health, after=new_health, failures=new_failures)
+                if event:
+                    events.append((result.resource_id, now, *event, None, None, None))
+                    turned += [result.resource_id] if new_health == "unhealthy" else []
+            conn.executemany(
+                "UPDATE resources SET last_seen = COALESCE(?, last_seen), last_check_at = ?, health = ?,"
+                " consecutive_failures = ? WHERE resource_id = ? AND status = 'active'", updates)
+            conn.executemany(
+                "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)", events)
+        return turned
+
+    # --- the single-daemon lock ---------------------------------------------------------------
+
+    def acquire_lock(self, *, name: str, holder: str, pid: int, host: str, now: str, until: str,
+                     holder_dead: Any) -> dict[str, Any] | None:
+        """Take the lock if free, expired or held by a dead process; else return who holds it."""
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM locks WHERE name = ?", (name,)).fetchone()
+            if row is not None and row["expires_at"] > now and not holder_dead(row["host"], row["pid"]):
+                if row["holder"] != holder:
+                    return dict(zip(row.keys(), row))
+            conn.execute(
+                "INSERT INTO locks (name, holder, pid, host, since, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, pid = excluded.pid,"
+                " host = excluded.host, since = excluded.since, expires_at = excluded.expires_at",
+                (name, holder, pid, host, now, until),
+            )
+        return None
+
+    def renew_lock(self, *, name: str, holder: str, until: str) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute("UPDATE locks SET expires_at = ? WHERE name = ? AND holder = ?",
+                                  (until, name, holder))
+        return cursor.rowcount == 1
+
+    def release_lock(self, *, name: str, holder: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder))
+
+
+def _next_health(*, ok: bool, health: str, failures: int, unhealthy_after: int) -> tuple[str, int]:
+    if ok:
+        return "healthy", 0
+    failures += 1
+    return ("unhealthy" if failures >= unhealthy_after else health), failures
+
+
+def _health_event(*, result: Any, before: str, after: str, failures: int) -> tuple[str, str] | None:
+    if after == "unhealthy" and before != "unhealthy":
+        return "unhealthy", f"{failures} failed checks in a row; last: {result.error} ({result.url})"
+    if after == "healthy" and before == "unhealthy":
+        return "recovered", f"healthy again ({result.url})"
+    return None
