@@ -148,11 +148,12 @@ def test_duplicate_resource_id_across_files_names_both_places(desired: Path) -> 
 
 
 @pytest.mark.parametrize(("text", "line", "kind"), [
-    (GOOD.format(id="a") + "---\n- a\n- b\n", 6, "a list"),
-    ("# c\n\n- a\n", 3, "a list"),
-    ("just words\n", 1, "a string"),
+    pytest.param(GOOD.format(id="a") + "---\n- a\n- b\n", 6, "a list", id="list-after-separator"),
+    pytest.param("# c\n\n- a\n", 3, "a list", id="list"),
+    pytest.param("just words\n", 1, "a string", id="scalar"),
     pytest.param(GOOD.format(id="a") + "---\njust words\n", 6, "a string", marks=pytest.mark.xfail(
-        reason="BUG: a scalar document after '---' is reported at the separator's line, not its own", strict=True)),
+        reason="BUG: a scalar document after '---' is reported at the separator's line, not its own", strict=True),
+        id="scalar-after-separator"),
 ])
 def test_document_that_is_not_a_mapping(desired: Path, text: str, line: int, kind: str) -> None:
     write(desired, "a.yaml", text)
