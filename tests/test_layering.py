@@ -1,0 +1,133 @@
+"""DESIGN.md's layering, read from the source: lower layers never import higher ones.
+
+A module that is not in the table fails the test, so every new module is placed in a layer on purpose.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
+
+# module (top-level name; store.* counts as "store") → the reconciler modules it may import
+ALLOWED: dict[str, set[str]] = {
+    "__init__": set(),  # the package marker: only __version__
+    "models": set(),
+    "errors": set(),
+    "yamlfast": set(),
+    "spec": {"models", "errors", "yamlfast"},
+    "plan": {"models"},
+    "render": {"plan", "models"},
+    "retry": set(),
+    "status": {"models", "errors"},
+    "store": {"models", "errors", "store"},
+    "runner": {"models", "errors"},
+    "health": {"models"},
+    "logs": set(),
+    "engine": {"models", "errors", "spec", "plan", "render", "retry", "store", "runner", "health", "logs",
+               "yamlfast"},
+    "daemon": {"engine", "health", "store", "models", "errors", "logs", "spec", "plan", "retry", "runner"},
+    "api": {"engine", "store", "models", "errors", "logs", "spec", "plan", "status"},
+    "cli": None,  # type: ignore[dict-item]  # anything
+}
+
+
+def module_name(path: Path) -> str:
+    """`reconciler/store/sqlite.py` → "store.sqlite"; a package's `__init__.py` → the package ("store")."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _exists(dotted: str) -> bool:
+    path = PACKAGE.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def reconciler_imports(name: str, source: str) -> set[str]:
+    """Every reconciler module `source` imports (absolute or relative, at any depth), as "x" or "x.y"."""
+    is_package = name == "__init__" or (PACKAGE.joinpath(*name.split(".")) / "__init__.py").is_file()
+    here = [] if name == "__init__" else name.split(".")
+    package = here if is_package else here[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                if node.level - 1 > len(package):
+                    raise AssertionError(f"{name}: relative import beyond the package")
+                prefix = ["reconciler", *base]
+            else:
+                prefix = []
+            module = ".".join(filter(None, [".".join(prefix), node.module or ""]))
+            # `from . import status` imports a module; `from .x import y` imports from module x
+            targets = [f"{module}.{alias.name}" if _exists(f"{module}.{alias.name}".removeprefix("reconciler."))
+                       else module for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if target == "reconciler" or target.startswith("reconciler."):
+                inner = target.removeprefix("reconciler").lstrip(".")
+                if inner:
+                    found.add(inner)
+    return found
+
+
+def modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def violations(name: str, imported: set[str]) -> list[str]:
+    key = "__init__" if name == "__init__" else layer(name)
+    if key not in ALLOWED:
+        return [f"{name}: not in the layering table (add it to DESIGN.md and to ALLOWED)"]
+    allowed = ALLOWED[key]
+    if allowed is None:
+        return []
+    return [f"{name} imports {target}" for target in sorted(imported) if layer(target) not in allowed]
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: module_name(p))
+def test_module_respects_the_layering(path: Path) -> None:
+    name = module_name(path)
+    assert violations(name, reconciler_imports(name, path.read_text())) == []
+
+
+def test_the_checker_sees_every_kind_of_import() -> None:
+    source = (
+        "from .models import ResourceSpec\n"
+        "import reconciler.errors\n"
+        "def later():\n"
+        "    from .store import open_store\n"
+        "    from . import render\n"
+        "    from reconciler.engine import make_plan\n"
+    )
+    imported = reconciler_imports("plan", source)
+    assert imported == {"models", "errors", "store", "render", "engine"}
+    assert violations("plan", imported) == ["plan imports engine", "plan imports errors", "plan imports render",
+                                            "plan imports store"]
+    assert reconciler_imports("store.sqlite", "from ..errors import E\nfrom .migrations import m\n") == {
+        "errors", "store.migrations"}
+    assert violations("store.sqlite", {"errors", "store.migrations"}) == []
+    assert violations("webhook", set()) == ["webhook: not in the layering table (add it to DESIGN.md and to ALLOWED)"]
+    assert violations("cli", {"engine", "store.sqlite"}) == []
+
+
+def test_the_scan_finds_the_modules() -> None:
+    names = {module_name(p) for p in modules()}
+    assert {"models", "spec", "plan", "store", "store.sqlite", "cli"} <= names
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: module_name(p))
+def test_module_has_a_docstring(path: Path) -> None:
+    assert (ast.get_docstring(ast.parse(path.read_text())) or "").strip(), module_name(path)
