@@ -28,6 +28,7 @@ from .engine import (
 )
 from .models import utcnow
 from .plan import PlanPolicy
+from .retry import RetryPolicy
 from .render import render_json, render_text
 from .spec import DesiredState
 from .store import open_store
@@ -42,6 +43,7 @@ class ApplyOptions:
     yes: bool = False
     parallelism: int = 10
     timeout: float = 900.0
+    retry: RetryPolicy = RetryPolicy()
     output: str = "text"
     colour: bool = False
     destroy: bool = False
@@ -98,7 +100,7 @@ def _confirmed(*, options: ApplyOptions) -> bool:
 
 def _run(*, store: Any, settings: Any, options: ApplyOptions, scope: set[str]) -> list[Finished]:
     config = EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.timeout,
-                          target_timeouts=target_timeouts(provision_dir=settings.provision))
+                          retry=options.retry, target_timeouts=target_timeouts(provision_dir=settings.provision))
     err = options.output == "json"
     if sys.stdout.isatty() and not err:
         with click.progressbar(length=len(scope), label="Applying", show_pos=True) as bar:

@@ -151,6 +151,10 @@ def _apply_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--timeout", type=click.FloatRange(min=0.1), default=900.0, show_default=True,
                      help="Seconds before a script is stopped (TERM, grace, KILL); "
                           "provision/<target>/target.yaml may set its own."),
+        click.option("--retry-base", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
+                     help="Backoff after a first failure: up to this many seconds (full jitter), doubling."),
+        click.option("--retry-cap", type=click.FloatRange(min=0.0), default=900.0, show_default=True,
+                     help="Longest backoff between attempts, in seconds."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -165,16 +169,19 @@ def _apply_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.pass_obj
 @_guarded
 def apply(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool, yes: bool,
-          parallelism: int, timeout: float, dry_run: bool, detailed_exitcode: bool) -> None:
+          parallelism: int, timeout: float, retry_base: float, retry_cap: float, dry_run: bool,
+          detailed_exitcode: bool) -> None:
     """Close the gap: run provision/teardown scripts until observed matches desired."""
     if dry_run:
         _show_plan(settings=settings, output=output, targets=targets, allow_mass_delete=allow_mass_delete,
                    detailed_exitcode=detailed_exitcode)
         return
     from .apply import ApplyOptions, run_apply
+    from .retry import RetryPolicy
 
     options = ApplyOptions(targets=targets, allow_mass_delete=allow_mass_delete, yes=yes, parallelism=parallelism,
-                           timeout=timeout, output=output, colour=_colour())
+                           timeout=timeout, retry=RetryPolicy(base=retry_base, cap=retry_cap), output=output,
+                           colour=_colour())
     sys.exit(run_apply(settings=settings, options=options))
 
 
@@ -183,12 +190,15 @@ def apply(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_
 @_apply_options
 @click.pass_obj
 @_guarded
-def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, parallelism: int, timeout: float) -> None:
+def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, parallelism: int, timeout: float,
+            retry_base: float, retry_cap: float) -> None:
     """Tear down every resource (or --target ones) as if desired/ were empty; protected ones are kept."""
     from .apply import ApplyOptions, run_apply
+    from .retry import RetryPolicy
 
     options = ApplyOptions(targets=targets, allow_mass_delete=True, yes=yes, parallelism=parallelism,
-                           timeout=timeout, output="text", colour=_colour(), destroy=True)
+                           timeout=timeout, retry=RetryPolicy(base=retry_base, cap=retry_cap), output="text",
+                           colour=_colour(), destroy=True)
     sys.exit(run_apply(settings=settings, options=options))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -51,11 +52,14 @@ class ResourceSpec(BaseModel):
         return _sort_keys(params)
 
 
-def _sort_keys(value: Any) -> Any:
+def _sort_keys(value: Any, path: str = "params") -> Any:
     if isinstance(value, dict):
-        return {key: _sort_keys(value[key]) for key in sorted(value)}
+        return {key: _sort_keys(value[key], f"{path}.{key}") for key in sorted(value)}
     if isinstance(value, list):
-        return [_sort_keys(item) for item in value]
+        return [_sort_keys(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        # params travel as JSON, which has no infinity or NaN; silently sending null would lie
+        raise ValueError(f"{path} is {value}, which JSON cannot carry; quote it if you mean the text")
     return value
 
 

@@ -243,6 +243,10 @@ def validate_document(*, doc: Document, name: str, problems: list[SpecProblem]) 
         kind = type(doc.value).__name__.replace("list", "a list").replace("str", "a string")
         problems.append(SpecProblem(name, doc.line, "", f"document is {kind}, expected a mapping of fields"))
         return None
+    if doc.odd_keys:
+        problems.extend(SpecProblem(name, line, text, f"key {text!r} is not read as text by YAML; quote it: "
+                                    f"\"{text}\"") for text, line in doc.odd_keys)
+        return None
     try:
         return ResourceSpec.model_validate(doc.value)
     except ValidationError as exc:
@@ -259,6 +263,8 @@ def _explain(*, error: dict[str, Any], doc: Document, name: str) -> SpecProblem:
 
 def _message(*, error: dict[str, Any], doc: Document, loc: list[str]) -> str:
     kind, given = error["type"], error.get("input")
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
     if "[key]" in error["loc"]:
         return f"key {loc[-1]!r} must be a string; quote it"
     if kind == "missing":

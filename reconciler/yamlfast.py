@@ -15,7 +15,7 @@ with one deliberate difference: dates stay text as written, because every consum
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import yaml
@@ -49,6 +49,8 @@ class Document:
     line: int
     key_lines: dict[str, int]
     raw: dict[str, str]
+    # top-level keys that YAML did not read as text (`yes:` is true, `1:` is 1): (as written, line)
+    odd_keys: list[tuple[str, int]] = field(default_factory=list)
 
 
 def _plain(text: str) -> Any:
@@ -206,6 +208,8 @@ class DocumentBuilder:
             self._anchors[anchor] = (value, size)
         if not self._stack:
             self._doc.value = value
+            if event is not None:
+                self._doc.line = _line(event)
             return
         frame = self._stack[-1]
         frame.size += size
@@ -221,6 +225,8 @@ class DocumentBuilder:
             raise YamlProblem("mapping keys must be plain scalars", line=self._event_line(event))
         frame.key = key
         frame.key_line = _line(event)
+        if frame.path == "" and not isinstance(key, str) and key is not _MERGE and isinstance(event, ev.ScalarEvent):
+            self._doc.odd_keys.append((event.value, frame.key_line))
 
     def _set_value(self, frame: _Frame, value: Any, event: ev.Event | None) -> None:
         key, line = frame.key, frame.key_line

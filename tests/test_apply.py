@@ -55,7 +55,7 @@ def test_create_update_replace_delete_lifecycle(project):
 def test_failure_is_reported_recorded_and_retried_later(project):
     write_resources(project, {"good": {}, "bad": {}})
     (project / "control" / "fail-bad").touch()
-    done = run_cli(project, "apply", "--yes")
+    done = run_cli(project, "apply", "--yes", "--retry-base", "3600")
     assert done.returncode == 1
     assert "bad: create failed: exited 3" in done.stderr and "boom for bad" in done.stderr
     assert "Apply complete: 1 succeeded, 1 failed." in done.stderr

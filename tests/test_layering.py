@@ -29,7 +29,11 @@ ALLOWED: dict[str, set[str]] = {
     "logs": set(),
     "engine": {"models", "errors", "spec", "plan", "render", "retry", "store", "runner", "health", "logs",
                "yamlfast"},
-    "daemon": {"engine", "health", "store", "models", "errors", "logs", "spec", "plan", "retry", "runner"},
+    "systemd": set(),
+    "daemon": {"engine", "health", "store", "models", "errors", "logs", "spec", "plan", "retry", "runner",
+               "systemd"},
+    # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
+    "apply": {"engine", "render", "store", "models", "errors", "plan", "spec", "logs", "retry"},
     "api": {"engine", "store", "models", "errors", "logs", "spec", "plan", "status"},
     "cli": None,  # type: ignore[dict-item]  # anything
 }

@@ -44,10 +44,17 @@ def store(tmp_path: Path) -> SQLiteStore:
     opened.close()
 
 
-def request(spec: ResourceSpec = SPEC, action: JobAction = JobAction.CREATE) -> JobRequest:
+def request(spec: ResourceSpec = SPEC, action: JobAction = JobAction.CREATE, version: int | None = None) -> JobRequest:
+    """As the engine builds them: `version` is the row version the plan saw (None: it saw no row)."""
     if action is JobAction.DELETE:
-        return JobRequest(spec.resource_id, action, "no longer declared", None, spec.model_dump(), "delete")
-    return JobRequest(spec.resource_id, action, "not yet created", spec.model_dump(), target_hash=spec_hash(spec))
+        return JobRequest(spec.resource_id, action, "no longer declared", spec.model_dump(), None, "delete",
+                          expected_version=version)
+    return JobRequest(spec.resource_id, action, "not yet created", spec.model_dump(), target_hash=spec_hash(spec),
+                      expected_version=version)
+
+
+def version(store: SQLiteStore, resource_id: str = "acme-prod") -> int:
+    return store.get_resource(resource_id).version
 
 
 def claimed(store: SQLiteStore, *, worker: str = "w1", now: float = 0, lease: float = 30):
@@ -154,6 +161,19 @@ def test_second_enqueue_while_a_job_is_open_is_skipped(store: SQLiteStore) -> No
     assert [e.kind for e in store.events("acme-prod")] == ["queued"]
 
 
+def test_request_planned_against_a_row_that_moved_on_is_skipped(store: SQLiteStore) -> None:
+    created(store)
+    seen = version(store)
+    updated = SPEC.model_copy(update={"deploy_ref": "v2"})
+    assert len(store.enqueue(requests=[request(updated, JobAction.UPDATE, seen)], now=at(10), commit=None)) == 1
+    job = claimed(store, now=10)
+    assert store.finish(job=job, worker="w1", result=JobResult(True, 0, "http://127.0.0.1:8001/", None), now=at(11))
+    # a second planner that saw the row before that update must not run it again
+    assert store.enqueue(requests=[request(updated, JobAction.UPDATE, seen)], now=at(12), commit=None) == []
+    assert store.enqueue(requests=[request(updated)], now=at(12), commit=None) == []  # "no row" is stale too
+    assert raw(store, "SELECT COUNT(*) FROM jobs") == [(2,)]
+
+
 def test_one_open_job_per_resource_is_enforced_by_the_database(store: SQLiteStore) -> None:
     store.enqueue(requests=[request()], now=at(0), commit=None)
     with pytest.raises(sqlite3.IntegrityError):
@@ -227,7 +247,7 @@ def test_finish_ok_makes_the_row_active(store: SQLiteStore) -> None:
 def test_finish_ok_with_the_same_url_records_no_url_change(store: SQLiteStore) -> None:
     created(store)
     updated = SPEC.model_copy(update={"deploy_ref": "v2"})
-    store.enqueue(requests=[request(updated, JobAction.UPDATE)], now=at(10), commit=None)
+    store.enqueue(requests=[request(updated, JobAction.UPDATE, version(store))], now=at(10), commit=None)
     job = claimed(store, now=10)
     assert store.finish(job=job, worker="w1", result=JobResult(True, 0, "http://127.0.0.1:8001/", None), now=at(11))
     assert [e.kind for e in store.events("acme-prod")][-2:] == ["queued", "succeeded"]
@@ -261,7 +281,7 @@ def test_finish_by_a_worker_that_lost_the_lease_changes_nothing(store: SQLiteSto
 
 def test_delete_success_leaves_a_tombstone_with_its_history(store: SQLiteStore) -> None:
     created(store)
-    store.enqueue(requests=[request(action=JobAction.DELETE)], now=at(10), commit=None)
+    store.enqueue(requests=[request(action=JobAction.DELETE, version=version(store))], now=at(10), commit=None)
     assert store.get_resource("acme-prod").status is ResourceStatus.DELETING
     job = claimed(store, now=10)
     assert store.finish(job=job, worker="w1", result=JobResult(True, 0, None, None), now=at(11))
