@@ -231,6 +231,77 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
 
 
 @main.command()
+@click.option("--resync", type=click.FloatRange(min=0.5), default=60.0, show_default=True,
+              help="Seconds between periodic full passes (jittered by 10%).")
+@click.option("--drift-interval", type=click.FloatRange(min=0.5), default=300.0, show_default=True,
+              help="Seconds between health-check passes over every URL (jittered by 10%).")
+@click.option("--unhealthy-after", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Failed checks in a row before a resource is marked unhealthy.")
+@click.option("--self-heal", is_flag=True, help="Re-provision unhealthy resources (off by default, as in Argo CD).")
+@click.option("--check-concurrency", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Health checks in flight at once.")
+@click.option("--check-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds before one health check counts as failed.")
+@click.option("--stop-grace", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
+              help="On SIGTERM, seconds running scripts get to finish before they are stopped and re-queued.")
+@click.option("--parallelism", "-p", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="How many scripts run at once.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=900.0, show_default=True,
+              help="Seconds before a script is stopped; provision/<target>/target.yaml may set its own.")
+@click.option("--retry-base", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
+              help="Backoff after a first failure: up to this many seconds (full jitter), doubling.")
+@click.option("--retry-cap", type=click.FloatRange(min=0.0), default=900.0, show_default=True,
+              help="Longest backoff between attempts, in seconds.")
+@click.option("--allow-mass-delete", is_flag=True,
+              help="Allow passes that delete every live resource or more than max(10, 25%).")
+@click.pass_obj
+@_guarded
+def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_after: int, self_heal: bool,
+           check_concurrency: int, check_timeout: float, stop_grace: float, parallelism: int, timeout: float,
+           retry_base: float, retry_cap: float, allow_mass_delete: bool) -> None:
+    """Run the controller: react to file saves, resync, health-check, and work the queue (for systemd)."""
+    from .daemon import DaemonOptions, run_daemon
+    from .retry import RetryPolicy
+
+    options = DaemonOptions(
+        db=settings.db, desired=settings.desired, provision=settings.provision, work_dir=settings.work_dir,
+        resync=resync, drift_interval=drift_interval, unhealthy_after=unhealthy_after,
+        check_concurrency=check_concurrency, check_timeout=check_timeout, self_heal=self_heal,
+        parallelism=parallelism, timeout=timeout, stop_grace=stop_grace, allow_mass_delete=allow_mass_delete,
+        retry=RetryPolicy(base=retry_base, cap=retry_cap),
+    )
+    sys.exit(run_daemon(options=options))
+
+
+@main.command()
+@click.option("--concurrency", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Health checks in flight at once.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds before one check counts as failed.")
+@click.option("--unhealthy-after", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Failed checks in a row before a resource is marked unhealthy.")
+@click.pass_obj
+@_guarded
+def check(settings: Settings, concurrency: int, timeout: float, unhealthy_after: int) -> None:
+    """Health-check every active resource's URL now, record it, and print a summary."""
+    import asyncio
+
+    from .daemon import run_drift_pass
+    from .store import open_store
+
+    store = open_store(url=settings.db)
+    report = asyncio.run(run_drift_pass(store=store, concurrency=concurrency, timeout=timeout,
+                                        unhealthy_after=unhealthy_after))
+    for failure in sorted(report.failures, key=lambda f: f.resource_id):
+        click.echo(f"✗ {failure.resource_id}: {failure.error} ({failure.url})")
+    for resource_id in report.turned_unhealthy:
+        click.echo(f"! {resource_id} is now unhealthy")
+    counts = report.summary()
+    click.echo(f"Checked {counts['checked']}: {counts['healthy']} healthy, {counts['failed']} failed, "
+               f"{counts['turned_unhealthy']} turned unhealthy.")
+
+
+@main.command()
 def schema() -> None:
     """Print the JSON Schema of the resource format (for editors' YAML language server)."""
     from .models import ResourceSpec

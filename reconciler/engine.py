@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import ReconcilerError
+from .errors import ReconcilerError, SpecError
 from .models import (
     DELETE_TARGET,
+    Health,
     Job,
     JobAction,
     JobRequest,
@@ -33,7 +34,7 @@ from .models import (
 )
 from .plan import Action, Change, Plan, PlanPolicy, compute_plan
 from .retry import RetryPolicy, next_delay
-from .spec import DesiredState, load_desired
+from .spec import DesiredCache, DesiredState, load_desired
 
 HOST = socket.gethostname()
 
@@ -134,6 +135,75 @@ def target_timeouts(*, provision_dir: Path) -> dict[str, float]:
     return found
 
 
+# --- the daemon's pass ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    """What one reconcile pass saw and did, for logs, sd_notify STATUS and /health."""
+
+    queued: int
+    plan: Plan | None
+    load_error: SpecError | None
+    fleet: dict[str, int]
+    next_retry_at: str | None
+    desired_count: int
+
+
+class Reconciler:
+    """Level-triggered passes over desired/ and the store, remembering only the last good desired state.
+
+    A desired/ that fails to load keeps the last good state in force (retries and repairs go on),
+    applies nothing new from the broken view, and reports why until the files are fixed.
+    """
+
+    def __init__(self, *, store: Any, desired_dir: Path, policy: PlanPolicy) -> None:
+        self.store = store
+        self.desired_dir = Path(desired_dir)
+        self.policy = policy
+        self.cache = DesiredCache()
+        self.last_good: DesiredState | None = None
+
+    def reload(self) -> None:
+        """Forget cached parses (SIGHUP, the slow loop): the next pass reads every file again."""
+        self.cache = DesiredCache()
+
+    def reconcile_once(self) -> PassResult:
+        load_error = self._load()
+        observed, in_flight = self.store.load_observed(), self.store.in_flight()
+        if self.last_good is None:
+            return PassResult(0, None, load_error, fleet_counts(observed), None, 0)
+        view = plan_against(desired=self.last_good, observed=observed, in_flight=in_flight, now=utcnow(),
+                            policy=self.policy)
+        queued = 0
+        if view.plan.changes and not view.plan.refusal:
+            queued = len(enqueue(store=self.store, view=view, commit=desired_commit(directory=self.desired_dir)))
+        return PassResult(queued, view.plan, load_error, fleet_counts(observed), _next_retry(observed),
+                          len(self.last_good.resources))
+
+    def _load(self) -> SpecError | None:
+        try:
+            self.last_good = self.cache.load(directory=self.desired_dir)
+        except SpecError as exc:
+            return exc
+        return None
+
+
+def fleet_counts(observed: dict[str, ObservedResource]) -> dict[str, int]:
+    counts = {status.value: 0 for status in ResourceStatus}
+    counts["unhealthy"] = 0
+    for row in observed.values():
+        counts[row.status.value] += 1
+        counts["unhealthy"] += row.health is Health.UNHEALTHY and row.live
+    return counts
+
+
+def _next_retry(observed: dict[str, ObservedResource]) -> str | None:
+    pending = [row.next_attempt_at for row in observed.values()
+               if row.status is ResourceStatus.ERRORED and row.next_attempt_at]
+    return min(pending, default=None)
+
+
 # --- running jobs -------------------------------------------------------------------------------
 
 
@@ -195,12 +265,41 @@ class JobRunner:
         self.config = config
         self.worker_id = worker_id
         self.rand = rand
+        self._running: dict[str, int | None] = {}  # job_id → process group of its current script
+        self._lock = threading.Lock()
+        self._abandoning = threading.Event()
 
     def run(self, job: Job) -> Finished:
-        self._bury_previous_run(job)
-        result = self._execute(job)
+        with self._lock:
+            self._running[job.job_id] = None
+        try:
+            self._bury_previous_run(job)
+            result = self._execute(job)
+        finally:
+            with self._lock:
+                self._running.pop(job.job_id, None)
+        if self._abandoning.is_set() and not result.ok:
+            # stopped by our own shutdown, not by the script's fault: the next start runs it again
+            self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
+            return Finished(job=job, result=result, recorded=False)
         recorded = self.store.finish(job=job, worker=self.worker_id, result=result, now=iso(utcnow()))
         return Finished(job=job, result=result, recorded=recorded)
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def abandon_all(self, *, grace: float) -> int:
+        """End every script still running (TERM, grace, KILL on its group); their jobs go back to the queue."""
+        from .runner import kill_process_group
+
+        self._abandoning.set()
+        with self._lock:
+            groups = [(job_id, pgid) for job_id, pgid in self._running.items()]
+        for _job_id, pgid in groups:
+            if pgid:
+                kill_process_group(pgid=pgid, grace=grace)
+        return len(groups)
 
     def _bury_previous_run(self, job: Job) -> None:
         """A reclaimed job's first script may still run (its worker died): end it before running again."""
@@ -230,6 +329,10 @@ class JobRunner:
         )
 
     def _record_start(self, job: Job, pgid: int) -> None:
+        if self._abandoning.is_set():
+            raise RuntimeError("shutting down")
+        with self._lock:
+            self._running[job.job_id] = pgid
         if not self.store.record_script(job_id=job.job_id, worker=self.worker_id, pgid=pgid, host=HOST,
                                         now=iso(utcnow())):
             raise RuntimeError("lease lost before the script started")
@@ -249,18 +352,25 @@ class WorkerPool:
     """`parallelism` threads claiming jobs from the shared queue under one lease owner id.
 
     One extra thread renews all of this process's leases in a single statement, so a slow script
-    keeps its job while a dead process's jobs become reclaimable after `lease_seconds`.
+    keeps its job while a dead process's jobs become reclaimable after `lease_seconds`. `apply`
+    uses `run_until_done`; the daemon uses `serve` … `shutdown`.
     """
 
     def __init__(self, *, store: Any, config: EngineConfig, parallelism: int,
-                 on_finish: Callable[[Finished], None] = lambda finished: None) -> None:
+                 on_finish: Callable[[Finished], None] = lambda finished: None, idle_poll: float = 1.0) -> None:
         self.store = store
         self.config = config
         self.parallelism = max(1, parallelism)
         self.worker_id = new_worker_id()
         self.on_finish = on_finish
-        self.stop = threading.Event()
+        self.idle_poll = idle_poll
+        self._stop_claiming = threading.Event()
+        self._stopped = threading.Event()
+        self._wake = threading.Condition()
+        self._threads: list[threading.Thread] = []
         self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id)
+
+    # --- apply: work through a scope, then return ---
 
     def run_until_done(self, *, scope: set[str] | None, poll: float = 0.1) -> list[Finished]:
         """Work until no open job in `scope` remains (others' leases included); return what we ran."""
@@ -272,37 +382,81 @@ class WorkerPool:
                 finished.append(item)
             self.on_finish(item)
 
-        threads = [threading.Thread(target=self._loop, args=(scope, poll, record), daemon=True)
-                   for _ in range(self.parallelism)]
-        renewer = threading.Thread(target=self._renew_loop, daemon=True)
-        renewer.start()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
+        self._start(target=lambda: self._until_done_loop(scope, poll, record))
+        for thread in self._threads:
             thread.join()
-        self.stop.set()
-        renewer.join()
+        self._stopped.set()
         return finished
 
-    def _loop(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
-        while not self.stop.is_set():
+    def _until_done_loop(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
+        while True:
             job = self._claim(scope)
             if job is not None:
                 record(self._runner.run(job))
             elif not self.store.open_jobs(resource_ids=scope):
                 return
             else:
-                expire_dead_leases(store=self.store, now=utcnow())
                 time.sleep(poll)
 
+    # --- daemon: serve until told to stop ---
+
+    def serve(self) -> None:
+        """Start claiming in the background; `wake()` after enqueueing to claim without waiting."""
+        self._start(target=self._serve_loop)
+
+    def wake(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    def busy(self) -> int:
+        return self._runner.running_count()
+
+    def shutdown(self, *, grace: float) -> int:
+        """Stop claiming; give running scripts `grace` seconds; then end them and hand their jobs back.
+
+        Returns how many jobs were handed back (they run again on the next start, from the queue).
+        """
+        self._stop_claiming.set()
+        self.wake()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        handed_back = self._runner.abandon_all(grace=min(self.config.grace, 5.0))
+        for thread in self._threads:
+            thread.join()
+        self._stopped.set()
+        return handed_back
+
+    def _serve_loop(self) -> None:
+        while not self._stop_claiming.is_set():
+            job = self._claim(None)
+            if job is not None:
+                self.on_finish(self._runner.run(job))
+                continue
+            with self._wake:
+                if not self._stop_claiming.is_set():
+                    self._wake.wait(self.idle_poll)
+
+    # --- shared ---
+
+    def _start(self, *, target: Callable[[], None]) -> None:
+        self._threads = [threading.Thread(target=target, daemon=True, name=f"worker-{i}")
+                         for i in range(self.parallelism)]
+        threading.Thread(target=self._renew_loop, daemon=True, name="lease-renewer").start()
+        for thread in self._threads:
+            thread.start()
+
     def _claim(self, scope: set[str] | None) -> Job | None:
+        if self._stop_claiming.is_set():
+            return None
         now = utcnow()
         until = iso(now + timedelta(seconds=self.config.lease_seconds))
         jobs = self.store.claim(worker=self.worker_id, now=iso(now), lease_until=until, resource_ids=scope)
         return jobs[0] if jobs else None
 
     def _renew_loop(self) -> None:
-        interval = self.config.lease_seconds / 3
-        while not self.stop.wait(interval):
+        interval = min(self.config.lease_seconds / 3, 5.0)
+        while not self._stopped.wait(interval):
             until = iso(utcnow() + timedelta(seconds=self.config.lease_seconds))
             self.store.renew(worker=self.worker_id, lease_until=until)
+            expire_dead_leases(store=self.store, now=utcnow())

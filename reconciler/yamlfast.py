@@ -133,7 +133,10 @@ class DocumentBuilder:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else 0
-            raise YamlProblem(f"invalid YAML: {exc.problem or exc.context}", line=line) from None
+            context = ""
+            if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+                context = f" ({exc.context} started at line {exc.context_mark.line + 1})"
+            raise YamlProblem(f"invalid YAML: {exc.problem or exc.context}{context}", line=line) from None
         except yaml.YAMLError as exc:
             raise YamlProblem(f"invalid YAML: {exc}", line=0) from None
         finally:

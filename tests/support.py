@@ -84,3 +84,50 @@ def make_project(root: Path, *, provision: str = RECORDING_PROVISION, teardown: 
 def runs(project: Path) -> list[list[str]]:
     log = project / "control" / "runs.log"
     return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def start_daemon(project: Path, *args: str, log_name: str = "daemon.log", **env: str) -> subprocess.Popen[str]:
+    """A real `reconciler daemon` process; its JSON log lines go to project/<log_name>."""
+    log = (project / log_name).open("a")
+    return subprocess.Popen([*reconciler_argv(), "daemon", *args], cwd=project,
+                            env=cli_env(project, RECONCILER_LOG_FORMAT="json", **env), text=True,
+                            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+
+def wait_for(predicate, *, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail the test with `what` on timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def db_rows(project: Path, sql: str = "SELECT * FROM resources", *args: object) -> list[dict]:
+    import sqlite3
+
+    path = project / "state.db"
+    if not path.exists():
+        return []
+    with sqlite3.connect(path, timeout=30) as conn:
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(row) for row in conn.execute(sql, args)]
+        except sqlite3.OperationalError:  # the daemon has not created the tables yet
+            return []
+
+
+def statuses(project: Path) -> dict[str, str]:
+    return {row["resource_id"]: row["status"] for row in db_rows(project)}
+
+
+def log_events(project: Path, log_name: str = "daemon.log") -> list[dict]:
+    import json
+
+    path = project / log_name
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.startswith("{")]

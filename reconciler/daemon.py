@@ -1,0 +1,358 @@
+"""`reconciler daemon`: the controller left running under systemd.
+
+Passes are level-triggered and coalesced: a file save, the periodic resync, a retry coming due,
+SIGHUP and the slow drift loop all just mark the state dirty, and one pass loop re-reads desired
+and observed state and acts on the difference. Workers claim jobs from the shared queue all the
+time, so jobs queued by `reconciler apply` in another process get done here too.
+
+asyncio owns timing and signals; blocking work (parsing, SQLite, scripts) runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .engine import (
+    HOST,
+    EngineConfig,
+    Finished,
+    PassResult,
+    Reconciler,
+    WorkerPool,
+    new_worker_id,
+    target_timeouts,
+)
+from .errors import ReconcilerError
+from .logs import get_logger
+from .models import ResourceStatus, iso, parse_iso, utcnow
+from .plan import PlanPolicy
+from .retry import RetryPolicy
+from .systemd import Notifier, watchdog_interval
+
+LOCK_NAME = "daemon"
+LOCK_TTL = 15.0
+# A pass is parsing and SQL: one that runs this long is stuck, and the watchdog should fire.
+STUCK_PASS_SECONDS = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    db: str
+    desired: Path
+    provision: Path
+    work_dir: Path
+    resync: float = 60.0
+    drift_interval: float = 300.0
+    unhealthy_after: int = 3
+    check_concurrency: int = 100
+    check_timeout: float = 5.0
+    self_heal: bool = False
+    parallelism: int = 10
+    timeout: float = 900.0
+    stop_grace: float = 30.0
+    allow_mass_delete: bool = False
+    retry: RetryPolicy = RetryPolicy()
+
+
+class DaemonRefused(ReconcilerError):
+    """The daemon cannot start (another holds the database); the message says who."""
+
+
+class Daemon:
+    """One controller process: pass loop, workers, file watch, schedules, systemd and signals."""
+
+    def __init__(self, *, options: DaemonOptions) -> None:
+        self.options = options
+        self.log = get_logger()
+        self.notifier = Notifier()
+        self.worker_id = new_worker_id()
+        self.exit_code = 0
+        self.last: PassResult | None = None
+        self._ready = False
+        self._reload_pending = False
+        self._pass_started: float | None = None
+        self._reported_error: str | None = None
+
+    async def run(self) -> int:
+        from .store import open_store
+
+        self.store = open_store(url=self.options.db)
+        self._take_lock()
+        self._loop = asyncio.get_running_loop()
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.reconciler = Reconciler(store=self.store, desired_dir=self.options.desired, policy=self._policy())
+        self.pool = WorkerPool(store=self.store, config=self._engine_config(), parallelism=self.options.parallelism,
+                               on_finish=self._finished)
+        self.pool.serve()
+        self._install_signals()
+        self.scheduler = self._schedule()
+        tasks = [asyncio.create_task(coro) for coro in (self._pass_loop(), self._watch(), self._watchdog(),
+                                                         self._heartbeat())]
+        self.log.info("daemon started", db=self.options.db, desired=str(self.options.desired), pid=self._pid())
+        self.request_pass("start")
+        await self._stop.wait()
+        await self._shutdown(tasks)
+        return self.exit_code
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _policy(self) -> PlanPolicy:
+        return PlanPolicy(allow_mass_delete=self.options.allow_mass_delete, self_heal=self.options.self_heal)
+
+    def _engine_config(self) -> EngineConfig:
+        return EngineConfig(provision_dir=self.options.provision, work_dir=self.options.work_dir,
+                            timeout=self.options.timeout, retry=self.options.retry,
+                            target_timeouts=target_timeouts(provision_dir=self.options.provision))
+
+    @staticmethod
+    def _pid() -> int:
+        import os
+
+        return os.getpid()
+
+    def _take_lock(self) -> None:
+        from .runner import process_alive
+
+        def dead(host: str, pid: int) -> bool:
+            return host == HOST and pid is not None and not process_alive(pid=int(pid))
+
+        now = utcnow()
+        holder = self.store.acquire_lock(name=LOCK_NAME, holder=self.worker_id, pid=self._pid(), host=HOST,
+                                         now=iso(now), until=iso(now + timedelta(seconds=LOCK_TTL)),
+                                         holder_dead=dead)
+        if holder is not None:
+            raise DaemonRefused(
+                f"another daemon already runs on {self.options.db}: pid {holder['pid']} on {holder['host']} "
+                f"since {holder['since']} (one daemon per SQLite database)")
+
+    def _install_signals(self) -> None:
+        self._loop.add_signal_handler(signal.SIGTERM, self.stop)
+        self._loop.add_signal_handler(signal.SIGINT, self.stop)
+        self._loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def _schedule(self) -> Any:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        scheduler = AsyncIOScheduler(event_loop=self._loop, timezone="UTC")
+        scheduler.add_job(self.request_pass, "interval", args=["resync"], seconds=self.options.resync,
+                          jitter=self.options.resync * 0.1, id="resync", coalesce=True, max_instances=1)
+        scheduler.add_job(self.drift_pass, "interval", seconds=self.options.drift_interval,
+                          jitter=self.options.drift_interval * 0.1, id="drift", coalesce=True, max_instances=1)
+        scheduler.start()
+        return scheduler
+
+    # --- passes -----------------------------------------------------------------------------
+
+    def request_pass(self, reason: str) -> None:
+        self.log.debug("pass requested", reason=reason)
+        self._dirty.set()
+
+    async def _pass_loop(self) -> None:
+        while not self._stop.is_set():
+            await self._dirty.wait()
+            if self._stop.is_set():
+                return
+            self._dirty.clear()
+            self._pass_started = time.monotonic()
+            try:
+                result = await asyncio.to_thread(self.reconciler.reconcile_once)
+            except Exception:  # a pass must never take the daemon down; the next one starts afresh
+                self.log.exception("reconcile pass failed")
+                continue
+            finally:
+                self._pass_started = None
+            self._after_pass(result)
+
+    def _after_pass(self, result: PassResult) -> None:
+        self.last = result
+        self.last_pass_at = utcnow()
+        self._report_load_error(result)
+        if result.queued:
+            self.pool.wake()
+            self.log.info("jobs queued", count=result.queued)
+        if result.plan is not None and result.plan.refusal:
+            self.log.error("plan refused", reason=result.plan.refusal)
+        self._schedule_retry(result.next_retry_at)
+        status = self.status_line()
+        if result.plan is not None and (not self._ready or self._reload_pending):
+            self._ready, self._reload_pending = True, False
+            self.notifier.ready(status)
+            self.log.info("ready", status=status)
+        else:
+            self.notifier.status(status)
+
+    def _report_load_error(self, result: PassResult) -> None:
+        text = str(result.load_error) if result.load_error else None
+        if text == self._reported_error:
+            return
+        self._reported_error = text
+        if result.load_error is None:
+            self.log.info("desired state loads again")
+            return
+        for problem in result.load_error.problems:
+            self.log.error("desired state does not load; keeping the last good one", file=problem.file,
+                           line=problem.line, field=problem.field, problem=problem.message)
+
+    def _schedule_retry(self, at: str | None) -> None:
+        when = parse_iso(at)
+        if when is None or when <= utcnow():
+            return
+        self.scheduler.add_job(self.request_pass, "date", args=["retry due"], run_date=when, id="retry",
+                               replace_existing=True)
+
+    def status_line(self) -> str:
+        result = self.last
+        if result is None:
+            return "starting"
+        fleet = result.fleet
+        live = sum(count for status, count in fleet.items() if status not in ("deleted", "unhealthy"))
+        text = (f"{live} resources: {fleet['active']} active, {fleet['provisioning']} provisioning, "
+                f"{fleet['errored']} errored, {fleet['deleting']} deleting, {fleet['unhealthy']} unhealthy; "
+                f"{self.pool.busy()} scripts running")
+        if result.load_error is not None:
+            text += f"; desired/ fails to load ({len(result.load_error.problems)} problems)"
+        return text
+
+    def _finished(self, item: Finished) -> None:
+        job, result = item.job, item.result
+        log = self.log.bind(resource_id=job.resource_id, job_id=job.job_id, action=str(job.action))
+        if not item.recorded:
+            log.warning("job handed back or lease lost; not recorded", error=result.error)
+        elif result.ok:
+            log.info("job succeeded", url=result.url, duration_s=round(result.duration, 3))
+        else:
+            log.error("job failed", error=result.error, exit_code=result.exit_code,
+                      next_attempt_at=result.next_attempt_at, output_tail=result.output_tail[-500:])
+        if item.recorded and not result.ok:
+            self._loop.call_soon_threadsafe(self._schedule_retry, result.next_attempt_at)
+
+    # --- the slow loop --------------------------------------------------------------------------
+
+    async def drift_pass(self) -> DriftReport:
+        """Health-check every active URL, record the results in one transaction, then a full pass."""
+        report = await run_drift_pass(store=self.store, concurrency=self.options.check_concurrency,
+                                      timeout=self.options.check_timeout,
+                                      unhealthy_after=self.options.unhealthy_after)
+        self.log.info("drift pass", **report.summary())
+        for resource_id in report.turned_unhealthy:
+            self.log.warning("resource turned unhealthy", resource_id=resource_id)
+        self.reconciler.reload()
+        self.request_pass("drift")
+        return report
+
+    # --- file watch, watchdog, lock ---------------------------------------------------------
+
+    async def _watch(self) -> None:
+        from watchfiles import awatch
+
+        directory = self.options.desired
+        if not directory.is_dir():
+            self.log.error("desired directory does not exist; not watching it", desired=str(directory))
+            return
+        async for changes in awatch(directory, stop_event=self._stop, debounce=100, step=20,
+                                    watch_filter=_desired_change, recursive=True):
+            self.request_pass(f"{len(changes)} file changes")
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        while not self._stop.is_set():
+            if self._pass_started is None or time.monotonic() - self._pass_started < STUCK_PASS_SECONDS:
+                self.notifier.watchdog()
+            else:
+                self.log.error("reconcile pass is stuck; withholding the watchdog ping")
+            await _sleep_or_stop(self._stop, interval)
+
+    async def _heartbeat(self) -> None:
+        while not await _sleep_or_stop(self._stop, LOCK_TTL / 3):
+            until = iso(utcnow() + timedelta(seconds=LOCK_TTL))
+            held = await asyncio.to_thread(self.store.renew_lock, name=LOCK_NAME, holder=self.worker_id,
+                                           until=until)
+            if not held:
+                self.log.error("lost the daemon lock to another process; stopping")
+                self.exit_code = 1
+                self.stop()
+
+    # --- signals and shutdown -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            self.log.info("stopping", grace_s=self.options.stop_grace)
+            self.notifier.stopping()
+            self._stop.set()
+            self._dirty.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read target settings and every desired file; READY=1 follows the next pass."""
+        self.notifier.reloading()
+        self._reload_pending = True
+        try:
+            config = self._engine_config()
+        except Exception as exc:  # bad target.yaml: keep the running configuration
+            self.log.error("reload: keeping the current configuration", error=str(exc))
+        else:
+            self.pool.config = config
+            self.pool._runner.config = config
+        self.reconciler.reload()
+        self.request_pass("reload")
+
+    async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
+        self.scheduler.shutdown(wait=False)
+        handed_back = await asyncio.to_thread(self.pool.shutdown, grace=self.options.stop_grace)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self.store.release_lock, name=LOCK_NAME, holder=self.worker_id)
+        self.log.info("stopped", handed_back=handed_back)
+        self.notifier.close()
+
+
+def _desired_change(change: Any, path: str) -> bool:
+    name = Path(path).name
+    return not name.startswith((".", "_")) and (name.endswith((".yaml", ".yml")) or "." not in name)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early on stop; True when stopping."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class DriftReport:
+    checked: int
+    failures: list[Any]
+    turned_unhealthy: list[str]
+
+    def summary(self) -> dict[str, int]:
+        return {"checked": self.checked, "healthy": self.checked - len(self.failures),
+                "failed": len(self.failures), "turned_unhealthy": len(self.turned_unhealthy)}
+
+
+async def run_drift_pass(*, store: Any, concurrency: int, timeout: float, unhealthy_after: int) -> DriftReport:
+    """One health check of every active resource with a URL; shared by the daemon and `reconciler check`."""
+    from .health import check_all
+
+    rows = await asyncio.to_thread(store.load_observed)
+    targets = [(rid, row.url) for rid, row in rows.items() if row.status is ResourceStatus.ACTIVE and row.url]
+    results = await check_all(targets, concurrency=concurrency, timeout=timeout)
+    turned = await asyncio.to_thread(store.record_health, results=results, now=iso(utcnow()),
+                                     unhealthy_after=unhealthy_after)
+    return DriftReport(len(results), [result for result in results if not result.ok], turned)
+
+
+def run_daemon(*, options: DaemonOptions) -> int:
+    """Entry point for the CLI: 0 after a clean stop, 1 when the lock was lost (refusal raises)."""
+    return asyncio.run(Daemon(options=options).run())
+
