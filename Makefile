@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/reconciler apply --yes
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/reconciler daemon
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -216,3 +216,16 @@ def test_top_level_help(tmp_path: Path, run_cli) -> None:
     done = run_cli("--help", cwd=tmp_path)
     assert done.returncode == 0 and "RECONCILER_DESIRED" in done.stdout
     assert all(name in done.stdout for name in cli.main.commands)
+
+
+def test_committed_schema_file_matches_the_model() -> None:
+    """desired/*.yaml's modeline points editors at reconciler.schema.json: it must not go stale."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from tests.support import reconciler_argv
+
+    repo = Path(__file__).resolve().parents[1]
+    printed = subprocess.run([*reconciler_argv(), "schema"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(printed) == json.loads((repo / "reconciler.schema.json").read_text())

@@ -179,7 +179,7 @@ def local_project(tmp_path):
     (tmp_path / "desired").mkdir()
     (tmp_path / "control").mkdir()
     yield tmp_path
-    for pid_file in (tmp_path / "work").glob("*/local/*.pid"):
+    for pid_file in (tmp_path / "work").rglob("*.pid"):
         _kill_pid_file(pid_file)
 
 

@@ -208,7 +208,9 @@ def test_background_children_do_not_hold_the_run_open(tmp_path: Path) -> None:
     """A straggler in the group is cleared; a setsid'd one is not ours, but must not make us hang."""
     body = """
 sleep 300 & echo $! > "$RECONCILER_WORKDIR/child"
-setsid sleep 300 & echo $! > "$RECONCILER_WORKDIR/detached"
+setsid sleep 300 & d=$!; echo $d > "$RECONCILER_WORKDIR/detached"
+# under load setsid may not have run yet when we exit; wait until it really left our session
+while [ "$(cut -d' ' -f6 /proc/$d/stat)" = "$(cut -d' ' -f6 /proc/$$/stat)" ]; do sleep 0.01; done
 echo http://ok.example/
 """
     outcome = run(tmp_path, body, needs_url=True)
