@@ -8,7 +8,7 @@ failure's reason and output tail. It returns the exit status; cli.py only exits 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import click
@@ -64,7 +64,31 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     commit = None if options.destroy else desired_commit(directory=settings.desired)
     enqueue(store=store, view=view, commit=commit)
     finished = _run(store=store, settings=settings, options=options, scope=scope)
+    finished += _follow_up(store=store, settings=settings, options=options, view=view, commit=commit)
     return _summarise(finished=finished, store=store, scope=scope)
+
+
+def _follow_up(*, store: Any, settings: Any, options: ApplyOptions, view: PlanView,
+               commit: str | None) -> list[Finished]:
+    """Resources that were busy when we planned get planned again once their job is done.
+
+    A job already in progress (another apply, a daemon, a crashed run) may have carried an older
+    spec; converging means applying the current one after it, as a controller's next pass would.
+    """
+    waited = {change.resource_id for change in view.plan.waiting}
+    finished: list[Finished] = []
+    for _round in range(3):
+        if not waited:
+            break
+        again = _view(settings=settings, options=replace(options, targets=tuple(sorted(waited))), store=store)
+        if not again.plan.changes or again.plan.refusal:
+            break
+        for change in again.plan.changes:
+            click.echo(f"~ {change.resource_id}: {change.action} ({change.reason}) after its earlier job", err=True)
+        enqueue(store=store, view=again, commit=commit)
+        finished += _run(store=store, settings=settings, options=options, scope=plan_scope(again.plan))
+        waited = {change.resource_id for change in again.plan.waiting}
+    return finished
 
 
 def _view(*, settings: Any, options: ApplyOptions, store: Any) -> PlanView:

@@ -232,6 +232,8 @@ class Daemon:
                       next_attempt_at=result.next_attempt_at, output_tail=result.output_tail[-500:])
         if item.recorded and not result.ok:
             self._loop.call_soon_threadsafe(self._schedule_retry, result.next_attempt_at)
+        # level-triggered: the spec may have moved on while the job ran; a coalesced pass catches up
+        self._loop.call_soon_threadsafe(self.request_pass, "job finished")
 
     # --- the slow loop --------------------------------------------------------------------------
 
