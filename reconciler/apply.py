@@ -18,6 +18,7 @@ from .engine import (
     Finished,
     PlanView,
     WorkerPool,
+    api_declared,
     desired_commit,
     enqueue,
     expire_dead_leases,
@@ -98,11 +99,13 @@ def _view(*, settings: Any, options: ApplyOptions, store: Any) -> PlanView:
         return plan_against(desired=DesiredState(resources={}), observed=observed, in_flight=in_flight,
                             now=utcnow(), policy=policy, targets=options.targets)
     return make_plan(desired_dir=settings.desired, observed=observed, in_flight=in_flight, now=utcnow(),
-                     policy=policy, targets=options.targets)
+                     policy=policy, targets=options.targets, api=store.api_desired())
 
 
 def _show(*, view: PlanView, options: ApplyOptions) -> None:
-    text = render_json(view.plan) if options.output == "json" else render_text(view.plan, colour=options.colour)
+    api = api_declared(view.desired)
+    text = render_json(view.plan, api=api) if options.output == "json" else render_text(
+        view.plan, colour=options.colour, api=api)
     # With JSON on stdout, progress and summary go to stderr so stdout stays one JSON document.
     click.echo(text, nl=False)
 

@@ -113,25 +113,29 @@ def plan(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_d
 def _show_plan(*, settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool,
                detailed_exitcode: bool) -> None:
     view = _plan_view(settings=settings, targets=targets, allow_mass_delete=allow_mass_delete)
+    from .engine import api_declared
     from .render import render_json, render_text
 
-    click.echo(render_json(view.plan) if output == "json" else render_text(view.plan, colour=_colour()), nl=False)
+    api = api_declared(view.desired)
+    text = render_json(view.plan, api=api) if output == "json" else render_text(view.plan, colour=_colour(), api=api)
+    click.echo(text, nl=False)
     if view.plan.refusal:
         sys.exit(1)
     if detailed_exitcode and view.plan.has_changes:
         sys.exit(2)
 
 
-def _plan_view(*, settings: Settings, targets: tuple[str, ...], allow_mass_delete: bool, store: Any = None):
+def _plan_view(*, settings: Settings, targets: tuple[str, ...], allow_mass_delete: bool):
     from .engine import make_plan
     from .models import utcnow
     from .plan import PlanPolicy
 
-    store = store if store is not None else _read_store(settings)
+    store = _read_store(settings)
     observed = store.load_observed() if store else {}
     in_flight = store.in_flight() if store else set()
     return make_plan(desired_dir=settings.desired, observed=observed, in_flight=in_flight, now=utcnow(),
-                     policy=PlanPolicy(allow_mass_delete=allow_mass_delete), targets=targets)
+                     policy=PlanPolicy(allow_mass_delete=allow_mass_delete), targets=targets,
+                     api=store.api_desired() if store else None)
 
 
 def _read_store(settings: Settings) -> Any:

@@ -27,6 +27,7 @@ from .models import (
     JobRequest,
     JobResult,
     ObservedResource,
+    ResourceSpec,
     ResourceStatus,
     iso,
     spec_hash,
@@ -34,7 +35,7 @@ from .models import (
 )
 from .plan import Action, Change, Plan, PlanPolicy, compute_plan
 from .retry import RetryPolicy, next_delay
-from .spec import DesiredCache, DesiredState, load_desired
+from .spec import DesiredCache, DesiredState, Source, load_desired
 
 HOST = socket.gethostname()
 
@@ -48,12 +49,32 @@ class PlanView:
     plan: Plan
 
 
+API_SOURCE = "api"
+
+
+def with_api_desired(*, desired: DesiredState, api: dict[str, dict[str, Any]]) -> DesiredState:
+    """Files plus resources declared through the API; a file declaring the same id wins."""
+    if not api:
+        return desired
+    resources, sources = dict(desired.resources), dict(desired.sources)
+    for resource_id, spec in api.items():
+        if resource_id not in resources:
+            resources[resource_id] = ResourceSpec.model_validate(spec)
+            sources[resource_id] = Source(API_SOURCE, 0)
+    return DesiredState(resources=resources, sources=sources)
+
+
+def api_declared(desired: DesiredState) -> frozenset[str]:
+    """Ids declared through the API rather than by a file (shown as such in plans)."""
+    return frozenset(rid for rid, source in desired.sources.items() if source.file == API_SOURCE)
+
+
 def make_plan(
     *, desired_dir: Path, observed: dict[str, ObservedResource], in_flight: Iterable[str], now: datetime,
-    policy: PlanPolicy, targets: Iterable[str] = (),
+    policy: PlanPolicy, targets: Iterable[str] = (), api: dict[str, dict[str, Any]] | None = None,
 ) -> PlanView:
-    """Load desired/ and plan against `observed`; `targets` (ids) narrows the plan to those resources."""
-    desired = load_desired(directory=desired_dir)
+    """Load desired/ (plus API-declared specs) and plan against `observed`; `targets` narrows the plan."""
+    desired = with_api_desired(desired=load_desired(directory=desired_dir), api=api or {})
     return plan_against(desired=desired, observed=observed, in_flight=in_flight, now=now, policy=policy,
                         targets=targets)
 
@@ -92,11 +113,13 @@ def _request(*, change: Change, view: PlanView) -> JobRequest:
     row = view.observed.get(change.resource_id)
     if change.job_action is JobAction.DELETE:
         return JobRequest(change.resource_id, JobAction.DELETE, change.reason, row.applied_spec(), None,
-                          DELETE_TARGET, _attempt(change, row), row.version)
+                          DELETE_TARGET, _attempt(change, row), row.version, row.source)
     spec = view.desired.resources[change.resource_id]
     old = row.applied_spec() if change.job_action is JobAction.REPLACE and row is not None else None
+    source = view.desired.sources.get(change.resource_id)
     return JobRequest(change.resource_id, change.job_action, change.reason, spec.model_dump(), old,
-                      spec_hash(spec), _attempt(change, row), row.version if row is not None else None)
+                      spec_hash(spec), _attempt(change, row), row.version if row is not None else None,
+                      API_SOURCE if source is not None and source.file == API_SOURCE else "file")
 
 
 def _attempt(change: Change, row: ObservedResource | None) -> int:
@@ -109,6 +132,23 @@ def _attempt(change: Change, row: ObservedResource | None) -> int:
 def enqueue(*, store: Any, view: PlanView, commit: str | None) -> list[str]:
     """Queue the plan's changes in one transaction; returns the new job ids."""
     return store.enqueue(requests=job_requests(view=view), now=iso(utcnow()), commit=commit)
+
+
+def converge_one(*, store: Any, resource_id: str, spec: ResourceSpec | None, source: str) -> Job | None:
+    """Plan and queue the change of one resource now (the API's synchronous step).
+
+    Returns the job that carries it: the new one, the one already open, or (nothing to do) the latest.
+    The plan sees only this row, so the fleet-wide mass-delete rule does not apply to this explicit,
+    single-resource request.
+    """
+    row = store.get_resource(resource_id)
+    desired = DesiredState(resources={resource_id: spec} if spec else {},
+                           sources={resource_id: Source(source, 0)} if spec else {})
+    view = plan_against(desired=desired, observed={resource_id: row} if row else {},
+                        in_flight=store.in_flight() & {resource_id}, now=utcnow(),
+                        policy=PlanPolicy(allow_mass_delete=True), targets=[resource_id])
+    queued = enqueue(store=store, view=view, commit=None)
+    return store.get_job(queued[0]) if queued else store.latest_job(resource_id)
 
 
 def plan_scope(plan: Plan) -> set[str]:
@@ -173,7 +213,8 @@ class Reconciler:
         observed, in_flight = self.store.load_observed(), self.store.in_flight()
         if self.last_good is None:
             return PassResult(0, None, load_error, fleet_counts(observed), None, 0)
-        view = plan_against(desired=self.last_good, observed=observed, in_flight=in_flight, now=utcnow(),
+        desired = with_api_desired(desired=self.last_good, api=self.store.api_desired())
+        view = plan_against(desired=desired, observed=observed, in_flight=in_flight, now=utcnow(),
                             policy=self.policy)
         queued = 0
         if view.plan.changes and not view.plan.refusal:

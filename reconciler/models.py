@@ -30,7 +30,7 @@ DELETE_TARGET = "delete"
 
 
 class ResourceSpec(BaseModel):
-    """One resource as declared in desired/ (or, later, through the API)."""
+    """One resource as declared in desired/ or through the HTTP API."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -226,6 +226,7 @@ class JobRequest:
     attempt: int = 1
     # the row version the plan saw (None: no row); the queue refuses the request if it changed since
     expected_version: int | None = None
+    source: str = "file"  # who declares the resource: "file" (desired/) or "api"
 
 
 @dataclass(frozen=True, slots=True)

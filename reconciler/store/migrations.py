@@ -63,7 +63,14 @@ def _v2_daemon_lock(db: Any) -> None:
                        pk="name", not_null=["holder", "expires_at"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock]
+def _v3_api_desired(db: Any) -> None:
+    # Desired state declared through the HTTP API (tooling that cannot commit to git); files own the rest.
+    db["api_desired"].create({"resource_id": str, "spec_json": str, "created_at": str, "updated_at": str},
+                             pk="resource_id", not_null=["spec_json"])
+    db["jobs"].create_index(["resource_id", "created_at"])
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired]
 LATEST = len(MIGRATIONS)
 
 

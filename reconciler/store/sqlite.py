@@ -122,6 +122,49 @@ class SQLiteStore:
         rows = self._conn().execute("SELECT resource_id FROM jobs WHERE status IN ('queued', 'running')")
         return {row[0] for row in rows}
 
+    def latest_job(self, resource_id: str) -> Job | None:
+        row = self._conn().execute(
+            "SELECT * FROM jobs WHERE resource_id = ? ORDER BY created_at DESC LIMIT 1", (resource_id,)).fetchone()
+        return _job(row) if row else None
+
+    def list_resources(self, *, owner: str | None = None, status: str | None = None,
+                       health: str | None = None) -> list[ObservedResource]:
+        clauses, args = [], []
+        for column, value in (("owner", owner), ("status", status), ("health", health)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._conn().execute(f"SELECT * FROM resources{where} ORDER BY resource_id", args)
+        return [_resource(row) for row in rows]
+
+    def fleet_counts(self) -> dict[str, int]:
+        """Rows per status, plus live unhealthy ones: what /health and /metrics report."""
+        counts = {status.value: 0 for status in ResourceStatus}
+        for status, count in self._conn().execute("SELECT status, count(*) FROM resources GROUP BY status"):
+            counts[status] = count
+        counts["unhealthy"] = self._conn().execute(
+            "SELECT count(*) FROM resources WHERE health = 'unhealthy' AND status != 'deleted'").fetchone()[0]
+        return counts
+
+    # --- desired state declared through the API ----------------------------------------------
+
+    def api_desired(self) -> dict[str, dict[str, Any]]:
+        rows = self._conn().execute("SELECT resource_id, spec_json FROM api_desired")
+        return {row[0]: json.loads(row[1]) for row in rows}
+
+    def put_api_desired(self, *, spec: dict[str, Any], now: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO api_desired (resource_id, spec_json, created_at, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(resource_id) DO UPDATE SET spec_json = excluded.spec_json,"
+                " updated_at = excluded.updated_at", (spec["resource_id"], canonical_json(spec), now, now))
+
+    def delete_api_desired(self, *, resource_id: str) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute("DELETE FROM api_desired WHERE resource_id = ?", (resource_id,))
+        return cursor.rowcount == 1
+
     def get_job(self, job_id: str) -> Job | None:
         row = self._conn().execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
@@ -184,10 +227,10 @@ class SQLiteStore:
             spec = request.spec
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO resources (resource_id, owner, region, runtime_target, deploy_ref, status,"
-                " created_at, target_hash, protected, updated_at, version)"
-                " VALUES (?, ?, ?, ?, ?, 'provisioning', ?, ?, ?, ?, 1)",
+                " created_at, target_hash, protected, updated_at, version, source)"
+                " VALUES (?, ?, ?, ?, ?, 'provisioning', ?, ?, ?, ?, 1, ?)",
                 (spec["resource_id"], spec["owner"], spec["region"], spec["runtime_target"], spec["deploy_ref"],
-                 now, request.target_hash, int(spec["protected"]), now),
+                 now, request.target_hash, int(spec["protected"]), now, request.source),
             )
             return cursor.rowcount == 1
         if request.action is JobAction.DELETE:
@@ -200,9 +243,9 @@ class SQLiteStore:
         cursor = conn.execute(
             "UPDATE resources SET status = 'provisioning', target_hash = ?, protected = ?, updated_at = ?,"
             # a tombstone declared again starts a new life
-            " created_at = CASE WHEN status = 'deleted' THEN ? ELSE created_at END, version = version + 1"
-            " WHERE resource_id = ? AND version = ?",
-            (request.target_hash, int(request.spec["protected"]), now, now, request.resource_id,
+            " created_at = CASE WHEN status = 'deleted' THEN ? ELSE created_at END, version = version + 1,"
+            " source = ? WHERE resource_id = ? AND version = ?",
+            (request.target_hash, int(request.spec["protected"]), now, now, request.source, request.resource_id,
              request.expected_version),
         )
         return cursor.rowcount == 1
