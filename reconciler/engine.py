@@ -434,7 +434,7 @@ class WorkerPool:
             job = self._claim(scope)
             if job is not None:
                 record(self._runner.run(job))
-            elif not self.store.open_jobs(resource_ids=scope):
+            elif not self.store.count_open(resource_ids=scope):
                 return
             else:
                 time.sleep(poll)

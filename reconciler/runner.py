@@ -267,11 +267,24 @@ def _supervise(proc: subprocess.Popen[bytes], streams: _Streams, *, timeout: flo
     finally:
         if exit_fd is not None:
             os.close(exit_fd)
-    # The script is a zombie now, so its pid (our pgid) cannot be reused while we clear the group.
-    kill_process_group(pgid=proc.pid, grace=max(deadline - time.monotonic(), 0.0) if stopped else grace)
     proc.wait()
+    # Anything the script left in its group is stopped too. The common case (nothing left) is one
+    # kill(0) answered ESRCH; only a group with members costs a /proc scan. A reaped leader's pid could
+    # in principle be reused, but a new process cannot lead this group unless pids wrap around first.
+    if _group_exists(proc.pid):
+        kill_process_group(pgid=proc.pid, grace=max(deadline - time.monotonic(), 0.0) if stopped else grace)
     streams.drain(seconds=DRAIN_AFTER_EXIT)
     return stopped
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _escalate(pgid: int, *, stopped: str | None, now: float, grace: float) -> tuple[str, float]:
@@ -400,17 +413,36 @@ def _wait_group_gone(pgid: int, *, seconds: float) -> bool:
 
 
 def _group_states(pgid: int) -> dict[int, str] | None:
-    """pid → state letter of each process in the group, from /proc; None where there is no /proc."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+    """pid → state letter of each process in the group, from /proc; None where there is no /proc.
+
+    Runs after every script, so it reads /proc with bare os calls (pathlib costs 5x more here).
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError:
         return None
+    wanted = str(pgid)
     members: dict[int, str] = {}
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(entry / "stat")
-            if fields and len(fields) > 2 and fields[2] == str(pgid):
-                members[int(entry.name)] = fields[0]
+    for name in names:
+        if name.isdigit():
+            fields = _read_stat(f"/proc/{name}/stat")
+            if fields and len(fields) > 2 and fields[2] == wanted:
+                members[int(name)] = fields[0]
     return members
+
+
+def _read_stat(path: str) -> list[str] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # the process ended between listing and reading
+        return None
+    try:
+        text = os.read(fd, 4096).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return text[text.rfind(")") + 1:].split()
 
 
 def _stat_fields(path: Path) -> list[str] | None:
