@@ -258,11 +258,18 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
               help="Longest backoff between attempts, in seconds.")
 @click.option("--allow-mass-delete", is_flag=True,
               help="Allow passes that delete every live resource or more than max(10, 25%).")
+@click.option("--api", "api", default="127.0.0.1:7878", show_default=True, metavar="HOST:PORT",
+              envvar="RECONCILER_API", help="Serve the HTTP API here [env: RECONCILER_API].")
+@click.option("--no-api", is_flag=True, help="Do not serve the HTTP API.")
+@click.option("--api-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              envvar="RECONCILER_API_TOKEN_FILE",
+              help="File holding the bearer token that POST/DELETE require; needed to listen beyond loopback.")
 @click.pass_obj
 @_guarded
 def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_after: int, self_heal: bool,
            check_concurrency: int, check_timeout: float, stop_grace: float, parallelism: int, timeout: float,
-           retry_base: float, retry_cap: float, allow_mass_delete: bool) -> None:
+           retry_base: float, retry_cap: float, allow_mass_delete: bool, api: str, no_api: bool,
+           api_token_file: Path | None) -> None:
     """Run the controller: react to file saves, resync, health-check, and work the queue (for systemd)."""
     from .daemon import DaemonOptions, run_daemon
     from .retry import RetryPolicy
@@ -272,7 +279,8 @@ def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_a
         resync=resync, drift_interval=drift_interval, unhealthy_after=unhealthy_after,
         check_concurrency=check_concurrency, check_timeout=check_timeout, self_heal=self_heal,
         parallelism=parallelism, timeout=timeout, stop_grace=stop_grace, allow_mass_delete=allow_mass_delete,
-        retry=RetryPolicy(base=retry_base, cap=retry_cap),
+        retry=RetryPolicy(base=retry_base, cap=retry_cap), api=None if no_api else api,
+        api_token_file=api_token_file,
     )
     sys.exit(run_daemon(options=options))
 

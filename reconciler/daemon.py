@@ -11,6 +11,7 @@ asyncio owns timing and signals; blocking work (parsing, SQLite, scripts) runs i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ class DaemonOptions:
     stop_grace: float = 30.0
     allow_mass_delete: bool = False
     retry: RetryPolicy = RetryPolicy()
+    api: str | None = "127.0.0.1:7878"  # HOST:PORT, or None for no API
+    api_token_file: Path | None = None
 
 
 class DaemonRefused(ReconcilerError):
@@ -82,8 +85,10 @@ class Daemon:
     async def run(self) -> int:
         from .store import open_store
 
+        self.token = read_token(self.options.api_token_file)
         self.store = open_store(url=self.options.db)
         self._take_lock()
+        listener = bind_api(address=self.options.api, token=self.token) if self.options.api else None
         self._loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
@@ -93,8 +98,15 @@ class Daemon:
         self.pool.serve()
         self._install_signals()
         self.scheduler = self._schedule()
-        tasks = [asyncio.create_task(coro) for coro in (self._pass_loop(), self._watch(), self._watchdog(),
-                                                         self._heartbeat())]
+        self.metrics = _metrics()
+        self.desired_commit: str | None = None
+        self.stopping = False
+        coros = [self._pass_loop(), self._watch(), self._watchdog(), self._heartbeat()]
+        self.api_server = _api_server(plane=self, listener=listener) if listener else None
+        if self.api_server is not None:
+            coros.append(self.api_server.serve(sockets=[listener]))
+            self.log.info("api listening", address=self.options.api, token_required=self.token is not None)
+        tasks = [asyncio.create_task(coro) for coro in coros]
         self.log.info("daemon started", db=self.options.db, desired=str(self.options.desired), pid=self._pid())
         self.request_pass("start")
         await self._stop.wait()
@@ -162,7 +174,7 @@ class Daemon:
             self._dirty.clear()
             self._pass_started = time.monotonic()
             try:
-                result = await asyncio.to_thread(self.reconciler.reconcile_once)
+                result = await asyncio.to_thread(self._pass)
             except Exception:  # a pass must never take the daemon down; the next one starts afresh
                 self.log.exception("reconcile pass failed")
                 continue
@@ -170,9 +182,18 @@ class Daemon:
                 self._pass_started = None
             self._after_pass(result)
 
+    def _pass(self) -> PassResult:
+        from .engine import desired_commit
+
+        result = self.reconciler.reconcile_once()
+        self.desired_commit = desired_commit(directory=self.options.desired)
+        return result
+
     def _after_pass(self, result: PassResult) -> None:
         self.last = result
         self.last_pass_at = utcnow()
+        problems = len(result.load_error.problems) if result.load_error else 0
+        self.metrics.pass_done(at=self.last_pass_at.timestamp(), problems=problems)
         self._report_load_error(result)
         if result.queued:
             self.pool.wake()
@@ -222,6 +243,8 @@ class Daemon:
 
     def _finished(self, item: Finished) -> None:
         job, result = item.job, item.result
+        if item.recorded:
+            self.metrics.job_finished(action=str(job.action), ok=result.ok, duration=result.duration)
         log = self.log.bind(resource_id=job.resource_id, job_id=job.job_id, action=str(job.action))
         if not item.recorded:
             log.warning("job handed back or lease lost; not recorded", error=result.error)
@@ -242,6 +265,7 @@ class Daemon:
         report = await run_drift_pass(store=self.store, concurrency=self.options.check_concurrency,
                                       timeout=self.options.check_timeout,
                                       unhealthy_after=self.options.unhealthy_after)
+        self.metrics.checked(results=report.results)
         self.log.info("drift pass", **report.summary())
         for resource_id in report.turned_unhealthy:
             self.log.warning("resource turned unhealthy", resource_id=resource_id)
@@ -283,9 +307,49 @@ class Daemon:
                 self.exit_code = 1
                 self.stop()
 
+    # --- what the HTTP API asks of the daemon (api.Plane) -----------------------------------
+
+    def file_source(self, resource_id: str) -> str | None:
+        from .engine import API_SOURCE
+
+        desired = self.reconciler.last_good
+        source = desired.sources.get(resource_id) if desired else None
+        return str(source) if source is not None and source.file != API_SOURCE else None
+
+    def jobs_queued(self) -> None:
+        self.pool.wake()
+
+    def health_report(self) -> tuple[dict[str, Any], bool]:
+        fleet = self.store.fleet_counts()
+        last = self.last
+        stuck = self._pass_started is not None and time.monotonic() - self._pass_started > STUCK_PASS_SECONDS
+        stale = last is None or (utcnow() - self.last_pass_at).total_seconds() > max(3 * self.options.resync, 60)
+        ok = self._ready and not self.stopping and not stuck and not stale
+        error = last.load_error if last else None
+        report = {
+            "status": "ok" if ok else ("stopping" if self.stopping else "not ready" if not self._ready else
+                                       "stuck" if stuck else "stale"),
+            "total": sum(count for status, count in fleet.items() if status not in ("deleted", "unhealthy")),
+            **fleet,
+            "scripts_running": self.pool.busy(),
+            "last_pass_at": iso(self.last_pass_at) if last else None,
+            "desired_commit": self.desired_commit,
+            "desired_loads": error is None,
+            "desired_errors": [str(problem) for problem in error.problems] if error else [],
+            "daemon": {"pid": self._pid(), "host": HOST},
+        }
+        return report, ok
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        from .metrics import CONTENT_TYPE
+
+        body = self.metrics.render(fleet=self.store.fleet_counts(), health=self.store.health_counts())
+        return body, CONTENT_TYPE
+
     # --- signals and shutdown -----------------------------------------------------------------
 
     def stop(self) -> None:
+        self.stopping = True
         if not self._stop.is_set():
             self.log.info("stopping", grace_s=self.options.stop_grace)
             self.notifier.stopping()
@@ -308,6 +372,8 @@ class Daemon:
 
     async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
         self.scheduler.shutdown(wait=False)
+        if self.api_server is not None:
+            self.api_server.should_exit = True
         handed_back = await asyncio.to_thread(self.pool.shutdown, grace=self.options.stop_grace)
         for task in tasks:
             task.cancel()
@@ -315,6 +381,69 @@ class Daemon:
         await asyncio.to_thread(self.store.release_lock, name=LOCK_NAME, holder=self.worker_id)
         self.log.info("stopped", handed_back=handed_back)
         self.notifier.close()
+
+
+def read_token(path: Path | None) -> str | None:
+    """The API's bearer token from its file (never from the command line, where `ps` shows it)."""
+    if path is None:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise DaemonRefused(f"cannot read --api-token-file {path}: {exc.strerror}") from None
+    if len(token) < 16:
+        raise DaemonRefused(f"--api-token-file {path}: the token must be at least 16 characters")
+    return token
+
+
+def bind_api(*, address: str, token: str | None) -> Any:
+    """Bind the API's socket up front, so a taken port or a bad address fails the start clearly."""
+    import ipaddress
+    import socket
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit():
+        raise DaemonRefused(f"--api {address}: expected HOST:PORT")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and token is None:
+        raise DaemonRefused(f"refusing to serve the API on {address} without --api-token-file "
+                            "(only loopback addresses may go without a token)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except OSError as exc:
+        sock.close()
+        raise DaemonRefused(f"cannot listen on {address}: {exc.strerror}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _api_server(*, plane: Daemon, listener: Any) -> Any:
+    import uvicorn
+
+    from .api import create_app
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # the daemon owns the signals
+            yield
+
+    config = uvicorn.Config(create_app(plane=plane), log_config=None, access_log=False, lifespan="off",
+                            log_level="warning")
+    return Server(config)
+
+
+def _metrics() -> Any:
+    from .metrics import Metrics
+
+    return Metrics()
 
 
 def _desired_change(change: Any, path: str) -> bool:
@@ -336,6 +465,7 @@ class DriftReport:
     checked: int
     failures: list[Any]
     turned_unhealthy: list[str]
+    results: list[Any]
 
     def summary(self) -> dict[str, int]:
         return {"checked": self.checked, "healthy": self.checked - len(self.failures),
@@ -351,7 +481,7 @@ async def run_drift_pass(*, store: Any, concurrency: int, timeout: float, unheal
     results = await check_all(targets, concurrency=concurrency, timeout=timeout)
     turned = await asyncio.to_thread(store.record_health, results=results, now=iso(utcnow()),
                                      unhealthy_after=unhealthy_after)
-    return DriftReport(len(results), [result for result in results if not result.ok], turned)
+    return DriftReport(len(results), [result for result in results if not result.ok], turned, results)
 
 
 def run_daemon(*, options: DaemonOptions) -> int:

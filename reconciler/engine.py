@@ -134,12 +134,19 @@ def enqueue(*, store: Any, view: PlanView, commit: str | None) -> list[str]:
     return store.enqueue(requests=job_requests(view=view), now=iso(utcnow()), commit=commit)
 
 
-def converge_one(*, store: Any, resource_id: str, spec: ResourceSpec | None, source: str) -> Job | None:
+@dataclass(frozen=True, slots=True)
+class Converged:
+    """The job carrying one resource's change, and why nothing was queued when a rule held it back."""
+
+    job: Job | None
+    held: str | None = None
+
+
+def converge_one(*, store: Any, resource_id: str, spec: ResourceSpec | None, source: str) -> Converged:
     """Plan and queue the change of one resource now (the API's synchronous step).
 
-    Returns the job that carries it: the new one, the one already open, or (nothing to do) the latest.
-    The plan sees only this row, so the fleet-wide mass-delete rule does not apply to this explicit,
-    single-resource request.
+    The job is the new one, the one already open, or (nothing to do) the latest. The plan sees only
+    this row, so the fleet-wide mass-delete rule does not apply to this explicit request.
     """
     row = store.get_resource(resource_id)
     desired = DesiredState(resources={resource_id: spec} if spec else {},
@@ -148,7 +155,8 @@ def converge_one(*, store: Any, resource_id: str, spec: ResourceSpec | None, sou
                         in_flight=store.in_flight() & {resource_id}, now=utcnow(),
                         policy=PlanPolicy(allow_mass_delete=True), targets=[resource_id])
     queued = enqueue(store=store, view=view, commit=None)
-    return store.get_job(queued[0]) if queued else store.latest_job(resource_id)
+    held = view.plan.kept[0].reason if view.plan.kept else None
+    return Converged(store.get_job(queued[0]) if queued else store.latest_job(resource_id), held)
 
 
 def plan_scope(plan: Plan) -> set[str]:

@@ -89,6 +89,8 @@ def runs(project: Path) -> list[list[str]]:
 def start_daemon(project: Path, *args: str, log_name: str = "daemon.log", **env: str) -> subprocess.Popen[str]:
     """A real `reconciler daemon` process; its JSON log lines go to project/<log_name>."""
     log = (project / log_name).open("a")
+    if "--api" not in args:
+        args = ("--no-api", *args)  # tests run in parallel with others: no fixed port
     return subprocess.Popen([*reconciler_argv(), "daemon", *args], cwd=project,
                             env=cli_env(project, RECONCILER_LOG_FORMAT="json", **env), text=True,
                             stdout=log, stderr=log, stdin=subprocess.DEVNULL)

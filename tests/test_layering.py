@@ -30,8 +30,10 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"models", "errors", "spec", "plan", "render", "retry", "store", "runner", "health", "logs",
                "yamlfast"},
     "systemd": set(),
+    "metrics": set(),
+    # the daemon hosts the API server and its metrics, so it is the one module above api
     "daemon": {"engine", "health", "store", "models", "errors", "logs", "spec", "plan", "retry", "runner",
-               "systemd"},
+               "systemd", "metrics", "api"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
     "apply": {"engine", "render", "store", "models", "errors", "plan", "spec", "logs", "retry"},
     "api": {"engine", "store", "models", "errors", "logs", "spec", "plan", "status"},

@@ -161,6 +161,13 @@ class SQLiteStore:
             "SELECT count(*) FROM resources WHERE health = 'unhealthy' AND status != 'deleted'").fetchone()[0]
         return counts
 
+    def health_counts(self) -> dict[str, int]:
+        counts = {health.value: 0 for health in Health}
+        for health, count in self._conn().execute(
+                "SELECT health, count(*) FROM resources WHERE status != 'deleted' GROUP BY health"):
+            counts[health or "unknown"] = count
+        return counts
+
     # --- desired state declared through the API ----------------------------------------------
 
     def api_desired(self) -> dict[str, dict[str, Any]]:

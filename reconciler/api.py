@@ -1,0 +1,231 @@
+"""The HTTP control plane served by the daemon: declare, inspect and remove resources, /health, /metrics.
+
+For tooling that cannot commit to git (onboarding pages, support tools). Resources declared here
+are stored as desired rows (`source=api`) and reconciled like the files' ones; resources declared
+by files belong to the files, and the API refuses to change them (409, naming the file).
+
+Declaring never waits for a script: the change is planned and queued at once, and the answer is
+the job to poll. Mutating endpoints require a bearer token when one is configured (always when the
+API listens beyond loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any, Protocol
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from .engine import API_SOURCE, converge_one
+from .models import RESOURCE_ID_PATTERN, Job, JobAction, JobStatus, ObservedResource, ResourceSpec, iso, utcnow
+from .status import event_json, row_json
+
+ResourceId = Path(pattern=RESOURCE_ID_PATTERN, description="The resource's id")
+
+
+class Plane(Protocol):
+    """What the daemon gives the API."""
+
+    store: Any
+    token: str | None
+
+    def file_source(self, resource_id: str) -> str | None: ...
+    def health_report(self) -> tuple[dict[str, Any], bool]: ...
+    def jobs_queued(self) -> None: ...
+    def metrics_text(self) -> tuple[bytes, str]: ...
+
+
+class Accepted(BaseModel):
+    job_id: str | None
+    resource_id: str
+    status: str | None = None
+
+
+class JobView(BaseModel):
+    job_id: str
+    resource_id: str
+    action: str
+    status: str
+    attempt: int
+    claims: int
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    exit_code: int | None
+    error: str | None
+    url: str | None
+
+
+class Condition(BaseModel):
+    type: str
+    status: str
+    reason: str
+    message: str
+
+
+class ResourceView(BaseModel):
+    resource_id: str
+    owner: str
+    region: str
+    runtime_target: str
+    deploy_ref: str
+    status: str
+    url: str | None
+    created_at: str | None
+    last_seen: str | None
+    health: str
+    error: str | None
+    attempts: int
+    next_attempt_at: str | None
+    consecutive_failures: int
+    last_check_at: str | None
+    protected: bool
+    generation: int
+    source: str
+    conditions: list[Condition]
+
+
+class EventView(BaseModel):
+    at: str
+    kind: str
+    message: str
+    job_id: str | None
+    desired_commit: str | None
+    details: dict[str, Any] | None = None
+
+
+def create_app(*, plane: Plane) -> FastAPI:
+    app = FastAPI(title="reconciler", version="1.0", description=__doc__)
+    _routes(app, plane)
+    return app
+
+
+def _authorised(plane: Plane):
+    def check(request: Request) -> None:
+        if plane.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), plane.token.encode()):
+            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    return check
+
+
+def _routes(app: FastAPI, plane: Plane) -> None:
+    store = plane.store
+    auth = [Depends(_authorised(plane))]
+    errors = {401: {"description": "Missing or wrong bearer token"}, 404: {"description": "Unknown resource"},
+              409: {"description": "Declared by a file, or protected"}}
+
+    @app.post("/provisions", status_code=202, response_model=Accepted, dependencies=auth, responses=errors)
+    def declare(spec: ResourceSpec) -> Accepted:
+        """Declare (or change) a resource; returns at once with the job that carries the change."""
+        _not_file_owned(plane, spec.resource_id)
+        store.put_api_desired(spec=spec.model_dump(), now=iso(utcnow()))
+        result = converge_one(store=store, resource_id=spec.resource_id, spec=spec, source=API_SOURCE)
+        if result.held:
+            raise HTTPException(409, f"{spec.resource_id}: {result.held}")
+        plane.jobs_queued()
+        job = result.job
+        return Accepted(job_id=job.job_id if job else None, resource_id=spec.resource_id,
+                        status=str(job.status) if job else None)
+
+    @app.get("/provisions/jobs/{job_id}", response_model=JobView, responses={404: {"description": "Unknown job"}})
+    async def job_status(job_id: str = Path(max_length=64)) -> JobView:
+        """A job's status, attempts and timestamps, and the resource's URL once the job succeeded."""
+        job = store.get_job(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        return _job_view(job, store.get_resource(job.resource_id))
+
+    @app.get("/provisions", response_model=list[ResourceView])
+    async def list_resources(owner: str | None = Query(None, max_length=200),
+                             status: str | None = Query(None, pattern="^[a-z]+$"),
+                             health: str | None = Query(None, pattern="^[a-z]+$")) -> list[ResourceView]:
+        """Every resource row, optionally filtered by owner, status and health."""
+        rows = store.list_resources(owner=owner, status=status, health=health)
+        in_flight = store.in_flight()
+        return [_resource_view(row, in_flight=row.resource_id in in_flight) for row in rows]
+
+    @app.get("/provisions/{resource_id}", response_model=ResourceView, responses=errors)
+    async def get_resource(resource_id: str = ResourceId) -> ResourceView:
+        """One resource: the seed's fields, health, conditions and who declares it."""
+        row = _row(store, resource_id)
+        return _resource_view(row, in_flight=resource_id in store.in_flight())
+
+    @app.delete("/provisions/{resource_id}", status_code=202, response_model=Accepted, dependencies=auth,
+                responses=errors)
+    def remove(resource_id: str = ResourceId) -> Accepted:
+        """Remove an API-declared resource: teardown follows the usual finalizer path."""
+        _not_file_owned(plane, resource_id)
+        declared = store.delete_api_desired(resource_id=resource_id)
+        row = store.get_resource(resource_id)
+        if not declared and (row is None or not row.live):
+            raise HTTPException(404, f"no resource {resource_id!r}")
+        result = converge_one(store=store, resource_id=resource_id, spec=None, source=API_SOURCE)
+        if result.held:
+            raise HTTPException(409, f"{resource_id}: {result.held}")
+        plane.jobs_queued()
+        job = result.job
+        return Accepted(job_id=job.job_id if job else None, resource_id=resource_id,
+                        status=str(job.status) if job else None)
+
+    @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=errors)
+    async def events(resource_id: str = ResourceId, limit: int | None = Query(None, ge=1, le=10_000)
+                     ) -> list[EventView]:
+        """The resource's history, oldest first (the latest `limit` when given)."""
+        _row(store, resource_id)
+        return [EventView(**event_json(event)) for event in store.events(resource_id, limit=limit)]
+
+    @app.get("/health", responses={503: {"description": "The daemon is not working"}})
+    async def health() -> JSONResponse:
+        """Fleet stats, the last pass, the desired commit and whether desired/ loads: 200 working, 503 not."""
+        report, ok = await asyncio.to_thread(plane.health_report)
+        return JSONResponse(report, status_code=200 if ok else 503)
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus text format."""
+        body, content_type = await asyncio.to_thread(plane.metrics_text)
+        return Response(body, media_type=content_type)
+
+
+def _not_file_owned(plane: Plane, resource_id: str) -> None:
+    source = plane.file_source(resource_id)
+    if source is not None:
+        raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")
+
+
+def _row(store: Any, resource_id: str) -> ObservedResource:
+    row = store.get_resource(resource_id)
+    if row is None:
+        raise HTTPException(404, f"no resource {resource_id!r}")
+    return row
+
+
+def _job_view(job: Job, row: ObservedResource | None) -> JobView:
+    done = job.status is JobStatus.SUCCEEDED and job.action is not JobAction.DELETE
+    return JobView(job_id=job.job_id, resource_id=job.resource_id, action=str(job.action), status=str(job.status),
+                   attempt=job.attempt, claims=job.claims, created_at=job.created_at, started_at=job.started_at,
+                   finished_at=job.finished_at, exit_code=job.exit_code, error=job.error,
+                   url=row.url if done and row is not None else None)
+
+
+def _resource_view(row: ObservedResource, *, in_flight: bool) -> ResourceView:
+    return ResourceView(**row_json(row), conditions=conditions(row, in_flight=in_flight))
+
+
+def conditions(row: ObservedResource, *, in_flight: bool) -> list[Condition]:
+    """Kubernetes-style conditions derived from the row: Ready, Healthy, Reconciling."""
+    ready = row.status.value == "active"
+    healthy = row.health.value
+    return [
+        Condition(type="Ready", status=str(ready), reason=row.status.value, message=row.error or ""),
+        Condition(type="Healthy", status={"healthy": "True", "unhealthy": "False"}.get(healthy, "Unknown"),
+                  reason=healthy, message=f"{row.consecutive_failures} failed checks in a row"),
+        Condition(type="Reconciling", status=str(in_flight), reason="JobOpen" if in_flight else "Idle",
+                  message=""),
+    ]

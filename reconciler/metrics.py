@@ -1,0 +1,60 @@
+"""Prometheus metrics of one daemon: what operators graph and alert on.
+
+Counters and histograms are fed as things happen (jobs, health checks, passes); gauges of the fleet
+are read from the store at scrape time, so they are never stale and cost nothing between scrapes.
+A registry per daemon keeps tests and several daemons in one process apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported for the API)
+
+SCRIPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.resources = Gauge("reconciler_resources", "Resources by lifecycle status.", ["status"], registry=r)
+        self.health = Gauge("reconciler_resources_health", "Live resources by health.", ["health"], registry=r)
+        self.jobs = Counter("reconciler_jobs", "Finished jobs by action and outcome.", ["action", "outcome"],
+                            registry=r)
+        self.script = Histogram("reconciler_script_duration_seconds", "Wall time of script runs per job.",
+                                ["action"], buckets=SCRIPT_BUCKETS, registry=r)
+        self.checks = Counter("reconciler_health_checks", "Health checks by result.", ["result"], registry=r)
+        self.check_latency = Histogram("reconciler_health_check_latency_seconds", "Latency of health checks.",
+                                       buckets=CHECK_BUCKETS, registry=r)
+        self.last_pass = Gauge("reconciler_last_pass_timestamp_seconds", "Unix time of the last reconcile pass.",
+                               registry=r)
+        self.load_errors = Gauge("reconciler_desired_load_errors",
+                                 "Problems in desired/ right now (0 when it loads).", registry=r)
+        self.load_failures = Counter("reconciler_desired_load_failures",
+                                     "Passes whose desired/ failed to load.", registry=r)
+
+    def job_finished(self, *, action: str, ok: bool, duration: float) -> None:
+        self.jobs.labels(action=action, outcome="succeeded" if ok else "failed").inc()
+        self.script.labels(action=action).observe(duration)
+
+    def checked(self, *, results: Iterable[Any]) -> None:
+        for result in results:
+            self.checks.labels(result="ok" if result.ok else "failed").inc()
+            self.check_latency.observe(result.latency)
+
+    def pass_done(self, *, at: float, problems: int) -> None:
+        self.last_pass.set(at)
+        self.load_errors.set(problems)
+        if problems:
+            self.load_failures.inc()
+
+    def render(self, *, fleet: dict[str, int], health: dict[str, int]) -> bytes:
+        for status, count in fleet.items():
+            if status != "unhealthy":
+                self.resources.labels(status=status).set(count)
+        for name, count in health.items():
+            self.health.labels(health=name).set(count)
+        return generate_latest(self.registry)
