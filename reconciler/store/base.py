@@ -1,0 +1,453 @@
+"""The store's logic, once for every SQL backend: observed rows, the job queue, events, health, locks.
+
+SQLite and PostgreSQL differ in how they connect, lock and migrate, not in what a transition is, so
+the statements live here in the subset both speak (`?` placeholders, ON CONFLICT DO NOTHING,
+RETURNING) and each backend supplies connections, transactions and the few spellings that differ.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
+
+from ..models import (
+    DELETE_TARGET,
+    Event,
+    Health,
+    Job,
+    JobAction,
+    JobRequest,
+    JobResult,
+    JobStatus,
+    ObservedResource,
+    ResourceStatus,
+    canonical_json,
+)
+
+_RESOURCE_FIELDS = ObservedResource.__slots__
+_JOB_FIELDS = Job.__slots__
+
+
+def _resource(row: Any) -> ObservedResource:
+    values = dict(row)
+    values["status"] = ResourceStatus(values["status"])
+    values["health"] = Health(values["health"] or "unknown")
+    values["protected"] = bool(values["protected"])
+    return ObservedResource(**{name: values[name] for name in _RESOURCE_FIELDS})
+
+
+def _job(row: Any) -> Job:
+    values = dict(row)
+    values["action"] = JobAction(values["action"])
+    values["status"] = JobStatus(values["status"])
+    values["spec"] = json.loads(values.pop("spec_json")) if values.get("spec_json") else None
+    values["old_spec"] = json.loads(values.pop("old_spec_json")) if values.get("old_spec_json") else None
+    return Job(**{name: values.get(name) for name in _JOB_FIELDS})
+
+
+class SQLStore:
+    """The store interface. Subclasses provide `_read`, `_write`, `_scope` and the locking spellings."""
+
+    # appended to SELECTs that pick rows to change: PostgreSQL locks them, SQLite's writer lock already has
+    skip_locked = ""
+    for_update = ""
+    kind = "sql"
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        raise NotImplementedError
+        yield
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        raise NotImplementedError
+        yield
+
+    def _scope(self, resource_ids: Iterable[str] | None) -> tuple[str, tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [dict(row) for row in conn.execute(sql, tuple(args))]
+
+    def _one(self, sql: str, args: Iterable[Any] = ()) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(sql, tuple(args)).fetchone()
+        return dict(row) if row is not None else None
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def load_observed(self) -> dict[str, ObservedResource]:
+        return {row["resource_id"]: _resource(row) for row in self._rows("SELECT * FROM resources")}
+
+    def get_resource(self, resource_id: str) -> ObservedResource | None:
+        row = self._one("SELECT * FROM resources WHERE resource_id = ?", (resource_id,))
+        return _resource(row) if row else None
+
+    def in_flight(self) -> set[str]:
+        """Ids of resources with an open (queued or running) job."""
+        rows = self._rows("SELECT resource_id FROM jobs WHERE status IN ('queued', 'running')")
+        return {row["resource_id"] for row in rows}
+
+    def latest_job(self, resource_id: str) -> Job | None:
+        row = self._one("SELECT * FROM jobs WHERE resource_id = ? ORDER BY created_at DESC LIMIT 1", (resource_id,))
+        return _job(row) if row else None
+
+    def list_resources(self, *, owner: str | None = None, status: str | None = None,
+                       health: str | None = None) -> list[ObservedResource]:
+        clauses, args = [], []
+        for column, value in (("owner", owner), ("status", status), ("health", health)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [_resource(row) for row in self._rows(f"SELECT * FROM resources{where} ORDER BY resource_id", args)]
+
+    def fleet_counts(self) -> dict[str, int]:
+        """Rows per status, plus live unhealthy ones: what /health and /metrics report."""
+        counts = {status.value: 0 for status in ResourceStatus}
+        for row in self._rows("SELECT status, count(*) AS n FROM resources GROUP BY status"):
+            counts[row["status"]] = row["n"]
+        counts["unhealthy"] = self._one(
+            "SELECT count(*) AS n FROM resources WHERE health = 'unhealthy' AND status != 'deleted'")["n"]
+        return counts
+
+    def health_counts(self) -> dict[str, int]:
+        counts = {health.value: 0 for health in Health}
+        for row in self._rows("SELECT health, count(*) AS n FROM resources WHERE status != 'deleted' GROUP BY health"):
+            counts[row["health"] or "unknown"] = row["n"]
+        return counts
+
+    # --- desired state declared through the API ----------------------------------------------
+
+    def api_desired(self) -> dict[str, dict[str, Any]]:
+        rows = self._rows("SELECT resource_id, spec_json FROM api_desired")
+        return {row["resource_id"]: json.loads(row["spec_json"]) for row in rows}
+
+    def put_api_desired(self, *, spec: dict[str, Any], now: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO api_desired (resource_id, spec_json, created_at, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(resource_id) DO UPDATE SET spec_json = excluded.spec_json,"
+                " updated_at = excluded.updated_at", (spec["resource_id"], canonical_json(spec), now, now))
+
+    def delete_api_desired(self, *, resource_id: str) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute("DELETE FROM api_desired WHERE resource_id = ?", (resource_id,))
+        return cursor.rowcount == 1
+
+    def get_job(self, job_id: str) -> Job | None:
+        row = self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return _job(row) if row else None
+
+    def open_jobs(self, *, resource_ids: Iterable[str] | None = None) -> list[Job]:
+        scope, args = self._scope(resource_ids)
+        rows = self._rows(f"SELECT * FROM jobs WHERE status IN ('queued', 'running'){scope} ORDER BY created_at", args)
+        return [_job(row) for row in rows]
+
+    def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]:
+        sql = "SELECT * FROM events WHERE resource_id = ? ORDER BY id DESC"
+        rows = self._rows(sql + (" LIMIT ?" if limit else ""), (resource_id, limit) if limit else (resource_id,))
+        events = [
+            Event(row["resource_id"], row["at"], row["kind"], row["message"] or "", row["job_id"],
+                  row["desired_commit"], json.loads(row["details_json"] or "{}"))
+            for row in rows
+        ]
+        return events[::-1]
+
+    # --- the queue -----------------------------------------------------------------------------
+
+    def enqueue(self, *, requests: Iterable[JobRequest], now: str, commit: str | None) -> list[str]:
+        """Write a job per request and mark its row, in one transaction.
+
+        A request is skipped when its row changed since the plan was made (another apply or daemon
+        got there first) or when the resource already has an open job: never two jobs for one change.
+        """
+        queued: list[str] = []
+        with self._write() as conn:
+            for request in requests:
+                conn.execute("SAVEPOINT request")
+                job_id = self._mark_row(conn, request=request, now=now) and self._insert_job(
+                    conn, request=request, now=now, commit=commit)
+                if not job_id:
+                    conn.execute("ROLLBACK TO request")
+                    conn.execute("RELEASE request")
+                    continue
+                conn.execute("RELEASE request")
+                self._event(conn, request.resource_id, now, "queued", f"{request.action} queued: {request.reason}",
+                            job_id, commit)
+                queued.append(job_id)
+        return queued
+
+    @staticmethod
+    def _insert_job(conn: Any, *, request: JobRequest, now: str, commit: str | None) -> str | None:
+        job_id = "job-" + uuid.uuid4().hex[:16]
+        cursor = conn.execute(
+            "INSERT INTO jobs (job_id, resource_id, action, status, attempt, spec_json, old_spec_json,"
+            " run_after, created_at, claims, desired_commit) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, 0, ?)"
+            " ON CONFLICT DO NOTHING",
+            (job_id, request.resource_id, str(request.action), request.attempt,
+             canonical_json(request.spec) if request.spec else None,
+             canonical_json(request.old_spec) if request.old_spec else None, now, now, commit),
+        )
+        return job_id if cursor.rowcount == 1 else None
+
+    @staticmethod
+    def _mark_row(conn: Any, *, request: JobRequest, now: str) -> bool:
+        """Move the row to provisioning/deleting if it is still the version the plan saw."""
+        if request.expected_version is None:
+            spec = request.spec
+            cursor = conn.execute(
+                "INSERT INTO resources (resource_id, owner, region, runtime_target, deploy_ref, status,"
+                " created_at, target_hash, protected, updated_at, version, source)"
+                " VALUES (?, ?, ?, ?, ?, 'provisioning', ?, ?, ?, ?, 1, ?) ON CONFLICT DO NOTHING",
+                (spec["resource_id"], spec["owner"], spec["region"], spec["runtime_target"], spec["deploy_ref"],
+                 now, request.target_hash, int(spec["protected"]), now, request.source),
+            )
+            return cursor.rowcount == 1
+        if request.action is JobAction.DELETE:
+            cursor = conn.execute(
+                "UPDATE resources SET status = 'deleting', target_hash = ?, updated_at = ?, version = version + 1"
+                " WHERE resource_id = ? AND version = ?",
+                (DELETE_TARGET, now, request.resource_id, request.expected_version),
+            )
+            return cursor.rowcount == 1
+        cursor = conn.execute(
+            "UPDATE resources SET status = 'provisioning', target_hash = ?, protected = ?, updated_at = ?,"
+            # a tombstone declared again starts a new life
+            " created_at = CASE WHEN status = 'deleted' THEN ? ELSE created_at END, version = version + 1,"
+            " source = ? WHERE resource_id = ? AND version = ?",
+            (request.target_hash, int(request.spec["protected"]), now, now, request.source, request.resource_id,
+             request.expected_version),
+        )
+        return cursor.rowcount == 1
+
+    def claim(self, *, worker: str, now: str, lease_until: str, resource_ids: Iterable[str] | None = None,
+              limit: int = 1) -> list[Job]:
+        """Take up to `limit` runnable jobs (queued and due, or running under an expired lease)."""
+        scope, args = self._scope(resource_ids)
+        with self._write() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM jobs WHERE status = 'queued' AND run_after <= ?{scope}"
+                f" ORDER BY run_after, created_at LIMIT ?{self.skip_locked}", (now, *args, limit)).fetchall()
+            if len(rows) < limit:
+                rows += conn.execute(
+                    f"SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at <= ?{scope}"
+                    f" ORDER BY lease_expires_at LIMIT ?{self.skip_locked}",
+                    (now, *args, limit - len(rows))).fetchall()
+            picked = [_job(row) for row in rows]
+            for job in picked:
+                conn.execute(
+                    "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, started_at = ?,"
+                    " claims = claims + 1, script_pgid = NULL, script_host = NULL WHERE job_id = ?",
+                    (worker, lease_until, now, job.job_id),
+                )
+        return picked
+
+    def count_open(self, *, resource_ids: Iterable[str] | None = None) -> int:
+        scope, args = self._scope(resource_ids)
+        return self._one(f"SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running'){scope}", args)["n"]
+
+    def record_script(self, *, job_id: str, worker: str, pgid: int, host: str, now: str) -> bool:
+        """Remember which process group runs the job, before the script is let go (the start gate)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET script_pgid = ?, script_host = ? WHERE job_id = ? AND lease_owner = ?"
+                " AND status = 'running' RETURNING resource_id, action, claims, desired_commit",
+                (pgid, host, job_id, worker),
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                again = f" (run {row['claims']}: an earlier worker stopped)" if row["claims"] > 1 else ""
+                self._event(conn, row["resource_id"], now, "started",
+                            f"{row['action']} started: process group {pgid} on {host}{again}", job_id,
+                            row["desired_commit"])
+        return row is not None
+
+    def renew(self, *, worker: str, lease_until: str) -> int:
+        """Extend every lease this worker holds; one statement for all its running jobs."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ? AND status = 'running'",
+                (lease_until, worker),
+            )
+        return cursor.rowcount
+
+    def expire_lease(self, *, job_id: str, worker: str, now: str) -> None:
+        """Make a dead worker's lease reclaimable at once (its owner is known to be gone)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET lease_expires_at = ? WHERE job_id = ? AND lease_owner = ? AND status = 'running'",
+                (now, job_id, worker),
+            )
+
+    def release(self, *, job_id: str, worker: str, now: str) -> None:
+        """Give a job back to the queue untouched (shutdown): the next worker runs it again."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, run_after = ?,"
+                " script_pgid = NULL, script_host = NULL WHERE job_id = ? AND lease_owner = ? AND status = 'running'",
+                (now, job_id, worker),
+            )
+
+    def finish(self, *, job: Job, worker: str, result: JobResult, now: str) -> bool:
+        """Record the job's end, its resource row and an event in one transaction.
+
+        Returns False, recording nothing, when this worker no longer holds the lease.
+        """
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET status = ?, exit_code = ?, output_tail = ?, error = ?, finished_at = ?,"
+                " lease_owner = NULL, lease_expires_at = NULL WHERE job_id = ? AND lease_owner = ?"
+                " AND status = 'running'",
+                ("succeeded" if result.ok else "failed", result.exit_code, result.output_tail, result.error,
+                 now, job.job_id, worker),
+            )
+            if cursor.rowcount != 1:
+                return False
+            old = conn.execute("SELECT url FROM resources WHERE resource_id = ?", (job.resource_id,)).fetchone()
+            if result.ok:
+                self._succeeded(conn, job=job, result=result, now=now)
+            else:
+                self._failed(conn, job=job, result=result, now=now)
+            self._finish_events(conn, job=job, result=result, now=now, old_url=old["url"] if old else None)
+        return True
+
+    @staticmethod
+    def _succeeded(conn: Any, *, job: Job, result: JobResult, now: str) -> None:
+        if job.action is JobAction.DELETE:
+            conn.execute(
+                "UPDATE resources SET status = 'deleted', url = NULL, spec_hash = NULL, target_hash = NULL,"
+                " error = NULL, attempts = 0, next_attempt_at = NULL, health = 'unknown',"
+                " consecutive_failures = 0, updated_at = ?, version = version + 1 WHERE resource_id = ?",
+                (now, job.resource_id),
+            )
+            return
+        spec = job.spec
+        conn.execute(
+            "UPDATE resources SET status = 'active', url = ?, owner = ?, region = ?, runtime_target = ?,"
+            " deploy_ref = ?, spec_hash = target_hash, spec_json = ?, protected = ?, generation = generation + 1,"
+            " error = NULL, attempts = 0, next_attempt_at = NULL, last_seen = ?, updated_at = ?,"
+            " health = 'unknown', consecutive_failures = 0,"
+            " created_at = COALESCE(created_at, ?), version = version + 1 WHERE resource_id = ?",
+            (result.url, spec["owner"], spec["region"], spec["runtime_target"], spec["deploy_ref"],
+             canonical_json(spec), int(spec["protected"]), now, now, now, job.resource_id),
+        )
+
+    @staticmethod
+    def _failed(conn: Any, *, job: Job, result: JobResult, now: str) -> None:
+        conn.execute(
+            "UPDATE resources SET status = 'errored', error = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,"
+            " version = version + 1 WHERE resource_id = ?",
+            (result.error, job.attempt, result.next_attempt_at, now, job.resource_id),
+        )
+
+    def _finish_events(self, conn: Any, *, job: Job, result: JobResult, now: str,
+                       old_url: str | None) -> None:
+        details = {"exit_code": result.exit_code, "output_tail": result.output_tail[-2000:],
+                   "duration_s": round(result.duration, 3)}
+        if result.ok:
+            message = f"{job.action} succeeded" + (f": {result.url}" if result.url else "")
+            self._event(conn, job.resource_id, now, "succeeded", message, job.job_id, job.desired_commit, details)
+            if result.url and result.url != old_url and job.action is not JobAction.DELETE:
+                self._event(conn, job.resource_id, now, "url_changed", f"{old_url or '-'} -> {result.url}",
+                            job.job_id, job.desired_commit)
+            return
+        retry = f"; retry {job.attempt + 1} at {result.next_attempt_at}" if result.next_attempt_at else ""
+        self._event(conn, job.resource_id, now, "failed", f"{job.action} failed: {result.error}{retry}",
+                    job.job_id, job.desired_commit, details)
+
+    def add_event(self, *, resource_id: str, now: str, kind: str, message: str, job_id: str | None = None,
+                  commit: str | None = None) -> None:
+        with self._write() as conn:
+            self._event(conn, resource_id, now, kind, message, job_id, commit)
+
+    @staticmethod
+    def _event(conn: Any, resource_id: str, now: str, kind: str, message: str,
+               job_id: str | None, commit: str | None, details: dict[str, Any] | None = None) -> None:
+        conn.execute(
+            "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (resource_id, now, kind, message, job_id, commit, json.dumps(details) if details else None),
+        )
+
+
+    # --- health ------------------------------------------------------------------------------
+
+    def record_health(self, *, results: Iterable[Any], now: str, unhealthy_after: int) -> list[str]:
+        """Write one drift pass in one transaction; returns the ids that just turned unhealthy.
+
+        Success refreshes last_seen; failures count up and turn the row unhealthy at the threshold.
+        Only active rows are touched: a row that started a job meanwhile is the job's business.
+        """
+        with self._write() as conn:
+            prior = {row["resource_id"]: (row["health"], row["consecutive_failures"]) for row in conn.execute(
+                "SELECT resource_id, health, consecutive_failures FROM resources WHERE status = 'active'")}
+            updates, events, turned = [], [], []
+            for result in results:
+                if result.resource_id not in prior:
+                    continue
+                health, failures = prior[result.resource_id]
+                new_health, new_failures = _next_health(ok=result.ok, health=health, failures=failures,
+                                                        unhealthy_after=unhealthy_after)
+                updates.append((now if result.ok else None, now, new_health, new_failures, result.resource_id))
+                event = _health_event(result=result, before=health, after=new_health, failures=new_failures)
+                if event:
+                    events.append((result.resource_id, now, *event, None, None, None))
+                    turned += [result.resource_id] if new_health == "unhealthy" else []
+            conn.executemany(
+                "UPDATE resources SET last_seen = COALESCE(?, last_seen), last_check_at = ?, health = ?,"
+                " consecutive_failures = ? WHERE resource_id = ? AND status = 'active'", updates)
+            conn.executemany(
+                "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)", events)
+        return turned
+
+    # --- the single-daemon lock ---------------------------------------------------------------
+
+    def acquire_lock(self, *, name: str, holder: str, pid: int, host: str, now: str, until: str,
+                     holder_dead: Any) -> dict[str, Any] | None:
+        """Take the lock if free, expired or held by a dead process; else return who holds it."""
+        with self._write() as conn:
+            # make the row exist, then lock it: two takers must not both see "free"
+            conn.execute("INSERT INTO locks (name, holder, expires_at) VALUES (?, '', '') ON CONFLICT DO NOTHING",
+                         (name,))
+            row = dict(conn.execute(f"SELECT * FROM locks WHERE name = ?{self.for_update}", (name,)).fetchone())
+            held = row["holder"] and row["expires_at"] > now and not holder_dead(row["host"], row["pid"])
+            if held and row["holder"] != holder:
+                return row
+            conn.execute("UPDATE locks SET holder = ?, pid = ?, host = ?, since = ?, expires_at = ? WHERE name = ?",
+                         (holder, pid, host, row["since"] if row["holder"] == holder else now, until, name))
+        return None
+
+    def lock_holder(self, *, name: str, now: str) -> dict[str, Any] | None:
+        """Who holds `name` now (None when nobody does): for `status` and /health."""
+        row = self._one("SELECT * FROM locks WHERE name = ?", (name,))
+        return row if row and row["holder"] and row["expires_at"] > now else None
+
+    def renew_lock(self, *, name: str, holder: str, until: str) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute("UPDATE locks SET expires_at = ? WHERE name = ? AND holder = ?",
+                                  (until, name, holder))
+        return cursor.rowcount == 1
+
+    def release_lock(self, *, name: str, holder: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder))
+
+
+def _next_health(*, ok: bool, health: str, failures: int, unhealthy_after: int) -> tuple[str, int]:
+    if ok:
+        return "healthy", 0
+    failures += 1
+    return ("unhealthy" if failures >= unhealthy_after else health), failures
+
+
+def _health_event(*, result: Any, before: str, after: str, failures: int) -> tuple[str, str] | None:
+    if after == "unhealthy" and before != "unhealthy":
+        return "unhealthy", f"{failures} failed checks in a row; last: {result.error} ({result.url})"
+    if after == "healthy" and before == "unhealthy":
+        return "recovered", f"healthy again ({result.url})"
+    return None
