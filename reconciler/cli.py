@@ -60,7 +60,7 @@ def _colour() -> bool:
 @click.option("--desired", type=click.Path(path_type=Path), default="desired", show_default=True,
               envvar="RECONCILER_DESIRED", help="Directory of desired-state YAML files [env: RECONCILER_DESIRED].")
 @click.option("--db", default="reconciler.db", show_default=True, envvar="RECONCILER_DB",
-              help="Observed-state database: a path or sqlite:///path [env: RECONCILER_DB].")
+              help="Observed-state database: a path, sqlite:///path or postgresql://… [env: RECONCILER_DB].")
 @click.option("--provision", type=click.Path(path_type=Path), default="provision", show_default=True,
               envvar="RECONCILER_PROVISION", help="Directory of provision/teardown scripts [env: RECONCILER_PROVISION].")
 @click.option("--work-dir", type=click.Path(path_type=Path), default=".reconciler/work", show_default=True,
@@ -140,9 +140,9 @@ def _plan_view(*, settings: Settings, targets: tuple[str, ...], allow_mass_delet
 
 def _read_store(settings: Settings) -> Any:
     """The store for read-only commands: a missing database reads as an empty fleet, and is not created."""
-    from .store import open_store, sqlite_path
+    from .store import exists, open_store
 
-    if not sqlite_path(settings.db).exists():
+    if not exists(settings.db):
         return None
     return open_store(url=settings.db, create=False)
 

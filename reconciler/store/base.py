@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import uuid
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Iterable, Iterator
 
+from ..errors import StoreError
 from ..models import (
     DELETE_TARGET,
     Event,
@@ -26,6 +28,8 @@ from ..models import (
     canonical_json,
 )
 
+EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
+                   "api_desired": "resource_id"}
 _RESOURCE_FIELDS = ObservedResource.__slots__
 _JOB_FIELDS = Job.__slots__
 
@@ -68,6 +72,9 @@ class SQLStore:
     def _scope(self, resource_ids: Iterable[str] | None) -> tuple[str, tuple[Any, ...]]:
         raise NotImplementedError
 
+    def _after_import(self, conn: Any) -> None:
+        """Backend-specific fix-ups after rows were inserted with their own ids."""
+
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
         with self._read() as conn:
             return [dict(row) for row in conn.execute(sql, tuple(args))]
@@ -76,6 +83,37 @@ class SQLStore:
         with self._read() as conn:
             row = conn.execute(sql, tuple(args)).fetchone()
         return dict(row) if row is not None else None
+
+    # --- export / import: every durable row, the same JSON for SQLite and PostgreSQL -------------
+
+    def export_rows(self) -> dict[str, list[dict[str, Any]]]:
+        return {table: self._rows(f"SELECT * FROM {table} ORDER BY {order}")
+                for table, order in EXPORTED_TABLES.items()}
+
+    def is_empty(self) -> bool:
+        return all(self._one(f"SELECT count(*) AS n FROM {table}")["n"] == 0 for table in EXPORTED_TABLES)
+
+    def import_rows(self, *, tables: dict[str, list[dict[str, Any]]], replace: bool) -> dict[str, int]:
+        """Load exported rows in one transaction; refuses a non-empty store unless `replace`."""
+        unknown = set(tables) - set(EXPORTED_TABLES)
+        if unknown:
+            raise StoreError(f"unknown tables in the import: {', '.join(sorted(unknown))}")
+        if not replace and not self.is_empty():
+            raise StoreError("the target database is not empty; pass --replace to overwrite it")
+        counts = {}
+        with self._write() as conn:
+            for table in EXPORTED_TABLES:
+                if replace:
+                    conn.execute(f"DELETE FROM {table}")
+                rows = tables.get(table, [])
+                counts[table] = len(rows)
+                if rows:
+                    columns = list(rows[0])
+                    conn.executemany(
+                        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                        [tuple(row.get(column) for column in columns) for row in rows])
+            self._after_import(conn)
+        return counts
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -237,13 +275,16 @@ class SQLStore:
                     f"SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at <= ?{scope}"
                     f" ORDER BY lease_expires_at LIMIT ?{self.skip_locked}",
                     (now, *args, limit - len(rows))).fetchall()
-            picked = [_job(row) for row in rows]
-            for job in picked:
+            picked = []
+            for job in map(_job, rows):
                 conn.execute(
                     "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, started_at = ?,"
                     " claims = claims + 1, script_pgid = NULL, script_host = NULL WHERE job_id = ?",
                     (worker, lease_until, now, job.job_id),
                 )
+                # as claimed, but still naming the previous run's process group: it may need ending first
+                picked.append(replace(job, status=JobStatus.RUNNING, lease_owner=worker,
+                                      lease_expires_at=lease_until, started_at=now, claims=job.claims + 1))
         return picked
 
     def count_open(self, *, resource_ids: Iterable[str] | None = None) -> int:

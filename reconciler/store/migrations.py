@@ -1,8 +1,11 @@
-"""Versioned schema migrations, applied through sqlite-utils and tracked in `PRAGMA user_version`.
+"""Versioned schema migrations: one list of versions, spelled for SQLite (sqlite-utils) and PostgreSQL.
 
-Each migration is a function of its own, applied once and in order, so a database made by any
-earlier release upgrades in place. sqlite-utils is imported only when a migration must run: the
-common case (schema current) costs one PRAGMA.
+Each version is applied once and in order, so a database made by any earlier release upgrades in
+place. The tables are described once (the column dicts below) and both backends are built from
+that description, so every tier has the same schema and a JSON export moves between them as is.
+SQLite tracks the version in `PRAGMA user_version` and imports sqlite-utils only when a migration
+must run; PostgreSQL tracks it in `reconciler_schema`, under an advisory lock so that several
+daemons starting at once migrate exactly once.
 """
 
 from __future__ import annotations
@@ -39,8 +42,7 @@ def _v1_initial(db: Any) -> None:
     db["resources"].create(
         RESOURCE_COLUMNS, pk="resource_id",
         not_null=["owner", "region", "runtime_target", "deploy_ref", "status"],
-        defaults={"generation": 0, "attempts": 0, "health": "unknown", "consecutive_failures": 0,
-                  "protected": 0, "source": "file", "version": 0},
+        defaults=RESOURCE_DEFAULTS,
     )
     db["resources"].create_index(["status"])
     db["jobs"].create(
@@ -48,25 +50,29 @@ def _v1_initial(db: Any) -> None:
         defaults={"attempt": 1, "claims": 0},
     )
     # At most one open job per resource, enforced by the database itself, not by care.
-    db.execute(
-        "CREATE UNIQUE INDEX jobs_one_open_per_resource ON jobs(resource_id) "
-        "WHERE status IN ('queued', 'running')"
-    )
+    db.execute(ONE_OPEN_JOB)
     db["jobs"].create_index(["status", "run_after"])
     db["events"].create(EVENT_COLUMNS, pk="id", not_null=["resource_id", "at", "kind"])
     db["events"].create_index(["resource_id", "id"])
 
 
+# One row per lock name; a holder that stops heartbeating loses it when expires_at passes.
+LOCK_COLUMNS: dict[str, Any] = {"name": str, "holder": str, "pid": int, "host": str, "since": str,
+                                "expires_at": str}
+# Desired state declared through the HTTP API (tooling that cannot commit to git); files own the rest.
+API_DESIRED_COLUMNS: dict[str, Any] = {"resource_id": str, "spec_json": str, "created_at": str, "updated_at": str}
+RESOURCE_DEFAULTS = {"generation": 0, "attempts": 0, "health": "unknown", "consecutive_failures": 0,
+                     "protected": 0, "source": "file", "version": 0}
+ONE_OPEN_JOB = ("CREATE UNIQUE INDEX jobs_one_open_per_resource ON jobs(resource_id) "
+                "WHERE status IN ('queued', 'running')")
+
+
 def _v2_daemon_lock(db: Any) -> None:
-    # One row per lock name; a holder that stops heartbeating loses it when expires_at passes.
-    db["locks"].create({"name": str, "holder": str, "pid": int, "host": str, "since": str, "expires_at": str},
-                       pk="name", not_null=["holder", "expires_at"])
+    db["locks"].create(LOCK_COLUMNS, pk="name", not_null=["holder", "expires_at"])
 
 
 def _v3_api_desired(db: Any) -> None:
-    # Desired state declared through the HTTP API (tooling that cannot commit to git); files own the rest.
-    db["api_desired"].create({"resource_id": str, "spec_json": str, "created_at": str, "updated_at": str},
-                             pk="resource_id", not_null=["spec_json"])
+    db["api_desired"].create(API_DESIRED_COLUMNS, pk="resource_id", not_null=["spec_json"])
     db["jobs"].create_index(["resource_id", "created_at"])
 
 
@@ -91,3 +97,67 @@ def migrate(conn: sqlite3.Connection) -> None:
                 continue  # another process migrated while we waited for the lock
             MIGRATIONS[number](db)
             conn.execute(f"PRAGMA user_version = {number + 1}")
+
+
+# --- PostgreSQL: the same versions, as DDL ---------------------------------------------------------
+
+PG_ADVISORY_KEY = 7_270_001  # serialises concurrent migrations
+
+
+def _pg_table(name: str, columns: dict[str, Any], *, pk: str, not_null: tuple[str, ...] = (),
+              defaults: dict[str, Any] | None = None, serial: str | None = None) -> str:
+    def column(col: str, kind: Any) -> str:
+        if col == serial:
+            return f"{col} BIGSERIAL"
+        text = f"{col} {'BIGINT' if kind is int else 'TEXT'}"
+        if col in (defaults or {}):
+            value = (defaults or {})[col]
+            text += f" DEFAULT {value!r}" if isinstance(value, str) else f" DEFAULT {value}"
+        return text + (" NOT NULL" if col in not_null else "")
+    body = ", ".join(column(col, kind) for col, kind in columns.items())
+    return f"CREATE TABLE {name} ({body}, PRIMARY KEY ({pk}))"
+
+
+PG_MIGRATIONS: list[list[str]] = [
+    [
+        _pg_table("resources", RESOURCE_COLUMNS, pk="resource_id",
+                  not_null=("owner", "region", "runtime_target", "deploy_ref", "status"),
+                  defaults=RESOURCE_DEFAULTS),
+        "CREATE INDEX idx_resources_status ON resources (status)",
+        _pg_table("jobs", JOB_COLUMNS, pk="job_id", not_null=("resource_id", "action", "status"),
+                  defaults={"attempt": 1, "claims": 0}),
+        ONE_OPEN_JOB,
+        "CREATE INDEX idx_jobs_status_run_after ON jobs (status, run_after)",
+        _pg_table("events", EVENT_COLUMNS, pk="id", not_null=("resource_id", "at", "kind"), serial="id"),
+        "CREATE INDEX idx_events_resource_id_id ON events (resource_id, id)",
+    ],
+    [_pg_table("locks", LOCK_COLUMNS, pk="name", not_null=("holder", "expires_at"))],
+    [
+        _pg_table("api_desired", API_DESIRED_COLUMNS, pk="resource_id", not_null=("spec_json",)),
+        "CREATE INDEX idx_jobs_resource_id_created_at ON jobs (resource_id, created_at)",
+    ],
+]
+assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"
+
+
+def migrate_postgres(conn: Any) -> None:
+    """Bring a PostgreSQL database to LATEST (conn: a psycopg connection, not in a transaction)."""
+    with conn.transaction():
+        conn.execute(f"SELECT pg_advisory_xact_lock({PG_ADVISORY_KEY})")
+        conn.execute("CREATE TABLE IF NOT EXISTS reconciler_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM reconciler_schema").fetchone()
+        version = _pg_version(row)
+        if row is None:
+            conn.execute("INSERT INTO reconciler_schema (version) VALUES (0)")
+        if version > LATEST:
+            raise StoreError(f"database schema version {version} is newer than this release knows ({LATEST})")
+        for number in range(version, LATEST):
+            for statement in PG_MIGRATIONS[number]:
+                conn.execute(statement)
+            conn.execute("UPDATE reconciler_schema SET version = %s", (number + 1,))
+
+
+def _pg_version(row: Any) -> int:
+    if row is None:
+        return 0
+    return row["version"] if isinstance(row, dict) else row[0]

@@ -1,0 +1,91 @@
+"""The PostgreSQL store: the same rows as SQLite, for when one machine is not enough.
+
+Several daemons on several machines share one database: workers claim jobs with
+`SELECT … FOR UPDATE SKIP LOCKED` (no two take the same job, none waits on another's), leases make a
+dead daemon's jobs reclaimable, and a lease row elects the one daemon that plans. Connections come
+from a pool sized for the workers plus the API.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
+
+from ..errors import StoreError
+from .base import SQLStore
+from .migrations import migrate_postgres
+
+
+@functools.lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """The shared statements use `?` placeholders; psycopg wants `%s` (and a literal % doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _Connection:
+    """A psycopg connection that speaks the shared statements."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, args: Iterable[Any] = ()) -> Any:
+        return self._conn.execute(_pg_sql(sql), tuple(args))
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        rows = [tuple(row) for row in rows]
+        if rows:
+            with self._conn.cursor() as cursor:
+                cursor.executemany(_pg_sql(sql), rows)
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for logs and messages."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+class PostgresStore(SQLStore):
+    kind = "postgres"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    for_update = " FOR UPDATE"
+
+    def __init__(self, *, url: str, pool_size: int = 20) -> None:
+        import psycopg
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        try:
+            self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=30,
+                                       kwargs={"row_factory": dict_row, "autocommit": True})
+            self.pool.wait(timeout=30)
+            with self.pool.connection() as conn:
+                migrate_postgres(conn)
+        except (psycopg.Error, Exception) as exc:
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"cannot use database {redact(url)}: {str(exc).splitlines()[0]}") from None
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[_Connection]:
+        with self.pool.connection() as conn:
+            yield _Connection(conn)
+
+    @contextmanager
+    def _write(self) -> Iterator[_Connection]:
+        with self.pool.connection() as conn, conn.transaction():
+            yield _Connection(conn)
+
+    def _scope(self, resource_ids: Iterable[str] | None) -> tuple[str, tuple[Any, ...]]:
+        if resource_ids is None:
+            return "", ()
+        return " AND resource_id = ANY(?)", (sorted(resource_ids),)
+
+    def _after_import(self, conn: _Connection) -> None:
+        # explicit ids were inserted: move the sequence past them
+        conn.execute("SELECT setval(pg_get_serial_sequence('events', 'id'), COALESCE(MAX(id), 0) + 1, false)"
+                     " FROM events")
