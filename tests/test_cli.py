@@ -190,9 +190,20 @@ def test_schema(tmp_path: Path, run_cli) -> None:
 
 
 def test_bad_database_url_is_a_message(project: Path, run_cli) -> None:
-    done = run_cli("--db", "postgresql://localhost/x", "plan", cwd=project)
+    done = run_cli("--db", "mysql://localhost/x", "plan", cwd=project)
     assert done.returncode == 1 and "unsupported database URL scheme" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_unreachable_postgres_is_a_message_without_the_password(project: Path, run_cli) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = run_cli("--db", f"postgresql://app:hunter2@127.0.0.1:{port}/x", "plan", cwd=project)
+    assert done.returncode == 1 and "cannot use database postgresql://app:***@127.0.0.1" in done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
 
 
 # --- help ----------------------------------------------------------------------------------------
@@ -208,7 +219,7 @@ def test_every_command_has_help_text() -> None:
 def test_help_for_every_command(tmp_path: Path, run_cli, command: str) -> None:
     done = run_cli(command, "--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert f"Usage: python -m reconciler.cli {command}" in done.stdout
+    assert f"Usage: reconciler {command}" in done.stdout
     assert cli.main.commands[command].help.splitlines()[0][:30] in done.stdout
 
 

@@ -40,6 +40,11 @@ class _Connection:
                 cursor.executemany(_pg_sql(sql), rows)
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def redact(url: str) -> str:
     """The URL with its password replaced, for logs and messages."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
@@ -57,15 +62,13 @@ class PostgresStore(SQLStore):
 
         self.url = url
         try:
-            self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=30,
-                                       kwargs={"row_factory": dict_row, "autocommit": True})
-            self.pool.wait(timeout=30)
-            with self.pool.connection() as conn:
+            # one plain connection first: a wrong URL fails at once with the server's reason
+            with psycopg.connect(url, connect_timeout=10, autocommit=True, row_factory=dict_row) as conn:
                 migrate_postgres(conn)
-        except (psycopg.Error, Exception) as exc:
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreError(f"cannot use database {redact(url)}: {str(exc).splitlines()[0]}") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot use database {redact(url)}: {_first_line(exc)}") from None
+        self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=60,
+                                   kwargs={"row_factory": dict_row, "autocommit": True})
 
     def close(self) -> None:
         self.pool.close()
