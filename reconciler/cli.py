@@ -219,6 +219,8 @@ def status(settings: Settings, resource_id: str | None, output: str) -> None:
     if resource_id:
         click.echo(show.one(store=store, resource_id=resource_id, output=output), nl=False)
     else:
+        if output == "text":
+            click.echo(show.leader_line(store=store))
         click.echo(show.table(store=store, output=output), nl=False)
 
 
@@ -311,6 +313,34 @@ def check(settings: Settings, concurrency: int, timeout: float, unhealthy_after:
     counts = report.summary()
     click.echo(f"Checked {counts['checked']}: {counts['healthy']} healthy, {counts['failed']} failed, "
                f"{counts['turned_unhealthy']} turned unhealthy.")
+
+
+@main.command("export")
+@click.pass_obj
+@_guarded
+def export_(settings: Settings) -> None:
+    """Write every row (resources, jobs, events, API-declared specs) to stdout as JSON."""
+    from .portable import export_document
+    from .store import open_store
+
+    store = open_store(url=settings.db, create=False)
+    click.echo(json.dumps(export_document(store=store), separators=(",", ":")))
+
+
+@main.command("import")
+@click.argument("source", type=click.File("r"))
+@click.option("--replace", is_flag=True, help="Overwrite a database that already holds rows.")
+@click.pass_obj
+@_guarded
+def import_(settings: Settings, source: Any, replace: bool) -> None:
+    """Load an export (SOURCE, or - for stdin) into the --db store; refuses a non-empty one unless --replace."""
+    from .portable import import_document
+    from .store import open_store, redact
+
+    counts = import_document(store=open_store(url=settings.db), text=source.read(), name=source.name,
+                             replace=replace)
+    summary = ", ".join(f"{count} {table}" for table, count in counts.items())
+    click.echo(f"Imported into {redact(settings.db)}: {summary}.")
 
 
 @main.command()

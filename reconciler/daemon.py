@@ -38,6 +38,10 @@ from .systemd import Notifier, watchdog_interval
 
 LOCK_NAME = "daemon"
 LOCK_TTL = 15.0
+# PostgreSQL: several daemons share the queue; the one holding this lease plans and health-checks.
+LEADER_LOCK = "leader"
+LEADER_TTL = 10.0
+LEADER_POLL = 1.0
 # A pass is parsing and SQL: one that runs this long is stuck, and the watchdog should fire.
 STUCK_PASS_SECONDS = 120.0
 
@@ -86,8 +90,12 @@ class Daemon:
         from .store import open_store
 
         self.token = read_token(self.options.api_token_file)
-        self.store = open_store(url=self.options.db)
-        self._take_lock()
+        self.store = open_store(url=self.options.db, pool_size=self.options.parallelism + 16)
+        # SQLite: one daemon per database, refused otherwise. PostgreSQL: many, one of them leads.
+        self.shared = self.store.kind == "postgres"
+        self.leading = not self.shared
+        if not self.shared:
+            self._take_lock()
         listener = bind_api(address=self.options.api, token=self.token) if self.options.api else None
         self._loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
@@ -101,13 +109,17 @@ class Daemon:
         self.metrics = _metrics()
         self.desired_commit: str | None = None
         self.stopping = False
-        coros = [self._pass_loop(), self._watch(), self._watchdog(), self._heartbeat()]
+        coros = [self._pass_loop(), self._watch(), self._watchdog(),
+                 self._lead() if self.shared else self._heartbeat()]
         self.api_server = _api_server(plane=self, listener=listener) if listener else None
         if self.api_server is not None:
             coros.append(self.api_server.serve(sockets=[listener]))
             self.log.info("api listening", address=self.options.api, token_required=self.token is not None)
         tasks = [asyncio.create_task(coro) for coro in coros]
-        self.log.info("daemon started", db=self.options.db, desired=str(self.options.desired), pid=self._pid())
+        from .store import redact
+
+        self.log.info("daemon started", db=redact(self.options.db), desired=str(self.options.desired),
+                      pid=self._pid(), shared=self.shared)
         self.request_pass("start")
         await self._stop.wait()
         await self._shutdown(tasks)
@@ -172,6 +184,9 @@ class Daemon:
             if self._stop.is_set():
                 return
             self._dirty.clear()
+            if not self.leading:
+                self._follow()
+                continue
             self._pass_started = time.monotonic()
             try:
                 result = await asyncio.to_thread(self._pass)
@@ -188,6 +203,13 @@ class Daemon:
         result = self.reconciler.reconcile_once()
         self.desired_commit = desired_commit(directory=self.options.desired)
         return result
+
+    def _follow(self) -> None:
+        """A follower only works the queue; it is ready as soon as it is up."""
+        if not self._ready:
+            self._ready = True
+            self.notifier.ready("following: another daemon plans; working the shared queue")
+            self.log.info("ready as a follower")
 
     def _after_pass(self, result: PassResult) -> None:
         self.last = result
@@ -260,8 +282,10 @@ class Daemon:
 
     # --- the slow loop --------------------------------------------------------------------------
 
-    async def drift_pass(self) -> DriftReport:
+    async def drift_pass(self) -> DriftReport | None:
         """Health-check every active URL, record the results in one transaction, then a full pass."""
+        if not self.leading:
+            return None
         report = await run_drift_pass(store=self.store, concurrency=self.options.check_concurrency,
                                       timeout=self.options.check_timeout,
                                       unhealthy_after=self.options.unhealthy_after)
@@ -323,7 +347,8 @@ class Daemon:
         fleet = self.store.fleet_counts()
         last = self.last
         stuck = self._pass_started is not None and time.monotonic() - self._pass_started > STUCK_PASS_SECONDS
-        stale = last is None or (utcnow() - self.last_pass_at).total_seconds() > max(3 * self.options.resync, 60)
+        stale = self.leading and (last is None or (utcnow() - self.last_pass_at).total_seconds() > max(
+            3 * self.options.resync, 60))
         ok = self._ready and not self.stopping and not stuck and not stale
         error = last.load_error if last else None
         report = {
@@ -336,7 +361,8 @@ class Daemon:
             "desired_commit": self.desired_commit,
             "desired_loads": error is None,
             "desired_errors": [str(problem) for problem in error.problems] if error else [],
-            "daemon": {"pid": self._pid(), "host": HOST},
+            "daemon": {"pid": self._pid(), "host": HOST, "leading": self.leading},
+            "leader": self.leader(),
         }
         return report, ok
 
@@ -345,6 +371,41 @@ class Daemon:
 
         body = self.metrics.render(fleet=self.store.fleet_counts(), health=self.store.health_counts())
         return body, CONTENT_TYPE
+
+    async def _lead(self) -> None:
+        """Hold or seek the leader lease (PostgreSQL): exactly one daemon plans and health-checks."""
+        while True:
+            held = await asyncio.to_thread(self._leadership_step)
+            if held and not self.leading:
+                self.leading = True
+                self.log.info("became leader")
+                self.request_pass("became leader")
+            elif not held and self.leading:
+                self.leading = False
+                self.log.warning("lost leadership; following")
+            if await _sleep_or_stop(self._stop, LEADER_POLL):
+                if self.leading:
+                    await asyncio.to_thread(self.store.release_lock, name=LEADER_LOCK, holder=self.worker_id)
+                return
+
+    def _leadership_step(self) -> bool:
+        from .runner import process_alive
+
+        now = utcnow()
+        until = iso(now + timedelta(seconds=LEADER_TTL))
+        if self.leading:
+            return self.store.renew_lock(name=LEADER_LOCK, holder=self.worker_id, until=until)
+        holder = self.store.acquire_lock(
+            name=LEADER_LOCK, holder=self.worker_id, pid=self._pid(), host=HOST, now=iso(now), until=until,
+            holder_dead=lambda host, pid: host == HOST and pid is not None and not process_alive(pid=int(pid)))
+        return holder is None
+
+    def leader(self) -> dict[str, Any] | None:
+        holder = self.store.lock_holder(name=LEADER_LOCK if self.shared else LOCK_NAME, now=iso(utcnow()))
+        if holder is None:
+            return None
+        return {"pid": holder["pid"], "host": holder["host"], "since": holder["since"],
+                "this_daemon": holder["holder"] == self.worker_id}
 
     # --- signals and shutdown -----------------------------------------------------------------
 

@@ -30,6 +30,19 @@ def event_json(event: Event) -> dict[str, Any]:
             "desired_commit": event.desired_commit, **({"details": event.details} if event.details else {})}
 
 
+def leader_line(*, store: Any) -> str:
+    """Which daemon works this database (SQLite: the one daemon; PostgreSQL: the leader that plans)."""
+    from .models import iso, utcnow
+
+    if store is None:
+        return "daemon: none"
+    for name, role in (("leader", "leader"), ("daemon", "daemon")):
+        holder = store.lock_holder(name=name, now=iso(utcnow()))
+        if holder is not None:
+            return f"{role}: pid {holder['pid']} on {holder['host']} since {holder['since']}"
+    return "daemon: none running"
+
+
 def table(*, store: Any, output: str) -> str:
     rows = sorted(store.load_observed().values(), key=lambda r: r.resource_id) if store else []
     if output == "json":

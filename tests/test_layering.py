@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
                "yamlfast"},
     "systemd": set(),
     "metrics": set(),
+    "portable": {"errors", "models", "store"},
     # the daemon hosts the API server and its metrics, so it is the one module above api
     "daemon": {"engine", "health", "store", "models", "errors", "logs", "spec", "plan", "retry", "runner",
                "systemd", "metrics", "api"},
