@@ -37,7 +37,8 @@ from .plan import Action, Change, Plan, PlanPolicy, compute_plan
 from .retry import RetryPolicy, next_delay
 from .spec import DesiredCache, DesiredState, Source, load_desired
 
-HOST = socket.gethostname()
+# The name this process uses for itself in leases; containers that share a hostname can set it apart.
+HOST = os.environ.get("RECONCILER_HOST") or socket.gethostname()
 
 
 @dataclass(frozen=True, slots=True)
