@@ -85,17 +85,21 @@ def validate(settings: Settings) -> None:
     click.echo(f"{settings.desired}: {count} resource{'s' if count != 1 else ''}, valid.")
 
 
-def _plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Plan format."),
-        click.option("--target", "targets", multiple=True, metavar="ID",
-                     help="Limit to this resource id (repeatable)."),
-        click.option("--allow-mass-delete", is_flag=True,
-                     help="Allow a plan that deletes every live resource or more than max(10, 25%)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def _options(*options: Callable[..., Any]) -> Callable[..., Any]:
+    """Several click options as one decorator, in the order given."""
+    def apply_all(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return apply_all
+
+
+_plan_options = _options(
+    click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Plan format."),
+    click.option("--target", "targets", multiple=True, metavar="ID", help="Limit to this resource id (repeatable)."),
+    click.option("--allow-mass-delete", is_flag=True,
+                 help="Allow a plan that deletes every live resource or more than max(10, 25%)."),
+)
 
 
 @main.command()
@@ -147,22 +151,22 @@ def _read_store(settings: Settings) -> Any:
     return open_store(url=settings.db, create=False)
 
 
-def _apply_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal)."),
-        click.option("--parallelism", "-p", type=click.IntRange(1, 1000), default=10, show_default=True,
-                     help="How many scripts run at once."),
-        click.option("--timeout", type=click.FloatRange(min=0.1), default=900.0, show_default=True,
-                     help="Seconds before a script is stopped (TERM, grace, KILL); "
-                          "provision/<target>/target.yaml may set its own."),
-        click.option("--retry-base", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
-                     help="Backoff after a first failure: up to this many seconds (full jitter), doubling."),
-        click.option("--retry-cap", type=click.FloatRange(min=0.0), default=900.0, show_default=True,
-                     help="Longest backoff between attempts, in seconds."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# How scripts run: shared by apply, destroy and the daemon.
+_run_options = _options(
+    click.option("--parallelism", "-p", type=click.IntRange(1, 1000), default=10, show_default=True,
+                 help="How many scripts run at once."),
+    click.option("--timeout", type=click.FloatRange(min=0.1), default=900.0, show_default=True,
+                 help="Seconds before a script is stopped (TERM, grace, KILL); "
+                      "provision/<target>/target.yaml may set its own."),
+    click.option("--retry-base", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
+                 help="Backoff after a first failure: up to this many seconds (full jitter), doubling."),
+    click.option("--retry-cap", type=click.FloatRange(min=0.0), default=900.0, show_default=True,
+                 help="Longest backoff between attempts, in seconds."),
+)
+_apply_options = _options(
+    click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal)."),
+    _run_options,
+)
 
 
 @main.command()
@@ -250,14 +254,7 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
               help="Seconds before one health check counts as failed.")
 @click.option("--stop-grace", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
               help="On SIGTERM, seconds running scripts get to finish before they are stopped and re-queued.")
-@click.option("--parallelism", "-p", type=click.IntRange(1, 1000), default=10, show_default=True,
-              help="How many scripts run at once.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=900.0, show_default=True,
-              help="Seconds before a script is stopped; provision/<target>/target.yaml may set its own.")
-@click.option("--retry-base", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
-              help="Backoff after a first failure: up to this many seconds (full jitter), doubling.")
-@click.option("--retry-cap", type=click.FloatRange(min=0.0), default=900.0, show_default=True,
-              help="Longest backoff between attempts, in seconds.")
+@_run_options
 @click.option("--allow-mass-delete", is_flag=True,
               help="Allow passes that delete every live resource or more than max(10, 25%).")
 @click.option("--api", "api", default="127.0.0.1:7878", show_default=True, metavar="HOST:PORT",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -137,8 +138,6 @@ class Daemon:
 
     @staticmethod
     def _pid() -> int:
-        import os
-
         return os.getpid()
 
     def _take_lock(self) -> None:
@@ -426,8 +425,7 @@ class Daemon:
         except Exception as exc:  # bad target.yaml: keep the running configuration
             self.log.error("reload: keeping the current configuration", error=str(exc))
         else:
-            self.pool.config = config
-            self.pool._runner.config = config
+            self.pool.reconfigure(config)
         self.reconciler.reload()
         self.request_pass("reload")
 

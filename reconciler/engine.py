@@ -454,6 +454,11 @@ class WorkerPool:
         """Start claiming in the background; `wake()` after enqueueing to claim without waiting."""
         self._start(target=self._serve_loop)
 
+    def reconfigure(self, config: EngineConfig) -> None:
+        """New script settings (SIGHUP) for the jobs claimed from now on."""
+        self.config = config
+        self._runner.config = config
+
     def wake(self) -> None:
         with self._wake:
             self._wake.notify_all()

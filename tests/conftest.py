@@ -36,6 +36,17 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess]:
     return run
 
 
+@pytest.fixture
+def daemons():
+    """Daemon processes a test starts (append them); any still running afterwards are killed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 # --- a real PostgreSQL 15 for the session ------------------------------------------------------------
 
 

@@ -62,16 +62,6 @@ def _up(client: Client) -> bool:
 
 
 @pytest.fixture
-def daemons():
-    started: list[subprocess.Popen] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-@pytest.fixture
 def project(tmp_path):
     project = make_project(tmp_path)
     write_resources(project, {"from-file": {}})

@@ -32,16 +32,6 @@ def project(tmp_path):
     return make_project(tmp_path)
 
 
-@pytest.fixture
-def daemons():
-    started: list[subprocess.Popen] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 class NotifySocket:
     """The systemd side of sd_notify: a unix datagram socket the daemon writes to."""
 

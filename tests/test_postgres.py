@@ -12,16 +12,6 @@ import pytest
 from tests.support import log_events, make_project, run_cli, runs, start_daemon, wait_for, write_resources
 
 
-@pytest.fixture
-def daemons():
-    started: list[subprocess.Popen] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def statuses(project, url):
     done = run_cli(project, "status", "-o", "json", RECONCILER_DB=url)
     return {row["resource_id"]: row["status"] for row in json.loads(done.stdout)} if done.returncode == 0 else {}
