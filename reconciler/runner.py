@@ -22,6 +22,7 @@ import os
 import re
 import select
 import selectors
+import shutil
 import signal
 import subprocess
 import time
@@ -32,8 +33,26 @@ from typing import Any, Callable
 from .models import canonical_json
 
 # The gate is a constant program; the script path arrives as its $0, so nothing is ever interpolated.
-# The script gets /dev/null as stdin: the pipe belongs to the gate handshake only.
-GATE_PROGRAM = 'read -r go && [ "$go" = go ] && exec "$0" "$@" </dev/null'
+# It waits for "go" (so the caller can record the process group first), runs the script as its child
+# with /dev/null as stdin (the pipe belongs to the handshake), and ends the way the script ended.
+# Started under `setpriv --pdeathsig HUP`, it also gets SIGHUP when the worker thread that started it
+# dies (kill -9, OOM) and then kills its whole process group: a script never outlives its worker, so
+# a job reclaimed on another machine cannot run beside an orphan. TERM is caught (a no-op) so that a
+# timeout's TERM reaches the script with its default action while the gate stays to report.
+GATE_PROGRAM = """
+trap 'kill -KILL 0' HUP
+trap ':' TERM INT
+read -r go && [ "$go" = go ] || exit 125
+"$0" "$@" </dev/null &
+child=$!
+while :; do
+    wait "$child"; status=$?
+    kill -0 "$child" 2>/dev/null || break
+done
+if [ "$status" -gt 128 ]; then trap - TERM INT; kill -$((status - 128)) $$; fi
+exit "$status"
+"""
+PDEATHSIG = ["setpriv", "--pdeathsig", "HUP"] if shutil.which("setpriv") else []
 SCRIPT_NAMES = {"create": "provision.sh", "update": "provision.sh", "delete": "teardown.sh"}
 URL_PATTERN = re.compile(r"""https?://[^\s"'<>]+""")
 OUTPUT_TAIL_BYTES = 4096
@@ -73,7 +92,7 @@ def resolve_script(*, provision_dir: Path, runtime_target: str, action: str) -> 
 def gate_argv(*, script: Path) -> list[str]:
     """The argv that starts `script` only after its parent writes "go" to stdin."""
     # Absolute, because the script runs with cwd = its workdir and a bare name would search PATH.
-    return ["/bin/sh", "-c", GATE_PROGRAM, str(script.absolute())]
+    return [*PDEATHSIG, "/bin/sh", "-c", GATE_PROGRAM, str(script.absolute())]
 
 
 def script_env(*, spec: dict[str, Any], action: str, workdir: Path, job_id: str) -> dict[str, str]:

@@ -6,6 +6,8 @@ import json
 import os
 import stat
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from reconciler.models import canonical_json
 from reconciler.runner import (
+    PDEATHSIG,
     gate_argv,
     group_runs_job,
     kill_process_group,
@@ -263,3 +266,31 @@ def test_relative_script_path_runs_from_its_workdir(tmp_path: Path, monkeypatch:
     outcome = run_script(script=Path("provision/provision.sh"), spec=SPEC, action="create",
                          workdir=tmp_path / "elsewhere", needs_url=True)
     assert outcome.ok and outcome.url == "http://rel.example/"
+
+
+@pytest.mark.skipif(not PDEATHSIG, reason="setpriv (util-linux) is not installed: no parent-death guard here")
+def test_a_script_does_not_outlive_a_worker_killed_with_sigkill(tmp_path: Path) -> None:
+    """kill -9 of the worker process ends its scripts and their children (no orphan beside a reclaim)."""
+    script = write_script(tmp_path / "script.sh", 'sleep 300 & echo $! > "$RECONCILER_WORKDIR/child"\n'
+                                                  'echo $$ > "$RECONCILER_WORKDIR/script"; wait\n')
+    worker = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from pathlib import Path
+        from reconciler.runner import run_script
+        run_script(script=Path({str(script)!r}), spec={SPEC!r}, action="create",
+                   workdir=Path({str(tmp_path / 'work')!r}), needs_url=False, timeout=600)
+    """)], cwd=Path(__file__).resolve().parents[1])
+    pids = tmp_path / "work" / "script", tmp_path / "work" / "child"
+    deadline = time.monotonic() + 10
+    while not all(p.exists() and p.read_text().strip() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    script_pid, child_pid = (int(p.read_text()) for p in pids)
+    worker.kill()
+    worker.wait()
+    try:
+        assert pid_gone(script_pid) and pid_gone(child_pid)
+    finally:  # when the guard fails, do not leave the orphans to confuse other tests
+        for pid in (script_pid, child_pid):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
