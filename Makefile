@@ -18,11 +18,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The measurements (bench/results.md), then the slow scale test: 100,000 resources end to end.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow --timeout=3600 tests/test_scale.py
 
 bench-quick: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench --quick
+	PATH="$(CURDIR)/$(BIN):$$PATH" RECONCILER_SCALE=2000 $(BIN)/python -m pytest -m slow tests/test_scale.py
 
 clean:
 	rm -rf $(VENV) reconciler.db reconciler.db-wal reconciler.db-shm .reconciler
