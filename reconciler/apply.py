@@ -8,6 +8,7 @@ failure's reason and output tail. It returns the exit status; cli.py only exits 
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -130,9 +131,14 @@ def _run(*, store: Any, settings: Any, options: ApplyOptions, scope: set[str]) -
                           retry=options.retry, target_timeouts=target_timeouts(provision_dir=settings.provision))
     err = options.output == "json"
     if sys.stdout.isatty() and not err:
+        drawing = threading.Lock()  # workers finish on many threads; the bar draws on one at a time
+
+        def advance(item: Finished) -> None:
+            with drawing:
+                bar.update(1)
+
         with click.progressbar(length=len(scope), label="Applying", show_pos=True) as bar:
-            pool = WorkerPool(store=store, config=config, parallelism=options.parallelism,
-                              on_finish=lambda item: bar.update(1))
+            pool = WorkerPool(store=store, config=config, parallelism=options.parallelism, on_finish=advance)
             return pool.run_until_done(scope=scope)
     pool = WorkerPool(store=store, config=config, parallelism=options.parallelism,
                       on_finish=lambda item: click.echo(_line(item), err=err))
