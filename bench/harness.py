@@ -151,6 +151,7 @@ class Row:
     repeats: str = ""
     note: str = ""
     samples: dict[str, list[float]] = field(default_factory=dict)
+    unit: str = "s"
 
     @property
     def ratio(self) -> float | None:
@@ -162,16 +163,19 @@ class Row:
     def verdict(self) -> str:
         if self.seconds is None:
             return "n/a"
+        met: list[bool] = []  # with both ceilings, both must hold
         if self.max_seconds is not None:
-            return "PASS" if self.seconds <= self.max_seconds else "MISS"
+            met.append(self.seconds <= self.max_seconds)
         if self.max_ratio is not None:
             if self.ratio is None:
                 return "n/a"
-            return "PASS" if self.ratio <= self.max_ratio else "MISS"
-        return "—"
+            met.append(self.ratio <= self.max_ratio)
+        if not met:
+            return "—"
+        return "PASS" if all(met) else "MISS"
 
     def to_json(self) -> dict:
-        return {"id": self.id, "what": self.what, "size": self.size, "seconds": _round(self.seconds),
+        return {"id": self.id, "what": self.what, "size": self.size, "seconds": _round(self.seconds), "unit": self.unit,
                 "peer": self.peer, "peer_seconds": _round(self.peer_seconds), "ratio": _round(self.ratio),
                 "goal": self.goal, "max_ratio": self.max_ratio, "max_seconds": self.max_seconds,
                 "verdict": self.verdict, "repeats": self.repeats, "note": self.note,

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 from .harness import Row
 
-HEADER = ("ID", "Measurement", "Size", "Ours (s)", "Floor / peer", "Peer (s)", "Ratio", "Goal", "Result", "Runs")
+HEADER = ("ID", "Measurement", "Size", "Ours", "Floor / peer", "Peer", "Ratio", "Goal", "Result", "Runs")
 
 
-def _seconds(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
+def _value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit in ("s", "CPU s"):
+        return f"{value:.3f} {unit}"
+    return f"{value:.1f} {unit}" if abs(value) < 1000 else f"{value:,.0f} {unit}"
 
 
 def _ratio(row: Row) -> str:
     ratio = row.ratio
     if ratio is None:
         return "—"
-    if ratio < 1:
+    if ratio < 1 and row.unit == "s":
         return f"{ratio:.3f}× ({1 / ratio:.1f}× faster)"
+    if ratio < 1:
+        return f"{ratio:.3f}×"
     return f"{ratio:.2f}×"
 
 
 def _cells(row: Row) -> tuple[str, ...]:
-    return (row.id, row.what, row.size, _seconds(row.seconds), row.peer, _seconds(row.peer_seconds), _ratio(row),
+    return (row.id, row.what, row.size, _value(row.seconds, row.unit), row.peer, _value(row.peer_seconds, row.unit), _ratio(row),
             row.goal, row.verdict, row.repeats)
 
 
@@ -44,8 +50,8 @@ def render_markdown(*, machine: dict, run: dict, rows: list[Row]) -> str:
     lines += ["", "## Run", ""]
     lines += [f"- **{key}**: {value}" for key, value in run.items()]
     lines += ["", "## Results", "",
-              "Wall-clock seconds, median of the runs shown (a/b: ours/peer). Ratio = ours ÷ peer, both measured "
-              "in this run, interleaved.", "", _md_row(HEADER + ("Note",)), _md_row(("---",) * (len(HEADER) + 1))]
+              "Wall-clock seconds unless another unit is shown (CPU seconds, MB, requests/s), median of the runs "
+              "shown (a/b: ours/peer). Ratio = ours ÷ peer, both measured in this run, interleaved.", "", _md_row(HEADER + ("Note",)), _md_row(("---",) * (len(HEADER) + 1))]
     lines += [_md_row(_cells(row) + (row.note,)) for row in rows]
     lines += ["", "Raw samples per command are in results.json.", ""]
     return "\n".join(lines)
