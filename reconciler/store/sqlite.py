@@ -88,6 +88,11 @@ class SQLiteStore(SQLStore):
     def _read(self) -> Iterator[sqlite3.Connection]:
         yield self._conn()  # autocommit: each read is its own snapshot under WAL
 
+    def _tuples(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = self._conn().cursor()
+        cursor.row_factory = None
+        return cursor.execute(sql, tuple(args)).fetchall()
+
     def _scope(self, resource_ids: Iterable[str] | None) -> tuple[str, tuple[Any, ...]]:
         """SQL narrowing jobs to some resources; the ids travel as one JSON array parameter."""
         if resource_ids is None:
