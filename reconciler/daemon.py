@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,6 +46,7 @@ LEADER_TTL = 10.0
 LEADER_POLL = 1.0
 # A pass is parsing and SQL: one that runs this long is stuck, and the watchdog should fire.
 STUCK_PASS_SECONDS = 120.0
+COUNTS_TTL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ class Daemon:
         self._reload_pending = False
         self._pass_started: float | None = None
         self._reported_error: str | None = None
+        self._counts_lock = threading.Lock()
+        self._counts_cache: tuple[float, Any] = (0.0, None)
 
     async def run(self) -> int:
         from .store import open_store
@@ -344,7 +348,7 @@ class Daemon:
         self.pool.wake()
 
     def health_report(self) -> tuple[dict[str, Any], bool]:
-        fleet = self.store.fleet_counts()
+        fleet, _ = self._counts()
         last = self.last
         stuck = self._pass_started is not None and time.monotonic() - self._pass_started > STUCK_PASS_SECONDS
         stale = self.leading and (last is None or (utcnow() - self.last_pass_at).total_seconds() > max(
@@ -366,10 +370,20 @@ class Daemon:
         }
         return report, ok
 
+    def _counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Fleet counts for /health and /metrics, at most COUNTS_TTL old: a scan per scrape adds up."""
+        with self._counts_lock:
+            at, counts = self._counts_cache
+            if counts is None or time.monotonic() - at > COUNTS_TTL:
+                counts = self.store.counts()
+                self._counts_cache = (time.monotonic(), counts)
+            return counts
+
     def metrics_text(self) -> tuple[bytes, str]:
         from .metrics import CONTENT_TYPE
 
-        body = self.metrics.render(fleet=self.store.fleet_counts(), health=self.store.health_counts())
+        fleet, health = self._counts()
+        body = self.metrics.render(fleet=fleet, health=health)
         return body, CONTENT_TYPE
 
     async def _lead(self) -> None:

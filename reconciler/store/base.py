@@ -174,20 +174,24 @@ class SQLStore:
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return [_resource(row) for row in self._rows(f"SELECT * FROM resources{where} ORDER BY resource_id", args)]
 
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Rows per status (plus live unhealthy ones) and live rows per health, from one scan."""
+        fleet = {status.value: 0 for status in ResourceStatus}
+        health = {value.value: 0 for value in Health}
+        for status, state, count in self._tuples(
+                "SELECT status, health, count(*) FROM resources GROUP BY status, health"):
+            fleet[status] += count
+            if status != "deleted":
+                health[state or "unknown"] += count
+        fleet["unhealthy"] = health["unhealthy"]
+        return fleet, health
+
     def fleet_counts(self) -> dict[str, int]:
         """Rows per status, plus live unhealthy ones: what /health and /metrics report."""
-        counts = {status.value: 0 for status in ResourceStatus}
-        for row in self._rows("SELECT status, count(*) AS n FROM resources GROUP BY status"):
-            counts[row["status"]] = row["n"]
-        counts["unhealthy"] = self._one(
-            "SELECT count(*) AS n FROM resources WHERE health = 'unhealthy' AND status != 'deleted'")["n"]
-        return counts
+        return self.counts()[0]
 
     def health_counts(self) -> dict[str, int]:
-        counts = {health.value: 0 for health in Health}
-        for row in self._rows("SELECT health, count(*) AS n FROM resources WHERE status != 'deleted' GROUP BY health"):
-            counts[row["health"] or "unknown"] = row["n"]
-        return counts
+        return self.counts()[1]
 
     # --- desired state declared through the API ----------------------------------------------
 
