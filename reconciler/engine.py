@@ -341,7 +341,9 @@ class JobRunner:
         self._lock = threading.Lock()
         self._abandoning = threading.Event()
 
-    def run(self, job: Job) -> Finished:
+    def run(self, job: Job, *, next_from: set[str] | None | bool = False) -> tuple[Finished, Job | None]:
+        """Run `job` and record it; with `next_from` (a scope, or None for any job) also claim the
+        next job in the same transaction. Returns what finished and the next job, if one was claimed."""
         with self._lock:
             self._running[job.job_id] = None
         try:
@@ -353,9 +355,15 @@ class JobRunner:
         if self._abandoning.is_set() and not result.ok:
             # stopped by our own shutdown, not by the script's fault: the next start runs it again
             self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
-            return Finished(job=job, result=result, recorded=False)
-        recorded = self.store.finish(job=job, worker=self.worker_id, result=result, now=iso(utcnow()))
-        return Finished(job=job, result=result, recorded=recorded)
+            return Finished(job=job, result=result, recorded=False), None
+        now = utcnow()
+        if next_from is False or self._abandoning.is_set():
+            recorded = self.store.finish(job=job, worker=self.worker_id, result=result, now=iso(now))
+            return Finished(job=job, result=result, recorded=recorded), None
+        recorded, following = self.store.finish_and_claim(
+            job=job, worker=self.worker_id, result=result, now=iso(now),
+            lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=next_from)
+        return Finished(job=job, result=result, recorded=recorded), following
 
     def running_count(self) -> int:
         with self._lock:
@@ -461,10 +469,12 @@ class WorkerPool:
         return finished
 
     def _until_done_loop(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
+        job: Job | None = None
         while True:
-            job = self._claim(scope)
+            job = job or self._claim(scope)
             if job is not None:
-                record(self._runner.run(job))
+                finished, job = self._runner.run(job, next_from=scope)
+                record(finished)
             elif not self.store.count_open(resource_ids=scope):
                 return
             else:
@@ -505,14 +515,18 @@ class WorkerPool:
         return handed_back
 
     def _serve_loop(self) -> None:
+        job: Job | None = None
         while not self._stop_claiming.is_set():
-            job = self._claim(None)
+            job = job or self._claim(None)
             if job is not None:
-                self.on_finish(self._runner.run(job))
+                finished, job = self._runner.run(job, next_from=None)
+                self.on_finish(finished)
                 continue
             with self._wake:
                 if not self._stop_claiming.is_set():
                     self._wake.wait(self.idle_poll)
+        if job is not None:  # claimed with the last finish but never started: back to the queue
+            self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
 
     # --- shared ---
 

@@ -300,26 +300,31 @@ class SQLStore:
     def claim(self, *, worker: str, now: str, lease_until: str, resource_ids: Iterable[str] | None = None,
               limit: int = 1) -> list[Job]:
         """Take up to `limit` runnable jobs (queued and due, or running under an expired lease)."""
-        scope, args = self._scope(resource_ids)
         with self._write() as conn:
-            rows = conn.execute(
-                f"SELECT * FROM jobs WHERE status = 'queued' AND run_after <= ?{scope}"
-                f" ORDER BY run_after, created_at LIMIT ?{self.skip_locked}", (now, *args, limit)).fetchall()
-            if len(rows) < limit:
-                rows += conn.execute(
-                    f"SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at <= ?{scope}"
-                    f" ORDER BY lease_expires_at LIMIT ?{self.skip_locked}",
-                    (now, *args, limit - len(rows))).fetchall()
-            picked = []
-            for job in map(_job, rows):
-                conn.execute(
-                    "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, started_at = ?,"
-                    " claims = claims + 1, script_pgid = NULL, script_host = NULL WHERE job_id = ?",
-                    (worker, lease_until, now, job.job_id),
-                )
-                # as claimed, but still naming the previous run's process group: it may need ending first
-                picked.append(replace(job, status=JobStatus.RUNNING, lease_owner=worker,
-                                      lease_expires_at=lease_until, started_at=now, claims=job.claims + 1))
+            return self._claim_in(conn, worker=worker, now=now, lease_until=lease_until,
+                                  resource_ids=resource_ids, limit=limit)
+
+    def _claim_in(self, conn: Any, *, worker: str, now: str, lease_until: str,
+                  resource_ids: Iterable[str] | None, limit: int) -> list[Job]:
+        scope, args = self._scope(resource_ids)
+        rows = conn.execute(
+            f"SELECT * FROM jobs WHERE status = 'queued' AND run_after <= ?{scope}"
+            f" ORDER BY run_after, created_at LIMIT ?{self.skip_locked}", (now, *args, limit)).fetchall()
+        if len(rows) < limit:
+            rows += conn.execute(
+                f"SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at <= ?{scope}"
+                f" ORDER BY lease_expires_at LIMIT ?{self.skip_locked}",
+                (now, *args, limit - len(rows))).fetchall()
+        picked = []
+        for job in map(_job, rows):
+            conn.execute(
+                "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, started_at = ?,"
+                " claims = claims + 1, script_pgid = NULL, script_host = NULL WHERE job_id = ?",
+                (worker, lease_until, now, job.job_id),
+            )
+            # as claimed, but still naming the previous run's process group: it may need ending first
+            picked.append(replace(job, status=JobStatus.RUNNING, lease_owner=worker,
+                                  lease_expires_at=lease_until, started_at=now, claims=job.claims + 1))
         return picked
 
     def count_open(self, *, resource_ids: Iterable[str] | None = None) -> int:
@@ -374,21 +379,33 @@ class SQLStore:
         Returns False, recording nothing, when this worker no longer holds the lease.
         """
         with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE jobs SET status = ?, exit_code = ?, output_tail = ?, error = ?, finished_at = ?,"
-                " lease_owner = NULL, lease_expires_at = NULL WHERE job_id = ? AND lease_owner = ?"
-                " AND status = 'running'",
-                ("succeeded" if result.ok else "failed", result.exit_code, result.output_tail, result.error,
-                 now, job.job_id, worker),
-            )
-            if cursor.rowcount != 1:
-                return False
-            old = conn.execute("SELECT url FROM resources WHERE resource_id = ?", (job.resource_id,)).fetchone()
-            if result.ok:
-                self._succeeded(conn, job=job, result=result, now=now)
-            else:
-                self._failed(conn, job=job, result=result, now=now)
-            self._finish_events(conn, job=job, result=result, now=now, old_url=old["url"] if old else None)
+            return self._finish_in(conn, job=job, worker=worker, result=result, now=now)
+
+    def finish_and_claim(self, *, job: Job, worker: str, result: JobResult, now: str, lease_until: str,
+                         resource_ids: Iterable[str] | None = None) -> tuple[bool, Job | None]:
+        """`finish`, then `claim` the worker's next job in the same transaction (one commit, not two)."""
+        with self._write() as conn:
+            recorded = self._finish_in(conn, job=job, worker=worker, result=result, now=now)
+            picked = self._claim_in(conn, worker=worker, now=now, lease_until=lease_until,
+                                    resource_ids=resource_ids, limit=1)
+        return recorded, (picked[0] if picked else None)
+
+    def _finish_in(self, conn: Any, *, job: Job, worker: str, result: JobResult, now: str) -> bool:
+        cursor = conn.execute(
+            "UPDATE jobs SET status = ?, exit_code = ?, output_tail = ?, error = ?, finished_at = ?,"
+            " lease_owner = NULL, lease_expires_at = NULL WHERE job_id = ? AND lease_owner = ?"
+            " AND status = 'running'",
+            ("succeeded" if result.ok else "failed", result.exit_code, result.output_tail, result.error,
+             now, job.job_id, worker),
+        )
+        if cursor.rowcount != 1:
+            return False
+        old = conn.execute("SELECT url FROM resources WHERE resource_id = ?", (job.resource_id,)).fetchone()
+        if result.ok:
+            self._succeeded(conn, job=job, result=result, now=now)
+        else:
+            self._failed(conn, job=job, result=result, now=now)
+        self._finish_events(conn, job=job, result=result, now=now, old_url=old["url"] if old else None)
         return True
 
     @staticmethod
