@@ -15,19 +15,16 @@ from typing import Any
 import click
 
 from .engine import (
-    EngineConfig,
-    Finished,
     PlanView,
-    WorkerPool,
     api_declared,
     desired_commit,
     enqueue,
-    expire_dead_leases,
     make_plan,
     plan_against,
     plan_scope,
     target_timeouts,
 )
+from .workers import EngineConfig, Finished, WorkerPool, expire_dead_leases
 from .models import utcnow
 from .plan import PlanPolicy
 from .retry import RetryPolicy

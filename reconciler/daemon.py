@@ -21,16 +21,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .engine import (
-    HOST,
-    EngineConfig,
-    Finished,
-    PassResult,
-    Reconciler,
-    WorkerPool,
-    new_worker_id,
-    target_timeouts,
-)
+from .engine import PassResult, Reconciler, target_timeouts
+from .workers import HOST, EngineConfig, Finished, WorkerPool, new_worker_id
 from .errors import ReconcilerError
 from .logs import get_logger
 from .models import ResourceStatus, iso, parse_iso, utcnow

@@ -1,22 +1,16 @@
-"""One reconcile pass and the workers that carry it out: load → plan → enqueue → claim → run → record.
+"""One reconcile pass: load → plan → enqueue. The workers that then claim and run jobs are in workers.py.
 
-This is the only module that combines the store with side effects. Everything it decides is
-decided elsewhere (the plan, the retry policy); it only moves data between them and the scripts.
+This module and workers.py are the only ones that combine the store with side effects. Everything
+they decide is decided elsewhere (the plan, the retry policy); they move data between them.
 """
 
 from __future__ import annotations
 
-import os
-import random
-import socket
 import subprocess
-import threading
-import time
-import uuid
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from .errors import ReconcilerError, SpecError
 from .models import (
@@ -25,7 +19,6 @@ from .models import (
     Job,
     JobAction,
     JobRequest,
-    JobResult,
     ObservedResource,
     ResourceSpec,
     ResourceStatus,
@@ -34,12 +27,7 @@ from .models import (
     utcnow,
 )
 from .plan import Action, Change, Plan, PlanPolicy, compute_plan
-from .retry import RetryPolicy, next_delay
 from .spec import DesiredCache, DesiredState, Source, load_desired
-
-# The name this process uses for itself in leases; containers that share a hostname can set it apart.
-HOST = os.environ.get("RECONCILER_HOST") or socket.gethostname()
-
 
 @dataclass(frozen=True, slots=True)
 class PlanView:
@@ -274,280 +262,3 @@ def _next_retry(observed: dict[str, ObservedResource]) -> str | None:
     pending = [row.next_attempt_at for row in observed.values()
                if row.status is ResourceStatus.ERRORED and row.next_attempt_at]
     return min(pending, default=None)
-
-
-# --- running jobs -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """How scripts run: where they are, where their working directories go, and the time limits."""
-
-    provision_dir: Path
-    work_dir: Path
-    timeout: float = 900.0
-    grace: float = 10.0
-    lease_seconds: float = 30.0
-    retry: RetryPolicy = RetryPolicy()
-    target_timeouts: dict[str, float] = field(default_factory=dict)
-
-    def timeout_for(self, target: str) -> float:
-        return self.target_timeouts.get(target, self.timeout)
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """A job this process ran to the end (recorded or not)."""
-
-    job: Job
-    result: JobResult
-    recorded: bool
-
-
-def new_worker_id() -> str:
-    """host:pid:token — the host and pid let a later process on this machine see that we died."""
-    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def lease_owner_dead(*, owner: str) -> bool:
-    """True when `owner` is a worker id of this host whose process no longer exists."""
-    from .runner import process_alive
-
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    return host == HOST and pid.isdigit() and not process_alive(pid=int(pid))
-
-
-def expire_dead_leases(*, store: Any, now: datetime) -> int:
-    """Free at once the jobs of workers on this host that died (kill -9), instead of waiting out the lease."""
-    count = 0
-    for job in store.open_jobs():
-        if job.lease_owner and lease_owner_dead(owner=job.lease_owner):
-            store.expire_lease(job_id=job.job_id, worker=job.lease_owner, now=iso(now))
-            count += 1
-    return count
-
-
-class JobRunner:
-    """Runs claimed jobs: makes sure an earlier run is gone, runs the script(s), records the result."""
-
-    def __init__(self, *, store: Any, config: EngineConfig, worker_id: str,
-                 rand: Callable[[], float] = random.random) -> None:
-        self.store = store
-        self.config = config
-        self.worker_id = worker_id
-        self.rand = rand
-        self._running: dict[str, int | None] = {}  # job_id → process group of its current script
-        self._lock = threading.Lock()
-        self._abandoning = threading.Event()
-
-    def run(self, job: Job, *, next_from: set[str] | None | bool = False) -> tuple[Finished, Job | None]:
-        """Run `job` and record it; with `next_from` (a scope, or None for any job) also claim the
-        next job in the same transaction. Returns what finished and the next job, if one was claimed."""
-        with self._lock:
-            self._running[job.job_id] = None
-        try:
-            self._bury_previous_run(job)
-            result = self._execute(job)
-        finally:
-            with self._lock:
-                self._running.pop(job.job_id, None)
-        if self._abandoning.is_set() and not result.ok:
-            # stopped by our own shutdown, not by the script's fault: the next start runs it again
-            self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
-            return Finished(job=job, result=result, recorded=False), None
-        now = utcnow()
-        if next_from is False or self._abandoning.is_set():
-            recorded = self.store.finish(job=job, worker=self.worker_id, result=result, now=iso(now))
-            return Finished(job=job, result=result, recorded=recorded), None
-        recorded, following = self.store.finish_and_claim(
-            job=job, worker=self.worker_id, result=result, now=iso(now),
-            lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=next_from)
-        return Finished(job=job, result=result, recorded=recorded), following
-
-    def running_count(self) -> int:
-        with self._lock:
-            return len(self._running)
-
-    def abandon_all(self, *, grace: float) -> int:
-        """End every script still running (TERM, grace, KILL on its group); their jobs go back to the queue."""
-        from .runner import kill_process_group
-
-        self._abandoning.set()
-        with self._lock:
-            groups = [(job_id, pgid) for job_id, pgid in self._running.items()]
-        for _job_id, pgid in groups:
-            if pgid:
-                kill_process_group(pgid=pgid, grace=grace)
-        return len(groups)
-
-    def _bury_previous_run(self, job: Job) -> None:
-        """A reclaimed job's first script may still run (its worker died): end it before running again."""
-        from .runner import group_runs_job, kill_process_group
-
-        if job.script_pgid and job.script_host == HOST and group_runs_job(pgid=job.script_pgid, job_id=job.job_id):
-            kill_process_group(pgid=job.script_pgid, grace=self.config.grace)
-
-    def _execute(self, job: Job) -> JobResult:
-        if job.action is JobAction.REPLACE:
-            first = self._script(job, spec=job.old_spec or job.spec, action="delete")
-            if not first.ok:
-                return self._result(job, first, prefix="teardown of the old resource: ")
-            return self._result(job, self._script(job, spec=job.spec, action="create"))
-        action = {JobAction.DELETE: "delete", JobAction.CREATE: "create"}.get(job.action, "update")
-        return self._result(job, self._script(job, spec=job.spec, action=action))
-
-    def _script(self, job: Job, *, spec: dict[str, Any], action: str) -> Any:
-        from .runner import resolve_script, run_script
-
-        target = spec["runtime_target"]
-        script = resolve_script(provision_dir=self.config.provision_dir, runtime_target=target, action=action)
-        return run_script(
-            script=script, spec=spec, action=action, workdir=self.config.work_dir / job.resource_id,
-            timeout=self.config.timeout_for(target), grace=self.config.grace, needs_url=action != "delete",
-            job_id=job.job_id, on_start=lambda pgid: self._record_start(job, pgid),
-        )
-
-    def _record_start(self, job: Job, pgid: int) -> None:
-        if self._abandoning.is_set():
-            raise RuntimeError("shutting down")
-        with self._lock:
-            self._running[job.job_id] = pgid
-        if not self.store.record_script(job_id=job.job_id, worker=self.worker_id, pgid=pgid, host=HOST,
-                                        now=iso(utcnow())):
-            raise RuntimeError("lease lost before the script started")
-
-    def _result(self, job: Job, outcome: Any, *, prefix: str = "") -> JobResult:
-        retry_at = None
-        if not outcome.ok:
-            delay = next_delay(attempt=job.attempt, policy=self.config.retry, random=self.rand,
-                               permanent=outcome.permanent)
-            retry_at = iso(utcnow() + timedelta(seconds=delay))
-        error = f"{prefix}{outcome.error}" if outcome.error else None
-        return JobResult(outcome.ok, outcome.exit_code, outcome.url, error, outcome.output_tail,
-                         outcome.duration, retry_at)
-
-
-class WorkerPool:
-    """`parallelism` threads claiming jobs from the shared queue under one lease owner id.
-
-    One extra thread renews all of this process's leases in a single statement, so a slow script
-    keeps its job while a dead process's jobs become reclaimable after `lease_seconds`. `apply`
-    uses `run_until_done`; the daemon uses `serve` … `shutdown`.
-    """
-
-    def __init__(self, *, store: Any, config: EngineConfig, parallelism: int,
-                 on_finish: Callable[[Finished], None] = lambda finished: None, idle_poll: float = 1.0) -> None:
-        self.store = store
-        self.config = config
-        self.parallelism = max(1, parallelism)
-        self.worker_id = new_worker_id()
-        self.on_finish = on_finish
-        self.idle_poll = idle_poll
-        self._stop_claiming = threading.Event()
-        self._stopped = threading.Event()
-        self._wake = threading.Condition()
-        self._threads: list[threading.Thread] = []
-        self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id)
-
-    # --- apply: work through a scope, then return ---
-
-    def run_until_done(self, *, scope: set[str] | None, poll: float = 0.1) -> list[Finished]:
-        """Work until no open job in `scope` remains (others' leases included); return what we ran."""
-        finished: list[Finished] = []
-        lock = threading.Lock()
-
-        def record(item: Finished) -> None:
-            with lock:
-                finished.append(item)
-            self.on_finish(item)
-
-        self._start(target=lambda: self._until_done_loop(scope, poll, record))
-        for thread in self._threads:
-            thread.join()
-        self._stopped.set()
-        return finished
-
-    def _until_done_loop(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
-        job: Job | None = None
-        while True:
-            job = job or self._claim(scope)
-            if job is not None:
-                finished, job = self._runner.run(job, next_from=scope)
-                record(finished)
-            elif not self.store.count_open(resource_ids=scope):
-                return
-            else:
-                time.sleep(poll)
-
-    # --- daemon: serve until told to stop ---
-
-    def serve(self) -> None:
-        """Start claiming in the background; `wake()` after enqueueing to claim without waiting."""
-        self._start(target=self._serve_loop)
-
-    def reconfigure(self, config: EngineConfig) -> None:
-        """New script settings (SIGHUP) for the jobs claimed from now on."""
-        self.config = config
-        self._runner.config = config
-
-    def wake(self) -> None:
-        with self._wake:
-            self._wake.notify_all()
-
-    def busy(self) -> int:
-        return self._runner.running_count()
-
-    def shutdown(self, *, grace: float) -> int:
-        """Stop claiming; give running scripts `grace` seconds; then end them and hand their jobs back.
-
-        Returns how many jobs were handed back (they run again on the next start, from the queue).
-        """
-        self._stop_claiming.set()
-        self.wake()
-        deadline = time.monotonic() + grace
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        handed_back = self._runner.abandon_all(grace=min(self.config.grace, 5.0))
-        for thread in self._threads:
-            thread.join()
-        self._stopped.set()
-        return handed_back
-
-    def _serve_loop(self) -> None:
-        job: Job | None = None
-        while not self._stop_claiming.is_set():
-            job = job or self._claim(None)
-            if job is not None:
-                finished, job = self._runner.run(job, next_from=None)
-                self.on_finish(finished)
-                continue
-            with self._wake:
-                if not self._stop_claiming.is_set():
-                    self._wake.wait(self.idle_poll)
-        if job is not None:  # claimed with the last finish but never started: back to the queue
-            self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
-
-    # --- shared ---
-
-    def _start(self, *, target: Callable[[], None]) -> None:
-        self._threads = [threading.Thread(target=target, daemon=True, name=f"worker-{i}")
-                         for i in range(self.parallelism)]
-        threading.Thread(target=self._renew_loop, daemon=True, name="lease-renewer").start()
-        for thread in self._threads:
-            thread.start()
-
-    def _claim(self, scope: set[str] | None) -> Job | None:
-        if self._stop_claiming.is_set():
-            return None
-        now = utcnow()
-        until = iso(now + timedelta(seconds=self.config.lease_seconds))
-        jobs = self.store.claim(worker=self.worker_id, now=iso(now), lease_until=until, resource_ids=scope)
-        return jobs[0] if jobs else None
-
-    def _renew_loop(self) -> None:
-        interval = min(self.config.lease_seconds / 3, 5.0)
-        while not self._stopped.wait(interval):
-            until = iso(utcnow() + timedelta(seconds=self.config.lease_seconds))
-            self.store.renew(worker=self.worker_id, lease_until=until)
-            expire_dead_leases(store=self.store, now=utcnow())
