@@ -62,7 +62,9 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
         return 1
     commit = None if options.destroy else desired_commit(directory=settings.desired)
     enqueue(store=store, view=view, commit=commit)
-    finished = _run(store=store, settings=settings, options=options, scope=scope)
+    # A whole-fleet apply works the whole queue (an id list of 100k would cost every claim a scan);
+    # with --target it claims only those resources' jobs.
+    finished = _run(store=store, settings=settings, options=options, scope=scope if options.targets else None)
     finished += _follow_up(store=store, settings=settings, options=options, view=view, commit=commit)
     return _summarise(finished=finished, store=store, scope=scope)
 
@@ -123,9 +125,10 @@ def _confirmed(*, options: ApplyOptions) -> bool:
     return True
 
 
-def _run(*, store: Any, settings: Any, options: ApplyOptions, scope: set[str]) -> list[Finished]:
+def _run(*, store: Any, settings: Any, options: ApplyOptions, scope: set[str] | None) -> list[Finished]:
     config = EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.timeout,
-                          retry=options.retry, target_timeouts=target_timeouts(provision_dir=settings.provision))
+                          retry=options.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
+                          guard_orphans=store.kind != "sqlite")
     err = options.output == "json"
     if sys.stdout.isatty() and not err:
         drawing = threading.Lock()  # workers finish on many threads; the bar draws on one at a time
@@ -134,12 +137,20 @@ def _run(*, store: Any, settings: Any, options: ApplyOptions, scope: set[str]) -
             with drawing:
                 bar.update(1)
 
-        with click.progressbar(length=len(scope), label="Applying", show_pos=True) as bar:
+        total = len(scope) if scope is not None else store.count_open()
+        with click.progressbar(length=total, label="Applying", show_pos=True) as bar:
             pool = WorkerPool(store=store, config=config, parallelism=options.parallelism, on_finish=advance)
             return pool.run_until_done(scope=scope)
     pool = WorkerPool(store=store, config=config, parallelism=options.parallelism,
-                      on_finish=lambda item: click.echo(_line(item), err=err))
+                      on_finish=lambda item: _print_line(_line(item), err=err))
     return pool.run_until_done(scope=scope)
+
+
+def _print_line(text: str, *, err: bool) -> None:
+    """One line per finished job, written directly: click.echo re-checks the terminal on every call."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
 
 
 def _line(item: Finished) -> str:
@@ -155,7 +166,7 @@ def _line(item: Finished) -> str:
 def _summarise(*, finished: list[Finished], store: Any, scope: set[str]) -> int:
     failed = [item for item in finished if item.recorded and not item.result.ok]
     ok = sum(1 for item in finished if item.recorded and item.result.ok)
-    others = len(scope) - len(finished)
+    others = len(scope - {item.job.resource_id for item in finished})
     err = True
     click.echo("", err=err)
     for item in failed:

@@ -130,7 +130,8 @@ class Daemon:
     def _engine_config(self) -> EngineConfig:
         return EngineConfig(provision_dir=self.options.provision, work_dir=self.options.work_dir,
                             timeout=self.options.timeout, retry=self.options.retry,
-                            target_timeouts=target_timeouts(provision_dir=self.options.provision))
+                            target_timeouts=target_timeouts(provision_dir=self.options.provision),
+                            guard_orphans=self.store.kind != "sqlite")
 
     @staticmethod
     def _pid() -> int:

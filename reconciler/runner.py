@@ -39,6 +39,8 @@ from .models import canonical_json
 # dies (kill -9, OOM) and then kills its whole process group: a script never outlives its worker, so
 # a job reclaimed on another machine cannot run beside an orphan. TERM is caught (a no-op) so that a
 # timeout's TERM reaches the script with its default action while the gate stays to report.
+# Without the guard (one machine: a reclaim ends an orphan itself, see engine) the gate simply execs.
+PLAIN_GATE_PROGRAM = 'read -r go && [ "$go" = go ] && exec "$0" "$@" </dev/null'
 GATE_PROGRAM = """
 trap 'kill -KILL 0' HUP
 trap ':' TERM INT
@@ -89,10 +91,16 @@ def resolve_script(*, provision_dir: Path, runtime_target: str, action: str) -> 
     return override if override.exists() else provision_dir / name
 
 
-def gate_argv(*, script: Path) -> list[str]:
-    """The argv that starts `script` only after its parent writes "go" to stdin."""
+def gate_argv(*, script: Path, guard: bool = True) -> list[str]:
+    """The argv that starts `script` only after its parent writes "go" to stdin.
+
+    `guard`: also end the script's whole group if the worker dies (costs a setpriv exec and a fork per
+    run; needed where a job may be reclaimed on another machine). Without setpriv there is no guard.
+    """
     # Absolute, because the script runs with cwd = its workdir and a bare name would search PATH.
-    return [*PDEATHSIG, "/bin/sh", "-c", GATE_PROGRAM, str(script.absolute())]
+    if guard and PDEATHSIG:
+        return [*PDEATHSIG, "/bin/sh", "-c", GATE_PROGRAM, str(script.absolute())]
+    return ["/bin/sh", "-c", PLAIN_GATE_PROGRAM, str(script.absolute())]
 
 
 def script_env(*, spec: dict[str, Any], action: str, workdir: Path, job_id: str) -> dict[str, str]:
@@ -126,8 +134,12 @@ def run_script(
     job_id: str = "",
     on_start: Callable[[int], None] | None = None,
     capture_bytes: int = 64 * 1024,
+    guard: bool = True,
 ) -> ScriptOutcome:
-    """Run `script` for one resource; the outcome says what happened, failures included."""
+    """Run `script` for one resource; the outcome says what happened, failures included.
+
+    `guard`: the script's group dies with the worker (see gate_argv).
+    """
     started = time.monotonic()
     problem = _unrunnable(script)
     if problem:
@@ -135,7 +147,7 @@ def run_script(
     try:
         _prepare_workdir(workdir)
         env = script_env(spec=spec, action=action, workdir=workdir, job_id=job_id)
-        proc = _spawn(script=script, env=env, workdir=workdir)
+        proc = _spawn(script=script, env=env, workdir=workdir, guard=guard)
     except (OSError, ValueError) as exc:  # ValueError: a spec value with a NUL byte cannot be an env var
         return _failure(f"could not start {script}: {exc}", started=started, permanent=isinstance(exc, ValueError))
     return _run_started(proc, started=started, timeout=timeout, grace=grace, needs_url=needs_url,
@@ -175,11 +187,11 @@ def _prepare_workdir(workdir: Path) -> None:
     workdir.chmod(0o700)
 
 
-def _spawn(*, script: Path, env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
+def _spawn(*, script: Path, env: dict[str, str], workdir: Path, guard: bool) -> subprocess.Popen[bytes]:
     # start_new_session: the script leads its own session and process group (pgid == pid), so the
     # timeout can kill everything it started, and a terminal's Ctrl-C does not reach it twice.
     return subprocess.Popen(
-        gate_argv(script=script), env=env, cwd=workdir, bufsize=0,
+        gate_argv(script=script, guard=guard), env=env, cwd=workdir, bufsize=0,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,
     )

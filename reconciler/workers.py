@@ -36,6 +36,9 @@ class EngineConfig:
     lease_seconds: float = 30.0
     retry: RetryPolicy = RetryPolicy()
     target_timeouts: dict[str, float] = field(default_factory=dict)
+    # end a script's group when its worker dies: needed when another machine may reclaim the job
+    # (PostgreSQL); on one machine the reclaiming worker ends the orphan itself and this costs spawns
+    guard_orphans: bool = True
 
     def timeout_for(self, target: str) -> float:
         return self.target_timeouts.get(target, self.timeout)
@@ -67,9 +70,9 @@ def lease_owner_dead(*, owner: str) -> bool:
 def expire_dead_leases(*, store: Any, now: datetime) -> int:
     """Free at once the jobs of workers on this host that died (kill -9), instead of waiting out the lease."""
     count = 0
-    for job in store.open_jobs():
-        if job.lease_owner and lease_owner_dead(owner=job.lease_owner):
-            store.expire_lease(job_id=job.job_id, worker=job.lease_owner, now=iso(now))
+    for job_id, owner in store.running_leases():
+        if owner and lease_owner_dead(owner=owner):
+            store.expire_lease(job_id=job_id, worker=owner, now=iso(now))
             count += 1
     return count
 
@@ -152,6 +155,7 @@ class JobRunner:
             script=script, spec=spec, action=action, workdir=self.config.work_dir / job.resource_id,
             timeout=self.config.timeout_for(target), grace=self.config.grace, needs_url=action != "delete",
             job_id=job.job_id, on_start=lambda pgid: self._record_start(job, pgid),
+            guard=self.config.guard_orphans,
         )
 
     def _record_start(self, job: Job, pgid: int) -> None:

@@ -198,10 +198,11 @@ def test_on_start_failure_kills_the_gate_and_never_runs_the_script(tmp_path: Pat
     assert not process_group_alive(pgid=pgids[0])
 
 
-def test_gate_exits_when_the_parent_never_says_go(tmp_path: Path) -> None:
+@pytest.mark.parametrize("guard", [True, False], ids=["guarded", "plain"])
+def test_gate_exits_when_the_parent_never_says_go(tmp_path: Path, guard: bool) -> None:
     marker = tmp_path / "ran"
     script = write_script(tmp_path / "script.sh", f"touch {marker}\n")
-    gate = subprocess.Popen(gate_argv(script=script), stdin=subprocess.PIPE, start_new_session=True)
+    gate = subprocess.Popen(gate_argv(script=script, guard=guard), stdin=subprocess.PIPE, start_new_session=True)
     gate.stdin.close()  # what the kernel does for us when the caller dies before writing "go"
     assert gate.wait(timeout=5) != 0
     assert not marker.exists()

@@ -25,8 +25,11 @@ pytestmark = pytest.mark.slow
 
 INSTANT = textwrap.dedent("""\
     #!/bin/sh
-    # instant: spread the resources over the test's few HTTP servers
-    echo "http://127.0.0.1:$(echo "$PORTS" | cut -d, -f$(( $(printf %s "$RESOURCE_ID" | cksum | cut -d' ' -f1) % 4 + 1 )))/$RESOURCE_ID"
+    # instant, and no forks: spread the resources over the test's few HTTP servers by their number
+    n=${RESOURCE_ID##*-}
+    set -- $PORTS
+    shift $(( 1$n % 4 ))
+    echo "http://127.0.0.1:$1/$RESOURCE_ID"
 """)
 TEARDOWN = "#!/bin/sh\necho \"$RESOURCE_ID\" >> \"$CONTROL/teardowns.log\"\n"
 
@@ -56,7 +59,7 @@ def servers(tmp_path):
     """)
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(PORTS)]
     ports = [proc.stdout.readline().strip() for proc in procs]
-    yield ",".join(ports)
+    yield " ".join(ports)
     for proc in procs:
         proc.kill()
         proc.wait()
