@@ -57,6 +57,19 @@ def wait_for(predicate: Callable[[], object], *, timeout: float, what: str, inte
     raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def stop_all(procs: list[subprocess.Popen], *, grace: float = 30.0) -> None:
+    """SIGTERM every process, wait up to `grace`, then SIGKILL the stragglers."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the process (all its threads), from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

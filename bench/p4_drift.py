@@ -20,7 +20,7 @@ import subprocess
 import time
 
 from .harness import BenchError, Ctx, Row, reconciler_argv, reconciler_env, run_checked
-from .live import PYTHON, converged, median, profile, python_env, run_json
+from .live import PYTHON, converged, median, profile, python_env, run_json, stop_all
 
 ID = "P4"
 TITLE = "drift pass (health check) over 10,000 URLs vs bare aiohttp loop"
@@ -91,20 +91,9 @@ def _servers() -> tuple[list[subprocess.Popen], list[int]]:
             procs.append(proc)
             ports += json.loads(proc.stdout.readline())
     except Exception:
-        _stop(procs)
+        stop_all(procs)
         raise
     return procs, ports
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _database(ctx: Ctx, count: int, ports: list[int]):
@@ -127,7 +116,7 @@ def run(ctx: Ctx) -> list[Row]:
     try:
         return _measure(ctx, count, ports)
     finally:
-        _stop(procs)
+        stop_all(procs)
 
 
 def _measure(ctx: Ctx, count: int, ports: list[int]) -> list[Row]:

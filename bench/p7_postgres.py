@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import fleet
+from . import fleet, live
 from .harness import Ctx, Row, reconciler_argv, reconciler_env
 
 ID = "P7"
@@ -32,28 +32,6 @@ def _daemon(project: Path, env: dict[str, str], log: Path, **extra: str) -> subp
                                             "--drift-interval", "3600"),
                             env={**env, **extra}, cwd=project, stdout=handle, stderr=handle,
                             stdin=subprocess.DEVNULL)
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait(predicate, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise RuntimeError(f"P7: timed out waiting for {what}")
 
 
 def _active(url: str) -> int:
@@ -83,10 +61,10 @@ def _throughput(ctx: Ctx, server, daemons: int, count: int) -> float:
     env = {**reconciler_env(project, desired=desired, provision=provision), "RECONCILER_DB": url}
     procs = [_daemon(project, env, project / f"d{i}.log") for i in range(daemons)]
     try:
-        _wait(lambda: _active(url) >= count, timeout=600, what=f"{count} active with {daemons} daemons")
+        live.wait_for(lambda: _active(url) >= count, timeout=600, what=f"{count} active with {daemons} daemons")
         return count / _span(url)
     finally:
-        _stop(procs)
+        live.stop_all(procs)
         server.drop_database(url)
 
 
@@ -108,16 +86,16 @@ def _handover(ctx: Ctx, server, *, same_host: bool) -> float:
     leader = _daemon(project, env, project / "a.log", RECONCILER_HOST="bench-a")
     procs = [leader]
     try:
-        _wait(lambda: _became_leader(project / "a.log"), timeout=60, what="a leader")
+        live.wait_for(lambda: _became_leader(project / "a.log"), timeout=60, what="a leader")
         procs.append(_daemon(project, env, project / "b.log", RECONCILER_HOST="bench-a" if same_host else "bench-b"))
-        _wait(lambda: _follower_ready(project / "b.log"), timeout=60, what="a follower")
+        live.wait_for(lambda: _follower_ready(project / "b.log"), timeout=60, what="a follower")
         leader.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         leader.wait()
-        _wait(lambda: _became_leader(project / "b.log"), timeout=60, what="the hand-over")
+        live.wait_for(lambda: _became_leader(project / "b.log"), timeout=60, what="the hand-over")
         return time.monotonic() - killed
     finally:
-        _stop(procs)
+        live.stop_all(procs)
         server.drop_database(url)
 
 
