@@ -138,15 +138,10 @@ class Daemon:
         return os.getpid()
 
     def _take_lock(self) -> None:
-        from .runner import process_alive
-
-        def dead(host: str, pid: int) -> bool:
-            return host == HOST and pid is not None and not process_alive(pid=int(pid))
-
         now = utcnow()
         holder = self.store.acquire_lock(name=LOCK_NAME, holder=self.worker_id, pid=self._pid(), host=HOST,
                                          now=iso(now), until=iso(now + timedelta(seconds=LOCK_TTL)),
-                                         holder_dead=dead)
+                                         holder_dead=_holder_dead)
         if holder is not None:
             raise DaemonRefused(
                 f"another daemon already runs on {self.options.db}: pid {holder['pid']} on {holder['host']} "
@@ -397,15 +392,13 @@ class Daemon:
                 return
 
     def _leadership_step(self) -> bool:
-        from .runner import process_alive
-
         now = utcnow()
         until = iso(now + timedelta(seconds=LEADER_TTL))
         if self.leading:
             return self.store.renew_lock(name=LEADER_LOCK, holder=self.worker_id, until=until)
         holder = self.store.acquire_lock(
             name=LEADER_LOCK, holder=self.worker_id, pid=self._pid(), host=HOST, now=iso(now), until=until,
-            holder_dead=lambda host, pid: host == HOST and pid is not None and not process_alive(pid=int(pid)))
+            holder_dead=_holder_dead)
         return holder is None
 
     def leader(self) -> dict[str, Any] | None:
@@ -449,6 +442,13 @@ class Daemon:
         await asyncio.to_thread(self.store.release_lock, name=LOCK_NAME, holder=self.worker_id)
         self.log.info("stopped", handed_back=handed_back)
         self.notifier.close()
+
+
+def _holder_dead(host: str, pid: int | None) -> bool:
+    """A lock holder on this host whose process is gone (kill -9): its lease need not be waited out."""
+    from .runner import process_alive
+
+    return host == HOST and pid is not None and not process_alive(pid=int(pid))
 
 
 def read_token(path: Path | None) -> str | None:

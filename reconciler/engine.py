@@ -15,7 +15,6 @@ from typing import Any, Iterable
 from .errors import ReconcilerError, SpecError
 from .models import (
     DELETE_TARGET,
-    Health,
     Job,
     JobAction,
     JobRequest,
@@ -227,14 +226,14 @@ class Reconciler:
     def _plan_and_queue(self, load_error: SpecError | None) -> PassResult:
         observed, in_flight = self.store.load_observed(), self.store.in_flight()
         if self.last_good is None:
-            return PassResult(0, None, load_error, fleet_counts(observed), None, 0)
+            return PassResult(0, None, load_error, self.store.counts()[0], None, 0)
         desired = with_api_desired(desired=self.last_good, api=self.store.api_desired())
         view = plan_against(desired=desired, observed=observed, in_flight=in_flight, now=utcnow(),
                             policy=self.policy)
         queued = 0
         if view.plan.changes and not view.plan.refusal:
             queued = len(enqueue(store=self.store, view=view, commit=desired_commit(directory=self.desired_dir)))
-        return PassResult(queued, view.plan, load_error, fleet_counts(observed), _next_retry(observed),
+        return PassResult(queued, view.plan, load_error, self.store.counts()[0], _next_retry(observed),
                           len(self.last_good.resources))
 
     def _load(self) -> SpecError | None:
@@ -247,15 +246,6 @@ class Reconciler:
 
 def _retry_due(at: str | None) -> bool:
     return at is not None and at <= iso(utcnow())
-
-
-def fleet_counts(observed: dict[str, ObservedResource]) -> dict[str, int]:
-    counts = {status.value: 0 for status in ResourceStatus}
-    counts["unhealthy"] = 0
-    for row in observed.values():
-        counts[row.status.value] += 1
-        counts["unhealthy"] += row.health is Health.UNHEALTHY and row.live
-    return counts
 
 
 def _next_retry(observed: dict[str, ObservedResource]) -> str | None:

@@ -58,8 +58,3 @@ async def _check(session, gate: asyncio.Semaphore, resource_id: str, url: str) -
             reason = str(exc) or type(exc).__name__
             return CheckResult(resource_id, url, False, None, time.monotonic() - started, reason[:200])
 
-
-def check_all_sync(targets: Iterable[tuple[str, str]], *, concurrency: int = 100,
-                   timeout: float = 5.0) -> list[CheckResult]:
-    """For callers without an event loop (`reconciler check`)."""
-    return asyncio.run(check_all(targets, concurrency=concurrency, timeout=timeout))

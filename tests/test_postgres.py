@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 
-import pytest
 
 from tests.support import log_events, make_project, run_cli, runs, start_daemon, wait_for, write_resources
 

@@ -161,7 +161,8 @@ def test_health_results_count_up_and_turn_unhealthy_in_one_pass_each(store):
     row = store.get_resource("acme-prod")
     assert (row.health.value, row.consecutive_failures, row.last_seen) == ("healthy", 0, at(30))
     assert [e.kind for e in store.events("acme-prod")][-2:] == ["unhealthy", "recovered"]
-    assert store.health_counts()["healthy"] == 1 and store.fleet_counts()["active"] == 1
+    fleet, health = store.counts()
+    assert health["healthy"] == 1 and fleet["active"] == 1
 
 
 def test_lock_lease_is_exclusive_expires_and_frees_a_dead_holder(store):

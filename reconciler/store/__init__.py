@@ -14,7 +14,6 @@ from ..errors import StoreError
 if TYPE_CHECKING:
     from .base import SQLStore
 
-DEFAULT_DB = "reconciler.db"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 

@@ -186,13 +186,6 @@ class SQLStore:
         fleet["unhealthy"] = health["unhealthy"]
         return fleet, health
 
-    def fleet_counts(self) -> dict[str, int]:
-        """Rows per status, plus live unhealthy ones: what /health and /metrics report."""
-        return self.counts()[0]
-
-    def health_counts(self) -> dict[str, int]:
-        return self.counts()[1]
-
     # --- desired state declared through the API ----------------------------------------------
 
     def api_desired(self) -> dict[str, dict[str, Any]]:
@@ -214,11 +207,6 @@ class SQLStore:
     def get_job(self, job_id: str) -> Job | None:
         row = self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
         return _job(row) if row else None
-
-    def open_jobs(self, *, resource_ids: Iterable[str] | None = None) -> list[Job]:
-        scope, args = self._scope(resource_ids)
-        rows = self._rows(f"SELECT * FROM jobs WHERE status IN ('queued', 'running'){scope} ORDER BY created_at", args)
-        return [_job(row) for row in rows]
 
     def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]:
         sql = "SELECT * FROM events WHERE resource_id = ? ORDER BY id DESC"

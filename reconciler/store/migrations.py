@@ -146,7 +146,7 @@ def migrate_postgres(conn: Any) -> None:
         conn.execute(f"SELECT pg_advisory_xact_lock({PG_ADVISORY_KEY})")
         conn.execute("CREATE TABLE IF NOT EXISTS reconciler_schema (version INTEGER NOT NULL)")
         row = conn.execute("SELECT version FROM reconciler_schema").fetchone()
-        version = _pg_version(row)
+        version = row["version"] if row is not None else 0
         if row is None:
             conn.execute("INSERT INTO reconciler_schema (version) VALUES (0)")
         if version > LATEST:
@@ -156,8 +156,3 @@ def migrate_postgres(conn: Any) -> None:
                 conn.execute(statement)
             conn.execute("UPDATE reconciler_schema SET version = %s", (number + 1,))
 
-
-def _pg_version(row: Any) -> int:
-    if row is None:
-        return 0
-    return row["version"] if isinstance(row, dict) else row[0]
