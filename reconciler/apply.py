@@ -99,7 +99,7 @@ def _view(*, settings: Any, options: ApplyOptions, store: Any) -> PlanView:
         return plan_against(desired=DesiredState(resources={}), observed=observed, in_flight=in_flight,
                             now=utcnow(), policy=policy, targets=options.targets)
     return make_plan(desired_dir=settings.desired, observed=observed, in_flight=in_flight, now=utcnow(),
-                     policy=policy, targets=options.targets, api=store.api_desired())
+                     policy=policy, targets=options.targets, api=store.api_desired(), settle=settings.settle)
 
 
 def _show(*, view: PlanView, options: ApplyOptions) -> None:

@@ -28,7 +28,9 @@ from .logs import get_logger
 from .models import ResourceStatus, iso, parse_iso, utcnow
 from .plan import PlanPolicy
 from .retry import RetryPolicy
+from .settle import DEFAULT_SETTLE
 from .systemd import Notifier, watchdog_interval
+from .watch import DesiredWatch, WriteTracker
 
 LOCK_NAME = "daemon"
 LOCK_TTL = 15.0
@@ -60,6 +62,7 @@ class DaemonOptions:
     retry: RetryPolicy = RetryPolicy()
     api: str | None = "127.0.0.1:7878"  # HOST:PORT, or None for no API
     api_token_file: Path | None = None
+    settle: float = DEFAULT_SETTLE  # seconds a changed desired file must stay unchanged (settle.py)
 
 
 class DaemonRefused(ReconcilerError):
@@ -82,6 +85,9 @@ class Daemon:
         self._reported_error: str | None = None
         self._counts_lock = threading.Lock()
         self._counts_cache: tuple[float, Any] = (0.0, None)
+        self.writes = WriteTracker()
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._reported_unsettled: list[str] | None = None
 
     async def run(self) -> int:
         from .store import open_store
@@ -97,7 +103,8 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
-        self.reconciler = Reconciler(store=self.store, desired_dir=self.options.desired, policy=self._policy())
+        self.reconciler = Reconciler(store=self.store, desired_dir=self.options.desired, policy=self._policy(),
+                                     settle=self.options.settle, writes=self.writes)
         self.pool = WorkerPool(store=self.store, config=self._engine_config(), parallelism=self.options.parallelism,
                                on_finish=self._finished)
         self.pool.serve()
@@ -209,6 +216,7 @@ class Daemon:
         problems = len(result.load_error.problems) if result.load_error else 0
         self.metrics.pass_done(at=self.last_pass_at.timestamp(), problems=problems)
         self._report_load_error(result)
+        self._await_settle(result)
         if result.queued:
             self.pool.wake()
             self.log.info("jobs queued", count=result.queued)
@@ -234,6 +242,22 @@ class Daemon:
         for problem in result.load_error.problems:
             self.log.error("desired state does not load; keeping the last good one", file=problem.file,
                            line=problem.line, field=problem.field, problem=problem.message)
+
+    def _await_settle(self, result: PassResult) -> None:
+        """Desired files still changing: the pass kept the last good state; look again once they may settle."""
+        waiting = result.unsettled
+        files = waiting.files if waiting else None
+        if files != self._reported_unsettled:
+            self._reported_unsettled = files
+            if waiting is not None:
+                self.log.info("desired file still changing; planning from the last good state until it settles",
+                              files=waiting.files[:10], recheck_s=round(waiting.wait, 3))
+        if waiting is not None and self._settle_timer is None:
+            self._settle_timer = self._loop.call_later(waiting.wait, self._settle_due)
+
+    def _settle_due(self) -> None:
+        self._settle_timer = None
+        self.request_pass("desired settling")
 
     def _schedule_retry(self, at: str | None) -> None:
         when = parse_iso(at)
@@ -292,12 +316,24 @@ class Daemon:
     # --- file watch, watchdog, lock ---------------------------------------------------------
 
     async def _watch(self) -> None:
-        from watchfiles import awatch
-
         directory = self.options.desired
         if not directory.is_dir():
             self.log.error("desired directory does not exist; not watching it", desired=str(directory))
             return
+        watch = DesiredWatch(directory=directory, tracker=self.writes, on_change=self.request_pass,
+                             relevant=_desired_name)
+        if watch.start(self._loop):
+            try:
+                await self._stop.wait()
+            finally:
+                watch.close()
+            return
+        self.log.warning("inotify is not available; watching with watchfiles and the settle clock alone")
+        await self._watch_with_watchfiles(directory)
+
+    async def _watch_with_watchfiles(self, directory: Path) -> None:
+        from watchfiles import awatch
+
         async for changes in awatch(directory, stop_event=self._stop, debounce=100, step=20,
                                     watch_filter=_desired_change, recursive=True):
             self.request_pass(f"{len(changes)} file changes")
@@ -515,7 +551,11 @@ def _metrics() -> Any:
 
 
 def _desired_change(change: Any, path: str) -> bool:
-    name = Path(path).name
+    return _desired_name(Path(path).name)
+
+
+def _desired_name(name: str) -> bool:
+    """A name that may be desired state (or a directory holding some)."""
     return not name.startswith((".", "_")) and (name.endswith((".yaml", ".yml")) or "." not in name)
 
 

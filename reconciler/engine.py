@@ -26,7 +26,8 @@ from .models import (
     utcnow,
 )
 from .plan import Action, Change, Plan, PlanPolicy, compute_plan
-from .spec import DesiredCache, DesiredState, Source, load_desired
+from .settle import DEFAULT_SETTLE, WriteHints
+from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
 
 @dataclass(frozen=True, slots=True)
 class PlanView:
@@ -60,9 +61,10 @@ def api_declared(desired: DesiredState) -> frozenset[str]:
 def make_plan(
     *, desired_dir: Path, observed: dict[str, ObservedResource], in_flight: Iterable[str], now: datetime,
     policy: PlanPolicy, targets: Iterable[str] = (), api: dict[str, dict[str, Any]] | None = None,
+    settle: float = DEFAULT_SETTLE,
 ) -> PlanView:
     """Load desired/ (plus API-declared specs) and plan against `observed`; `targets` narrows the plan."""
-    desired = with_api_desired(desired=load_desired(directory=desired_dir), api=api or {})
+    desired = with_api_desired(desired=load_desired(directory=desired_dir, settle=settle), api=api or {})
     return plan_against(desired=desired, observed=observed, in_flight=in_flight, now=now, policy=policy,
                         targets=targets)
 
@@ -186,6 +188,8 @@ class PassResult:
     next_retry_at: str | None
     desired_count: int
     skipped: bool = False  # nothing it reads had changed since the last pass: the same plan holds
+    # desired files still being written (or just vanished): planned from the last good state instead
+    unsettled: Unsettled | None = None
 
 
 class Reconciler:
@@ -195,18 +199,20 @@ class Reconciler:
     applies nothing new from the broken view, and reports why until the files are fixed.
     """
 
-    def __init__(self, *, store: Any, desired_dir: Path, policy: PlanPolicy) -> None:
+    def __init__(self, *, store: Any, desired_dir: Path, policy: PlanPolicy, settle: float = DEFAULT_SETTLE,
+                 writes: WriteHints | None = None) -> None:
         self.store = store
         self.desired_dir = Path(desired_dir)
         self.policy = policy
-        self.cache = DesiredCache()
+        self.cache = DesiredCache(settle=settle, writes=writes)
         self.last_good: DesiredState | None = None
+        self.unsettled: Unsettled | None = None
         self._last_key: tuple[Any, ...] | None = None
         self._last_result: PassResult | None = None
 
     def reload(self) -> None:
         """Forget cached parses (SIGHUP, the slow loop): the next pass reads every file and plans."""
-        self.cache = DesiredCache()
+        self.cache.forget()
         self._last_key = None
 
     def reconcile_once(self) -> PassResult:
@@ -218,8 +224,8 @@ class Reconciler:
         key = (self.cache.generation, load_error is None, self.store.fingerprint())
         last = self._last_result
         if key == self._last_key and last is not None and not _retry_due(last.next_retry_at):
-            return replace(last, queued=0, skipped=True)
-        result = self._plan_and_queue(load_error)
+            return replace(last, queued=0, skipped=True, unsettled=self.unsettled)
+        result = replace(self._plan_and_queue(load_error), unsettled=self.unsettled)
         self._last_key, self._last_result = key, result
         return result
 
@@ -237,8 +243,11 @@ class Reconciler:
                           len(self.last_good.resources))
 
     def _load(self) -> SpecError | None:
+        self.unsettled = None
         try:
             self.last_good = self.cache.load(directory=self.desired_dir)
+        except Unsettled as exc:  # plan from the last good state; the caller loads again after exc.wait
+            self.unsettled = exc
         except SpecError as exc:
             return exc
         return None

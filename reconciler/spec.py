@@ -10,6 +10,7 @@ import difflib
 import gc
 import os
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,12 @@ from pydantic import ValidationError
 
 from .errors import SpecError, SpecProblem
 from .models import SPEC_FIELDS, ResourceSpec, spec_hash
+from .settle import DEFAULT_SETTLE, UNREADABLE, NotRegular, Settler, Stamp, WriteHint, WriteHints, open_regular, stamp_of
 from .yamlfast import Document, YamlProblem, load_documents
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# How long a one-shot command waits for files that keep changing before it gives up.
+SETTLE_PATIENCE = 30.0
 # Below these, forking workers costs more than it saves.
 PARALLEL_MIN_FILES = 8
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
@@ -67,15 +71,33 @@ def display_path(path: Path) -> str:
     return str(path) if text.startswith("..") else text
 
 
-def load_desired(*, directory: Path) -> DesiredState:
-    """Read and validate every file; raise `SpecError` with all problems if anything is wrong."""
+def load_desired(*, directory: Path, settle: float = DEFAULT_SETTLE) -> DesiredState:
+    """Read and validate every file; raise `SpecError` with all problems if anything is wrong.
+
+    Only settled files are read (see settle.py): a file written in the last `settle` seconds is
+    waited for, and a file that changes while being read is read again, up to SETTLE_PATIENCE.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise SpecError([SpecProblem(str(directory), 0, "", "desired directory does not exist")])
-    problems: list[SpecProblem] = []
-    with _no_gc_pauses():
-        files = _load_files(paths=desired_files(directory), problems=problems)
-    return _combine(files=files, problems=problems)
+    settler = Settler(settle=settle)
+    patience = max(SETTLE_PATIENCE, 20 * settle)
+    deadline = time.monotonic() + patience
+    while True:
+        paths = desired_files(directory)
+        before = {path: stamp_of(path) for path in paths}
+        wait = settler.wait(changed=before, gone=(), strict=True)
+        if wait <= 0:
+            problems: list[SpecProblem] = []
+            with _no_gc_pauses():
+                files = _load_files(paths=paths, problems=problems)
+            if {path: stamp_of(path) for path in desired_files(directory)} == before:
+                return _combine(files=files, problems=problems)
+            wait = settle
+        if time.monotonic() + wait > deadline:
+            raise SpecError([SpecProblem(str(directory), 0, "", f"files kept changing for {patience:.0f} s; "
+                                         "run again once they are written")])
+        time.sleep(wait)
 
 
 def _combine(*, files: Loaded, problems: list[SpecProblem]) -> DesiredState:
@@ -91,54 +113,92 @@ def _combine(*, files: Loaded, problems: list[SpecProblem]) -> DesiredState:
 
 
 class _Entry(NamedTuple):
-    stamp: tuple[int, int]
+    stamp: Stamp | None  # None: torn (changed while read) or not read (being written); never reused
     loaded: list[tuple[ResourceSpec, Source]]
     problems: list[SpecProblem]
     hashes: dict[str, str]
 
 
-class DesiredCache:
-    """Loads desired/ again re-parsing only files whose (size, mtime) changed: idle resyncs cost stats.
+_UNREAD = _Entry(None, [], [], {})
 
-    Used by the daemon, which loads on every file event and every resync. `generation` counts the
-    loads that saw a change, so a caller can tell an idle resync from a real one.
+
+class Unsettled(Exception):
+    """Some desired file is still being written, or vanished a moment ago: keep the last good state.
+
+    Not a user error: the caller plans from what it had and loads again after `wait` seconds.
     """
 
-    def __init__(self) -> None:
-        self._files: dict[Path, _Entry] = {}
+    def __init__(self, *, wait: float, files: list[str]) -> None:
+        self.wait = wait
+        self.files = files
+        super().__init__(f"waiting {wait:.2f} s for {', '.join(files)} to settle")
+
+
+class DesiredCache:
+    """Loads desired/ again re-parsing only files whose stamp changed: idle resyncs cost stats.
+
+    Used by the daemon, which loads on every file event and every resync. `generation` counts the
+    loads that saw a change, so a caller can tell an idle resync from a real one. A load while some
+    file is unsettled (settle.py) raises `Unsettled` instead of returning a state made from a partial
+    read; so does a settled-looking state that would drop resources before the clock confirms it.
+    """
+
+    def __init__(self, *, settle: float = DEFAULT_SETTLE, writes: WriteHints | None = None) -> None:
+        self._parsed: dict[Path, _Entry] = {}  # every file's latest read, settled or not
+        self._accepted: dict[Path, _Entry] = {}  # the reads the last returned state was made from
+        self._ids: frozenset[str] | None = None  # ids of the last returned state
         self._state: DesiredState | None = None
+        self._forget = False
+        self._writes = writes
+        self._settler = Settler(settle=settle, writes=writes)
         self.generation = 0
+
+    def forget(self) -> None:
+        """Re-read every file at the next load (SIGHUP, the slow loop); what settles is still tracked."""
+        self._forget = True
 
     def load(self, *, directory: Path) -> DesiredState:
         directory = Path(directory)
         if not directory.is_dir():
             raise SpecError([SpecProblem(str(directory), 0, "", "desired directory does not exist")])
+        if self._forget:
+            self._forget, self._parsed, self._state = False, {}, None
         files = {path: self._entry(path) for path in desired_files(directory)}
-        unchanged = files.keys() == self._files.keys() and all(
-            files[path] is self._files[path] for path in files)
-        self._files = files
-        if unchanged and self._state is not None:
+        self._parsed = files
+        gone = [path for path in self._accepted if path not in files]
+        changed = {path: entry.stamp for path, entry in files.items() if entry is not self._accepted.get(path)}
+        if not changed and not gone and self._state is not None:
             return self._state
+        self._hold(changed=changed, gone=gone, strict=False)
         self.generation += 1
         self._state = None
         problems = [problem for entry in files.values() for problem in entry.problems]
         state = _combine(files=[(display_path(path), entry.loaded) for path, entry in files.items()],
                          problems=problems)
+        if self._ids is None or not self._ids <= state.resources.keys():
+            self._hold(changed=changed, gone=gone, strict=True)  # a drop is confirmed by the clock only
+        self._settler.forget(gone)
+        self._accepted, self._ids = files, frozenset(state.resources)
         self._state = DesiredState(state.resources, state.sources,
                                    {rid: h for entry in files.values() for rid, h in entry.hashes.items()})
         return self._state
 
+    def _hold(self, *, changed: dict[Path, Stamp | None], gone: list[Path], strict: bool) -> None:
+        wait = self._settler.wait(changed=changed, gone=gone, strict=strict)
+        if wait > 0:
+            raise Unsettled(wait=wait, files=[display_path(path) for path in [*changed, *gone]])
+
     def _entry(self, path: Path) -> _Entry:
-        try:
-            info = path.stat()
-            stamp = (info.st_size, info.st_mtime_ns)
-        except OSError:
-            stamp = (-1, -1)
-        cached = self._files.get(path)
-        if cached is not None and cached.stamp == stamp and stamp != (-1, -1):
+        stamp = stamp_of(path)
+        cached = self._parsed.get(path)
+        if cached is not None and cached.stamp == stamp and stamp != UNREADABLE:
             return cached
+        if self._writes is not None and self._writes.hint(path, stamp) is WriteHint.WRITING:
+            return _UNREAD
         found: list[SpecProblem] = []
         loaded = _load_serial(paths=[path], problems=found)[0][1]
+        if stamp_of(path) != stamp:
+            return _UNREAD
         return _Entry(stamp, loaded, found, {spec.resource_id: spec_hash(spec) for spec, _ in loaded})
 
 
@@ -260,13 +320,15 @@ def _validate_file(*, documents: list[Document], name: str,
 
 def _read_documents(*, path: Path, name: str, problems: list[SpecProblem]) -> list[Document]:
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            problems.append(SpecProblem(name, 0, "", f"file is larger than {MAX_FILE_BYTES >> 20} MiB"))
-            return []
-        with path.open("rb") as stream:
+        with open_regular(path) as stream:
+            if os.fstat(stream.fileno()).st_size > MAX_FILE_BYTES:
+                problems.append(SpecProblem(name, 0, "", f"file is larger than {MAX_FILE_BYTES >> 20} MiB"))
+                return []
             return load_documents(stream)
     except YamlProblem as exc:
         problems.append(SpecProblem(name, exc.line, exc.field, exc.message))
+    except NotRegular as exc:
+        problems.append(SpecProblem(name, 0, "", str(exc.strerror)))
     except OSError as exc:
         problems.append(SpecProblem(name, 0, "", f"cannot read: {exc.strerror}"))
     return []

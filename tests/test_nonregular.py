@@ -1,0 +1,54 @@
+"""A FIFO, a symlink to one, or a device named *.yaml in desired/ is refused by name; nothing blocks on it.
+
+Real FIFOs (os.mkfifo) and real processes with a timeout: a hang fails the test instead of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.support import log_events, make_project, run_cli, start_daemon, wait_for, write_resources
+
+
+@pytest.fixture
+def project(tmp_path):
+    project = make_project(tmp_path)
+    write_resources(project, {"a": {}})
+    return project
+
+
+def _fifo(project: Path, kind: str) -> str:
+    desired = project / "desired"
+    if kind == "fifo":
+        os.mkfifo(desired / "pipe.yaml")
+        return "pipe.yaml"
+    if kind == "symlink-to-fifo":
+        os.mkfifo(project / "elsewhere")
+        (desired / "link.yaml").symlink_to(project / "elsewhere")
+        return "link.yaml"
+    (desired / "zero.yaml").symlink_to("/dev/zero")
+    return "zero.yaml"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink-to-fifo", "device"])
+@pytest.mark.parametrize("command", [["validate"], ["plan"], ["apply", "--yes"]])
+def test_one_shot_commands_refuse_a_non_regular_yaml_file(project, kind, command):
+    name = _fifo(project, kind)
+    done = run_cli(project, *command, timeout=30)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert name in done.stderr and "not a regular file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_daemon_reports_a_fifo_and_still_stops_on_sigterm(project, daemons):
+    name = _fifo(project, "fifo")
+    proc = start_daemon(project, "--resync", "0.5")
+    daemons.append(proc)
+    wait_for(lambda: any(name in str(e.get("file", "")) and "not a regular file" in str(e.get("problem", ""))
+                         for e in log_events(project)), what="the FIFO named in the log")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
