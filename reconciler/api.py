@@ -33,6 +33,7 @@ class Plane(Protocol):
     token: str | None
 
     def file_source(self, resource_id: str) -> str | None: ...
+    def unknown_target(self, name: str) -> str | None: ...
     def health_report(self) -> tuple[dict[str, Any], bool]: ...
     def jobs_queued(self) -> None: ...
     def metrics_text(self) -> tuple[bytes, str]: ...
@@ -123,6 +124,7 @@ def _routes(app: FastAPI, plane: Plane) -> None:
     @app.post("/provisions", status_code=202, response_model=Accepted, dependencies=auth, responses=errors)
     def declare(spec: ResourceSpec) -> Accepted:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
+        _known_target(plane, spec.runtime_target)
         _not_file_owned(plane, spec.resource_id)
         store.put_api_desired(spec=spec.model_dump(), now=iso(utcnow()))
         result = converge_one(store=store, resource_id=spec.resource_id, spec=spec, source=API_SOURCE)
@@ -191,6 +193,14 @@ def _routes(app: FastAPI, plane: Plane) -> None:
         """Prometheus text format."""
         body, content_type = await asyncio.to_thread(plane.metrics_text)
         return Response(body, media_type=content_type)
+
+
+def _known_target(plane: Plane, name: str) -> None:
+    """A runtime_target no provision/ script handles is refused like any invalid field (422)."""
+    message = plane.unknown_target(name)
+    if message is not None:
+        raise HTTPException(422, [{"type": "unknown_target", "loc": ["body", "runtime_target"], "msg": message,
+                                   "input": name}])
 
 
 def _not_file_owned(plane: Plane, resource_id: str) -> None:

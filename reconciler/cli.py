@@ -88,6 +88,10 @@ def validate(settings: Settings) -> None:
     from .spec import load_desired
 
     state = load_desired(directory=settings.desired, settle=settings.settle)
+    if settings.provision.is_dir():
+        from .engine import check_targets
+
+        check_targets(desired=state, provision_dir=settings.provision)
     count = len(state.resources)
     click.echo(f"{settings.desired}: {count} resource{'s' if count != 1 else ''}, valid.")
 
@@ -146,7 +150,8 @@ def _plan_view(*, settings: Settings, targets: tuple[str, ...], allow_mass_delet
     in_flight = store.in_flight() if store else set()
     return make_plan(desired_dir=settings.desired, observed=observed, in_flight=in_flight, now=utcnow(),
                      policy=PlanPolicy(allow_mass_delete=allow_mass_delete), targets=targets,
-                     api=store.api_desired() if store else None, settle=settings.settle)
+                     api=store.api_desired() if store else None, settle=settings.settle,
+                     provision_dir=settings.provision)
 
 
 def _read_store(settings: Settings) -> Any:

@@ -104,7 +104,8 @@ class Daemon:
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self.reconciler = Reconciler(store=self.store, desired_dir=self.options.desired, policy=self._policy(),
-                                     settle=self.options.settle, writes=self.writes)
+                                     settle=self.options.settle, writes=self.writes,
+                                     provision_dir=self.options.provision)
         self.pool = WorkerPool(store=self.store, config=self._engine_config(), parallelism=self.options.parallelism,
                                on_finish=self._finished)
         self.pool.serve()
@@ -370,6 +371,15 @@ class Daemon:
 
     def jobs_queued(self) -> None:
         self.pool.wake()
+
+    def unknown_target(self, name: str) -> str | None:
+        """Why `name` is not a runtime_target this daemon's provision/ provides (None: it is)."""
+        from .targets import known_targets
+
+        try:
+            return known_targets(provision_dir=self.options.provision).unknown(name)
+        except ReconcilerError as exc:
+            return f"provision/targets.yaml does not load: {exc}"
 
     def health_report(self) -> tuple[dict[str, Any], bool]:
         fleet, _ = self._counts()

@@ -28,6 +28,7 @@ from .models import (
 from .plan import Action, Change, Plan, PlanPolicy, compute_plan
 from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
+from .targets import known_targets, target_problems
 
 @dataclass(frozen=True, slots=True)
 class PlanView:
@@ -61,12 +62,40 @@ def api_declared(desired: DesiredState) -> frozenset[str]:
 def make_plan(
     *, desired_dir: Path, observed: dict[str, ObservedResource], in_flight: Iterable[str], now: datetime,
     policy: PlanPolicy, targets: Iterable[str] = (), api: dict[str, dict[str, Any]] | None = None,
-    settle: float = DEFAULT_SETTLE,
+    settle: float = DEFAULT_SETTLE, provision_dir: Path | None = None,
 ) -> PlanView:
-    """Load desired/ (plus API-declared specs) and plan against `observed`; `targets` narrows the plan."""
-    desired = with_api_desired(desired=load_desired(directory=desired_dir, settle=settle), api=api or {})
-    return plan_against(desired=desired, observed=observed, in_flight=in_flight, now=now, policy=policy,
+    """Load desired/ (plus API-declared specs) and plan against `observed`; `targets` narrows the plan.
+
+    With `provision_dir`, a runtime_target it does not provide is refused (targets.py).
+    """
+    files = load_desired(directory=desired_dir, settle=settle)
+    if provision_dir is not None:
+        check_targets(desired=files, provision_dir=provision_dir)
+    desired = with_api_desired(desired=files, api=api or {})
+    view = plan_against(desired=desired, observed=observed, in_flight=in_flight, now=now, policy=policy,
                         targets=targets)
+    require_known_ids(ids=targets, desired=desired, observed=observed)
+    return view
+
+
+def check_targets(*, desired: DesiredState, provision_dir: Path) -> None:
+    """SpecError (file:line, did-you-mean) for every resource whose runtime_target is not provided."""
+    problems = target_problems(resources=desired.resources, sources=desired.sources,
+                               known=known_targets(provision_dir=provision_dir))
+    if problems:
+        raise SpecError(problems)
+
+
+def require_known_ids(*, ids: Iterable[str], desired: DesiredState, observed: dict[str, ObservedResource]) -> None:
+    """`--target ID` must name a resource in desired/ or the database: a typo is an error, not "No changes"."""
+    import difflib
+
+    known = desired.resources.keys() | observed.keys()
+    for resource_id in ids:
+        if resource_id not in known:
+            hint = difflib.get_close_matches(resource_id, sorted(known), n=1)
+            raise ReconcilerError(f"--target {resource_id}: no such resource in desired/ or the database"
+                                  + (f" (did you mean '{hint[0]}'?)" if hint else ""))
 
 
 def plan_against(
@@ -200,9 +229,10 @@ class Reconciler:
     """
 
     def __init__(self, *, store: Any, desired_dir: Path, policy: PlanPolicy, settle: float = DEFAULT_SETTLE,
-                 writes: WriteHints | None = None) -> None:
+                 writes: WriteHints | None = None, provision_dir: Path | None = None) -> None:
         self.store = store
         self.desired_dir = Path(desired_dir)
+        self.provision_dir = provision_dir
         self.policy = policy
         self.cache = DesiredCache(settle=settle, writes=writes)
         self.last_good: DesiredState | None = None
@@ -245,7 +275,10 @@ class Reconciler:
     def _load(self) -> SpecError | None:
         self.unsettled = None
         try:
-            self.last_good = self.cache.load(directory=self.desired_dir)
+            state = self.cache.load(directory=self.desired_dir)
+            if self.provision_dir is not None:
+                check_targets(desired=state, provision_dir=self.provision_dir)
+            self.last_good = state
         except Unsettled as exc:  # plan from the last good state; the caller loads again after exc.wait
             self.unsettled = exc
         except SpecError as exc:

@@ -37,6 +37,7 @@ class Source:
 
     file: str
     line: int
+    target_line: int = 0  # the line of its runtime_target key, when it has one (targets.py reports there)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
@@ -296,16 +297,17 @@ def _shares(paths: list[Path], *, workers: int) -> list[list[Path]]:
     return chunks
 
 
-def _load_chunk_as_json(paths: list[Path]) -> tuple[list[tuple[str, list[tuple[str, int]]]], list[SpecProblem]]:
+def _load_chunk_as_json(paths: list[Path]) -> tuple[list[tuple[str, list[tuple[str, int, int]]]], list[SpecProblem]]:
     problems: list[SpecProblem] = []
     loaded = _load_serial(paths=paths, problems=problems)
-    as_json = [(name, [(spec.model_dump_json(), source.line) for spec, source in items]) for name, items in loaded]
+    as_json = [(name, [(spec.model_dump_json(), source.line, source.target_line) for spec, source in items])
+               for name, items in loaded]
     return as_json, problems
 
 
-def _from_json(as_json: list[tuple[str, list[tuple[str, int]]]]) -> Loaded:
+def _from_json(as_json: list[tuple[str, list[tuple[str, int, int]]]]) -> Loaded:
     revive = ResourceSpec.model_validate_json
-    return [(name, [(revive(text), Source(name, line)) for text, line in items]) for name, items in as_json]
+    return [(name, [(revive(text), Source(name, *lines)) for text, *lines in items]) for name, items in as_json]
 
 
 def _validate_file(*, documents: list[Document], name: str,
@@ -314,7 +316,8 @@ def _validate_file(*, documents: list[Document], name: str,
     for doc in documents:
         spec = validate_document(doc=doc, name=name, problems=problems)
         if spec is not None:
-            loaded.append((spec, Source(name, doc.key_lines.get("resource_id", doc.line))))
+            loaded.append((spec, Source(name, doc.key_lines.get("resource_id", doc.line),
+                                        doc.key_lines.get("runtime_target", 0))))
     return loaded
 
 

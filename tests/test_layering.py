@@ -22,6 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "settle": set(),
     "watch": {"settle"},
     "spec": {"models", "errors", "yamlfast", "settle"},
+    # the runtime targets provision/ provides (floor 2: reads provision/targets.yaml)
+    "targets": {"models", "errors", "yamlfast"},
     "plan": {"models"},
     "render": {"plan", "models"},
     "retry": set(),
@@ -31,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "health": {"models"},
     "logs": set(),
     "engine": {"models", "errors", "spec", "plan", "render", "retry", "store", "runner", "health", "logs",
-               "yamlfast", "settle"},
+               "yamlfast", "settle", "targets"},
     # the other half of DESIGN.md's engine: claiming and running jobs (split when engine.py outgrew one job)
     "workers": {"models", "errors", "retry", "runner"},
     "systemd": set(),
@@ -39,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "portable": {"errors", "models", "store"},
     # the daemon hosts the API server and its metrics, so it is the one module above api
     "daemon": {"engine", "workers", "health", "store", "models", "errors", "logs", "spec", "plan", "retry",
-               "runner", "systemd", "metrics", "api", "settle", "watch"},
+               "runner", "systemd", "metrics", "api", "settle", "watch", "targets"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
     "apply": {"engine", "workers", "render", "store", "models", "errors", "plan", "spec", "logs", "retry"},
     "api": {"engine", "store", "models", "errors", "logs", "spec", "plan", "status"},
