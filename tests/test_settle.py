@@ -179,3 +179,117 @@ def test_the_daemon_logs_that_it_waits_for_a_changing_file(project, daemons):
     proc = daemons[-1]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
+
+
+# --- the desired cache and the one-shot commands, on real files -------------------------------------
+
+from reconciler.spec import DesiredCache, Unsettled  # noqa: E402
+from reconciler.watch import IN_CLOSE_WRITE, IN_MODIFY, IN_MOVED_TO, WriteTracker  # noqa: E402
+
+
+def _old(path: Path) -> None:
+    """Backdate a file, as one written long ago."""
+    past = time.time() - 3600
+    os.utime(path, (past, past))
+
+
+def _write(desired: Path, name: str, ids: list[str], *, old: bool = True) -> Path:
+    path = desired / name
+    path.write_text("---\n".join(_document(rid, "v1") for rid in ids))
+    if old:
+        _old(path)
+    return path
+
+
+def _loads(cache: DesiredCache, desired: Path):
+    try:
+        return cache.load(directory=desired)
+    except Unsettled:
+        return None
+
+
+def test_the_cache_holds_a_young_file_until_it_settles(tmp_path):
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    _write(desired, "a.yaml", ["alpha"], old=False)
+    cache = DesiredCache(settle=0.3)
+    with pytest.raises(Unsettled) as held:
+        cache.load(directory=desired)
+    assert held.value.files == [str(desired / "a.yaml").removeprefix(os.getcwd() + "/")] and held.value.wait > 0
+    assert list(wait_for(lambda: _loads(cache, desired), what="a.yaml settled").resources) == ["alpha"]
+
+
+def test_a_vanished_file_counts_as_gone_only_after_the_settle(tmp_path):
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    _write(desired, "a.yaml", ["alpha"])
+    _write(desired, "b.yaml", ["bravo"])
+    cache = DesiredCache(settle=0.3)
+    assert set(cache.load(directory=desired).resources) == {"alpha", "bravo"}
+    (desired / "b.yaml").unlink()
+    with pytest.raises(Unsettled):
+        cache.load(directory=desired)
+    assert set(wait_for(lambda: _loads(cache, desired), what="b.yaml confirmed gone").resources) == {"alpha"}
+
+
+def test_an_atomic_save_counts_at_once_but_a_save_that_drops_resources_waits(tmp_path):
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    _write(desired, "a.yaml", ["alpha", "bravo"])
+    tracker = WriteTracker()
+    tracker.active = True
+    cache = DesiredCache(settle=30, writes=tracker)  # only the watcher can make a young file count
+    cache.load(directory=desired)
+    _write(desired, ".b.tmp", ["charlie"], old=False).rename(desired / "b.yaml")
+    tracker.event(str(desired / "b.yaml"), IN_MOVED_TO)
+    assert set(cache.load(directory=desired).resources) == {"alpha", "bravo", "charlie"}
+    _write(desired, ".a.tmp", ["alpha"], old=False).rename(desired / "a.yaml")  # drops bravo
+    tracker.event(str(desired / "a.yaml"), IN_MOVED_TO)
+    with pytest.raises(Unsettled):
+        cache.load(directory=desired)
+
+
+def test_a_file_held_open_by_its_writer_never_counts_however_old(tmp_path):
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    _write(desired, "a.yaml", ["alpha"])
+    tracker = WriteTracker()
+    tracker.active = True
+    cache = DesiredCache(settle=0.01, writes=tracker)
+    cache.load(directory=desired)
+    path = _write(desired, "a.yaml", ["alpha", "bravo"])  # old mtime: the clock alone would accept it
+    tracker.event(str(path), IN_MODIFY)
+    with pytest.raises(Unsettled):
+        cache.load(directory=desired)
+    tracker.event(str(path), IN_CLOSE_WRITE)
+    assert set(cache.load(directory=desired).resources) == {"alpha", "bravo"}
+
+
+def test_plan_waits_for_a_file_being_written_in_slices(project):
+    import threading
+
+    from tests.support import run_cli
+
+    path = project / "desired" / "fleet.yaml"
+    pieces = _slices(_fleet(_refs()), 6, "deploy_ref: v1.4.2")
+    path.write_text(pieces[0])
+
+    def rest() -> None:
+        for piece in pieces[1:]:
+            time.sleep(0.15)
+            with path.open("a") as stream:
+                stream.write(piece)
+
+    writer = threading.Thread(target=rest)
+    writer.start()
+    done = run_cli(project, "plan", RECONCILER_SETTLE="1.0")
+    writer.join()
+    assert done.returncode == 0, done.stderr
+    assert "Plan: 6 to create" in done.stdout
+
+
+def test_a_bad_settle_value_is_a_clear_error(project):
+    from tests.support import run_cli
+
+    done = run_cli(project, "validate", RECONCILER_SETTLE="soon")
+    assert done.returncode == 1 and "RECONCILER_SETTLE='soon': expected seconds" in done.stderr
