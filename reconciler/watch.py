@@ -14,6 +14,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import os
+import stat
 import struct
 import threading
 import time
@@ -65,6 +66,8 @@ class WriteTracker:
             return WriteHint.ARRIVED if self._arrived.get(key) == stamp else WriteHint.UNKNOWN
 
     def event(self, path: str, mask: int) -> None:
+        if mask & IN_CREATE and not _empty_regular(path):
+            mask &= ~IN_CREATE  # a symlink, a hard link, a FIFO: created whole, nobody writes to it
         with self._lock:
             if mask & (IN_MODIFY | IN_CREATE):
                 self._writing[path] = time.monotonic()
@@ -85,6 +88,15 @@ class WriteTracker:
         with self._lock:
             self._writing.clear()
             self._arrived.clear()
+
+
+def _empty_regular(path: str) -> bool:
+    """A just-created empty regular file: its writer has opened it and has not written yet."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == 0
 
 
 class _Inotify:

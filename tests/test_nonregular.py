@@ -52,3 +52,20 @@ def test_the_daemon_reports_a_fifo_and_still_stops_on_sigterm(project, daemons):
                          for e in log_events(project)), what="the FIFO named in the log")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
+
+
+def test_a_fifo_or_symlink_created_while_the_daemon_runs_is_judged_at_once(project, daemons):
+    from tests.support import statuses
+
+    proc = start_daemon(project, "--resync", "30", RECONCILER_SETTLE="0.1")
+    daemons.append(proc)
+    wait_for(lambda: statuses(project).get("a") == "active", what="a active")
+    shared = project / "shared.yaml"
+    shared.write_text("resource_id: b\nowner: o\nregion: r\ndeploy_ref: v1\n")
+    (project / "desired" / "b.yaml").symlink_to(shared)  # IN_CREATE with no write to follow
+    wait_for(lambda: statuses(project).get("b") == "active", what="b (a symlink) active")
+    os.mkfifo(project / "desired" / "late.yaml")
+    wait_for(lambda: any("late.yaml" in str(e.get("file", "")) for e in log_events(project)),
+             what="the FIFO reported (not held as a file being written)")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
