@@ -125,7 +125,8 @@ def _edit(*, desired, log: str, offset: int, number: int, atomic: bool) -> tuple
 def _in_place_row(in_place: list[float], base_count: int) -> list[Row]:
     if not in_place:
         return []
-    return [Row(id=ID, what="in-place save → script start, p50", size=f"{base_count:,} res + {len(in_place)} new files",
+    size = f"{base_count:,} res + {len(in_place)} new files"
+    return [Row(id=ID, what="in-place save → script start, p50", size=size,
                 seconds=percentile(in_place, 50), peer="—", peer_seconds=None, goal="(info)",
                 repeats=f"{len(in_place)} edits",
                 note=f"open/write/close, no rename: counts once unchanged for the settle interval (0.15 s); "

@@ -20,7 +20,17 @@ from pydantic import ValidationError
 
 from .errors import SpecError, SpecProblem
 from .models import SPEC_FIELDS, ResourceSpec, spec_hash
-from .settle import DEFAULT_SETTLE, UNREADABLE, NotRegular, Settler, Stamp, WriteHint, WriteHints, open_regular, stamp_of
+from .settle import (
+    DEFAULT_SETTLE,
+    UNREADABLE,
+    NotRegular,
+    Settler,
+    Stamp,
+    WriteHint,
+    WriteHints,
+    open_regular,
+    stamp_of,
+)
 from .yamlfast import Document, YamlProblem, load_documents
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
