@@ -19,6 +19,7 @@ from typing import Any, Mapping, Protocol
 
 from .errors import SpecError, SpecProblem
 from .models import TARGET_PATTERN, ResourceSpec
+from .settle import NotRegular, open_regular
 from .yamlfast import YamlProblem, load_documents
 
 TARGETS_FILE = "targets.yaml"
@@ -86,12 +87,14 @@ def read_targets_file(*, path: Path) -> TargetsFile | None:
     """provision/targets.yaml, or None when there is none; SpecError names file, line and key."""
     name = str(path)
     try:
-        with open(path, "rb") as stream:
+        with open_regular(path) as stream:
             documents = load_documents(stream)
     except FileNotFoundError:
         return None
     except YamlProblem as exc:
         raise SpecError([SpecProblem(name, exc.line, exc.field, exc.message)]) from None
+    except NotRegular as exc:
+        raise SpecError([SpecProblem(name, 0, "", str(exc.strerror))]) from None
     except OSError as exc:
         raise SpecError([SpecProblem(name, 0, "", f"cannot read: {exc.strerror}")]) from None
     values = [doc for doc in documents if doc.value is not None]

@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "watch": {"settle"},
     "spec": {"models", "errors", "yamlfast", "settle"},
     # the runtime targets provision/ provides (floor 2: reads provision/targets.yaml)
-    "targets": {"models", "errors", "yamlfast"},
+    "targets": {"models", "errors", "yamlfast", "settle"},
     "plan": {"models"},
     "render": {"plan", "models"},
     "retry": set(),

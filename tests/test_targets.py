@@ -113,3 +113,12 @@ def test_the_daemon_refuses_an_unknown_target_in_a_file(project, daemons):
     wait_for(lambda: any("did you mean 'kubernetes'" in str(e.get("problem")) for e in log_events(project)),
              what="the unknown target in the log")
     assert runs(project) == []
+
+
+def test_a_fifo_named_targets_yaml_is_refused_not_waited_on(project):
+    import os
+
+    os.mkfifo(project / "provision" / "targets.yaml")
+    write_resources(project, {"a": {}})
+    done = run_cli(project, "plan", timeout=30)
+    assert done.returncode == 1 and "targets.yaml: not a regular file (a FIFO)" in done.stderr
