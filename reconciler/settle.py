@@ -113,6 +113,28 @@ def settle_from_env(environ: Mapping[str, str] = os.environ) -> float:
     return value
 
 
+def git_index_lock(directory: Path) -> Path | None:
+    """The index.lock of the git work tree holding `directory` (None outside git).
+
+    git holds it for a whole checkout or pull, including the moments a file is unlinked while its
+    filters (git-lfs, git-crypt) run: while it exists, nothing that changed is settled.
+    """
+    start = Path(directory).resolve()
+    for parent in (start, *start.parents):
+        dot = parent / ".git"
+        if dot.is_dir():
+            return dot / "index.lock"
+        if dot.is_file():  # a worktree or submodule: "gitdir: <path>"
+            try:
+                with open_regular(dot) as stream:
+                    text = stream.read(4096).decode(errors="replace").strip()
+            except OSError:
+                return None
+            return (parent / text.removeprefix("gitdir:").strip()) / "index.lock" if text.startswith("gitdir:") \
+                else None
+    return None
+
+
 class Settler:
     """The settle bookkeeping of one reader: when each stamp was first seen, when each path went missing.
 
@@ -121,9 +143,10 @@ class Settler:
     clock, whatever the watcher saw.
     """
 
-    def __init__(self, *, settle: float, writes: WriteHints | None = None,
+    def __init__(self, *, settle: float, writes: WriteHints | None = None, git_lock: Path | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], int] = time.time_ns) -> None:
         self.settle = settle
+        self.git_lock = git_lock
         # a torn read or a file still being written never counts, even with a zero settle interval
         self.recheck = max(settle, 0.02)
         self.writes = writes
@@ -142,6 +165,10 @@ class Settler:
             since = self._missing.setdefault(path, now)
             longest = max(longest, self.settle - (now - since))
         return max(0.0, longest)
+
+    def git_busy(self) -> bool:
+        """A git checkout or pull is running in the work tree that holds desired/."""
+        return self.git_lock is not None and os.path.lexists(self.git_lock)
 
     def forget(self, paths: Iterable[Path]) -> None:
         """Paths whose absence was accepted: the next time they appear, they are new files."""

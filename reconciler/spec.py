@@ -28,6 +28,7 @@ from .settle import (
     Stamp,
     WriteHint,
     WriteHints,
+    git_index_lock,
     open_regular,
     stamp_of,
 )
@@ -91,13 +92,15 @@ def load_desired(*, directory: Path, settle: float = DEFAULT_SETTLE) -> DesiredS
     directory = Path(directory)
     if not directory.is_dir():
         raise SpecError([SpecProblem(str(directory), 0, "", "desired directory does not exist")])
-    settler = Settler(settle=settle)
+    settler = Settler(settle=settle, git_lock=git_index_lock(directory))
     patience = max(SETTLE_PATIENCE, 20 * settle)
     deadline = time.monotonic() + patience
     while True:
         paths = desired_files(directory)
         before = {path: stamp_of(path) for path in paths}
         wait = settler.wait(changed=before, gone=(), strict=True)
+        if wait <= 0 and settler.git_busy():
+            wait = settler.recheck
         if wait <= 0:
             problems: list[SpecProblem] = []
             with _no_gc_pauses():
@@ -106,8 +109,10 @@ def load_desired(*, directory: Path, settle: float = DEFAULT_SETTLE) -> DesiredS
                 return _combine(files=files, problems=problems)
             wait = settle
         if time.monotonic() + wait > deadline:
-            raise SpecError([SpecProblem(str(directory), 0, "", f"files kept changing for {patience:.0f} s; "
-                                         "run again once they are written")])
+            why = (f"{settler.git_lock} stayed for {patience:.0f} s (a git operation running, or a crashed one's "
+                   "lock to remove)" if settler.git_busy() else
+                   f"files kept changing for {patience:.0f} s; run again once they are written")
+            raise SpecError([SpecProblem(str(directory), 0, "", why)])
         time.sleep(wait)
 
 
@@ -162,6 +167,7 @@ class DesiredCache:
         self._forget = False
         self._writes = writes
         self._settler = Settler(settle=settle, writes=writes)
+        self._lock_for: Path | None = None  # the directory whose git index.lock the settler watches
         self.generation = 0
 
     def forget(self) -> None:
@@ -174,6 +180,8 @@ class DesiredCache:
             raise SpecError([SpecProblem(str(directory), 0, "", "desired directory does not exist")])
         if self._forget:
             self._forget, self._parsed, self._state = False, {}, None
+        if self._lock_for != directory:
+            self._settler.git_lock, self._lock_for = git_index_lock(directory), directory
         files = {path: self._entry(path) for path in desired_files(directory)}
         self._parsed = files
         gone = [path for path in self._accepted if path not in files]
@@ -195,9 +203,12 @@ class DesiredCache:
         return self._state
 
     def _hold(self, *, changed: dict[Path, Stamp | None], gone: list[Path], strict: bool) -> None:
+        files = [display_path(path) for path in [*changed, *gone]]
         wait = self._settler.wait(changed=changed, gone=gone, strict=strict)
+        if wait <= 0 and self._settler.git_busy():
+            wait, files = self._settler.recheck, [*files, f"{self._settler.git_lock} (a git checkout is running)"]
         if wait > 0:
-            raise Unsettled(wait=wait, files=[display_path(path) for path in [*changed, *gone]])
+            raise Unsettled(wait=wait, files=files)
 
     def _entry(self, path: Path) -> _Entry:
         stamp = stamp_of(path)

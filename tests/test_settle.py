@@ -131,11 +131,14 @@ def _git(cwd: Path, *args: str) -> str:
     return done.stdout
 
 
-def test_a_git_pull_of_a_multi_file_change_tears_nothing_down(tmp_path, daemons):
+@pytest.mark.parametrize("smudge, settle", [("0.3", "1.0"), ("1.5", "0.3")],
+                         ids=["filter-within-settle", "filter-slower-than-settle"])
+def test_a_git_pull_of_a_multi_file_change_tears_nothing_down(tmp_path, daemons, smudge, settle):
     """git unlinks each changed file, runs its filters, then writes it: each file vanishes for a moment.
 
-    The checkout uses a smudge filter that takes 0.3 s per file (as git-lfs or git-crypt take time), so
-    the moment a file is missing is long enough for any pass to see it.
+    The checkout uses a smudge filter that takes a while per file (as git-lfs or git-crypt do), so the
+    moment a file is missing is long enough for any pass to see it. When the filter is slower than
+    the settle interval, the index.lock git holds for the whole checkout keeps the daemon waiting.
     """
     upstream = tmp_path / "upstream"
     (upstream / "desired").mkdir(parents=True)
@@ -149,9 +152,9 @@ def test_a_git_pull_of_a_multi_file_change_tears_nothing_down(tmp_path, daemons)
     project = make_project(tmp_path / "checkout-parent")
     checkout = project / "repo"
     _git(project, "clone", "-q", str(upstream), str(checkout))
-    _git(checkout, "config", "filter.slow.smudge", "sleep 0.3; cat")
+    _git(checkout, "config", "filter.slow.smudge", f"sleep {smudge}; cat")
     _git(checkout, "config", "filter.slow.clean", "cat")
-    daemons.append(start_daemon(project, "--resync", "0.5", RECONCILER_SETTLE="1.0",
+    daemons.append(start_daemon(project, "--resync", "0.5", RECONCILER_SETTLE=settle,
                                 RECONCILER_DESIRED=str(checkout / "desired")))
     wait_for(lambda: _converged(project, _refs()), timeout=30, what="six resources active")
     before = len(_started(project))
@@ -293,3 +296,20 @@ def test_a_bad_settle_value_is_a_clear_error(project):
 
     done = run_cli(project, "validate", RECONCILER_SETTLE="soon")
     assert done.returncode == 1 and "RECONCILER_SETTLE='soon': expected seconds" in done.stderr
+
+
+def test_plan_waits_while_git_holds_the_index_lock(project):
+    import threading
+
+    from tests.support import run_cli
+
+    _git(project, "init", "-q")
+    (project / "desired" / "fleet.yaml").write_text(_fleet(_refs()))
+    _old(project / "desired" / "fleet.yaml")
+    lock = project / ".git" / "index.lock"
+    lock.write_text("")
+    threading.Timer(1.0, lock.unlink).start()
+    started = time.monotonic()
+    done = run_cli(project, "plan", RECONCILER_SETTLE="0.1")
+    assert done.returncode == 0 and "Plan: 6 to create" in done.stdout
+    assert time.monotonic() - started >= 1.0  # a lower bound: it waited for the lock to go
