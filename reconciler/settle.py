@@ -28,6 +28,8 @@ from typing import BinaryIO, Callable, Iterable, Mapping, NamedTuple, Protocol
 
 # Seconds a changed file must stay unchanged before its content counts (RECONCILER_SETTLE, --settle).
 DEFAULT_SETTLE = 0.15
+# How often to look again while git holds its index.lock (a crashed git can leave it for good).
+GIT_RECHECK = 0.5
 SETTLE_ENV = "RECONCILER_SETTLE"
 
 

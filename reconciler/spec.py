@@ -22,6 +22,7 @@ from .errors import SpecError, SpecProblem
 from .models import SPEC_FIELDS, ResourceSpec, spec_hash
 from .settle import (
     DEFAULT_SETTLE,
+    GIT_RECHECK,
     UNREADABLE,
     NotRegular,
     Settler,
@@ -100,7 +101,7 @@ def load_desired(*, directory: Path, settle: float = DEFAULT_SETTLE) -> DesiredS
         before = {path: stamp_of(path) for path in paths}
         wait = settler.wait(changed=before, gone=(), strict=True)
         if wait <= 0 and settler.git_busy():
-            wait = settler.recheck
+            wait = GIT_RECHECK
         if wait <= 0:
             problems: list[SpecProblem] = []
             with _no_gc_pauses():
@@ -206,7 +207,7 @@ class DesiredCache:
         files = [display_path(path) for path in [*changed, *gone]]
         wait = self._settler.wait(changed=changed, gone=gone, strict=strict)
         if wait <= 0 and self._settler.git_busy():
-            wait, files = self._settler.recheck, [*files, f"{self._settler.git_lock} (a git checkout is running)"]
+            wait, files = GIT_RECHECK, [*files, f"{self._settler.git_lock} (a git checkout is running)"]
         if wait > 0:
             raise Unsettled(wait=wait, files=files)
 

@@ -313,3 +313,19 @@ def test_plan_waits_while_git_holds_the_index_lock(project):
     done = run_cli(project, "plan", RECONCILER_SETTLE="0.1")
     assert done.returncode == 0 and "Plan: 6 to create" in done.stdout
     assert time.monotonic() - started >= 1.0  # a lower bound: it waited for the lock to go
+
+
+def test_the_index_lock_of_a_worktree_is_found_through_its_gitdir_file(tmp_path):
+    from reconciler.settle import git_index_lock
+
+    main = tmp_path / "main"
+    main.mkdir()
+    _git(main, "init", "-q", "-b", "main")
+    (main / "desired").mkdir()
+    (main / "desired" / "a.yaml").write_text(_document("alpha", "v1"))
+    _git(main, "add", ".")
+    _git(main, "commit", "-q", "-m", "one")
+    _git(main, "worktree", "add", "-q", str(tmp_path / "wt"), "-b", "other")
+    assert git_index_lock(main / "desired") == (main / ".git" / "index.lock").resolve()
+    assert git_index_lock(tmp_path / "wt" / "desired") == (main / ".git" / "worktrees" / "wt" / "index.lock").resolve()
+    assert git_index_lock(tmp_path) is None
