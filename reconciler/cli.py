@@ -1,17 +1,19 @@
 """The `reconciler` command line: argument parsing and exit codes only; the work happens below.
 
-Exit codes follow Terraform: 0 success, 1 error (bad input, failed job, refused plan), and with
-`--detailed-exitcode` 2 when the plan has changes. Bad input never shows a traceback.
+Exit codes follow Terraform: 0 success, 1 error (bad input, a usage error, failed job, refused plan), and
+with `--detailed-exitcode` 2 when the plan has changes or retries pending. Bad input never shows a
+traceback; when stderr carries JSON logs, errors are JSON lines too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, NoReturn
 
 import click
 
@@ -28,9 +30,19 @@ class Settings:
     work_dir: Path
 
 
-def _fail(message: str) -> None:
-    click.echo(f"Error: {message}", err=True)
+def _fail(message: str) -> NoReturn:
+    _error(message)
     sys.exit(1)
+
+
+def _error(message: str, **fields: Any) -> None:
+    """One error for the user: `Error: …`, or a JSON line when stderr carries JSON logs (journalctl | jq)."""
+    from .logs import error_line, logs_are_json
+
+    if logs_are_json():
+        error_line(event="error", error=message, **fields)
+    else:
+        click.echo(f"Error: {message}", err=True)
 
 
 def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -40,23 +52,85 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except SpecError as exc:
-            for problem in exc.problems:
-                click.echo(f"error: {problem}", err=True)
+            _spec_problems(exc)
             count = len(exc.problems)
             _fail(f"{count} problem{'s' if count != 1 else ''} in the desired state; nothing was changed")
         except ReconcilerError as exc:
             _fail(str(exc))
+        except Exception as exc:  # a bug: with JSON logs it still leaves one JSON line, with its traceback
+            if not _json_logs():
+                raise
+            import traceback
+
+            _fail_json_bug(exc, traceback.format_exc())
 
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
     return wrapper
 
 
+def _spec_problems(exc: SpecError) -> None:
+    if not _json_logs():
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        return
+    from .logs import error_line
+
+    for problem in exc.problems:
+        error_line(event="desired state does not load", file=problem.file, line=problem.line,
+                   field=problem.field, problem=problem.message)
+
+
+def _fail_json_bug(exc: Exception, trace: str) -> NoReturn:
+    from .logs import error_line
+
+    error_line(event="unexpected error", error=f"{type(exc).__name__}: {exc}", exception=trace)
+    sys.exit(1)
+
+
+def _json_logs() -> bool:
+    from .logs import logs_are_json
+
+    return logs_are_json()
+
+
+class _UsageExit1(click.Group):
+    """Usage errors exit 1, as Terraform's do: 2 means "changes present" under `plan --detailed-exitcode`."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _usage_errors_exit_1():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _usage_errors_exit_1():
+            return super().invoke(ctx)
+
+
+class _JsonUsageError(click.UsageError):
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        from .logs import error_line
+
+        error_line(event="usage error", error=self.format_message())
+
+
+@contextlib.contextmanager
+def _usage_errors_exit_1() -> Iterator[None]:
+    try:
+        yield
+    except click.UsageError as exc:
+        if _json_logs():
+            raise _JsonUsageError(exc.format_message(), ctx=exc.ctx) from None
+        exc.exit_code = 1
+        raise
+
+
 def _colour() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_UsageExit1, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--desired", type=click.Path(path_type=Path), default="desired", show_default=True,
               envvar="RECONCILER_DESIRED", help="Directory of desired-state YAML files [env: RECONCILER_DESIRED].")
 @click.option("--db", default="reconciler.db", show_default=True, envvar="RECONCILER_DB",
@@ -70,7 +144,8 @@ def _colour() -> bool:
 @click.pass_context
 def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: Path) -> None:
     """Reconcile desired/ (YAML in git) with the observed fleet by running your provisioning scripts."""
-    ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir)
+    # Absolute: scripts run inside their work dir, so a relative RECONCILER_WORKDIR would nest twice.
+    ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir.absolute())
 
 
 @main.command()
@@ -104,7 +179,8 @@ _plan_options = _options(
 
 @main.command()
 @_plan_options
-@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when no changes, 1 on error, 2 when there are changes.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when no changes, 1 on error, 2 when there are changes or retries/jobs pending.")
 @click.pass_obj
 @_guarded
 def plan(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool,
@@ -125,7 +201,7 @@ def _show_plan(*, settings: Settings, output: str, targets: tuple[str, ...], all
     click.echo(text, nl=False)
     if view.plan.refusal:
         sys.exit(1)
-    if detailed_exitcode and view.plan.has_changes:
+    if detailed_exitcode and (view.plan.has_changes or view.plan.pending):
         sys.exit(2)
 
 
@@ -294,7 +370,7 @@ def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_a
 @click.pass_obj
 @_guarded
 def check(settings: Settings, concurrency: int, timeout: float, unhealthy_after: int) -> None:
-    """Health-check every active resource's URL now, record it, and print a summary."""
+    """Health-check every active resource's URL now, record it, and print a summary (exit 1 if any failed)."""
     import asyncio
 
     from .daemon import run_drift_pass
@@ -310,6 +386,8 @@ def check(settings: Settings, concurrency: int, timeout: float, unhealthy_after:
     counts = report.summary()
     click.echo(f"Checked {counts['checked']}: {counts['healthy']} healthy, {counts['failed']} failed, "
                f"{counts['turned_unhealthy']} turned unhealthy.")
+    if report.failures:  # any failed check of this run, whatever --unhealthy-after says about the state
+        sys.exit(1)
 
 
 @main.command("export")
