@@ -218,6 +218,19 @@ def _plan_view(*, settings: Settings, targets: tuple[str, ...], allow_mass_delet
                      api=store.api_desired() if store else None)
 
 
+def _refuse_while_daemon_runs(*, settings: Settings, command: str) -> None:
+    """A missing database has no daemon; an existing one is asked, then closed again."""
+    from .coordination import refuse_while_daemon_runs
+
+    store = _read_store(settings)
+    if store is None:
+        return
+    try:
+        refuse_while_daemon_runs(store=store, command=command)
+    finally:
+        store.close()
+
+
 def _read_store(settings: Settings) -> Any:
     """The store for read-only commands: a missing database reads as an empty fleet, and is not created."""
     from .store import exists, open_store
@@ -276,9 +289,14 @@ def apply(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_
 @_guarded
 def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, parallelism: int, timeout: float,
             retry_base: float, retry_cap: float) -> None:
-    """Tear down every resource (or --target ones) as if desired/ were empty; protected ones are kept."""
+    """Tear down every resource (or --target ones) as if desired/ were empty; protected ones are kept.
+
+    Refused while a daemon holds the database: its next pass would create everything again.
+    """
     from .apply import ApplyOptions, run_apply
     from .retry import RetryPolicy
+
+    _refuse_while_daemon_runs(settings=settings, command="destroy")
 
     options = ApplyOptions(targets=targets, allow_mass_delete=True, yes=yes, parallelism=parallelism,
                            timeout=timeout, retry=RetryPolicy(base=retry_base, cap=retry_cap), output="text",
@@ -404,16 +422,24 @@ def export_(settings: Settings) -> None:
 
 @main.command("import")
 @click.argument("source", type=click.File("r"))
-@click.option("--replace", is_flag=True, help="Overwrite a database that already holds rows.")
+@click.option("--replace", is_flag=True,
+              help="Overwrite a database that already holds rows (refused while a daemon runs on it).")
 @click.pass_obj
 @_guarded
 def import_(settings: Settings, source: Any, replace: bool) -> None:
-    """Load an export (SOURCE, or - for stdin) into the --db store; refuses a non-empty one unless --replace."""
+    """Load an export (SOURCE, or - for stdin) into the --db store; refuses a non-empty one unless --replace.
+
+    --replace is refused while a daemon holds the database.
+    """
     from .portable import import_document
     from .store import open_store, redact
 
-    counts = import_document(store=open_store(url=settings.db), text=source.read(), name=source.name,
-                             replace=replace)
+    store = open_store(url=settings.db)
+    if replace:
+        from .coordination import refuse_while_daemon_runs
+
+        refuse_while_daemon_runs(store=store, command="import --replace")
+    counts = import_document(store=store, text=source.read(), name=source.name, replace=replace)
     summary = ", ".join(f"{count} {table}" for table, count in counts.items())
     click.echo(f"Imported into {redact(settings.db)}: {summary}.")
 
