@@ -84,7 +84,8 @@ class _Sink:
         with self._count_lock:
             count, self._unreported = self._unreported, 0
         if count and not self._emit(self.note(count) + "\n"):
-            self._drop(count)
+            with self._count_lock:  # still unreported; already counted as dropped
+                self._unreported += count
 
     def _emit(self, line: str) -> bool:
         if self._broken:

@@ -98,3 +98,53 @@ def test_a_log_call_that_raises_does_not_leave_the_daemon_stopping_forever(proje
         return daemon._stop.is_set()
 
     assert asyncio.run(stop_once())
+
+
+# --- the sink itself, on a real pipe --------------------------------------------------------------
+
+
+def _pipe(*, size: int = 4096) -> tuple[int, object]:
+    import os
+
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, size)
+    return read_fd, os.fdopen(write_fd, "w")
+
+
+def test_the_sink_drops_and_counts_what_a_full_pipe_cannot_take_then_reports_it():
+    import os
+    import select
+
+    from reconciler.logs import _Sink
+
+    read_fd, stream = _pipe()
+    sink = _Sink(stream=stream, capacity=50)
+    for i in range(2000):  # nobody reads: these calls must return at once all the same
+        sink.write(f"line {i:04d} " + "x" * 200)
+    assert sink.dropped > 0
+    assert not sink.flush(timeout=0.5)  # the writer waits on the full pipe; the flush gives up in time
+    seen = ""
+    deadline = time.monotonic() + EXIT_DEADLINE
+    while "log lines dropped" not in seen and time.monotonic() < deadline:
+        if select.select([read_fd], [], [], 0.2)[0]:
+            seen += os.read(read_fd, 65536).decode()
+        else:
+            sink.write("nudge")  # a line after the drops carries the count
+    assert "log lines dropped" in seen
+    lines = seen.splitlines()
+    assert all(line.startswith(("line ", "nudge", "[warning]")) for line in lines[:-1])  # whole lines only
+    os.close(read_fd)
+
+
+def test_the_sink_survives_a_pipe_whose_reader_went_away():
+    import os
+
+    from reconciler.logs import _Sink
+
+    read_fd, stream = _pipe()
+    os.close(read_fd)
+    sink = _Sink(stream=stream)
+    for i in range(10):
+        sink.write(f"line {i}")  # EPIPE inside the writer: never raised here
+    assert sink.flush(timeout=EXIT_DEADLINE)
+    assert sink.dropped == 10
