@@ -31,18 +31,14 @@ class Settings:
 
 
 def _fail(message: str) -> NoReturn:
-    _error(message)
-    sys.exit(1)
+    """`Error: …` and exit 1; a JSON line instead when stderr carries JSON logs (journalctl | jq)."""
+    if _json_logs():
+        from .logs import error_line
 
-
-def _error(message: str, **fields: Any) -> None:
-    """One error for the user: `Error: …`, or a JSON line when stderr carries JSON logs (journalctl | jq)."""
-    from .logs import error_line, logs_are_json
-
-    if logs_are_json():
-        error_line(event="error", error=message, **fields)
+        error_line(event="error", error=message)
     else:
         click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
 
 
 def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,12 +53,6 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
             _fail(f"{count} problem{'s' if count != 1 else ''} in the desired state; nothing was changed")
         except ReconcilerError as exc:
             _fail(str(exc))
-        except Exception as exc:  # a bug: with JSON logs it still leaves one JSON line, with its traceback
-            if not _json_logs():
-                raise
-            import traceback
-
-            _fail_json_bug(exc, traceback.format_exc())
 
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
@@ -79,13 +69,6 @@ def _spec_problems(exc: SpecError) -> None:
     for problem in exc.problems:
         error_line(event="desired state does not load", file=problem.file, line=problem.line,
                    field=problem.field, problem=problem.message)
-
-
-def _fail_json_bug(exc: Exception, trace: str) -> NoReturn:
-    from .logs import error_line
-
-    error_line(event="unexpected error", error=f"{type(exc).__name__}: {exc}", exception=trace)
-    sys.exit(1)
 
 
 def _json_logs() -> bool:

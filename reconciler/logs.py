@@ -205,11 +205,18 @@ def _route_stdlib_logging() -> None:
 
 def _render(*, level: str, event: str, **fields: Any) -> str:
     """One line in the configured format, for the lines that do not come through structlog."""
-    stamp = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
     if _json_lines:
-        return json.dumps({"event": event, **fields, "level": level, "timestamp": stamp}, default=str)
+        return _json_line(level=level, event=event, **fields)
     extra = "".join(f" {key}={value}" for key, value in fields.items())
-    return f"{stamp} [{level:<9}] {event}{extra}"
+    return f"{_now()} [{level:<9}] {event}{extra}"
+
+
+def _json_line(*, level: str, event: str, **fields: Any) -> str:
+    return json.dumps({"event": event, **fields, "level": level, "timestamp": _now()}, default=str)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def logs_are_json() -> bool:
@@ -219,8 +226,7 @@ def logs_are_json() -> bool:
 
 def error_line(*, event: str, **fields: Any) -> None:
     """A fatal error as one JSON line on stderr (through the sink once logging runs)."""
-    line = json.dumps({"event": event, **fields, "level": "error",
-                       "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}, default=str)
+    line = _json_line(level="error", event=event, **fields)
     if _sink is not None:
         _sink.write(line)
         return
@@ -234,11 +240,6 @@ def error_line(*, event: str, **fields: Any) -> None:
 def flush(*, timeout: float = FLUSH_SECONDS) -> bool:
     """Write out queued lines, waiting at most `timeout` seconds (at exit: never hold up the stop)."""
     return _sink.flush(timeout=timeout) if _sink is not None else True
-
-
-def dropped_lines() -> int:
-    """Lines dropped so far because stderr could not take them."""
-    return _sink.dropped if _sink is not None else 0
 
 
 def get_logger(**bound: Any) -> Any:
