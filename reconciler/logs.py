@@ -19,6 +19,7 @@ import queue
 import select
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
@@ -56,10 +57,10 @@ class _Sink:
     def flush(self, *, timeout: float) -> bool:
         """Wait up to `timeout` seconds for queued lines to be written; True when all were."""
         done = self._queue.all_tasks_done
-        deadline = _monotonic() + timeout
+        deadline = time.monotonic() + timeout
         with done:
             while self._queue.unfinished_tasks:
-                left = deadline - _monotonic()
+                left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 done.wait(left)
@@ -118,12 +119,6 @@ def _fileno(stream: TextIO) -> int | None:
         return stream.fileno()
     except (OSError, ValueError, AttributeError):  # a stream without a descriptor (a test's capture)
         return None
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def json_wanted() -> bool:
