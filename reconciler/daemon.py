@@ -411,12 +411,14 @@ class Daemon:
     # --- signals and shutdown -----------------------------------------------------------------
 
     def stop(self) -> None:
+        """Set the stop event first: nothing after it (a log line, a notify) can keep the daemon running."""
         self.stopping = True
-        if not self._stop.is_set():
-            self.log.info("stopping", grace_s=self.options.stop_grace)
-            self.notifier.stopping()
-            self._stop.set()
-            self._dirty.set()
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._dirty.set()
+        self.notifier.stopping()
+        self.log.info("stopping", grace_s=self.options.stop_grace)
 
     def reload(self) -> None:
         """SIGHUP: re-read target settings and every desired file; READY=1 follows the next pass."""

@@ -40,6 +40,8 @@ ALLOWED: dict[str, set[str]] = {
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
     "apply": {"engine", "workers", "render", "store", "models", "errors", "plan", "spec", "logs", "retry"},
     "api": {"engine", "store", "models", "errors", "logs", "spec", "plan", "status"},
+    # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
+    "coordination": {"daemon", "store", "models", "errors", "runner", "workers"},
     "cli": None,  # type: ignore[dict-item]  # anything
 }
 
