@@ -96,8 +96,8 @@ class JobRunner:
         with self._lock:
             self._running[job.job_id] = None
         try:
-            self._bury_previous_run(job)
-            result = self._execute(job)
+            still_running = self._bury_previous_run(job)
+            result = self._result(job, still_running) if still_running else self._execute(job)
         finally:
             with self._lock:
                 self._running.pop(job.job_id, None)
@@ -130,12 +130,22 @@ class JobRunner:
                 kill_process_group(pgid=pgid, grace=grace)
         return len(groups)
 
-    def _bury_previous_run(self, job: Job) -> None:
-        """A reclaimed job's first script may still run (its worker died): end it before running again."""
-        from .runner import group_runs_job, kill_process_group
+    def _bury_previous_run(self, job: Job) -> Any:
+        """A reclaimed job's first script may still run (its worker died): end it before running again.
 
-        if job.script_pgid and job.script_host == HOST and group_runs_job(pgid=job.script_pgid, job_id=job.job_id):
-            kill_process_group(pgid=job.script_pgid, grace=self.config.grace)
+        Returns a failed outcome when it outlives SIGKILL (stuck in the kernel): the job is retried later
+        rather than started beside it. The row keeps naming that run until a new one records its own.
+        """
+        from .runner import ScriptOutcome, group_runs_job, kill_process_group
+
+        pgid = job.script_pgid
+        if not (pgid and job.script_host == HOST and group_runs_job(pgid=pgid, job_id=job.job_id)):
+            return None
+        kill_process_group(pgid=pgid, grace=self.config.grace)
+        if not group_runs_job(pgid=pgid, job_id=job.job_id):
+            return None
+        return ScriptOutcome(ok=False, exit_code=None, url=None, permanent=False, output_tail="", duration=0.0,
+                             error=f"not started: the previous run (process group {pgid}) survived SIGKILL")
 
     def _execute(self, job: Job) -> JobResult:
         if job.action is JobAction.REPLACE:
