@@ -18,6 +18,7 @@ Linux-first: group liveness reads /proc so that zombies (which still answer kill
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import select
@@ -63,6 +64,8 @@ DRAIN_AFTER_EXIT = 1.0
 POLL_INTERVAL = 0.05
 # SIGKILL cannot be ignored, so a group still present this long after it is stuck in the kernel.
 KILL_SETTLE = 5.0
+# Linux's MAX_ARG_STRLEN: one "NAME=value" string of the environment may not be longer (E2BIG).
+ENV_STRING_LIMIT = 128 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +147,17 @@ def run_script(
     problem = _unrunnable(script)
     if problem:
         return _failure(problem, started=started, permanent=True)
+    env: dict[str, str] = {}
     try:
         _prepare_workdir(workdir)
         env = script_env(spec=spec, action=action, workdir=workdir, job_id=job_id)
         proc = _spawn(script=script, env=env, workdir=workdir, guard=guard)
-    except (OSError, ValueError) as exc:  # ValueError: a spec value with a NUL byte cannot be an env var
-        return _failure(f"could not start {script}: {exc}", started=started, permanent=isinstance(exc, ValueError))
+    except OSError as exc:
+        if exc.errno == errno.E2BIG:  # the same spec fails the same way every time: not worth a retry soon
+            return _failure(_too_large(script=script, env=env), started=started, permanent=True)
+        return _failure(f"could not start {script}: {exc}", started=started)
+    except ValueError as exc:  # a spec value with a NUL byte cannot be an env var
+        return _failure(f"could not start {script}: {exc}", started=started, permanent=True)
     return _run_started(proc, started=started, timeout=timeout, grace=grace, needs_url=needs_url,
                         on_start=on_start, capture_bytes=capture_bytes)
 
@@ -171,6 +179,14 @@ def _run_started(proc: subprocess.Popen[bytes], *, started: float, timeout: floa
         streams.close()
     return _outcome(proc.returncode, stopped=stopped, timeout=timeout, needs_url=needs_url,
                     streams=streams, started=started)
+
+
+def _too_large(*, script: Path, env: dict[str, str]) -> str:
+    """E2BIG names no variable; name the largest ones (sizes only: values may be secrets)."""
+    sizes = sorted(((len(k) + len(v) + 2, k) for k, v in env.items()), reverse=True)[:2]
+    largest = ", ".join(f"{name} is {size // 1024} KiB" for size, name in sizes)
+    return (f"could not start {script}: its environment is too large for the kernel ({largest}; Linux allows "
+            f"{ENV_STRING_LIMIT // 1024} KiB per variable): make the spec's params smaller")
 
 
 def _unrunnable(script: Path) -> str | None:
