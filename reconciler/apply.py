@@ -7,6 +7,7 @@ failure's reason and output tail. It returns the exit status; cli.py only exits 
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from .models import utcnow
 from .plan import PlanPolicy
 from .retry import RetryPolicy
 from .render import render_json, render_text
+from .runner import dropped_env, read_pass_env
 from .spec import DesiredState
 from .store import open_store
 
@@ -50,6 +52,7 @@ class ApplyOptions:
 
 def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     store = open_store(url=settings.db)
+    config = _engine_config(settings=settings, options=options, store=store)  # bad settings: before any queueing
     expire_dead_leases(store=store, now=utcnow())
     view = _view(settings=settings, options=options, store=store)
     _show(view=view, options=options)
@@ -62,14 +65,16 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
         return 1
     commit = None if options.destroy else desired_commit(directory=settings.desired)
     enqueue(store=store, view=view, commit=commit)
+    _note_dropped_env(config)
     # A whole-fleet apply works the whole queue (an id list of 100k would cost every claim a scan);
     # with --target it claims only those resources' jobs.
-    finished = _run(store=store, settings=settings, options=options, scope=scope if options.targets else None)
-    finished += _follow_up(store=store, settings=settings, options=options, view=view, commit=commit)
+    finished = _run(store=store, config=config, options=options, scope=scope if options.targets else None)
+    finished += _follow_up(store=store, settings=settings, config=config, options=options, view=view,
+                           commit=commit)
     return _summarise(finished=finished, store=store, scope=scope)
 
 
-def _follow_up(*, store: Any, settings: Any, options: ApplyOptions, view: PlanView,
+def _follow_up(*, store: Any, settings: Any, config: EngineConfig, options: ApplyOptions, view: PlanView,
                commit: str | None) -> list[Finished]:
     """Resources that were busy when we planned get planned again once their job is done.
 
@@ -87,7 +92,7 @@ def _follow_up(*, store: Any, settings: Any, options: ApplyOptions, view: PlanVi
         for change in again.plan.changes:
             click.echo(f"~ {change.resource_id}: {change.action} ({change.reason}) after its earlier job", err=True)
         enqueue(store=store, view=again, commit=commit)
-        finished += _run(store=store, settings=settings, options=options, scope=plan_scope(again.plan))
+        finished += _run(store=store, config=config, options=options, scope=plan_scope(again.plan))
         waited = {change.resource_id for change in again.plan.waiting}
     return finished
 
@@ -125,10 +130,23 @@ def _confirmed(*, options: ApplyOptions) -> bool:
     return True
 
 
-def _run(*, store: Any, settings: Any, options: ApplyOptions, scope: set[str] | None) -> list[Finished]:
-    config = EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.timeout,
-                          retry=options.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
-                          guard_orphans=store.kind != "sqlite")
+def _engine_config(*, settings: Any, options: ApplyOptions, store: Any) -> EngineConfig:
+    return EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.timeout,
+                        retry=options.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
+                        guard_orphans=store.kind != "sqlite",
+                        pass_env=read_pass_env(provision_dir=settings.provision))
+
+
+def _note_dropped_env(config: EngineConfig) -> None:
+    """Say once which of our variables scripts do not get (names only), so a script that relied on one
+    says why it broke."""
+    dropped = dropped_env(environ=os.environ, pass_env=config.pass_env)
+    if dropped:
+        click.echo(f"Scripts run without {len(dropped)} variables of this environment: {', '.join(dropped)} "
+                   "(list them under pass_env in provision/targets.yaml to pass them).", err=True)
+
+
+def _run(*, store: Any, config: EngineConfig, options: ApplyOptions, scope: set[str] | None) -> list[Finished]:
     err = options.output == "json"
     if sys.stdout.isatty() and not err:
         drawing = threading.Lock()  # workers finish on many threads; the bar draws on one at a time

@@ -39,6 +39,8 @@ class EngineConfig:
     # end a script's group when its worker dies: needed when another machine may reclaim the job
     # (PostgreSQL); on one machine the reclaiming worker ends the orphan itself and this costs spawns
     guard_orphans: bool = True
+    # names or patterns of our environment scripts also get (provision/targets.yaml `pass_env`)
+    pass_env: tuple[str, ...] = ()
 
     def timeout_for(self, target: str) -> float:
         return self.target_timeouts.get(target, self.timeout)
@@ -165,7 +167,7 @@ class JobRunner:
             script=script, spec=spec, action=action, workdir=self.config.work_dir / job.resource_id,
             timeout=self.config.timeout_for(target), grace=self.config.grace, needs_url=action != "delete",
             job_id=job.job_id, on_start=lambda pgid: self._record_start(job, pgid),
-            guard=self.config.guard_orphans,
+            guard=self.config.guard_orphans, pass_env=self.config.pass_env,
         )
 
     def _record_start(self, job: Job, pgid: int) -> None:
