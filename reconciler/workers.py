@@ -12,6 +12,7 @@ import random
 import socket
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -53,6 +54,7 @@ class Finished:
     job: Job
     result: JobResult
     recorded: bool
+    handed_back: bool = False  # stopped by our own shutdown or interrupt; back in the queue
 
 
 def new_worker_id() -> str:
@@ -83,11 +85,12 @@ class JobRunner:
     """Runs claimed jobs: makes sure an earlier run is gone, runs the script(s), records the result."""
 
     def __init__(self, *, store: Any, config: EngineConfig, worker_id: str,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, no_more_claims: threading.Event | None = None) -> None:
         self.store = store
         self.config = config
         self.worker_id = worker_id
         self.rand = rand
+        self._no_more_claims = no_more_claims or threading.Event()  # set: finish without claiming the next
         self._running: dict[str, int | None] = {}  # job_id → process group of its current script
         self._lock = threading.Lock()
         self._abandoning = threading.Event()
@@ -106,9 +109,9 @@ class JobRunner:
         if self._abandoning.is_set() and not result.ok:
             # stopped by our own shutdown, not by the script's fault: the next start runs it again
             self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
-            return Finished(job=job, result=result, recorded=False), None
+            return Finished(job=job, result=result, recorded=False, handed_back=True), None
         now = utcnow()
-        if next_from is False or self._abandoning.is_set():
+        if next_from is False or self._abandoning.is_set() or self._no_more_claims.is_set():
             recorded = self.store.finish(job=job, worker=self.worker_id, result=result, now=iso(now))
             return Finished(job=job, result=result, recorded=recorded), None
         recorded, following = self.store.finish_and_claim(
@@ -210,7 +213,10 @@ class WorkerPool:
         self._stopped = threading.Event()
         self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
-        self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id)
+        self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id,
+                                 no_more_claims=self._stop_claiming)
+        self._abandon_requested = threading.Event()
+        self.deaths: list[str] = []  # apply: "thread: Error: message" of each worker that died
 
     # --- apply: work through a scope, then return ---
 
@@ -224,23 +230,65 @@ class WorkerPool:
                 finished.append(item)
             self.on_finish(item)
 
-        self._start(target=lambda: self._until_done_loop(scope, poll, record))
-        for thread in self._threads:
-            thread.join()
+        self._start(target=lambda: self._until_done_guarded(scope, poll, record))
+        self._join_until_done()
         self._stopped.set()
         return finished
 
+    def stop_claiming(self) -> None:
+        """First interrupt: claim nothing more; the scripts running now finish and are recorded."""
+        self._stop_claiming.set()
+
+    def abandon(self) -> None:
+        """Second interrupt: end the running scripts' groups and hand their jobs back (run_until_done does it)."""
+        self._stop_claiming.set()
+        self._abandon_requested.set()
+
+    def _join_until_done(self) -> None:
+        # joined with a timeout: the main thread must keep running signal handlers (interrupts) and
+        # act on abandon() while the workers wait for their scripts
+        abandoned = False
+        while alive := [thread for thread in self._threads if thread.is_alive()]:
+            if self._abandon_requested.is_set() and not abandoned:
+                abandoned = True
+                self._runner.abandon_all(grace=min(self.config.grace, 5.0))
+                continue
+            alive[0].join(0.1)
+
+    def _until_done_guarded(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
+        """A worker that dies must not pass for one that finished: it is recorded, the others stop claiming."""
+        try:
+            self._until_done_loop(scope, poll, record)
+        except BaseException as exc:  # noqa: BLE001 - every death is reported, whatever it is
+            self._stop_claiming.set()
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            self.deaths.append(f"{threading.current_thread().name} stopped: {type(exc).__name__}: {exc}"
+                               f" (at {Path(where.filename).name}:{where.lineno})")
+
     def _until_done_loop(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
         job: Job | None = None
-        while True:
-            job = job or self._claim(scope)
+        try:
+            while not self._stop_claiming.is_set() or job is not None:
+                job = job or self._claim(scope)
+                if job is not None:
+                    if self._stop_claiming.is_set():
+                        break  # claimed with the last finish, never started: handed back below
+                    finished, job = self._runner.run(job, next_from=scope)  # raises: `job` is handed back
+                    record(finished)
+                elif not self.store.count_open(resource_ids=scope):
+                    return
+                else:
+                    self._stop_claiming.wait(poll)
+        finally:
             if job is not None:
-                finished, job = self._runner.run(job, next_from=scope)
-                record(finished)
-            elif not self.store.count_open(resource_ids=scope):
-                return
-            else:
-                time.sleep(poll)
+                self._hand_back(job)
+
+    def _hand_back(self, job: Job) -> None:
+        """Back to the queue; if the store refuses, the lease lapses when this process stops renewing it."""
+        try:
+            self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
+        except Exception:  # noqa: BLE001 - already on a failure path; the lease is the fallback
+            pass
 
     # --- daemon: serve until told to stop ---
 
