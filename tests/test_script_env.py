@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.errors import ReconcilerError
 from reconciler.runner import read_pass_env, script_env
-from tests.support import make_project, run_cli, write_resources
+from tests.support import log_events, make_project, run_cli, start_daemon, statuses, wait_for, write_resources
 
 DUMP_ENV = """#!/bin/sh
 env -0 > "$RECONCILER_WORKDIR/env.bin"
@@ -48,6 +48,19 @@ def test_scripts_run_via_the_cli_get_only_the_allowed_variables(tmp_path):
     # apply says once which variables it held back, by name only
     assert "PGPASSWORD" in done.stderr and "RECONCILER_API_TOKEN" in done.stderr
     assert not [value for value in ("pg-secret-1", "api-secret-2", "gh-secret-3") if value in done.stderr]
+
+
+def test_the_daemon_logs_the_dropped_names_once_and_its_scripts_do_not_get_them(tmp_path, daemons):
+    project = make_project(tmp_path, provision=DUMP_ENV)
+    write_resources(project, {"r1": {}})
+    daemons.append(start_daemon(project, PGPASSWORD="pg-secret-1", RECONCILER_API_TOKEN="api-secret-2"))
+    wait_for(lambda: statuses(project) == {"r1": "active"}, what="r1 active")
+    env = _dumped(project, "r1")
+    assert "PGPASSWORD" not in env and "RECONCILER_API_TOKEN" not in env and "RECONCILER_DB" not in env
+    notes = [event for event in log_events(project) if "dropped" in event]
+    assert len(notes) == 1 and {"PGPASSWORD", "RECONCILER_API_TOKEN"} <= set(notes[0]["dropped"])
+    text = (project / "daemon.log").read_text()
+    assert "pg-secret-1" not in text and "api-secret-2" not in text
 
 
 def test_secret_prefixes_pass_only_when_named_exactly(tmp_path, monkeypatch):
