@@ -287,7 +287,7 @@ def _summarise(*, work: _Work, store: Any, scope: set[str]) -> int:
         click.echo(f"Error: a worker of this apply died: {death}", err=err)
     notes = [f"{handed_back} handed back to the queue" if handed_back else "",
              f"{others} finished by another worker" if others > 0 else "",
-             f"{len(pending)} not finished (their jobs stay queued for the next apply or the daemon)" if pending else ""]
+             f"{len(pending)} not finished (left in the queue for the next apply or the daemon)" if pending else ""]
     headline = "Apply interrupted" if work.interrupts.count else "Apply stopped" if work.deaths else "Apply complete"
     click.echo(f"{headline}: {ok} succeeded, {len(failed)} failed{''.join(f', {n}' for n in notes if n)}.", err=err)
     if work.interrupts.count:

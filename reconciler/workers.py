@@ -17,10 +17,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .models import Job, JobAction, JobResult, iso, utcnow
 from .retry import RetryPolicy, next_delay
+
+if TYPE_CHECKING:
+    from .runner import ScriptOutcome
 
 # The name this process uses for itself in leases; containers that share a hostname can set it apart.
 HOST = os.environ.get("RECONCILER_HOST") or socket.gethostname()
@@ -135,7 +138,7 @@ class JobRunner:
                 kill_process_group(pgid=pgid, grace=grace)
         return len(groups)
 
-    def _bury_previous_run(self, job: Job) -> Any:
+    def _bury_previous_run(self, job: Job) -> ScriptOutcome | None:
         """A reclaimed job's first script may still run (its worker died): end it before running again.
 
         Returns a failed outcome when it outlives SIGKILL (stuck in the kernel): the job is retried later

@@ -70,7 +70,7 @@ def test_apply_whose_worker_died_says_so_and_exits_1(tmp_path):
     project = make_project(tmp_path)
     write_resources(project, {rid: {} for rid in IDS})
     proc = subprocess.Popen([*reconciler_argv(), "apply", "--yes", "--parallelism", "1"], cwd=project,
-                            env=cli_env(project, SLEEP="0.5"), text=True, stdin=subprocess.DEVNULL,
+                            env=cli_env(project, SLEEP="1"), text=True, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for line in proc.stdout:
         if line.startswith("Plan:"):
@@ -80,10 +80,11 @@ def test_apply_whose_worker_died_says_so_and_exits_1(tmp_path):
     assert proc.wait(timeout=60) == 1, err
     assert "BrokenPipeError" in err and "worker" in err
     assert "finished by another worker" not in err
-    assert "2 not finished" in err, err
     assert "Traceback" not in err
     jobs = _jobs(project)
-    assert jobs["r1"] == "succeeded" and {jobs["r2"], jobs["r3"]} == {"queued"}  # handed back, not stuck
+    queued = sorted(rid for rid, status in jobs.items() if status == "queued")  # handed back, not stuck
+    assert queued and sorted(set(jobs.values())) == ["queued", "succeeded"], jobs
+    assert f"{len(queued)} not finished" in err, err
     _finish_later(project)
 
 
