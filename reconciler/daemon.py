@@ -138,13 +138,15 @@ class Daemon:
         return os.getpid()
 
     def _take_lock(self) -> None:
+        from .store import redact
+
         now = utcnow()
         holder = self.store.acquire_lock(name=LOCK_NAME, holder=self.worker_id, pid=self._pid(), host=HOST,
                                          now=iso(now), until=iso(now + timedelta(seconds=LOCK_TTL)),
                                          holder_dead=_holder_dead)
         if holder is not None:
             raise DaemonRefused(
-                f"another daemon already runs on {self.options.db}: pid {holder['pid']} on {holder['host']} "
+                f"another daemon already runs on {redact(self.options.db)}: pid {holder['pid']} on {holder['host']} "
                 f"since {holder['since']} (one daemon per SQLite database)")
 
     def _install_signals(self) -> None:
