@@ -31,6 +31,7 @@ from .retry import RetryPolicy
 from .render import render_json, render_text
 from .spec import DesiredState
 from .store import open_store
+from .terminal import printable, printable_lines
 
 TAIL_LINES = 12
 
@@ -154,6 +155,10 @@ def _print_line(text: str, *, err: bool) -> None:
 
 
 def _line(item: Finished) -> str:
+    return printable(_plain_line(item))
+
+
+def _plain_line(item: Finished) -> str:
     job, result = item.job, item.result
     took = f"{result.duration:.1f}s"
     if not item.recorded:
@@ -170,8 +175,9 @@ def _summarise(*, finished: list[Finished], store: Any, scope: set[str]) -> int:
     err = True
     click.echo("", err=err)
     for item in failed:
-        click.echo(f"Error: {item.job.resource_id}: {item.job.action} failed: {item.result.error}", err=err)
-        tail = item.result.output_tail.strip().splitlines()[-TAIL_LINES:]
+        click.echo(printable(f"Error: {item.job.resource_id}: {item.job.action} failed: {item.result.error}"),
+                   err=err)
+        tail = printable_lines(item.result.output_tail.strip()).splitlines()[-TAIL_LINES:]
         click.echo("".join(f"  | {line}\n" for line in tail), err=err, nl=False)
     note = f", {others} finished by another worker" if others > 0 else ""
     click.echo(f"Apply complete: {ok} succeeded, {len(failed)} failed{note}.", err=err)

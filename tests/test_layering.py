@@ -20,13 +20,15 @@ ALLOWED: dict[str, set[str]] = {
     "yamlfast": set(),
     "spec": {"models", "errors", "yamlfast"},
     "plan": {"models"},
-    "render": {"plan", "models"},
+    "render": {"plan", "models", "terminal"},
     "retry": set(),
-    "status": {"models", "errors"},
+    "status": {"models", "errors", "terminal"},
     "store": {"models", "errors", "store"},
-    "runner": {"models", "errors"},
+    "runner": {"models", "errors", "terminal"},
     "health": {"models"},
     "logs": set(),
+    # escaping of control characters for text views (issue 11): pure, imports nothing
+    "terminal": set(),
     "engine": {"models", "errors", "spec", "plan", "render", "retry", "store", "runner", "health", "logs",
                "yamlfast"},
     # the other half of DESIGN.md's engine: claiming and running jobs (split when engine.py outgrew one job)
@@ -38,7 +40,8 @@ ALLOWED: dict[str, set[str]] = {
     "daemon": {"engine", "workers", "health", "store", "models", "errors", "logs", "spec", "plan", "retry",
                "runner", "systemd", "metrics", "api"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
-    "apply": {"engine", "workers", "render", "store", "models", "errors", "plan", "spec", "logs", "retry"},
+    "apply": {"engine", "workers", "render", "store", "models", "errors", "plan", "spec", "logs", "retry",
+              "terminal"},
     "api": {"engine", "store", "models", "errors", "logs", "spec", "plan", "status"},
     "cli": None,  # type: ignore[dict-item]  # anything
 }
