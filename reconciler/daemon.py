@@ -178,7 +178,7 @@ class Daemon:
                 return
             self._dirty.clear()
             if not self.leading:
-                self._follow()
+                await self._follow()
                 continue
             self._pass_started = time.monotonic()
             try:
@@ -198,8 +198,12 @@ class Daemon:
             self.desired_commit = desired_commit(directory=self.options.desired)
         return result
 
-    def _follow(self) -> None:
-        """A follower only works the queue; it is ready as soon as it is up."""
+    async def _follow(self) -> None:
+        """A follower only works the queue (it is ready as soon as it is up), and reads desired/ for its API."""
+        try:
+            await asyncio.to_thread(self.reconciler.refresh_desired)
+        except Exception:  # as a pass: never the daemon's end
+            self.log.exception("reading desired/ failed")
         if not self._ready:
             self._ready = True
             self.notifier.ready("following: another daemon plans; working the shared queue")
@@ -327,9 +331,19 @@ class Daemon:
 
     # --- what the HTTP API asks of the daemon (api.Plane) -----------------------------------
 
+    def desired_pending(self) -> str | None:
+        if self.reconciler.last_good is not None:
+            return None
+        error = self.reconciler.load_error
+        return str(error.problems[0]) if error is not None and error.problems else "the first pass has not run"
+
     def file_source(self, resource_id: str) -> str | None:
         from .engine import API_SOURCE
 
+        owner = self.reconciler.owners.owner(resource_id)
+        if owner is not None:
+            return owner
+        # the last good state stays in force while desired/ fails to load, even for a file removed since
         desired = self.reconciler.last_good
         source = desired.sources.get(resource_id) if desired else None
         return str(source) if source is not None and source.file != API_SOURCE else None
