@@ -12,13 +12,12 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.support import db_rows, make_project, reconciler_argv, cli_env, run_cli, wait_for, write_resources
+from tests.support import cli_env, db_rows, make_project, reconciler_argv, run_cli, wait_for, write_resources
 from tests.test_api import SPEC, start_api_daemon
 
 TOKEN = "s3cret-token-0123456789"
@@ -143,7 +142,10 @@ def test_refused_calls_leave_the_store_as_it_was(project, daemons):
     assert client.call("POST", "/provisions", {**SPEC, "resource_id": "from-file"})[0] == 409
     assert "from-file" not in api_rows(project)
     assert db_rows(project, "SELECT job_id, status FROM jobs ORDER BY job_id") == jobs_before
-    time.sleep(1.0)  # a pass after the refusals must not act on them either
+    # a pass after the refusals must not act on them either
+    last = health(client)["last_pass_at"]
+    write_resources(project, {"from-file": {}}, name="good.yaml")
+    wait_for(lambda: health(client)["last_pass_at"] != last, what="a pass after the refusals")
     assert statuses_of(project)["api-keep"] == "active"
     assert db_rows(project, "SELECT job_id, status FROM jobs ORDER BY job_id") == jobs_before
 
@@ -332,3 +334,27 @@ def test_a_body_over_the_cap_answers_413_and_valid_edges_still_pass(edge_client)
 def test_params_over_the_spec_limit_answer_422(edge_client):
     status, answer = post_text(edge_client, BASE % json.dumps("x" * (100 * 1024)))
     assert status == 422, answer
+
+
+# --- the ownership scan of files that do not load (pure, on real files) ----------------------------------
+
+
+def test_owners_of_broken_files_come_from_their_last_parse_and_a_scan_of_the_text(tmp_path):
+    from reconciler.owners import FileOwners
+    from reconciler.spec import Source
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("# resource_id: in-a-comment\n- resource_id: \"listed\"\n{resource_id: 'flow', owner: [\n"
+                      '"resource_id": "quoted-key"\nresource_id:    spaced\nresource_id: Not_An_Id\n')
+    os.mkfifo(tmp_path / "fifo.yaml")
+    owners = FileOwners()
+    owners.observe([(broken, {"kept": Source("broken.yaml", 9)}, True)])
+    assert owners.owner("kept") == "broken.yaml:9"
+    owners.observe([(broken, {}, False), (tmp_path / "fifo.yaml", {}, False)])  # the FIFO must not block
+    for rid, line in (("kept", 9), ("in-a-comment", 1), ("listed", 2), ("flow", 3), ("quoted-key", 4),
+                      ("spaced", 5)):
+        owner = owners.owner(rid)
+        assert owner is not None and owner.endswith(f".yaml:{line} (the file does not load now)"), (rid, owner)
+    assert owners.owner("not_an_id") is None
+    owners.observe([])  # the file is gone: it owns nothing any more
+    assert owners.owner("kept") is None
