@@ -8,8 +8,9 @@ bounded a body's size. This plain ASGI layer sits in front of FastAPI instead:
 - a body over MAX_BODY_BYTES is answered 413, counted while it is read, so a chunked body without a
   Content-Length is capped as well (past the cap it is only counted, never kept);
 - JSON that Python's parser accepts but nothing after it can carry is answered 422 in FastAPI's
-  own error shape: NaN and Infinity (not JSON; the validation error quoting them could not even be
-  encoded), and nesting deeper than MAX_DEPTH (the parser or the validators end in RecursionError).
+  own error shape: NaN and Infinity, also as 1e999 (not JSON numbers; the validation error quoting
+  them could not even be encoded: a 500), integers too long to convert, and nesting deeper than
+  MAX_DEPTH (the parser or the validators end in RecursionError).
 
 Everything else, malformed JSON included, is FastAPI's to answer. After a refusal the connection
 stays open: uvicorn reads and discards the rest of the body (in small pieces), so an ordinary client
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from typing import Any, Awaitable, Callable
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -105,7 +107,7 @@ def _check_json(*, body: bytes, content_type: str | None) -> None:
     if not body or not _is_json(content_type):
         return
     try:
-        value = json.loads(body, parse_constant=_not_a_number)
+        value = json.loads(body, parse_constant=_not_a_number, parse_float=_finite, parse_int=_integer)
     except _Refused:
         raise
     except RecursionError:
@@ -127,6 +129,20 @@ def _is_json(content_type: str | None) -> bool:
 def _not_a_number(name: str) -> Any:
     raise _Refused(422, _error(f"{name} is not a JSON number; send a string if you mean the text",
                                "json_invalid_number"))
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e999 parses as infinity
+        _not_a_number(text)
+    return number
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        raise _Refused(422, _error(f"integer with {len(text)} digits is too large", "json_invalid_number")) from None
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

@@ -299,7 +299,8 @@ def post_text(client, text: str) -> tuple[int, object]:
 BASE = '{"resource_id": "api-edge", "owner": "o", "region": "r", "deploy_ref": "v", "params": {"a": %s}}'
 
 
-@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "[1, NaN]", "{\"b\": Infinity}",
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "[1, NaN]", "{\"b\": Infinity}", "1e999",
+                                   "-1E400", "1" * 5000,
                                    "[" * 900 + "]" * 900, "{\"k\": " * 900 + "1" + "}" * 900,
                                    "[" * 100_000 + "]" * 100_000])
 def test_unrepresentable_or_deep_params_answer_422(value, edge_client):
