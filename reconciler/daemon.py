@@ -146,8 +146,8 @@ class Daemon:
                                          holder_dead=_holder_dead)
         if holder is not None:
             raise DaemonRefused(
-                f"another daemon already runs on {redact(self.options.db)}: pid {holder['pid']} on {holder['host']} "
-                f"since {holder['since']} (one daemon per SQLite database)")
+                f"another daemon already runs on {redact(self.options.db)}: pid {holder['pid']} on "
+                f"{holder['host']} since {holder['since']} (one daemon per SQLite database)")
 
     def _install_signals(self) -> None:
         self._loop.add_signal_handler(signal.SIGTERM, self.stop)

@@ -359,3 +359,23 @@ def test_owners_of_broken_files_come_from_their_last_parse_and_a_scan_of_the_tex
     assert owners.owner("not_an_id") is None
     owners.observe([])  # the file is gone: it owns nothing any more
     assert owners.owner("kept") is None
+
+
+def test_a_followers_api_knows_the_files_ids_too(tmp_path, pg_url, daemons):
+    """On PostgreSQL only the leader plans; a follower's API must still refuse file-owned ids."""
+    from tests.support import log_events, start_daemon
+    from tests.test_api import Client, free_port
+
+    project = make_project(tmp_path)
+    write_resources(project, {"from-file": {}})
+    daemons.append(start_daemon(project, log_name="a.log", RECONCILER_DB=pg_url))
+    wait_for(lambda: any(e["event"] == "became leader" for e in log_events(project, "a.log")), what="a leader")
+    port = free_port()
+    daemons.append(start_daemon(project, "--api", f"127.0.0.1:{port}", log_name="b.log", RECONCILER_DB=pg_url))
+    wait_for(lambda: any(e["event"] == "ready as a follower" for e in log_events(project, "b.log")),
+             what="a follower")
+    follower = Client(f"http://127.0.0.1:{port}")
+    status, answer = wait_for(lambda: (lambda r: r if r[0] != 503 else None)(
+        follower.call("DELETE", "/provisions/from-file")), what="the follower to read desired/")
+    assert status == 409 and "fleet.yaml" in answer["detail"], answer
+    assert follower.call("POST", "/provisions", {**SPEC, "resource_id": "from-file"})[0] == 409
