@@ -376,12 +376,13 @@ def check(settings: Settings, concurrency: int, timeout: float, unhealthy_after:
 
     from .daemon import run_drift_pass
     from .store import open_store
+    from .terminal import printable
 
     store = open_store(url=settings.db)
     report = asyncio.run(run_drift_pass(store=store, concurrency=concurrency, timeout=timeout,
                                         unhealthy_after=unhealthy_after))
     for failure in sorted(report.failures, key=lambda f: f.resource_id):
-        click.echo(f"✗ {failure.resource_id}: {failure.error} ({failure.url})")
+        click.echo(printable(f"✗ {failure.resource_id}: {failure.error} ({failure.url})"))
     for resource_id in report.turned_unhealthy:
         click.echo(f"! {resource_id} is now unhealthy")
     counts = report.summary()

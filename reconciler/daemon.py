@@ -149,14 +149,16 @@ class Daemon:
         return os.getpid()
 
     def _take_lock(self) -> None:
+        from .store import redact
+
         now = utcnow()
         holder = self.store.acquire_lock(name=LOCK_NAME, holder=self.worker_id, pid=self._pid(), host=HOST,
                                          now=iso(now), until=iso(now + timedelta(seconds=LOCK_TTL)),
                                          holder_dead=_holder_dead)
         if holder is not None:
             raise DaemonRefused(
-                f"another daemon already runs on {self.options.db}: pid {holder['pid']} on {holder['host']} "
-                f"since {holder['since']} (one daemon per SQLite database)")
+                f"another daemon already runs on {redact(self.options.db)}: pid {holder['pid']} on "
+                f"{holder['host']} since {holder['since']} (one daemon per SQLite database)")
 
     def _install_signals(self) -> None:
         self._loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -187,7 +189,7 @@ class Daemon:
                 return
             self._dirty.clear()
             if not self.leading:
-                self._follow()
+                await self._follow()
                 continue
             self._pass_started = time.monotonic()
             try:
@@ -207,8 +209,12 @@ class Daemon:
             self.desired_commit = desired_commit(directory=self.options.desired)
         return result
 
-    def _follow(self) -> None:
-        """A follower only works the queue; it is ready as soon as it is up."""
+    async def _follow(self) -> None:
+        """A follower only works the queue (it is ready as soon as it is up), and reads desired/ for its API."""
+        try:
+            await asyncio.to_thread(self.reconciler.refresh_desired)
+        except Exception:  # as a pass: never the daemon's end
+            self.log.exception("reading desired/ failed")
         if not self._ready:
             self._ready = True
             self.notifier.ready("following: another daemon plans; working the shared queue")
@@ -336,9 +342,19 @@ class Daemon:
 
     # --- what the HTTP API asks of the daemon (api.Plane) -----------------------------------
 
+    def desired_pending(self) -> str | None:
+        if self.reconciler.last_good is not None:
+            return None
+        error = self.reconciler.load_error
+        return str(error.problems[0]) if error is not None and error.problems else "the first pass has not run"
+
     def file_source(self, resource_id: str) -> str | None:
         from .engine import API_SOURCE
 
+        owner = self.reconciler.owners.owner(resource_id)
+        if owner is not None:
+            return owner
+        # the last good state stays in force while desired/ fails to load, even for a file removed since
         desired = self.reconciler.last_good
         source = desired.sources.get(resource_id) if desired else None
         return str(source) if source is not None and source.file != API_SOURCE else None

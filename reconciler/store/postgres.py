@@ -9,11 +9,11 @@ from a pool sized for the workers plus the API.
 from __future__ import annotations
 
 import functools
-import re
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 from ..errors import StoreError
+from . import redact, redact_message
 from .base import SQLStore
 from .migrations import migrate_postgres
 
@@ -45,11 +45,6 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def redact(url: str) -> str:
-    """The URL with its password replaced, for logs and messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
 class PostgresStore(SQLStore):
     kind = "postgres"
     skip_locked = " FOR UPDATE SKIP LOCKED"
@@ -66,7 +61,8 @@ class PostgresStore(SQLStore):
             with psycopg.connect(url, connect_timeout=10, autocommit=True, row_factory=dict_row) as conn:
                 migrate_postgres(conn)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot use database {redact(url)}: {_first_line(exc)}") from None
+            reason = redact_message(_first_line(exc), url=url)
+            raise StoreError(f"cannot use database {redact(url)}: {reason}") from None
         self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=60,
                                    kwargs={"row_factory": dict_row, "autocommit": True})
 
