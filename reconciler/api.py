@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from .engine import API_SOURCE, converge_one
+from .errors import StoreError
 from .models import RESOURCE_ID_PATTERN, Job, JobAction, JobStatus, ObservedResource, ResourceSpec, iso, utcnow
 from .status import event_json, row_json
 
@@ -99,8 +100,15 @@ class EventView(BaseModel):
 
 def create_app(*, plane: Plane) -> FastAPI:
     app = FastAPI(title="reconciler", version="1.0", description=__doc__)
+    app.add_exception_handler(StoreError, _store_unavailable)
     _routes(app, plane)
     return app
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database is away (locked, restarting): 503 with the reason; nothing was changed."""
+    return JSONResponse({"detail": f"the database is unavailable; nothing was changed: {exc}"}, status_code=503,
+                        headers={"Retry-After": "5"})
 
 
 def _authorised(plane: Plane):
