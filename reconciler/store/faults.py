@@ -9,6 +9,7 @@ Every message says what to do; none carries a password (the caller passes a reda
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import contextmanager
 from typing import Iterator
@@ -31,9 +32,9 @@ _SQLITE_CORRUPT = ("not a database", "malformed", "corrupt")
 
 
 def sqlite_error(exc: sqlite3.Error, *, name: str) -> StoreError:
-    """The store's error for one SQLite failure on database `name`."""
+    """The store's error for one SQLite failure on database `name` (its path)."""
     text = str(exc).strip() or type(exc).__name__
-    lowered = text.lower()
+    lowered = text.lower() + " " + _file_system_state(name)
     if isinstance(exc, sqlite3.IntegrityError):
         return StoreConflict(f"database {name}: {text} (another writer got there first)")
     if any(fragment in lowered for fragment in _SQLITE_CORRUPT):
@@ -43,6 +44,17 @@ def sqlite_error(exc: sqlite3.Error, *, name: str) -> StoreError:
         if any(fragment in lowered for fragment in fragments):
             return StoreUnavailable(f"database {name} {advice} ({text}); nothing was written")
     return StoreError(f"database {name}: {text}")
+
+
+def _file_system_state(path: str) -> str:
+    """SQLite says "disk I/O error" or "unable to open" for both; the file system knows which it is."""
+    try:
+        info = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return ""
+    if info.f_flag & os.ST_RDONLY:
+        return "read-only"
+    return "disk is full" if info.f_bavail == 0 else ""
 
 
 @contextmanager
