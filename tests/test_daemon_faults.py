@@ -47,6 +47,16 @@ def health(port: int) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
+def post(port: int, spec: dict) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/provisions", data=json.dumps(spec).encode(),
+                                     headers={"content-type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 def starts(project: Path) -> dict[str, int]:
     counted: dict[str, int] = {}
     for line in runs(project):
@@ -102,6 +112,7 @@ def test_a_database_locked_past_the_busy_timeout_degrades_and_recovers(project, 
         code, report = wait_for(lambda: (lambda answer: answer if answer[0] == 503 else None)(health(port)),
                                 timeout=15, what="/health 503 while locked")
         assert report["status"] == "degraded" and "locked" in report["reason"], report
+        assert post(port, {"resource_id": "via-api", "owner": "o", "region": "r", "deploy_ref": "v1"}) == 503
         second = run_cli(project, "daemon", "--no-api", "--busy-timeout", "0.3", timeout=60,
                          RECONCILER_LOG_FORMAT="json")
         assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
@@ -118,6 +129,7 @@ def test_a_database_locked_past_the_busy_timeout_degrades_and_recovers(project, 
              what="convergence after the lock is released")
     wait_for(lambda: health(port)[0] == 200, timeout=20, what="/health ok again")
     assert proc.poll() is None
+    assert "via-api" not in statuses(project)  # the refused call changed nothing
     assert starts(project) == {"a": 1, "b": 1, "c": 1} and not any(line[0] == "OVERLAP" for line in runs(project))
     events = log_events(project)
     loops = {event.get("loop", "") for event in events if event["event"] == "store unavailable; retrying"}

@@ -17,7 +17,7 @@ from reconciler.models import JobAction, JobRequest, iso, utcnow
 from reconciler.retry import RetryPolicy
 from reconciler.store import open_store
 from reconciler.store.faults import sqlite_error
-from reconciler.supervise import STORE_RETRY, Outages, guarded_thread, retry_delay, retry_sync
+from reconciler.supervise import STORE_RETRY, Outages, guarded_task, guarded_thread, retry_delay, retry_sync
 
 SPEC = {"resource_id": "a", "owner": "o", "region": "r", "runtime_target": "local", "deploy_ref": "v1",
         "params": {}, "protected": False}
@@ -181,3 +181,22 @@ def test_a_guarded_thread_hands_its_crash_over():
     while not crashes and time.monotonic() < deadline:
         time.sleep(0.01)
     assert crashes == [("worker-7", ZeroDivisionError)]
+
+
+def test_a_guarded_task_hands_its_crash_over_but_not_its_cancellation():
+    import asyncio
+
+    crashes = []
+
+    async def main() -> None:
+        async def bug() -> None:
+            raise KeyError("bug")
+
+        failing = guarded_task(bug(), name="watcher", on_crash=lambda name, exc: crashes.append((name, type(exc))))
+        cancelled = guarded_task(asyncio.sleep(60), name="leader", on_crash=lambda name, exc: crashes.append(name))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        await asyncio.gather(failing, cancelled, return_exceptions=True)
+
+    asyncio.run(main())
+    assert crashes == [("watcher", KeyError)]
