@@ -76,7 +76,7 @@ class PostgresStore(SQLStore):
             with psycopg.connect(url, connect_timeout=10, autocommit=True, row_factory=dict_row) as conn:
                 migrate_postgres(conn)
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"cannot reach database {redact(url)}: {_first_line(exc)}") from None
+            raise StoreUnavailable(f"cannot use database {redact(url)}: {_first_line(exc)}") from None
         except psycopg.Error as exc:
             raise StoreError(f"cannot use database {redact(url)}: {_first_line(exc)}") from None
         self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=POOL_TIMEOUT_S,
