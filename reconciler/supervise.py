@@ -70,8 +70,12 @@ class Outages:
                           down_for_s=round(time.monotonic() - outage.since, 1))
 
     def reasons(self) -> list[str]:
+        """One line per distinct reason, naming every loop that meets it ("heartbeat, worker-0: …")."""
+        loops: dict[str, list[str]] = {}
         with self._lock:
-            return [f"{loop}: {outage.reason}" for loop, outage in sorted(self._current.items())]
+            for loop, outage in sorted(self._current.items()):
+                loops.setdefault(outage.reason, []).append(loop)
+        return [f"{', '.join(names)}: {reason}" for reason, names in loops.items()]
 
 
 def retry_delay(*, attempt: int, policy: RetryPolicy, rand: Callable[[], float]) -> float:

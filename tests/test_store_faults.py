@@ -200,3 +200,36 @@ def test_a_guarded_task_hands_its_crash_over_but_not_its_cancellation():
 
     asyncio.run(main())
     assert crashes == [("watcher", KeyError)]
+
+
+def test_outages_group_loops_by_reason():
+    outages = Outages(log=Log())
+    for loop in ("worker-1", "heartbeat", "worker-0"):
+        outages.failed(loop=loop, error=StoreUnavailable("database x is locked"))
+    outages.failed(loop="leader", error=StoreUnavailable("unreachable"))
+    assert outages.reasons() == ["heartbeat, worker-0, worker-1: database x is locked", "leader: unreachable"]
+    outages.recovered(loop="leader")
+    assert outages.reasons() == ["heartbeat, worker-0, worker-1: database x is locked"]
+
+
+def test_a_worker_thread_that_dies_is_reported_and_listed_as_down(tmp_path):
+    """A bug inside a worker iteration (here: the store's claim raising KeyError, injected by a
+    subclass of the real SQLite store) reaches on_crash and shows in dead_threads (/health)."""
+    from reconciler.store.sqlite import SQLiteStore
+    from reconciler.workers import EngineConfig, WorkerPool
+
+    class Buggy(SQLiteStore):
+        def claim(self, **kwargs):
+            raise KeyError("bug in claim")
+
+    crashes = []
+    pool = WorkerPool(store=Buggy(path=tmp_path / "s.db"), config=EngineConfig(provision_dir=tmp_path,
+                      work_dir=tmp_path), parallelism=2, outages=Outages(log=Log()),
+                      on_crash=lambda name, exc: crashes.append((name, type(exc))))
+    pool.serve()
+    deadline = time.monotonic() + 10
+    while len(pool.dead_threads()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(pool.dead_threads()) == ["worker-0", "worker-1"]
+    assert sorted(crashes) == [("worker-0", KeyError), ("worker-1", KeyError)]
+    pool.shutdown(grace=0)
