@@ -118,10 +118,11 @@ class Daemon:
                                may_claim=self._may_claim)
         self._install_signals()
         self.scheduler = self._schedule()
-        coros = {"pass loop": self._pass_loop(), "watcher": self._watch(), "watchdog": self._watchdog(),
-                 "leader": self._lead()} if self.shared else {
-                 "pass loop": self._pass_loop(), "watcher": self._watch(), "watchdog": self._watchdog(),
-                 "heartbeat": self._heartbeat()}
+        coros = {"pass loop": self._pass_loop(), "watcher": self._watch(), "watchdog": self._watchdog()}
+        if self.shared:
+            coros["leader"] = self._lead()
+        else:
+            coros["heartbeat"] = self._heartbeat()
         self.api_server = _api_server(plane=self, listener=listener) if listener else None
         if self.api_server is not None:
             coros["api"] = self.api_server.serve(sockets=[listener])
@@ -175,7 +176,8 @@ class Daemon:
         traceback and end the daemon non-zero, so systemd restarts it rather than leave it half-alive."""
         self.log.error("a daemon loop died; stopping so that systemd restarts the daemon", loop=name,
                        error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-        self._loop.call_soon_threadsafe(self._fail)
+        with contextlib.suppress(RuntimeError):  # the loop already closed: the daemon is ending anyway
+            self._loop.call_soon_threadsafe(self._fail)
 
     def _fail(self) -> None:
         self.exit_code = 1
