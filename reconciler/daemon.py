@@ -171,6 +171,12 @@ class Daemon:
         lock never works the queue beside us. PostgreSQL's many daemons need no such lock."""
         return self.shared or time.monotonic() < self._lock_valid_until - self.options.lock_ttl / 3
 
+    def _may_plan(self) -> bool:
+        """Plan only while leading with the lease safely held: the leader loop may be waiting on the
+        store itself, so the lease's age is checked here too, not only when that wait ends."""
+        return self.leading and (not self.shared or
+                                 time.monotonic() < self._leader_valid_until - self.options.leader_ttl / 3)
+
     def _crashed(self, name: str, exc: BaseException) -> None:
         """A loop or thread died of something other than a store outage: a bug. Log it with its
         traceback and end the daemon non-zero, so systemd restarts it rather than leave it half-alive."""
@@ -213,6 +219,9 @@ class Daemon:
             self._dirty.clear()
             if not self.leading:
                 self._follow()
+                continue
+            if not self._may_plan():  # leading, but the lease is unconfirmed (store away): ask again later
+                self._loop.call_later(LEADER_POLL, self.request_pass, "leader lease unconfirmed")
                 continue
             self._pass_started = time.monotonic()
             try:
@@ -324,7 +333,7 @@ class Daemon:
 
     async def drift_pass(self) -> DriftReport | None:
         """Health-check every active URL, record the results in one transaction, then a full pass."""
-        if not self.leading:
+        if not self._may_plan():
             return None
         report = await run_drift_pass(store=self.store, concurrency=self.options.check_concurrency,
                                       timeout=self.options.check_timeout,
