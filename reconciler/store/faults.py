@@ -36,7 +36,8 @@ def sqlite_error(exc: sqlite3.Error, *, name: str) -> StoreError:
     text = str(exc).strip() or type(exc).__name__
     lowered = text.lower() + " " + _file_system_state(name)
     if isinstance(exc, sqlite3.IntegrityError):
-        return StoreConflict(f"database {name}: {text} (another writer got there first)")
+        return StoreConflict(f"database {name}: {text} (another writer got there first, or the input repeats "
+                             "a row); nothing was written")
     if any(fragment in lowered for fragment in _SQLITE_CORRUPT):
         return StoreError(f"database {name} is damaged ({text}); nothing was changed. Restore it from a backup "
                           f"or a `reconciler export`, or move it away to start an empty one")
@@ -73,7 +74,8 @@ def postgres_error(exc: Exception, *, name: str) -> StoreError:
 
     text = _first_line(exc)
     if isinstance(exc, (pg.SerializationFailure, pg.DeadlockDetected, psycopg.IntegrityError)):
-        return StoreConflict(f"database {name}: {text} (lost a race with another transaction)")
+        return StoreConflict(f"database {name}: {text} (lost a race with another transaction, or the input "
+                             "repeats a row); nothing was written")
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         # connection refused or dropped, server restarting, pool timeout (PoolTimeout is one of these)
         return StoreUnavailable(f"database {name} is unreachable: {text}; nothing was written (is the server "
