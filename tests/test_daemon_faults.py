@@ -102,6 +102,7 @@ def test_a_database_locked_past_the_busy_timeout_degrades_and_recovers(project, 
     port = free_port()
     notify = NotifySocket(tmp_path / "notify.sock")
     proc = start_daemon(project, "--api", f"127.0.0.1:{port}", "--busy-timeout", "0.3", "--lock-ttl", "3",
+                        "--drift-interval", "1",
                         SLEEP="1.5", NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
     daemons.append(proc)
     wait_for(lambda: starts(project) == {"a": 1, "b": 1}, timeout=30, what="both scripts started")
@@ -132,7 +133,8 @@ def test_a_database_locked_past_the_busy_timeout_degrades_and_recovers(project, 
     assert starts(project) == {"a": 1, "b": 1, "c": 1} and not any(line[0] == "OVERLAP" for line in runs(project))
     events = log_events(project)
     loops = {event.get("loop", "") for event in events if event["event"] == "store unavailable; retrying"}
-    assert "heartbeat" in loops and "lease-renewer" in loops and any(loop.startswith("worker-") for loop in loops)
+    assert {"heartbeat", "lease-renewer", "pass loop", "drift"} <= loops, loops
+    assert any(loop.startswith("worker-") for loop in loops), loops
     assert any(event["event"] == "daemon lock renewed; claiming again" for event in events)
     succeeded = db_rows(project, "SELECT resource_id, count(*) AS n FROM events WHERE kind = 'succeeded'"
                                  " GROUP BY resource_id")
