@@ -269,8 +269,8 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
                    "retries (/health then says degraded) [env: RECONCILER_BUSY_TIMEOUT].")
 @click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
               envvar="RECONCILER_LEASE_SECONDS",
-              help="A job's lease, renewed every third of it while its script runs; a database outage shorter "
-                   "than about two thirds of it re-runs nothing [env: RECONCILER_LEASE_SECONDS].")
+              help="A job's lease, renewed every min(a third of it, 5 s) while its script runs; a database "
+                   "outage shorter than the lease less that interval re-runs nothing [env: RECONCILER_LEASE_SECONDS].")
 @click.option("--lock-ttl", type=click.FloatRange(min=1.0), default=15.0, show_default=True,
               envvar="RECONCILER_LOCK_TTL",
               help="SQLite: the single-daemon lock lapses this long after its last renewal; claiming pauses a "

@@ -2,8 +2,8 @@
 longer than a lease: convergence, no two runs of one script ever overlapping (the flock detector in
 RECORDING_PROVISION), each job completed once.
 
-The bound, as README states it: an outage shorter than the job lease (less the renewal interval, a
-third of it) re-runs nothing; after a longer one a lapsed job may be started again (at-least-once
+The bound, as README states it: an outage shorter than the job lease (less the renewal interval,
+min(lease/3, 5 s)) re-runs nothing; after a longer one a lapsed job may be started again (at-least-once
 start) but is recorded complete once. These tests use a private server: restarting the session's
 shared one would cut other tests' connections.
 """
