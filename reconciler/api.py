@@ -20,9 +20,10 @@ from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from .engine import converge_one
+from .engine import API_SOURCE, converge_one
+from .errors import StoreError
 from .httpguard import FrontDoor
-from .models import RESOURCE_ID_PATTERN, Job, JobAction, JobStatus, ObservedResource, ResourceSpec
+from .models import RESOURCE_ID_PATTERN, Job, JobAction, JobStatus, ObservedResource, ResourceSpec, iso, utcnow
 from .status import event_json, row_json
 
 ResourceId = Path(pattern=RESOURCE_ID_PATTERN, description="The resource's id")
@@ -106,9 +107,16 @@ RETRY_AFTER = 5
 
 def create_app(*, plane: Plane) -> FastAPI:
     app = FastAPI(title="reconciler", version="1.0", description=__doc__)
+    app.add_exception_handler(StoreError, _store_unavailable)
     _routes(app, plane)
     app.add_middleware(FrontDoor, token=plane.token)
     return app
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database is away (locked, restarting): 503 with the reason; nothing was changed."""
+    return JSONResponse({"detail": f"the database is unavailable; nothing was changed: {exc}"}, status_code=503,
+                        headers={"Retry-After": "5"})
 
 
 def _routes(app: FastAPI, plane: Plane) -> None:

@@ -34,13 +34,15 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"models", "errors", "spec", "plan", "render", "retry", "store", "runner", "health", "logs",
                "yamlfast", "owners"},
     # the other half of DESIGN.md's engine: claiming and running jobs (split when engine.py outgrew one job)
-    "workers": {"models", "errors", "retry", "runner"},
+    "workers": {"models", "errors", "retry", "runner", "supervise", "logs"},
+    # one failure policy for every long-lived loop (store outages retried, anything else is a crash)
+    "supervise": {"errors", "retry"},
     "systemd": set(),
     "metrics": set(),
     "portable": {"errors", "models", "store"},
     # the daemon hosts the API server and its metrics, so it is the one module above api
     "daemon": {"engine", "workers", "health", "store", "models", "errors", "logs", "spec", "plan", "retry",
-               "runner", "systemd", "metrics", "api"},
+               "runner", "systemd", "metrics", "api", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
     "apply": {"engine", "workers", "render", "store", "models", "errors", "plan", "spec", "logs", "retry",
               "runner", "terminal"},

@@ -93,12 +93,16 @@ def exists(url: str) -> bool:
     return is_postgres(url) or sqlite_path(url).exists()
 
 
-def open_store(*, url: str, create: bool = True, pool_size: int = 20) -> SQLStore:
-    """Open (and migrate) the store at `url`; `create=False` refuses to make a new SQLite file."""
+def open_store(*, url: str, create: bool = True, pool_size: int = 20, busy_timeout: float | None = None) -> SQLStore:
+    """Open (and migrate) the store at `url`; `create=False` refuses to make a new SQLite file.
+
+    `busy_timeout`: seconds a SQLite write waits for another process's lock (default BUSY_TIMEOUT_S).
+    """
     if is_postgres(url):
         from .postgres import PostgresStore
 
         return PostgresStore(url=url, pool_size=pool_size)
-    from .sqlite import SQLiteStore
+    from .sqlite import BUSY_TIMEOUT_S, SQLiteStore
 
-    return SQLiteStore(path=sqlite_path(url), create=create)
+    return SQLiteStore(path=sqlite_path(url), create=create,
+                       busy_timeout=BUSY_TIMEOUT_S if busy_timeout is None else busy_timeout)

@@ -415,9 +415,11 @@ class SQLStore:
         cursor = conn.execute(
             "UPDATE jobs SET status = ?, exit_code = ?, output_tail = ?, error = ?, finished_at = ?,"
             " lease_owner = NULL, lease_expires_at = NULL WHERE job_id = ? AND lease_owner = ?"
-            " AND status = 'running'",
+            # claims: a run whose lease lapsed in a store outage and was claimed again (even by a
+            # thread of this process, same lease owner) must not record over the newer run
+            " AND status = 'running' AND claims = ?",
             ("succeeded" if result.ok else "failed", result.exit_code, result.output_tail, result.error,
-             now, job.job_id, worker),
+             now, job.job_id, worker, job.claims),
         )
         if cursor.rowcount != 1:
             return False
