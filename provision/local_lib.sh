@@ -10,18 +10,21 @@ log_file="$state_dir/server.log"
 
 # Prints the pid when the server recorded in pid_file runs and is ours; fails otherwise.
 our_server_pid() {
-    local pid cmdline
+    local pid cmdline args=()
     [[ -s "$pid_file" ]] || return 1
     pid="$(<"$pid_file")"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     if [[ -d /proc/self ]]; then
         # A zombie's cmdline is empty, so a killed-but-unreaped server does not count as running.
-        cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+        mapfile -d '' args <"/proc/$pid/cmdline" 2>/dev/null || return 1
+        ((${#args[@]} >= 2)) || return 1
+        # Ours = the local server, started for this very state directory: its last two arguments,
+        # compared whole (…/work/a is a prefix of …/work/ab, whose server a reused pid may be).
+        [[ "${args[-2]}" == */local_server.py && "${args[-1]}" == "$state_dir" ]] || return 1
     else
         cmdline="$(ps -p "$pid" -o command= 2>/dev/null)" || return 1
+        [[ "$cmdline" == *"/local_server.py $state_dir" ]] || return 1
     fi
-    # Ours = the local server, started for this very state directory.
-    [[ "$cmdline" == *local_server.py*"$state_dir"* ]] || return 1
     printf '%s\n' "$pid"
 }
 

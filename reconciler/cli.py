@@ -1,17 +1,19 @@
 """The `reconciler` command line: argument parsing and exit codes only; the work happens below.
 
-Exit codes follow Terraform: 0 success, 1 error (bad input, failed job, refused plan), and with
-`--detailed-exitcode` 2 when the plan has changes. Bad input never shows a traceback.
+Exit codes follow Terraform: 0 success, 1 error (bad input, a usage error, failed job, refused plan), and
+with `--detailed-exitcode` 2 when the plan has changes or retries pending. Bad input never shows a
+traceback; when stderr carries JSON logs, errors are JSON lines too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, NoReturn
 
 import click
 
@@ -29,8 +31,14 @@ class Settings:
     settle: float = 0.15  # RECONCILER_SETTLE: seconds a changed desired file must stay unchanged
 
 
-def _fail(message: str) -> None:
-    click.echo(f"Error: {message}", err=True)
+def _fail(message: str) -> NoReturn:
+    """`Error: …` and exit 1; a JSON line instead when stderr carries JSON logs (journalctl | jq)."""
+    if _json_logs():
+        from .logs import error_line
+
+        error_line(event="error", error=message)
+    else:
+        click.echo(f"Error: {message}", err=True)
     sys.exit(1)
 
 
@@ -41,8 +49,7 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except SpecError as exc:
-            for problem in exc.problems:
-                click.echo(f"error: {problem}", err=True)
+            _spec_problems(exc)
             count = len(exc.problems)
             _fail(f"{count} problem{'s' if count != 1 else ''} in the desired state; nothing was changed")
         except ReconcilerError as exc:
@@ -53,11 +60,61 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _spec_problems(exc: SpecError) -> None:
+    if not _json_logs():
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        return
+    from .logs import error_line
+
+    for problem in exc.problems:
+        error_line(event="desired state does not load", file=problem.file, line=problem.line,
+                   field=problem.field, problem=problem.message)
+
+
+def _json_logs() -> bool:
+    from .logs import logs_are_json
+
+    return logs_are_json()
+
+
+class _UsageExit1(click.Group):
+    """Usage errors exit 1, as Terraform's do: 2 means "changes present" under `plan --detailed-exitcode`."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _usage_errors_exit_1():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _usage_errors_exit_1():
+            return super().invoke(ctx)
+
+
+class _JsonUsageError(click.UsageError):
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        from .logs import error_line
+
+        error_line(event="usage error", error=self.format_message())
+
+
+@contextlib.contextmanager
+def _usage_errors_exit_1() -> Iterator[None]:
+    try:
+        yield
+    except click.UsageError as exc:
+        if _json_logs():
+            raise _JsonUsageError(exc.format_message(), ctx=exc.ctx) from None
+        exc.exit_code = 1
+        raise
+
+
 def _colour() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_UsageExit1, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--desired", type=click.Path(path_type=Path), default="desired", show_default=True,
               envvar="RECONCILER_DESIRED", help="Directory of desired-state YAML files [env: RECONCILER_DESIRED].")
 @click.option("--db", default="reconciler.db", show_default=True, envvar="RECONCILER_DB",
@@ -77,7 +134,8 @@ def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: 
         settle = settle_from_env()
     except ValueError as exc:
         _fail(str(exc))
-    ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir, settle=settle)
+    # Absolute: scripts run inside their work dir, so a relative RECONCILER_WORKDIR would nest twice.
+    ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir.absolute(), settle=settle)
 
 
 @main.command()
@@ -115,7 +173,8 @@ _plan_options = _options(
 
 @main.command()
 @_plan_options
-@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when no changes, 1 on error, 2 when there are changes.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when no changes, 1 on error, 2 when there are changes or retries/jobs pending.")
 @click.pass_obj
 @_guarded
 def plan(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool,
@@ -136,7 +195,7 @@ def _show_plan(*, settings: Settings, output: str, targets: tuple[str, ...], all
     click.echo(text, nl=False)
     if view.plan.refusal:
         sys.exit(1)
-    if detailed_exitcode and view.plan.has_changes:
+    if detailed_exitcode and (view.plan.has_changes or view.plan.pending):
         sys.exit(2)
 
 
@@ -152,6 +211,19 @@ def _plan_view(*, settings: Settings, targets: tuple[str, ...], allow_mass_delet
                      policy=PlanPolicy(allow_mass_delete=allow_mass_delete), targets=targets,
                      api=store.api_desired() if store else None, settle=settings.settle,
                      provision_dir=settings.provision)
+
+
+def _refuse_while_daemon_runs(*, settings: Settings, command: str) -> None:
+    """A missing database has no daemon; an existing one is asked, then closed again."""
+    from .coordination import refuse_while_daemon_runs
+
+    store = _read_store(settings)
+    if store is None:
+        return
+    try:
+        refuse_while_daemon_runs(store=store, command=command)
+    finally:
+        store.close()
 
 
 def _read_store(settings: Settings) -> Any:
@@ -212,9 +284,14 @@ def apply(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_
 @_guarded
 def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, parallelism: int, timeout: float,
             retry_base: float, retry_cap: float) -> None:
-    """Tear down every resource (or --target ones) as if desired/ were empty; protected ones are kept."""
+    """Tear down every resource (or --target ones) as if desired/ were empty; protected ones are kept.
+
+    Refused while a daemon holds the database: its next pass would create everything again.
+    """
     from .apply import ApplyOptions, run_apply
     from .retry import RetryPolicy
+
+    _refuse_while_daemon_runs(settings=settings, command="destroy")
 
     options = ApplyOptions(targets=targets, allow_mass_delete=True, yes=yes, parallelism=parallelism,
                            timeout=timeout, retry=RetryPolicy(base=retry_base, cap=retry_cap), output="text",
@@ -279,12 +356,29 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
 @click.option("--api-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               envvar="RECONCILER_API_TOKEN_FILE",
               help="File holding the bearer token that POST/DELETE require; needed to listen beyond loopback.")
+@click.option("--busy-timeout", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
+              envvar="RECONCILER_BUSY_TIMEOUT",
+              help="SQLite: seconds a write waits for another process's lock before the daemon backs off and "
+                   "retries (/health then says degraded) [env: RECONCILER_BUSY_TIMEOUT].")
+@click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
+              envvar="RECONCILER_LEASE_SECONDS",
+              help="A job's lease, renewed every min(a third of it, 5 s) while its script runs; a database "
+                   "outage shorter than the lease less that interval re-runs nothing [env: RECONCILER_LEASE_SECONDS].")
+@click.option("--lock-ttl", type=click.FloatRange(min=1.0), default=15.0, show_default=True,
+              envvar="RECONCILER_LOCK_TTL",
+              help="SQLite: the single-daemon lock lapses this long after its last renewal; claiming pauses a "
+                   "third of it before [env: RECONCILER_LOCK_TTL].")
+@click.option("--leader-ttl", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
+              envvar="RECONCILER_LEADER_TTL",
+              help="PostgreSQL: the leader lease lapses this long after its last renewal; a leader that cannot "
+                   "renew steps down a third of it before [env: RECONCILER_LEADER_TTL].")
 @click.pass_obj
 @_guarded
 def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_after: int, self_heal: bool,
            check_concurrency: int, check_timeout: float, stop_grace: float, parallelism: int, timeout: float,
            retry_base: float, retry_cap: float, allow_mass_delete: bool, api: str, no_api: bool,
-           settle: float, api_token_file: Path | None) -> None:
+           settle: float, api_token_file: Path | None, busy_timeout: float, lease_seconds: float, lock_ttl: float,
+           leader_ttl: float) -> None:
     """Run the controller: react to file saves, resync, health-check, and work the queue (for systemd)."""
     from .daemon import DaemonOptions, run_daemon
     from .retry import RetryPolicy
@@ -295,7 +389,8 @@ def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_a
         check_concurrency=check_concurrency, check_timeout=check_timeout, self_heal=self_heal,
         parallelism=parallelism, timeout=timeout, stop_grace=stop_grace, allow_mass_delete=allow_mass_delete,
         retry=RetryPolicy(base=retry_base, cap=retry_cap), api=None if no_api else api,
-        api_token_file=api_token_file, settle=settle,
+        api_token_file=api_token_file, busy_timeout=busy_timeout, lease_seconds=lease_seconds, lock_ttl=lock_ttl,
+        leader_ttl=leader_ttl, settle=settle,
     )
     sys.exit(run_daemon(options=options))
 
@@ -310,22 +405,25 @@ def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_a
 @click.pass_obj
 @_guarded
 def check(settings: Settings, concurrency: int, timeout: float, unhealthy_after: int) -> None:
-    """Health-check every active resource's URL now, record it, and print a summary."""
+    """Health-check every active resource's URL now, record it, and print a summary (exit 1 if any failed)."""
     import asyncio
 
     from .daemon import run_drift_pass
     from .store import open_store
+    from .terminal import printable
 
     store = open_store(url=settings.db)
     report = asyncio.run(run_drift_pass(store=store, concurrency=concurrency, timeout=timeout,
                                         unhealthy_after=unhealthy_after))
     for failure in sorted(report.failures, key=lambda f: f.resource_id):
-        click.echo(f"✗ {failure.resource_id}: {failure.error} ({failure.url})")
+        click.echo(printable(f"✗ {failure.resource_id}: {failure.error} ({failure.url})"))
     for resource_id in report.turned_unhealthy:
         click.echo(f"! {resource_id} is now unhealthy")
     counts = report.summary()
     click.echo(f"Checked {counts['checked']}: {counts['healthy']} healthy, {counts['failed']} failed, "
                f"{counts['turned_unhealthy']} turned unhealthy.")
+    if report.failures:  # any failed check of this run, whatever --unhealthy-after says about the state
+        sys.exit(1)
 
 
 @main.command("export")
@@ -342,16 +440,24 @@ def export_(settings: Settings) -> None:
 
 @main.command("import")
 @click.argument("source", type=click.File("r"))
-@click.option("--replace", is_flag=True, help="Overwrite a database that already holds rows.")
+@click.option("--replace", is_flag=True,
+              help="Overwrite a database that already holds rows (refused while a daemon runs on it).")
 @click.pass_obj
 @_guarded
 def import_(settings: Settings, source: Any, replace: bool) -> None:
-    """Load an export (SOURCE, or - for stdin) into the --db store; refuses a non-empty one unless --replace."""
+    """Load an export (SOURCE, or - for stdin) into the --db store; refuses a non-empty one unless --replace.
+
+    --replace is refused while a daemon holds the database.
+    """
     from .portable import import_document
     from .store import open_store, redact
 
-    counts = import_document(store=open_store(url=settings.db), text=source.read(), name=source.name,
-                             replace=replace)
+    store = open_store(url=settings.db)
+    if replace:
+        from .coordination import refuse_while_daemon_runs
+
+        refuse_while_daemon_runs(store=store, command="import --replace")
+    counts = import_document(store=store, text=source.read(), name=source.name, replace=replace)
     summary = ", ".join(f"{count} {table}" for table, count in counts.items())
     click.echo(f"Imported into {redact(settings.db)}: {summary}.")
 

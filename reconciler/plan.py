@@ -36,6 +36,19 @@ class Action(StrEnum):
     NOOP = "noop"
 
 
+class Hold(StrEnum):
+    """Why a resource gets no change now although it is not settled (kept and waiting notes)."""
+
+    IN_PROGRESS = "in_progress"  # a job is open; its end decides
+    RETRY = "retry"  # it failed; the next attempt is not due yet
+    UNHEALTHY = "unhealthy"  # failing health checks, and self-heal is off: observed only
+    PROTECTED = "protected"  # kept, or its replacement blocked, by `protected: true` (by design)
+
+
+# Holds under which the plan still has work to do, only later (`plan --detailed-exitcode` exits 2).
+PENDING = frozenset({Hold.IN_PROGRESS, Hold.RETRY})
+
+
 @dataclass(frozen=True, slots=True)
 class PlanPolicy:
     """Safety rules: deleting everything, or more than max(minimum, fraction × live), needs an override."""
@@ -58,6 +71,8 @@ class Change:
     after: dict[str, Any] | None = None
     changed: tuple[str, ...] = ()
     job_action: JobAction | None = None
+    hold: Hold | None = None  # set on kept and waiting notes
+    retry_at: str | None = None  # Hold.RETRY: when the next attempt is due
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +96,11 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def pending(self) -> tuple[Change, ...]:
+        """Notes of work still to come (a job in progress, a retry not yet due); protected ones are not."""
+        return tuple(change for change in self.waiting if change.hold in PENDING)
 
 
 def compute_plan(
@@ -109,7 +129,7 @@ def compute_plan(
         if row is not None and not row.live and resource_id not in desired:
             continue
         if resource_id in busy:
-            waiting.append(Change(resource_id, Action.NOOP, "a job is in progress"))
+            waiting.append(Change(resource_id, Action.NOOP, "a job is in progress", hold=Hold.IN_PROGRESS))
             continue
         spec = desired.get(resource_id)
         if spec is None:
@@ -118,9 +138,9 @@ def compute_plan(
             change = _for_desired(spec, row, stamp, policy, known.get(resource_id))
         if change.action is not Action.NOOP:
             changes.append(change)
-        elif change.reason.startswith(PROTECTED):
+        elif change.hold is Hold.PROTECTED:
             kept.append(change)
-        elif change.reason:
+        elif change.hold is not None:
             waiting.append(change)
     live = sum(1 for row in observed.values() if row.live)
     considered = desired.keys() | {r for r, row in observed.items() if row.live}
@@ -158,7 +178,8 @@ def _for_desired(spec: ResourceSpec, row: ObservedResource | None, stamp: str, p
 def _unhealthy(spec: ResourceSpec, row: ObservedResource, policy: PlanPolicy) -> Change:
     checks = f"unhealthy after {row.consecutive_failures} failed checks"
     if not policy.self_heal:
-        return Change(spec.resource_id, Action.NOOP, f"{checks}; not re-provisioned (self-heal is off)")
+        return Change(spec.resource_id, Action.NOOP, f"{checks}; not re-provisioned (self-heal is off)",
+                      hold=Hold.UNHEALTHY)
     return Change(spec.resource_id, Action.RETRY, f"{checks}; self-heal re-provisions", None, spec.model_dump(),
                   (), JobAction.UPDATE)
 
@@ -173,14 +194,15 @@ def _changed(row: ObservedResource, after: dict[str, Any]) -> Change:
     reason = " and ".join(forcing) + (" forces" if len(forcing) == 1 else " force") + " replacement"
     if before.get("protected"):
         return Change(row.resource_id, Action.NOOP, f"{PROTECTED}{reason} is blocked; set protected: false first",
-                      before, after, changed)
+                      before, after, changed, hold=Hold.PROTECTED)
     return Change(row.resource_id, Action.REPLACE, reason, before, after, changed, JobAction.REPLACE)
 
 
 def _retry(row: ObservedResource, after: dict[str, Any], stamp: str) -> Change:
     if row.next_attempt_at and row.next_attempt_at > stamp:
         return Change(row.resource_id, Action.NOOP,
-                      f"retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})")
+                      f"retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})",
+                      hold=Hold.RETRY, retry_at=row.next_attempt_at)
     if row.spec_hash is None:
         action = JobAction.CREATE
     elif any(row.applied_spec().get(name) != after[name] for name in REPLACE_FIELDS):
@@ -197,11 +219,12 @@ def _for_removed(row: ObservedResource, stamp: str) -> Change:
     if row.protected:
         return Change(row.resource_id, Action.NOOP,
                       f"{PROTECTED}kept although no longer declared; set protected: false and apply first",
-                      before)
+                      before, hold=Hold.PROTECTED)
     if row.status is ResourceStatus.ERRORED and row.target_hash == DELETE_TARGET:
         if row.next_attempt_at and row.next_attempt_at > stamp:
             return Change(row.resource_id, Action.NOOP,
-                          f"teardown retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})")
+                          f"teardown retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})",
+                          hold=Hold.RETRY, retry_at=row.next_attempt_at)
     return Change(row.resource_id, Action.DELETE, "no longer declared", before, None, (), JobAction.DELETE)
 
 

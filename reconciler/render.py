@@ -6,8 +6,8 @@ JSON consumers and the daemon's logs.
 JSON shape (format_version "1.0"; fields are only ever added):
     {"format_version": "1.0",
      "changes": [{"resource_id", "action", "before", "after", "reason", "changed", "source"}],
-     "kept":    [{"resource_id", "reason"}],      # protected, skipped
-     "waiting": [{"resource_id", "reason"}],      # in progress or retry not yet due
+     "kept":    [{"resource_id", "reason", "hold"}],   # protected, skipped
+     "waiting": [{"resource_id", "reason", "hold", "retry_at"?}],  # in progress, retry not yet due, unhealthy
      "summary": {"create", "update", "replace", "delete", "retry", "unchanged"},
      "refused": null | "why the plan is refused"}
 """
@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .plan import Action, Change, Plan
+from .plan import Action, Change, Hold, Plan
+from .terminal import printable
 
 FORMAT_VERSION = "1.0"
 _SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-", Action.RETRY: "~"}
@@ -47,11 +48,19 @@ def plan_json(plan: Plan, *, api: frozenset[str] = frozenset()) -> dict[str, Any
              "reason": c.reason, "changed": list(c.changed), "source": "api" if c.resource_id in api else "file"}
             for c in plan.changes
         ],
-        "kept": [{"resource_id": c.resource_id, "reason": c.reason} for c in plan.kept],
-        "waiting": [{"resource_id": c.resource_id, "reason": c.reason} for c in plan.waiting],
+        "kept": [_held_json(c) for c in plan.kept],
+        "waiting": [_held_json(c) for c in plan.waiting],
         "summary": summary_counts(plan),
         "refused": plan.refusal,
     }
+
+
+def _held_json(change: Change) -> dict[str, Any]:
+    entry = {"resource_id": change.resource_id, "reason": change.reason,
+             "hold": str(change.hold) if change.hold else None}
+    if change.retry_at:
+        entry["retry_at"] = change.retry_at
+    return entry
 
 
 def render_json(plan: Plan, *, api: frozenset[str] = frozenset()) -> str:
@@ -72,10 +81,33 @@ def summary_counts(plan: Plan) -> dict[str, int]:
 
 def summary_line(plan: Plan) -> str:
     if not plan.changes:
-        return "No changes. Observed state matches desired/."
+        held = _held_summary(plan.kept + plan.waiting)
+        return f"No changes to make now; {held}." if held else "No changes. Observed state matches desired/."
     n = summary_counts(plan)
     line = f"Plan: {n['create']} to create, {n['update']} to update, {n['replace']} to replace, {n['delete']} to delete"
     return line + (f", {n['retry']} to retry." if n["retry"] else ".")
+
+
+def _held_summary(notes: tuple[Change, ...]) -> str:
+    """What is not settled although nothing is to be done now, e.g. "2 resources wait for a retry (next at …)"."""
+    parts = []
+    for hold, one, many in _HELD_PHRASES:
+        held = [change for change in notes if change.hold is hold]
+        if not held:
+            continue
+        text = f"{len(held)} {one if len(held) == 1 else many}"
+        if hold is Hold.RETRY:
+            text += f" (next at {min(change.retry_at or '' for change in held)})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+_HELD_PHRASES = (
+    (Hold.RETRY, "resource waits for a retry", "resources wait for a retry"),
+    (Hold.IN_PROGRESS, "resource has a job in progress", "resources have a job in progress"),
+    (Hold.UNHEALTHY, "resource is unhealthy (self-heal is off)", "resources are unhealthy (self-heal is off)"),
+    (Hold.PROTECTED, "protected resource kept as it is", "protected resources kept as they are"),
+)
 
 
 def render_text(plan: Plan, *, colour: bool, api: frozenset[str] = frozenset()) -> str:
@@ -94,7 +126,8 @@ def render_text(plan: Plan, *, colour: bool, api: frozenset[str] = frozenset()) 
 
 
 def _note(change: Change, paint: _Paint, kind: str) -> str:
-    return paint(f"  # {change.resource_id}: {kind}, {change.reason}", "warn" if kind == "kept" else "dim") + "\n"
+    text = printable(f"  # {change.resource_id}: {kind}, {change.reason}")
+    return paint(text, "warn" if kind == "kept" else "dim") + "\n"
 
 
 def _block(change: Change, paint: _Paint, *, via_api: bool) -> str:
@@ -137,4 +170,5 @@ def _diff(change: Change, paint: _Paint) -> list[str]:
 
 
 def _value(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    # JSON escapes C0 controls itself; DEL, C1 (a lone \x9b is CSI) and bidi controls are escaped here
+    return printable(json.dumps(value, sort_keys=True, ensure_ascii=False))

@@ -155,7 +155,7 @@ class DesiredCache:
     """Loads desired/ again re-parsing only files whose stamp changed: idle resyncs cost stats.
 
     Used by the daemon, which loads on every file event and every resync. `generation` counts the
-    loads that saw a change, so a caller can tell an idle resync from a real one. A load while some
+    loads that combined a change, so a caller can tell an idle resync from a real one. A load while some
     file is unsettled (settle.py) raises `Unsettled` instead of returning a state made from a partial
     read; so does a settled-looking state that would drop resources before the clock confirms it.
     """
@@ -169,14 +169,23 @@ class DesiredCache:
         self._writes = writes
         self._settler = Settler(settle=settle, writes=writes)
         self._lock_for: Path | None = None  # the directory whose git index.lock the settler watches
+        self._held: set[Path] = set()  # the paths the last load waited for
         self.generation = 0
+        self.reads = 0  # counts the loads that read something new, settled or not (FileOwners follows it)
 
     def forget(self) -> None:
         """Re-read every file at the next load (SIGHUP, the slow loop); what settles is still tracked."""
         self._forget = True
 
     def load(self, *, directory: Path) -> DesiredState:
-        directory = Path(directory)
+        held = self._held
+        try:
+            return self._load(directory=Path(directory))
+        finally:
+            if self._held != held:
+                self.reads += 1
+
+    def _load(self, *, directory: Path) -> DesiredState:
         if not directory.is_dir():
             raise SpecError([SpecProblem(str(directory), 0, "", "desired directory does not exist")])
         if self._forget:
@@ -184,7 +193,9 @@ class DesiredCache:
         if self._lock_for != directory:
             self._settler.git_lock, self._lock_for = git_index_lock(directory), directory
         files = {path: self._entry(path) for path in desired_files(directory)}
-        self._parsed = files
+        if files.keys() != self._parsed.keys() or any(entry is not self._parsed[path] for path, entry in files.items()):
+            self.reads += 1
+        self._parsed, self._held = files, set()
         gone = [path for path in self._accepted if path not in files]
         changed = {path: entry.stamp for path, entry in files.items() if entry is not self._accepted.get(path)}
         if not changed and not gone and self._state is not None:
@@ -203,12 +214,24 @@ class DesiredCache:
                                    {rid: h for entry in files.values() for rid, h in entry.hashes.items()})
         return self._state
 
+    def files(self) -> list[tuple[Path, dict[str, Source], bool]]:
+        """Each file as the last `load` read it, even when that load failed or was held: the ids its
+        valid documents declare, and whether the file itself parsed, validated and settled cleanly.
+        A file that vanished a moment ago (its absence not yet confirmed) is listed with its last ids."""
+        listed = [(path, {spec.resource_id: source for spec, source in entry.loaded},
+                   not entry.problems and entry.stamp is not None and path not in self._held)
+                  for path, entry in self._parsed.items()]
+        vanished = [(path, {spec.resource_id: source for spec, source in entry.loaded}, False)
+                    for path, entry in self._accepted.items() if path in self._held and path not in self._parsed]
+        return listed + vanished
+
     def _hold(self, *, changed: dict[Path, Stamp | None], gone: list[Path], strict: bool) -> None:
         files = [display_path(path) for path in [*changed, *gone]]
         wait = self._settler.wait(changed=changed, gone=gone, strict=strict)
         if wait <= 0 and self._settler.git_busy():
             wait, files = GIT_RECHECK, [*files, f"{self._settler.git_lock} (a git checkout is running)"]
         if wait > 0:
+            self._held = {*changed, *gone}
             raise Unsettled(wait=wait, files=files)
 
     def _entry(self, path: Path) -> _Entry:

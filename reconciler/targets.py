@@ -4,7 +4,7 @@ the default script (`runtime_target: kubernets` used to pass `validate` and run 
 Known targets are explicit: every `provision/<target>/` directory that holds a `provision.sh` (a
 helper directory such as `provision/lib/` is not a target), plus the names listed in
 `provision/targets.yaml` as `targets: [name, …]` (the targets the default scripts handle). Without a
-targets.yaml, the shipped `local` target is known too. The file may also hold `pass_env: [NAME, …]`
+targets.yaml, or one without a `targets:` key, the shipped `local` target is known too. The file may also hold `pass_env: [NAME, …]`
 (environment variables scripts may receive; read by the runner); any other key is an error.
 """
 
@@ -32,7 +32,7 @@ _ENV_PATTERN = re.compile(r"^[A-Za-z_*?][A-Za-z0-9_*?\[\]]*$")
 class TargetsFile:
     """provision/targets.yaml, validated."""
 
-    targets: tuple[str, ...] = ()
+    targets: tuple[str, ...] | None = None  # None: no `targets:` key (the shipped `local` is then known)
     pass_env: tuple[str, ...] = ()
 
 
@@ -60,7 +60,7 @@ def known_targets(*, provision_dir: Path) -> KnownTargets:
     """The targets `provision_dir` provides; SpecError (file:line) when its targets.yaml is wrong."""
     directory = Path(provision_dir)
     listed = read_targets_file(path=directory / TARGETS_FILE)
-    names = set(DEFAULT_TARGETS if listed is None else listed.targets)
+    names = set(DEFAULT_TARGETS if listed is None or listed.targets is None else listed.targets)
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -109,7 +109,7 @@ def read_targets_file(*, path: Path) -> TargetsFile | None:
     pass_env = _strings(doc=doc, key="pass_env", name=name, pattern=_ENV_PATTERN, problems=problems)
     if problems:
         raise SpecError(problems)
-    return TargetsFile(targets=targets, pass_env=pass_env)
+    return TargetsFile(targets=targets if "targets" in doc.value else None, pass_env=pass_env)
 
 
 def _unknown_key(*, name: str, key: str, line: int) -> SpecProblem:

@@ -7,19 +7,26 @@ Split from engine.py, which plans and queues: this half runs what was queued, wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from .errors import StoreError
 from .models import Job, JobAction, JobResult, iso, utcnow
 from .retry import RetryPolicy, next_delay
+from .supervise import TRANSIENT, Crash, Outages, guarded_thread, retry_sync
+
+if TYPE_CHECKING:
+    from .runner import ScriptOutcome
 
 # The name this process uses for itself in leases; containers that share a hostname can set it apart.
 HOST = os.environ.get("RECONCILER_HOST") or socket.gethostname()
@@ -39,6 +46,8 @@ class EngineConfig:
     # end a script's group when its worker dies: needed when another machine may reclaim the job
     # (PostgreSQL); on one machine the reclaiming worker ends the orphan itself and this costs spawns
     guard_orphans: bool = True
+    # names or patterns of our environment scripts also get (provision/targets.yaml `pass_env`)
+    pass_env: tuple[str, ...] = ()
 
     def timeout_for(self, target: str) -> float:
         return self.target_timeouts.get(target, self.timeout)
@@ -51,6 +60,7 @@ class Finished:
     job: Job
     result: JobResult
     recorded: bool
+    handed_back: bool = False  # stopped by our own shutdown or interrupt; back in the queue
 
 
 def new_worker_id() -> str:
@@ -80,13 +90,18 @@ def expire_dead_leases(*, store: Any, now: datetime) -> int:
 class JobRunner:
     """Runs claimed jobs: makes sure an earlier run is gone, runs the script(s), records the result."""
 
-    def __init__(self, *, store: Any, config: EngineConfig, worker_id: str,
-                 rand: Callable[[], float] = random.random) -> None:
+    def __init__(self, *, store: Any, config: EngineConfig, worker_id: str, outages: Outages,
+                 may_claim: Callable[[], bool] = lambda: True, rand: Callable[[], float] = random.random,
+                 no_more_claims: threading.Event | None = None) -> None:
         self.store = store
         self.config = config
         self.worker_id = worker_id
+        self.outages = outages
+        self.may_claim = may_claim
         self.rand = rand
+        self._no_more_claims = no_more_claims or threading.Event()  # set: finish without claiming the next
         self._running: dict[str, int | None] = {}  # job_id → process group of its current script
+        self._unstarted: set[str] = set()  # jobs whose start could not be recorded (store unavailable)
         self._lock = threading.Lock()
         self._abandoning = threading.Event()
 
@@ -96,23 +111,37 @@ class JobRunner:
         with self._lock:
             self._running[job.job_id] = None
         try:
-            self._bury_previous_run(job)
-            result = self._execute(job)
+            still_running = self._bury_previous_run(job)
+            result = self._result(job, still_running) if still_running else self._execute(job)
         finally:
             with self._lock:
                 self._running.pop(job.job_id, None)
-        if self._abandoning.is_set() and not result.ok:
-            # stopped by our own shutdown, not by the script's fault: the next start runs it again
-            self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
-            return Finished(job=job, result=result, recorded=False), None
-        now = utcnow()
-        if next_from is False or self._abandoning.is_set():
-            recorded = self.store.finish(job=job, worker=self.worker_id, result=result, now=iso(now))
-            return Finished(job=job, result=result, recorded=recorded), None
-        recorded, following = self.store.finish_and_claim(
-            job=job, worker=self.worker_id, result=result, now=iso(now),
-            lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=next_from)
+        with self._lock:
+            unstarted = job.job_id in self._unstarted
+            self._unstarted.discard(job.job_id)
+        if unstarted or (self._abandoning.is_set() and not result.ok):
+            # not the script's fault (our shutdown, or the store refused the start): run it again later
+            self._persist(lambda: self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow())))
+            return Finished(job=job, result=result, recorded=False, handed_back=True), None
+        if next_from is False or self._abandoning.is_set() or self._no_more_claims.is_set() or not self.may_claim():
+            recorded = self._persist(lambda: self.store.finish(job=job, worker=self.worker_id, result=result,
+                                                               now=iso(utcnow())))
+            return Finished(job=job, result=result, recorded=bool(recorded)), None
+        outcome = self._persist(lambda: self._finish_and_claim(job, result, next_from))
+        recorded, following = outcome if outcome is not None else (False, None)
         return Finished(job=job, result=result, recorded=recorded), following
+
+    def _finish_and_claim(self, job: Job, result: JobResult, scope: set[str] | None) -> tuple[bool, Job | None]:
+        now = utcnow()
+        return self.store.finish_and_claim(
+            job=job, worker=self.worker_id, result=result, now=iso(now),
+            lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=scope)
+
+    def _persist(self, call: Callable[[], Any]) -> Any:
+        """Record through a store outage: a result is worth waiting for (until our own shutdown gives up;
+        then the lease runs out and the job is claimed again). The outage bound is in README."""
+        return retry_sync(call, loop=threading.current_thread().name, outages=self.outages,
+                          stop=self._abandoning)
 
     def running_count(self) -> int:
         with self._lock:
@@ -130,12 +159,22 @@ class JobRunner:
                 kill_process_group(pgid=pgid, grace=grace)
         return len(groups)
 
-    def _bury_previous_run(self, job: Job) -> None:
-        """A reclaimed job's first script may still run (its worker died): end it before running again."""
-        from .runner import group_runs_job, kill_process_group
+    def _bury_previous_run(self, job: Job) -> ScriptOutcome | None:
+        """A reclaimed job's first script may still run (its worker died): end it before running again.
 
-        if job.script_pgid and job.script_host == HOST and group_runs_job(pgid=job.script_pgid, job_id=job.job_id):
-            kill_process_group(pgid=job.script_pgid, grace=self.config.grace)
+        Returns a failed outcome when it outlives SIGKILL (stuck in the kernel): the job is retried later
+        rather than started beside it. The row keeps naming that run until a new one records its own.
+        """
+        from .runner import ScriptOutcome, group_runs_job, kill_process_group
+
+        pgid = job.script_pgid
+        if not (pgid and job.script_host == HOST and group_runs_job(pgid=pgid, job_id=job.job_id)):
+            return None
+        kill_process_group(pgid=pgid, grace=self.config.grace)
+        if not group_runs_job(pgid=pgid, job_id=job.job_id):
+            return None
+        return ScriptOutcome(ok=False, exit_code=None, url=None, permanent=False, output_tail="", duration=0.0,
+                             error=f"not started: the previous run (process group {pgid}) survived SIGKILL")
 
     def _execute(self, job: Job) -> JobResult:
         if job.action is JobAction.REPLACE:
@@ -155,7 +194,7 @@ class JobRunner:
             script=script, spec=spec, action=action, workdir=self.config.work_dir / job.resource_id,
             timeout=self.config.timeout_for(target), grace=self.config.grace, needs_url=action != "delete",
             job_id=job.job_id, on_start=lambda pgid: self._record_start(job, pgid),
-            guard=self.config.guard_orphans,
+            guard=self.config.guard_orphans, pass_env=self.config.pass_env,
         )
 
     def _record_start(self, job: Job, pgid: int) -> None:
@@ -163,8 +202,14 @@ class JobRunner:
             raise RuntimeError("shutting down")
         with self._lock:
             self._running[job.job_id] = pgid
-        if not self.store.record_script(job_id=job.job_id, worker=self.worker_id, pgid=pgid, host=HOST,
-                                        now=iso(utcnow())):
+        try:
+            recorded = self.store.record_script(job_id=job.job_id, worker=self.worker_id, pgid=pgid, host=HOST,
+                                                now=iso(utcnow()))
+        except TRANSIENT:
+            with self._lock:
+                self._unstarted.add(job.job_id)
+            raise
+        if not recorded:
             raise RuntimeError("lease lost before the script started")
 
     def _result(self, job: Job, outcome: Any, *, prefix: str = "") -> JobResult:
@@ -187,18 +232,29 @@ class WorkerPool:
     """
 
     def __init__(self, *, store: Any, config: EngineConfig, parallelism: int,
-                 on_finish: Callable[[Finished], None] = lambda finished: None, idle_poll: float = 1.0) -> None:
+                 on_finish: Callable[[Finished], None] = lambda finished: None, idle_poll: float = 1.0,
+                 outages: Outages | None = None, on_crash: Crash | None = None,
+                 may_claim: Callable[[], bool] = lambda: True) -> None:
+        from .logs import get_logger
+
         self.store = store
         self.config = config
         self.parallelism = max(1, parallelism)
         self.worker_id = new_worker_id()
         self.on_finish = on_finish
         self.idle_poll = idle_poll
+        self.outages = outages or Outages(log=get_logger())
+        self.on_crash = on_crash or _log_crash
+        self.may_claim = may_claim
         self._stop_claiming = threading.Event()
         self._stopped = threading.Event()
         self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
-        self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id)
+        self._renewer: threading.Thread | None = None
+        self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id, outages=self.outages,
+                                 may_claim=may_claim, no_more_claims=self._stop_claiming)
+        self._abandon_requested = threading.Event()
+        self.deaths: list[str] = []  # apply: "thread: Error: message" of each worker that died
 
     # --- apply: work through a scope, then return ---
 
@@ -212,23 +268,67 @@ class WorkerPool:
                 finished.append(item)
             self.on_finish(item)
 
-        self._start(target=lambda: self._until_done_loop(scope, poll, record))
-        for thread in self._threads:
-            thread.join()
+        self._start(target=lambda: self._until_done_guarded(scope, poll, record))
+        self._join_until_done()
         self._stopped.set()
         return finished
 
+    def stop_claiming(self) -> None:
+        """First interrupt: claim nothing more; the scripts running now finish and are recorded."""
+        self._stop_claiming.set()
+
+    def abandon(self) -> None:
+        """Second interrupt: end the running scripts' groups and hand their jobs back (run_until_done does it)."""
+        self._stop_claiming.set()
+        self._abandon_requested.set()
+
+    def _join_until_done(self) -> None:
+        # joined with a timeout: the main thread must keep running signal handlers (interrupts) and
+        # act on abandon() while the workers wait for their scripts
+        abandoned = False
+        while alive := [thread for thread in self._threads if thread.is_alive()]:
+            if self._abandon_requested.is_set() and not abandoned:
+                abandoned = True
+                self._runner.abandon_all(grace=min(self.config.grace, 5.0))
+                continue
+            alive[0].join(0.1)
+
+    def _until_done_guarded(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
+        """A worker that dies must not pass for one that finished: it is recorded, the others stop claiming."""
+        try:
+            self._until_done_loop(scope, poll, record)
+        except BaseException as exc:  # noqa: BLE001 - every death is reported, whatever it is
+            self._stop_claiming.set()
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            self.deaths.append(f"{threading.current_thread().name} stopped: {type(exc).__name__}: {exc}"
+                               f" (at {Path(where.filename).name}:{where.lineno})")
+
     def _until_done_loop(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
         job: Job | None = None
-        while True:
-            job = job or self._claim(scope)
+        try:
+            while not self._stop_claiming.is_set() or job is not None:
+                job = job or self._claim(scope)
+                if job is not None:
+                    if self._stop_claiming.is_set():
+                        break  # claimed with the last finish, never started: handed back below
+                    finished, job = self._runner.run(job, next_from=scope)  # raises: `job` is handed back
+                    record(finished)
+                elif not retry_sync(lambda: self.store.count_open(resource_ids=scope),
+                                    loop=threading.current_thread().name, outages=self.outages,
+                                    stop=self._stop_claiming):
+                    return
+                else:
+                    self._stop_claiming.wait(poll)
+        finally:
             if job is not None:
-                finished, job = self._runner.run(job, next_from=scope)
-                record(finished)
-            elif not self.store.count_open(resource_ids=scope):
-                return
-            else:
-                time.sleep(poll)
+                self._hand_back(job)
+
+    def _hand_back(self, job: Job) -> None:
+        """Back to the queue; if the store refuses, the lease lapses when this process stops renewing it."""
+        try:
+            self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
+        except Exception:  # noqa: BLE001 - already on a failure path; the lease is the fallback
+            pass
 
     # --- daemon: serve until told to stop ---
 
@@ -247,6 +347,13 @@ class WorkerPool:
 
     def busy(self) -> int:
         return self._runner.running_count()
+
+    def dead_threads(self) -> list[str]:
+        """Names of this pool's threads that ended while it should be serving (for /health)."""
+        if self._stopped.is_set() or self._stop_claiming.is_set():
+            return []
+        threads = [*self._threads, *([self._renewer] if self._renewer else [])]
+        return [thread.name for thread in threads if not thread.is_alive()]
 
     def shutdown(self, *, grace: float) -> int:
         """Stop claiming; give running scripts `grace` seconds; then end them and hand their jobs back.
@@ -276,28 +383,51 @@ class WorkerPool:
                 if not self._stop_claiming.is_set():
                     self._wake.wait(self.idle_poll)
         if job is not None:  # claimed with the last finish but never started: back to the queue
-            self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
+            with contextlib.suppress(StoreError):  # else its lease runs out and it is claimed again
+                self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
 
     # --- shared ---
 
     def _start(self, *, target: Callable[[], None]) -> None:
-        self._threads = [threading.Thread(target=target, daemon=True, name=f"worker-{i}")
+        self._threads = [guarded_thread(target=target, name=f"worker-{i}", on_crash=self.on_crash)
                          for i in range(self.parallelism)]
-        threading.Thread(target=self._renew_loop, daemon=True, name="lease-renewer").start()
+        self._renewer = guarded_thread(target=self._renew_loop, name="lease-renewer", on_crash=self.on_crash)
+        self._renewer.start()
         for thread in self._threads:
             thread.start()
 
     def _claim(self, scope: set[str] | None) -> Job | None:
-        if self._stop_claiming.is_set():
+        """The next job, or None (nothing due, claiming paused, or the store unavailable: then after a wait)."""
+        if self._stop_claiming.is_set() or not self.may_claim():
             return None
         now = utcnow()
         until = iso(now + timedelta(seconds=self.config.lease_seconds))
-        jobs = self.store.claim(worker=self.worker_id, now=iso(now), lease_until=until, resource_ids=scope)
+        loop = threading.current_thread().name
+        try:
+            jobs = self.store.claim(worker=self.worker_id, now=iso(now), lease_until=until, resource_ids=scope)
+        except TRANSIENT as exc:
+            self._stop_claiming.wait(self.outages.failed(loop=loop, error=exc))
+            return None
+        self.outages.recovered(loop=loop)
         return jobs[0] if jobs else None
 
     def _renew_loop(self) -> None:
+        """Renew every lease each third of the lease; through an outage, retry sooner (backed off)."""
         interval = min(self.config.lease_seconds / 3, 5.0)
-        while not self._stopped.wait(interval):
-            until = iso(utcnow() + timedelta(seconds=self.config.lease_seconds))
-            self.store.renew(worker=self.worker_id, lease_until=until)
-            expire_dead_leases(store=self.store, now=utcnow())
+        delay = interval
+        while not self._stopped.wait(delay):
+            try:
+                until = iso(utcnow() + timedelta(seconds=self.config.lease_seconds))
+                self.store.renew(worker=self.worker_id, lease_until=until)
+                expire_dead_leases(store=self.store, now=utcnow())
+            except TRANSIENT as exc:
+                delay = min(interval, self.outages.failed(loop="lease-renewer", error=exc))
+                continue
+            self.outages.recovered(loop="lease-renewer")
+            delay = interval
+
+
+def _log_crash(name: str, exc: BaseException) -> None:
+    from .logs import get_logger
+
+    get_logger().error("thread died", thread=name, error=f"{type(exc).__name__}: {exc}", exc_info=exc)

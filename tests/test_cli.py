@@ -136,7 +136,7 @@ def test_environment_variables_pick_directory_and_database(project: Path, run_cl
     valid = run_cli("validate", cwd=project, env=env)
     assert valid.returncode == 0 and "2 resources, valid." in valid.stdout
     document = json.loads(run_cli("plan", "-o", "json", cwd=project, env=env).stdout)
-    assert document["waiting"] == [{"resource_id": "alpha", "reason": "a job is in progress"}]
+    assert document["waiting"] == [{"resource_id": "alpha", "reason": "a job is in progress", "hold": "in_progress"}]
     status = json.loads(run_cli("status", "-o", "json", cwd=project, env=env).stdout)
     assert [r["resource_id"] for r in status] == ["alpha"]
 

@@ -12,6 +12,7 @@ import pytest
 import reconciler.plan as plan_module
 from reconciler.models import (
     DELETE_TARGET,
+    Health,
     JobAction,
     ObservedResource,
     ResourceSpec,
@@ -290,3 +291,25 @@ def test_plan_is_deterministic_for_the_same_inputs() -> None:
     desired = [spec("a", deploy_ref="v2"), spec("c")]
     observed = [row(spec("a")), row(spec("b")), row(spec("d"))]
     assert plan_for(desired, observed) == plan_for(list(reversed(desired)), list(reversed(observed)))
+
+
+# --- holds: why an unsettled resource gets no change now, and whether work is still pending -------------
+
+
+@pytest.mark.parametrize(("desired", "observed", "kwargs", "hold", "pending"), [
+    ([spec()], [row(spec(), ResourceStatus.ERRORED, next_attempt_at=LATER, error="boom")], {}, "retry", True),
+    ([], [row(spec(), ResourceStatus.ERRORED, target_hash=DELETE_TARGET, next_attempt_at=LATER, error="boom")], {},
+     "retry", True),
+    ([spec()], [row(spec())], {"in_flight": ["acme-prod"]}, "in_progress", True),
+    ([spec()], [row(spec(), health=Health.UNHEALTHY, consecutive_failures=3)], {}, "unhealthy", False),
+    ([], [row(spec(protected=True))], {}, "protected", False),
+    ([spec(region="us-east-1", protected=True)], [row(spec(protected=True))], {}, "protected", False),
+], ids=["retry", "teardown-retry", "in-progress", "unhealthy", "protected-kept", "protected-blocked"])
+def test_holds_say_why_nothing_is_done_now(desired, observed, kwargs, hold, pending) -> None:
+    from reconciler.render import summary_line
+
+    result = plan_for([*desired, *BYSTANDERS], [*observed, *map(row, BYSTANDERS)], **kwargs)
+    (note,) = result.kept + result.waiting
+    assert (str(note.hold), bool(result.pending), result.has_changes) == (hold, pending, False)
+    assert note.retry_at == (LATER if hold == "retry" else None)
+    assert summary_line(result).startswith("No changes to make now; 1 ")

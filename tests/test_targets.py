@@ -50,7 +50,12 @@ def test_targets_yaml_lists_the_targets_the_default_scripts_handle(project):
 
 
 def test_without_targets_yaml_local_and_script_directories_are_known(project):
+    (project / "provision" / "targets.yaml").unlink(missing_ok=True)
     assert known_targets(provision_dir=project / "provision").names == {"local", "kubernetes"}
+    (project / "provision" / "targets.yaml").write_text("pass_env: [CONTROL]\n")  # no targets: key
+    assert known_targets(provision_dir=project / "provision").names == {"local", "kubernetes"}
+    (project / "provision" / "targets.yaml").write_text("targets: []\n")
+    assert known_targets(provision_dir=project / "provision").names == {"kubernetes"}
 
 
 def test_validate_without_a_provision_directory_does_not_check_targets(tmp_path):
@@ -118,6 +123,7 @@ def test_the_daemon_refuses_an_unknown_target_in_a_file(project, daemons):
 def test_a_fifo_named_targets_yaml_is_refused_not_waited_on(project):
     import os
 
+    (project / "provision" / "targets.yaml").unlink(missing_ok=True)
     os.mkfifo(project / "provision" / "targets.yaml")
     write_resources(project, {"a": {}})
     done = run_cli(project, "plan", timeout=30)
