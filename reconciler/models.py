@@ -30,8 +30,9 @@ DELETE_TARGET = "delete"
 # Scripts receive the whole spec in one environment variable (RESOURCE_JSON), and Linux refuses an
 # execve whose single environment string exceeds 128 KiB (E2BIG): a bigger spec could never run.
 MAX_SPEC_BYTES = 64 * 1024
-# Levels of nesting inside params (YAML itself stops at 64); deeper is refused, never a RecursionError.
-MAX_PARAMS_DEPTH = 32
+# Levels of nesting inside params, the bound YAML files (yamlfast) and API bodies (httpguard) also
+# have; deeper is refused as a validation error, never a RecursionError.
+MAX_PARAMS_DEPTH = 64
 
 
 class ResourceSpec(BaseModel):

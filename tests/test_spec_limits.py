@@ -31,7 +31,7 @@ def _errors(params: object) -> str:
 
 
 def test_the_limits_are_stated():
-    assert MAX_SPEC_BYTES == 64 * 1024 and MAX_PARAMS_DEPTH == 32
+    assert MAX_SPEC_BYTES == 64 * 1024 and MAX_PARAMS_DEPTH == 64
 
 
 def test_params_at_the_depth_limit_are_accepted_and_one_deeper_refused():
@@ -59,16 +59,17 @@ def test_a_spec_over_64_kib_as_json_is_refused_and_one_under_accepted():
     assert "64 KiB" in _errors({"blob": "é" * (MAX_SPEC_BYTES // 2)})  # bytes count, not characters
 
 
-def test_validate_names_file_and_line_of_an_oversized_or_deep_spec(tmp_path):
+def test_validate_names_file_and_line_of_an_oversized_deep_or_nan_spec(tmp_path):
     project = make_project(tmp_path)
-    deep = "{k: " * (MAX_PARAMS_DEPTH + 1) + "1" + "}" * (MAX_PARAMS_DEPTH + 1)
-    (project / "desired" / "big.yaml").write_text(
-        f"resource_id: big\nowner: o\nregion: r\ndeploy_ref: v1\nparams: {{blob: {'x' * 70000}}}\n"
-        f"---\nresource_id: deep\nowner: o\nregion: r\ndeploy_ref: v1\nparams: {deep}\n"
-        "---\nresource_id: nan\nowner: o\nregion: r\ndeploy_ref: v1\nparams: {x: .nan}\n")
+    desired = project / "desired"
+    deep = "{k: " * (MAX_PARAMS_DEPTH + 1) + "1" + "}" * (MAX_PARAMS_DEPTH + 1)  # the YAML reader stops it
+    head = "owner: o\nregion: r\ndeploy_ref: v1\n"
+    (desired / "big.yaml").write_text(f"resource_id: big\n{head}params: {{blob: {'x' * 70000}}}\n")
+    (desired / "deep.yaml").write_text(f"resource_id: deep\n{head}params: {deep}\n")
+    (desired / "nan.yaml").write_text(f"resource_id: nan\n{head}params: {{x: [1, {{y: .nan}}]}}\n")
     done = run_cli(project, "validate")
     assert done.returncode == 1
     assert "desired/big.yaml:1: the spec is 70,128 bytes as JSON" in done.stderr and "64 KiB" in done.stderr
-    assert f"desired/big.yaml:11: params: params nest deeper than {MAX_PARAMS_DEPTH} levels" in done.stderr
-    assert "desired/big.yaml:17: params: params.x is nan, which JSON cannot carry" in done.stderr
+    assert "desired/deep.yaml:5: nesting deeper than 64 levels" in done.stderr
+    assert "desired/nan.yaml:5: params: params.x[1].y is nan, which JSON cannot carry" in done.stderr
     assert "Traceback" not in done.stderr
