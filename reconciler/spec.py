@@ -19,8 +19,12 @@ from pydantic import ValidationError
 
 from .errors import SpecError, SpecProblem
 from .models import SPEC_FIELDS, ResourceSpec, spec_hash
+from .yamlcompat import disagreements
 from .yamlfast import Document, YamlProblem, load_documents
 
+# Typed fields, checked for plain scalars that YAML 1.1 (this tool) and 1.2 (editors) read apart.
+TEXT_FIELDS = tuple(name for name, info in ResourceSpec.model_fields.items() if info.annotation is str)
+BOOL_FIELDS = tuple(name for name, info in ResourceSpec.model_fields.items() if info.annotation is bool)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 # Below these, forking workers costs more than it saves.
 PARALLEL_MIN_FILES = 8
@@ -283,6 +287,10 @@ def validate_document(*, doc: Document, name: str, problems: list[SpecProblem]) 
     if doc.odd_keys:
         problems.extend(SpecProblem(name, line, text, f"key {text!r} is not read as text by YAML; quote it: "
                                     f"\"{text}\"") for text, line in doc.odd_keys)
+        return None
+    apart = disagreements(plain=doc.raw, text_fields=TEXT_FIELDS, bool_fields=BOOL_FIELDS)
+    if apart:
+        problems.extend(SpecProblem(name, doc.key_lines.get(key, doc.line), key, message) for key, message in apart)
         return None
     try:
         return ResourceSpec.model_validate(doc.value)
