@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import ReconcilerError, SpecError
+from .errors import ReconcilerError, SpecError, SpecProblem
 from .models import (
     DELETE_TARGET,
     Job,
@@ -241,6 +241,8 @@ class Reconciler:
             self.last_good = self.cache.load(directory=self.desired_dir)
         except SpecError as exc:
             return exc
+        except Exception as exc:  # noqa: BLE001 - any failure to load is a load error: counted, shown, last good kept
+            return SpecError([SpecProblem(str(self.desired_dir), 0, "", f"cannot load: {type(exc).__name__}: {exc}")])
         return None
 
 

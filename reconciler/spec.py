@@ -270,9 +270,11 @@ def _read_documents(*, path: Path, name: str, problems: list[SpecProblem]) -> li
         with path.open("rb") as stream:
             return load_documents(stream)
     except YamlProblem as exc:
-        problems.append(SpecProblem(name, exc.line, exc.field, exc.message))
+        problems.append(SpecProblem(name, exc.line, exc.field, exc.message, exc.column))
     except OSError as exc:
         problems.append(SpecProblem(name, 0, "", f"cannot read: {exc.strerror}"))
+    except Exception as exc:  # noqa: BLE001 - any failure to read a file is a load error of that file
+        problems.append(SpecProblem(name, 0, "", f"cannot read: {type(exc).__name__}: {exc}"))
     return []
 
 

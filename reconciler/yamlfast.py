@@ -37,11 +37,12 @@ _CACHE_LIMIT = 50_000
 class YamlProblem(Exception):
     """Bad YAML at a known place; reading the file stops there."""
 
-    def __init__(self, message: str, *, line: int, field: str = "") -> None:
+    def __init__(self, message: str, *, line: int, field: str = "", column: int = 0) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
         self.field = field
+        self.column = column
 
 
 @dataclass(slots=True)
@@ -148,6 +149,7 @@ class DocumentBuilder:
     """Turns the events of one stream into `Document`s; one instance per file."""
 
     def __init__(self, stream: BinaryIO | str | bytes) -> None:
+        self._stream = stream
         self._loader = yaml.CSafeLoader(stream)
         self._anchors: dict[str, tuple[Any, int]] = {}
         self._anchor_lines: dict[str, int] = {}
@@ -161,16 +163,25 @@ class DocumentBuilder:
             self._run(docs)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else 0
-            context = ""
-            if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
-                context = f" ({exc.context} started at line {exc.context_mark.line + 1})"
-            raise YamlProblem(f"invalid YAML: {exc.problem or exc.context}{context}", line=line) from None
+            text = self._text()
+            line, column = _position(text, mark) if mark else (0, 0)
+            started = _position(text, exc.context_mark)[0] if exc.context_mark else line
+            context = f" ({exc.context} started at line {started})" if exc.context and started != line else ""
+            raise YamlProblem(f"invalid YAML: {exc.problem or exc.context}{context}", line=line,
+                              column=column) from None
         except yaml.YAMLError as exc:
             raise YamlProblem(f"invalid YAML: {exc}", line=0) from None
         finally:
             self._loader.dispose()
         return docs
+
+    def _text(self) -> str:
+        """The stream's text again, to place an error (only on the error path)."""
+        stream = self._stream
+        if hasattr(stream, "seek"):
+            stream.seek(0)
+            stream = stream.read()
+        return stream.decode("utf-8", "replace") if isinstance(stream, bytes) else str(stream)
 
     def _run(self, docs: list[Document]) -> None:
         get = self._loader.get_event
@@ -238,10 +249,15 @@ class DocumentBuilder:
             self._merge(frame)
         self._add(frame.value, None, frame.anchor, frame.size)
 
-    def _merge(self, frame: _Frame) -> None:
-        for source in frame.merges:
-            for key, value in source.items():
-                frame.value.setdefault(key, value)
+    @staticmethod
+    def _merge(frame: _Frame) -> None:
+        """PyYAML's order exactly: merged pairs first (the last source of a `<<` list first), then the
+        mapping's own; a later pair sets the value, the first keeps its key (so `1` vs `1.0` comes out alike)."""
+        merged: dict[Any, Any] = {}
+        for source in reversed(frame.merges):
+            merged.update(source)
+        merged.update(frame.value)
+        frame.value = merged
 
     def _alias(self, event: ev.AliasEvent) -> None:
         if event.anchor not in self._anchors:
@@ -327,6 +343,18 @@ class DocumentBuilder:
 
     def _event_line(self, event: ev.Event | None) -> int:
         return _line(event) if event is not None else self._doc.line
+
+
+def _position(text: str, mark: Any) -> tuple[int, int]:
+    """1-based (line, column) of an error mark; libyaml puts errors found at the end of the stream past
+    the last line, so those are moved to the end of the last line that has anything on it."""
+    lines = text.splitlines()
+    if mark.line < len(lines) and (mark.column < len(lines[mark.line]) or lines[mark.line].strip()):
+        return mark.line + 1, mark.column + 1
+    last = next((i for i in range(min(mark.line, len(lines) - 1), -1, -1) if lines[i].strip()), None)
+    if last is None:
+        return 1, 1
+    return last + 1, len(lines[last].rstrip()) + 1
 
 
 def _misplaced(value: _Special, event: ev.Event | None) -> None:

@@ -238,7 +238,7 @@ def test_each_edge_is_refused_with_a_line(text: str, message: str) -> None:
 
 
 @pytest.mark.parametrize("text", ["=: 1", "<<: {a: 1}\nb: 2", "a: 1:30", "a: 0o10", "a: 1e3", "a: 010",
-                                  "- ! {a: 1}", "a: !!timestamp 2001-12-14", "a: 2001-12-14", "a: &a [1]\nb: *a"])
+                                  "- ! {a: 1}", "a: {a: 0, 1: &x {1.0: 0}, <<: *x}", "a: !!timestamp 2001-12-14", "a: 2001-12-14", "a: &a [1]\nb: *a"])
 def test_edges_that_match_csafeloader(text: str) -> None:
     check_agrees(text, documented=set())
     assert builder(text).error is None
