@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 import yaml
 
@@ -28,15 +29,19 @@ _CORE_12 = [
     ("timestamp", r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:[Tt ].*)?"),
 ]
 _PATTERNS_12 = [(kind, re.compile(f"(?:{pattern})")) for kind, pattern in _CORE_12]
+# A plain scalar starting with none of these is text to both versions (every typed reading starts so).
+_TYPED_STARTS = frozenset("yYnNtTfFoO-+0123456789.<~=")
 _WORDS = {"str": "text", "int": "a number", "float": "a number", "bool": "a boolean", "null": "null",
           "timestamp": "a date", "merge": "a merge key", "value": "a value key"}
 
 
+@lru_cache(maxsize=4096)
 def kind_11(text: str) -> str:
     """What PyYAML (YAML 1.1) makes of a plain scalar: str, int, float, bool, null, timestamp, merge, value."""
     return _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)).removeprefix(_TAG)
 
 
+@lru_cache(maxsize=4096)
 def kind_12(text: str) -> str:
     """What a YAML 1.2 reader makes of a plain scalar (the same names as `kind_11`)."""
     for kind, pattern in _PATTERNS_12:
@@ -51,8 +56,9 @@ def disagreements(*, plain: Mapping[str, str], text_fields: Iterable[str],
     or that is a date (text to this tool, a date to some editors)."""
     found = []
     for name in text_fields:
-        if name in plain:
-            message = _text_problem(name, plain[name])
+        text = plain.get(name)
+        if text is not None and (not text or text[0] in _TYPED_STARTS):
+            message = _text_problem(name, text)
             if message:
                 found.append((name, message))
     for name in bool_fields:
