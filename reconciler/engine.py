@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import ReconcilerError, SpecError
+from .errors import ReconcilerError, SpecError, SpecProblem
 from .models import (
     DELETE_TARGET,
     Job,
@@ -296,6 +296,9 @@ class Reconciler:
             self.unsettled = exc
         except SpecError as exc:
             self.load_error = exc
+        except Exception as exc:  # noqa: BLE001 - any failure to load is a load error: counted, shown, last good kept
+            self.load_error = SpecError([SpecProblem(str(self.desired_dir), 0, "",
+                                                     f"cannot load: {type(exc).__name__}: {exc}")])
         seen = (self.cache, self.cache.reads)
         if self._owners_seen is None or seen[0] is not self._owners_seen[0] or seen[1] != self._owners_seen[1]:
             self.owners.observe(self.cache.files())

@@ -33,8 +33,12 @@ from .settle import (
     open_regular,
     stamp_of,
 )
+from .yamlcompat import disagreements
 from .yamlfast import Document, YamlProblem, load_documents
 
+# Typed fields, checked for plain scalars that YAML 1.1 (this tool) and 1.2 (editors) read apart.
+TEXT_FIELDS = tuple(name for name, info in ResourceSpec.model_fields.items() if info.annotation is str)
+BOOL_FIELDS = tuple(name for name, info in ResourceSpec.model_fields.items() if info.annotation is bool)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 # How long a one-shot command waits for files that keep changing before it gives up.
 SETTLE_PATIENCE = 30.0
@@ -374,11 +378,13 @@ def _read_documents(*, path: Path, name: str, problems: list[SpecProblem]) -> li
                 return []
             return load_documents(stream)
     except YamlProblem as exc:
-        problems.append(SpecProblem(name, exc.line, exc.field, exc.message))
+        problems.append(SpecProblem(name, exc.line, exc.field, exc.message, exc.column))
     except NotRegular as exc:
         problems.append(SpecProblem(name, 0, "", str(exc.strerror)))
     except OSError as exc:
         problems.append(SpecProblem(name, 0, "", f"cannot read: {exc.strerror}"))
+    except Exception as exc:  # noqa: BLE001 - any failure to read a file is a load error of that file
+        problems.append(SpecProblem(name, 0, "", f"cannot read: {type(exc).__name__}: {exc}"))
     return []
 
 
@@ -393,6 +399,10 @@ def validate_document(*, doc: Document, name: str, problems: list[SpecProblem]) 
     if doc.odd_keys:
         problems.extend(SpecProblem(name, line, text, f"key {text!r} is not read as text by YAML; quote it: "
                                     f"\"{text}\"") for text, line in doc.odd_keys)
+        return None
+    apart = disagreements(plain=doc.raw, text_fields=TEXT_FIELDS, bool_fields=BOOL_FIELDS)
+    if apart:
+        problems.extend(SpecProblem(name, doc.key_lines.get(key, doc.line), key, message) for key, message in apart)
         return None
     try:
         return ResourceSpec.model_validate(doc.value)

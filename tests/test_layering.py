@@ -21,11 +21,12 @@ ALLOWED: dict[str, set[str]] = {
     # settle: when a desired file's content may count (stat/clock only); watch: inotify for the daemon
     "settle": set(),
     "watch": {"settle"},
-    "spec": {"models", "errors", "yamlfast", "settle"},
+    "spec": {"models", "errors", "yamlfast", "settle", "yamlcompat"},
     # the runtime targets provision/ provides (floor 2: reads provision/targets.yaml)
     "targets": {"models", "errors", "yamlfast", "settle"},
     # which file owns which id, also while files fail to load (issue 11: the API's ownership check)
     "owners": {"spec"},
+    "yamlcompat": set(),
     "plan": {"models"},
     "render": {"plan", "models", "terminal"},
     "retry": set(),
