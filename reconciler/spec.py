@@ -70,16 +70,39 @@ class DesiredState:
 
 
 def desired_files(directory: Path) -> list[Path]:
-    """Every *.yaml/*.yml below `directory`, sorted, skipping names that start with '.' or '_'."""
+    """Every *.yaml/*.yml below `directory`, sorted, skipping names that start with '.' or '_'.
+
+    A symlink (to a file or a directory) that leads outside the tree is refused: the file watch cannot
+    see its target change, and a checkout must describe the fleet by itself. Symlinked directories that
+    stay inside are not followed (their files are read where they really are).
+    """
     found: list[Path] = []
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
-        found.extend(
-            Path(root, name)
-            for name in files
-            if not name.startswith((".", "_")) and name.endswith((".yaml", ".yml"))
-        )
+    outside: list[SpecProblem] = []
+    stack, root = [str(directory)], os.path.realpath(directory)
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith((".", "_")):
+                    continue
+                wanted = entry.name.endswith((".yaml", ".yml"))
+                if entry.is_symlink() and (wanted or entry.is_dir()):
+                    _check_link(entry.path, root=root, directory=directory, outside=outside)
+                    if entry.is_dir():
+                        continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif wanted:
+                    found.append(Path(entry.path))
+    if outside:
+        raise SpecError(outside)
     return sorted(found)
+
+
+def _check_link(path: str, *, root: str, directory: Path, outside: list[SpecProblem]) -> None:
+    target = os.path.realpath(path)
+    if os.path.commonpath([root, target]) != root:
+        outside.append(SpecProblem(display_path(Path(path)), 0, "", f"a symlink that leads outside {directory} "
+                                   f"(to {target}); keep desired files in the tree (copy the file in)"))
 
 
 def display_path(path: Path) -> str:

@@ -6,6 +6,7 @@ Real FIFOs (os.mkfifo) and real processes with a timeout: a hang fails the test 
 from __future__ import annotations
 
 import os
+import stat
 import signal
 from pathlib import Path
 
@@ -26,11 +27,12 @@ def _fifo(project: Path, kind: str) -> str:
     if kind == "fifo":
         os.mkfifo(desired / "pipe.yaml")
         return "pipe.yaml"
-    if kind == "symlink-to-fifo":
-        os.mkfifo(project / "elsewhere")
-        (desired / "link.yaml").symlink_to(project / "elsewhere")
+    if kind == "symlink-to-fifo":  # targets stay inside the tree ('_' names are not read themselves):
+        os.mkfifo(desired / "_elsewhere")  # a link that leaves the tree is refused for that reason alone
+        (desired / "link.yaml").symlink_to(desired / "_elsewhere")
         return "link.yaml"
-    (desired / "zero.yaml").symlink_to("/dev/zero")
+    os.mknod(desired / "_zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's twin
+    (desired / "zero.yaml").symlink_to(desired / "_zero")
     return "zero.yaml"
 
 
@@ -60,7 +62,7 @@ def test_a_fifo_or_symlink_created_while_the_daemon_runs_is_judged_at_once(proje
     proc = start_daemon(project, "--resync", "30", RECONCILER_SETTLE="0.1")
     daemons.append(proc)
     wait_for(lambda: statuses(project).get("a") == "active", what="a active")
-    shared = project / "shared.yaml"
+    shared = project / "desired" / "_shared.yaml"
     shared.write_text("resource_id: b\nowner: o\nregion: r\ndeploy_ref: v1\n")
     (project / "desired" / "b.yaml").symlink_to(shared)  # IN_CREATE with no write to follow
     wait_for(lambda: statuses(project).get("b") == "active", what="b (a symlink) active")

@@ -75,3 +75,24 @@ def test_a_file_that_once_crashed_every_pass_is_a_counted_load_error(tmp_path, d
     assert "reconciler_desired_load_failures_total" in metrics
     log = (project / "daemon.log").read_text()
     assert "Traceback" not in log and "reconcile pass failed" not in log
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_symlink_leading_outside_desired_is_refused_by_name(project, kind):
+    """Issue 12: the watch cannot see an outside target change, and a checkout must describe the fleet."""
+    outside = project / "elsewhere"
+    outside.mkdir()
+    (outside / "x.yaml").write_text(HEAD)
+    desired = project / "desired"
+    (desired / "inside.yaml").write_text(HEAD.replace("web", "web-2"))
+    link = desired / ("x.yaml" if kind == "file" else "more")
+    link.symlink_to(outside / "x.yaml" if kind == "file" else outside)
+    for command in (["validate"], ["plan"]):
+        done = run_cli(project, *command)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"{link.name}: a symlink that leads outside" in done.stderr and str(outside) in done.stderr
+    link.unlink()
+    (desired / "shared").mkdir()
+    (desired / "_hidden.yaml").write_text(HEAD)
+    (desired / "shared" / "x.yaml").symlink_to(desired / "_hidden.yaml")  # inside the tree: read
+    assert run_cli(project, "validate").returncode == 0
