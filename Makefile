@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-quick clean
+.PHONY: run test test-unit test-integration test-e2e bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,17 +15,27 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/reconciler daemon
 
+# every tier (tests/unit, tests/integration, tests/e2e); each tier alone below
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e
 
 # The measurements (bench/results.md), then the slow scale test: 100,000 resources end to end.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow --timeout=3600 tests/test_scale.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow --timeout=3600 tests/e2e/test_scale.py
 
 bench-quick: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench --quick
-	PATH="$(CURDIR)/$(BIN):$$PATH" RECONCILER_SCALE=2000 $(BIN)/python -m pytest -m slow tests/test_scale.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" RECONCILER_SCALE=2000 $(BIN)/python -m pytest -m slow tests/e2e/test_scale.py
 
 clean:
 	rm -rf $(VENV) reconciler.db reconciler.db-wal reconciler.db-shm .reconciler

@@ -165,3 +165,17 @@ def fatal_error(stderr: str) -> str | None:
             if record.get("event") == "error" and record.get("error"):
                 return record["error"]
     return None
+
+
+def hold_write_lock(path: Path, seconds: float) -> subprocess.Popen:
+    """Another process takes SQLite's write lock (BEGIN IMMEDIATE) and keeps it for `seconds`."""
+    code = ("import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE')\n"
+            "print('held', flush=True)\n"
+            "time.sleep(float(sys.argv[2]))\n"
+            "c.execute('COMMIT')\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(seconds)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

@@ -9,8 +9,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from tests.support import ROOT
 
-PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
+PACKAGE = ROOT / "reconciler"
 
 # module (top-level name; store.* counts as "store") → the reconciler modules it may import
 ALLOWED: dict[str, set[str]] = {

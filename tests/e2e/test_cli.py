@@ -14,7 +14,7 @@ import pytest
 import reconciler.cli as cli
 from reconciler.models import JobAction, JobRequest, JobResult, ResourceSpec, iso, spec_hash, utcnow
 from reconciler.store import open_store
-from tests.support import cli_env, run_cli
+from tests.support import ROOT, cli_env, run_cli
 
 FLEET = {
     "a.yaml": "resource_id: alpha\nowner: acme\nregion: eu-west-1\ndeploy_ref: v1\nparams: {size: small}\n",
@@ -238,16 +238,15 @@ def test_committed_schema_file_matches_the_model() -> None:
     """desired/*.yaml's modeline points editors at reconciler.schema.json: it must not go stale."""
     import json
     import subprocess
-    from pathlib import Path
 
     from tests.support import reconciler_argv
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = ROOT
     printed = subprocess.run([*reconciler_argv(), "schema"], capture_output=True, text=True, check=True).stdout
     assert json.loads(printed) == json.loads((repo / "reconciler.schema.json").read_text())
 
 
-# --- colour (moved from test_render.py: it runs the CLI) -----------------------------------------
+# --- colour (from test_render.py, whose other tests are in the unit tier: this one runs the CLI) ----------
 
 
 def _cli_on_a_tty(cwd: Path, *args: str, env: dict[str, str]) -> str:
