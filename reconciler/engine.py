@@ -148,7 +148,7 @@ def job_request(change: Change) -> JobRequest:
     """What the queue needs of one change; the plan decided all of it."""
     spec = change.before if change.action is Action.DELETE else change.after
     old = change.before if change.action is Action.REPLACE else None
-    return JobRequest(change.resource_id, change.action, change.message, spec, old, change.target_hash,
+    return JobRequest(change.resource_id, change.action, change.message, spec, old, change.applied_hash(),
                       change.attempt, change.expected_version, change.source)
 
 

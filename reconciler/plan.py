@@ -6,7 +6,7 @@ table is a small parametrised test, and `plan`, `apply` and the daemon can never
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Iterable, Mapping
@@ -91,11 +91,21 @@ class Change:
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
     changed: tuple[str, ...] = ()
-    target_hash: str | None = None  # the spec hash the job applies (DELETE_TARGET for a teardown)
+    # the spec hash the job applies (DELETE_TARGET for a teardown); see applied_hash for a create
+    target_hash: str | None = None
     expected_version: int | None = None  # the row version planned against (None: no row)
     attempt: int = 1  # retries count up, for backoff
     source: str = "file"  # who declares it: "file" or "api"
     retry_at: str | None = None  # Reason.BACKOFF: when the next attempt is due
+    # a create's spec, hashed only if it is queued: a create needs no hash to be decided, and a dry
+    # run of a new 100k fleet would otherwise hash every spec for nothing
+    spec: ResourceSpec | None = field(default=None, compare=False, repr=False)
+
+    def applied_hash(self) -> str | None:
+        """The hash the job applies: `target_hash`, or for a create planned without one, its spec's."""
+        if self.target_hash is None and self.spec is not None:
+            return spec_hash(self.spec)
+        return self.target_hash
 
     @property
     def hold(self) -> Hold | None:
@@ -193,12 +203,13 @@ class _Rules:
     api: frozenset[str]
 
     def for_desired(self, spec: ResourceSpec, row: ObservedResource | None) -> Change:
-        wanted = self.hashes.get(spec.resource_id) or spec_hash(spec)
+        known = self.hashes.get(spec.resource_id)
         source = API_SOURCE if spec.resource_id in self.api else "file"
         if row is None or not row.live:
             reason, message = (Reason.DECLARED_AGAIN, "declared again after deletion") if row is not None else (
                 Reason.NEW, "not yet created")
-            return _create(spec, row, wanted, source, reason, message)
+            return _create(spec, row, known, source, reason, message)
+        wanted = known or spec_hash(spec)
         if row.spec_hash == wanted and row.status is ResourceStatus.ACTIVE:
             if row.health is Health.UNHEALTHY:
                 return self._unhealthy(spec, row, wanted, source)
@@ -255,10 +266,10 @@ class _Rules:
                       DELETE_TARGET, row.version, 1)
 
 
-def _create(spec: ResourceSpec, row: ObservedResource | None, wanted: str, source: str, reason: Reason,
+def _create(spec: ResourceSpec, row: ObservedResource | None, wanted: str | None, source: str, reason: Reason,
             message: str) -> Change:
     return Change(spec.resource_id, Action.CREATE, reason, message, None, spec.model_dump(), (), wanted,
-                  row.version if row is not None else None, 1, source)
+                  row.version if row is not None else None, 1, source, spec=spec)
 
 
 def _next_attempt(row: ObservedResource) -> int:

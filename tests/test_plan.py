@@ -72,7 +72,7 @@ BYSTANDERS = [spec(f"other-{i}") for i in range(3)]
 def test_create(observed, code: Reason, reason: str) -> None:
     change = only_change(plan_for([spec()], observed))
     assert (change.action, change.reason, change.message, change.shown) == (Action.CREATE, code, reason, "create")
-    assert (change.target_hash, change.attempt) == (spec_hash(spec()), 1)
+    assert (change.applied_hash(), change.attempt) == (spec_hash(spec()), 1)
     assert change.expected_version == (observed[0].version if observed else None)
     assert change.before is None and change.after == spec().model_dump()
 
@@ -321,3 +321,36 @@ def test_holds_say_why_nothing_is_done_now(desired, observed, kwargs, hold, pend
     assert (str(note.hold), bool(result.pending), result.has_changes) == (hold, pending, False)
     assert note.retry_at == (LATER if hold == "retry" else None)
     assert summary_line(result).startswith("No changes to make now; 1 ")
+
+
+# --- a job is a projection of its change (issue 14) ------------------------------------------------
+
+
+@pytest.mark.parametrize(("desired", "observed", "policy", "expected"), [
+    ([spec()], [], PlanPolicy(), (Action.CREATE, "spec", None, "hash", 1, None)),
+    ([spec(deploy_ref="v2")], [row(spec(), version=4)], PlanPolicy(), (Action.UPDATE, "spec", None, "hash", 1, 4)),
+    ([spec(region="us-east-1")], [row(spec(), version=2)], PlanPolicy(), (Action.REPLACE, "spec", "old", "hash", 1, 2)),
+    ([], [row(spec(), version=7)], PlanPolicy(allow_mass_delete=True),
+     (Action.DELETE, "old", None, DELETE_TARGET, 1, 7)),
+    ([spec()], [row(spec(), ResourceStatus.ERRORED, next_attempt_at=EARLIER, attempts=2, error="x", version=9)],
+     PlanPolicy(), (Action.UPDATE, "spec", None, "hash", 3, 9)),
+    ([spec()], [row(spec(), health=Health.UNHEALTHY, consecutive_failures=3, version=5)],
+     PlanPolicy(self_heal=True), (Action.UPDATE, "spec", None, "hash", 1, 5)),
+], ids=["create", "update", "replace", "delete", "retry", "self-heal"])
+def test_a_job_is_a_projection_of_its_change(desired, observed, policy, expected) -> None:
+    from reconciler.engine import job_request
+
+    change = only_change(plan_for(desired, observed, policy=policy))
+    request = job_request(change)
+    action, spec_of, old_of, target, attempt, version = expected
+    named = {"spec": spec().model_dump() if not desired else desired[0].model_dump(),
+             "old": spec().model_dump(), None: None}
+    assert (request.action, request.spec, request.old_spec, request.attempt, request.expected_version) == (
+        action, named[spec_of], named[old_of], attempt, version)
+    assert request.target_hash == (spec_hash(desired[0]) if target == "hash" else target)
+    assert (request.reason, request.source) == (change.message, "file")
+
+
+def test_api_declared_changes_carry_their_source() -> None:
+    result = compute_plan({"acme-prod": spec()}, {}, now=NOW, api=["acme-prod"])
+    assert only_change(result).source == "api"
