@@ -14,11 +14,15 @@ import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, cast
 
 import click
 
 from .errors import ReconcilerError, SpecError
+
+if TYPE_CHECKING:  # the command line imports what a command needs when it runs (a fast --help)
+    from .options import ApiOptions, CheckOptions, LeaseOptions, LoopOptions, PlanOptions, RunOptions
+    from .views import View
 
 OUTPUT = click.Choice(["text", "json"])
 
@@ -148,7 +152,7 @@ def _with_settings(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         here = {name: kwargs.pop(f"{name}_here") for _flag, name, _kw, _env, _text in _SETTINGS}
-        settings = click.get_current_context().find_object(Settings).given(**here)
+        settings = cast(Settings, click.get_current_context().find_object(Settings)).given(**here)
         return func(settings, *args, **kwargs)
 
     wrapper.__click_params__ = list(getattr(func, "__click_params__", []))  # type: ignore[attr-defined]
@@ -205,7 +209,7 @@ def _options(*options: Callable[..., Any]) -> Callable[..., Any]:
     return apply_all
 
 
-def _view(output: str) -> Any:
+def _view(output: str) -> View:
     """The view of this command, picked once (views.py)."""
     from .views import pick_view
 
@@ -252,7 +256,7 @@ def validate(settings: Settings) -> None:
               help="Exit 0 when no changes, 1 on error, 2 when there are changes or retries/jobs pending.")
 @_with_settings
 @_guarded
-def plan(settings: Settings, output: str, planning: Any, detailed_exitcode: bool) -> None:
+def plan(settings: Settings, output: str, planning: PlanOptions, detailed_exitcode: bool) -> None:
     """Show what apply would change, without changing anything.
 
     \b
@@ -262,7 +266,7 @@ def plan(settings: Settings, output: str, planning: Any, detailed_exitcode: bool
     _show_plan(settings=settings, view=_view(output), planning=planning, detailed_exitcode=detailed_exitcode)
 
 
-def _show_plan(*, settings: Settings, view: Any, planning: Any, detailed_exitcode: bool) -> None:
+def _show_plan(*, settings: Settings, view: View, planning: PlanOptions, detailed_exitcode: bool) -> None:
     from .engine import load_files, plan_fleet, read_fleet
 
     fleet = read_fleet(store=_read_store(settings))
@@ -328,7 +332,7 @@ _yes_option = click.option("--yes", "-y", is_flag=True,
 @click.option("--detailed-exitcode", is_flag=True, help="With --dry-run: exit 2 when there are changes.")
 @_with_settings
 @_guarded
-def apply(settings: Settings, output: str, planning: Any, yes: bool, run: Any, dry_run: bool,
+def apply(settings: Settings, output: str, planning: PlanOptions, yes: bool, run: RunOptions, dry_run: bool,
           detailed_exitcode: bool) -> None:
     """Close the gap: run provision/teardown scripts until observed matches desired.
 
@@ -342,7 +346,8 @@ def apply(settings: Settings, output: str, planning: Any, yes: bool, run: Any, d
     _apply(settings=settings, planning=planning, run=run, yes=yes, view=_view(output), destroy=False)
 
 
-def _apply(*, settings: Settings, planning: Any, run: Any, yes: bool, view: Any, destroy: bool) -> NoReturn:
+def _apply(*, settings: Settings, planning: PlanOptions, run: RunOptions, yes: bool, view: View,
+           destroy: bool) -> NoReturn:
     from .apply import ApplyOptions, run_apply
     from .options import Mode
 
@@ -356,7 +361,7 @@ def _apply(*, settings: Settings, planning: Any, run: Any, yes: bool, view: Any,
 @_run_options()
 @_with_settings
 @_guarded
-def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: Any) -> None:
+def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: RunOptions) -> None:
     """Tear down every resource (or --target ones) as if desired/ were empty; protected ones are kept.
 
     Refused while a daemon holds the database: its next pass would create everything again.
@@ -517,7 +522,8 @@ def _lease_options() -> Callable[..., Any]:
 @_lease_options()
 @_with_settings
 @_guarded
-def daemon(settings: Settings, loop: Any, checks: Any, run: Any, serving: Any, leases: Any) -> None:
+def daemon(settings: Settings, loop: LoopOptions, checks: CheckOptions, run: RunOptions, serving: ApiOptions,
+           leases: LeaseOptions) -> None:
     """Run the controller: react to file saves, resync, health-check, and work the queue (for systemd).
 
     \b
@@ -542,7 +548,7 @@ def daemon(settings: Settings, loop: Any, checks: Any, run: Any, serving: Any, l
 @_check_options(aliases=True)
 @_with_settings
 @_guarded
-def check(settings: Settings, checks: Any) -> None:
+def check(settings: Settings, checks: CheckOptions) -> None:
     """Health-check every active resource's URL now, record it, and print a summary (exit 1 if any failed).
 
     \b

@@ -176,7 +176,12 @@ def compute_plan(
             waiting.append(Change(resource_id, Action.NOOP, Reason.IN_FLIGHT, "a job is in progress"))
             continue
         spec = desired.get(resource_id)
-        change = rules.for_removed(row) if spec is None else rules.for_desired(spec, row)
+        if spec is not None:
+            change = rules.for_desired(spec, row)
+        elif row is not None:
+            change = rules.for_removed(row)
+        else:  # every id is desired or observed
+            continue
         if change.action is not Action.NOOP:
             changes.append(change)
         elif change.hold is Hold.PROTECTED:

@@ -22,7 +22,10 @@ _COLUMNS = ("RESOURCE", "STATUS", "HEALTH", "OWNER", "REGION", "DEPLOY_REF", "UR
 
 
 class View(Protocol):
-    progress_to_stderr: bool
+    """What every view shows; JSON views send progress and summaries to stderr."""
+
+    @property
+    def progress_to_stderr(self) -> bool: ...
 
     def plan(self, plan: Plan) -> str: ...
 
