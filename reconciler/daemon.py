@@ -24,6 +24,7 @@ from typing import Any
 from .engine import PassResult, Reconciler, target_timeouts
 from .workers import HOST, EngineConfig, Finished, WorkerPool, new_worker_id
 from .errors import ReconcilerError, StoreError
+from .liveness import owner_is_dead
 from .logs import get_logger
 from .models import Health, ResourceStatus, iso, parse_iso, utcnow
 from .plan import PlanPolicy
@@ -179,7 +180,7 @@ class Daemon:
         now, started = utcnow(), time.monotonic()
         holder = self.store.acquire_lock(name=LOCK_NAME, holder=self.worker_id, pid=self._pid(), host=HOST,
                                          now=iso(now), until=iso(now + timedelta(seconds=self.options.lock_ttl)),
-                                         holder_dead=_holder_dead)
+                                         holder_dead=owner_is_dead)
         if holder is not None:
             raise DaemonRefused(
                 f"another daemon already runs on {redact(self.options.db)}: pid {holder['pid']} on "
@@ -605,7 +606,7 @@ class Daemon:
             return self.store.renew_lock(name=LEADER_LOCK, holder=self.worker_id, until=until)
         holder = self.store.acquire_lock(
             name=LEADER_LOCK, holder=self.worker_id, pid=self._pid(), host=HOST, now=iso(now), until=until,
-            holder_dead=_holder_dead)
+            holder_dead=owner_is_dead)
         return holder is None
 
     def leader(self) -> dict[str, Any] | None:
@@ -662,13 +663,6 @@ def _no_counts() -> tuple[dict[str, int], dict[str, int]]:
     fleet = {status.value: 0 for status in ResourceStatus}
     fleet["unhealthy"] = 0
     return fleet, {health.value: 0 for health in Health}
-
-
-def _holder_dead(host: str, pid: int | None) -> bool:
-    """A lock holder on this host whose process is gone (kill -9): its lease need not be waited out."""
-    from .runner import process_alive
-
-    return host == HOST and pid is not None and not process_alive(pid=int(pid))
 
 
 def read_token(path: Path | None) -> str | None:
