@@ -408,7 +408,7 @@ def check(settings: Settings, concurrency: int, timeout: float, unhealthy_after:
     """Health-check every active resource's URL now, record it, and print a summary (exit 1 if any failed)."""
     import asyncio
 
-    from .daemon import run_drift_pass
+    from .drift import run_drift_pass
     from .store import open_store
     from .terminal import printable
 
