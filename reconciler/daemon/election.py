@@ -55,8 +55,10 @@ def lock_info(*, store: Any, name: str, worker_id: str) -> dict[str, Any] | None
 def _acquire(*, store: Any, name: str, worker_id: str, ttl: float) -> dict[str, Any] | None:
     """Take lock `name` for `ttl` seconds; the holder's row when another live process holds it."""
     now = utcnow()
-    return store.acquire_lock(name=name, holder=worker_id, pid=os.getpid(), host=HOST, now=iso(now),
-                              until=iso(now + timedelta(seconds=ttl)), holder_dead=owner_is_dead)
+    holder: dict[str, Any] | None = store.acquire_lock(
+        name=name, holder=worker_id, pid=os.getpid(), host=HOST, now=iso(now),
+        until=iso(now + timedelta(seconds=ttl)), holder_dead=owner_is_dead)
+    return holder
 
 
 class SingleDaemonLock:

@@ -88,7 +88,7 @@ class DaemonPlane:
 
         owner = self.reconciler.owners.owner(resource_id)
         if owner is not None:
-            return owner  # type: ignore[no-any-return]
+            return owner
         # the last good state stays in force while desired/ fails to load, even for a file removed since
         desired = self.reconciler.last_good
         source = desired.sources.get(resource_id) if desired else None
