@@ -16,14 +16,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from fastapi import FastAPI, HTTPException, Path, Query, Response
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from .engine import API_SOURCE, converge_one
+from .engine import converge_one
 from .errors import StoreError
 from .httpguard import FrontDoor
-from .models import RESOURCE_ID_PATTERN, Job, JobAction, JobStatus, ObservedResource, ResourceSpec, iso, utcnow
+from .models import RESOURCE_ID_PATTERN, Job, JobAction, JobStatus, ObservedResource, ResourceSpec
 from .status import event_json, row_json
 
 ResourceId = Path(pattern=RESOURCE_ID_PATTERN, description="The resource's id")
@@ -122,7 +122,7 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 def _routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
-    errors = {401: {"description": "Missing or wrong bearer token"}, 404: {"description": "Unknown resource"},
+    errors: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or wrong bearer token"}, 404: {"description": "Unknown resource"},
               409: {"description": "Declared by a file, or protected"},
               413: {"description": "Request body over 1 MiB"},
               503: {"description": "desired/ has not loaded yet; retry after Retry-After seconds"}}

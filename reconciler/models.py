@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -44,7 +44,8 @@ class ResourceSpec(BaseModel):
     owner: Annotated[str, Field(min_length=1, description="Team or tenant that owns the resource")]
     region: Annotated[str, Field(min_length=1, description="Where it runs; changing it forces replacement")]
     runtime_target: Annotated[
-        str, Field(pattern=TARGET_PATTERN, description="Picks provision/<target>/ scripts; changing it forces replacement")
+        str,
+        Field(pattern=TARGET_PATTERN, description="Picks provision/<target>/ scripts; changing it forces replacement"),
     ] = "local"
     deploy_ref: Annotated[str, Field(min_length=1, description="Code/version pinned to this resource; quote numbers")]
     params: Annotated[dict[str, Any], Field(description="Free-form, passed to the script as JSON")] = {}
@@ -55,10 +56,11 @@ class ResourceSpec(BaseModel):
     def _sorted(cls, params: dict[str, Any]) -> dict[str, Any]:
         # Key order in YAML is not meaning: sorting here makes model_dump_json canonical, so the
         # hash below needs no Python-level JSON encoding (5x faster at 100k resources).
-        return _sort_keys(params)
+        sorted_params: dict[str, Any] = _sort_keys(params)
+        return sorted_params
 
     @model_validator(mode="after")
-    def _fits_in_the_environment(self) -> "ResourceSpec":
+    def _fits_in_the_environment(self) -> ResourceSpec:
         size = len(self.__pydantic_serializer__.to_json(self))
         if size > MAX_SPEC_BYTES:
             raise ValueError(f"the spec is {size:,} bytes as JSON; the limit is {MAX_SPEC_BYTES:,} "
@@ -118,14 +120,14 @@ class JobAction(StrEnum):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(moment: datetime | None) -> str | None:
     """Timestamps are stored as fixed-width UTC ISO-8601 text, so they also sort as strings."""
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_iso(text: str | None) -> datetime | None:

@@ -15,10 +15,11 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .models import Job, JobAction, JobResult, iso, utcnow
@@ -41,7 +42,7 @@ class EngineConfig:
     timeout: float = 900.0
     grace: float = 10.0
     lease_seconds: float = 30.0
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     target_timeouts: dict[str, float] = field(default_factory=dict)
     # end a script's group when its worker dies: needed when another machine may reclaim the job
     # (PostgreSQL); on one machine the reclaiming worker ends the orphan itself and this costs spawns
@@ -105,7 +106,7 @@ class JobRunner:
         self._lock = threading.Lock()
         self._abandoning = threading.Event()
 
-    def run(self, job: Job, *, next_from: set[str] | None | bool = False) -> tuple[Finished, Job | None]:
+    def run(self, job: Job, *, next_from: set[str] | bool | None = False) -> tuple[Finished, Job | None]:
         """Run `job` and record it; with `next_from` (a scope, or None for any job) also claim the
         next job in the same transaction. Returns what finished and the next job, if one was claimed."""
         with self._lock:
@@ -297,7 +298,7 @@ class WorkerPool:
         """A worker that dies must not pass for one that finished: it is recorded, the others stop claiming."""
         try:
             self._until_done_loop(scope, poll, record)
-        except BaseException as exc:  # noqa: BLE001 - every death is reported, whatever it is
+        except BaseException as exc:
             self._stop_claiming.set()
             where = traceback.extract_tb(exc.__traceback__)[-1]
             self.deaths.append(f"{threading.current_thread().name} stopped: {type(exc).__name__}: {exc}"
@@ -325,10 +326,8 @@ class WorkerPool:
 
     def _hand_back(self, job: Job) -> None:
         """Back to the queue; if the store refuses, the lease lapses when this process stops renewing it."""
-        try:
+        with contextlib.suppress(Exception):
             self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
-        except Exception:  # noqa: BLE001 - already on a failure path; the lease is the fallback
-            pass
 
     # --- daemon: serve until told to stop ---
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Protocol
 
 from ..errors import StoreError
 from ..models import (
@@ -64,7 +65,25 @@ def _job(row: Any) -> Job:
     values["status"] = JobStatus(values["status"])
     values["spec"] = json.loads(values.pop("spec_json")) if values.get("spec_json") else None
     values["old_spec"] = json.loads(values.pop("old_spec_json")) if values.get("old_spec_json") else None
-    return Job(**{name: values.get(name) for name in _JOB_FIELDS})
+    fields: dict[str, Any] = {name: values.get(name) for name in _JOB_FIELDS}
+    return Job(**fields)
+
+
+class Cursor(Protocol):
+    """What the statements read back: sqlite3's and psycopg's cursors both have it."""
+
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """The one spelling of a connection the statements use (`?` placeholders; PostgreSQL's is wrapped)."""
+
+    def execute(self, sql: str, args: Any = (), /) -> Cursor: ...
+    def executemany(self, sql: str, rows: Any, /) -> Any: ...
 
 
 class SQLStore:
@@ -76,19 +95,19 @@ class SQLStore:
     kind = "sql"
 
     @contextmanager
-    def _read(self) -> Iterator[Any]:
+    def _read(self) -> Iterator[Connection]:
         raise NotImplementedError
         yield
 
     @contextmanager
-    def _write(self) -> Iterator[Any]:
+    def _write(self) -> Iterator[Connection]:
         raise NotImplementedError
         yield
 
     def _scope(self, resource_ids: Iterable[str] | None) -> tuple[str, tuple[Any, ...]]:
         raise NotImplementedError
 
-    def _after_import(self, conn: Any) -> None:
+    def _after_import(self, conn: Connection) -> None:
         """Backend-specific fix-ups after rows were inserted with their own ids."""
 
     def _tuples(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
@@ -103,6 +122,10 @@ class SQLStore:
             row = conn.execute(sql, tuple(args)).fetchone()
         return dict(row) if row is not None else None
 
+    def _count(self, sql: str, args: Iterable[Any] = ()) -> int:
+        row = self._one(sql, args)
+        return int(row["n"]) if row else 0
+
     # --- export / import: every durable row, the same JSON for SQLite and PostgreSQL -------------
 
     def export_rows(self) -> dict[str, list[dict[str, Any]]]:
@@ -110,7 +133,7 @@ class SQLStore:
                 for table, order in EXPORTED_TABLES.items()}
 
     def is_empty(self) -> bool:
-        return all(self._one(f"SELECT count(*) AS n FROM {table}")["n"] == 0 for table in EXPORTED_TABLES)
+        return all(self._count(f"SELECT count(*) AS n FROM {table}") == 0 for table in EXPORTED_TABLES)
 
     def import_rows(self, *, tables: dict[str, list[dict[str, Any]]], replace: bool) -> dict[str, int]:
         """Load exported rows in one transaction; refuses a non-empty store unless `replace`."""
@@ -201,7 +224,7 @@ class SQLStore:
             self._put_api(conn, spec=spec, now=now)
 
     @staticmethod
-    def _put_api(conn: Any, *, spec: dict[str, Any], now: str) -> None:
+    def _put_api(conn: Connection, *, spec: dict[str, Any], now: str) -> None:
         conn.execute(
             "INSERT INTO api_desired (resource_id, spec_json, created_at, updated_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(resource_id) DO UPDATE SET spec_json = excluded.spec_json,"
@@ -247,7 +270,8 @@ class SQLStore:
         with self._write() as conn:
             return self._enqueue_in(conn, requests=requests, now=now, commit=commit)
 
-    def _enqueue_in(self, conn: Any, *, requests: Iterable[JobRequest], now: str, commit: str | None) -> list[str]:
+    def _enqueue_in(self, conn: Connection, *, requests: Iterable[JobRequest], now: str,
+                    commit: str | None) -> list[str]:
         queued: list[str] = []
         for request in requests:
             conn.execute("SAVEPOINT request")
@@ -264,7 +288,7 @@ class SQLStore:
         return queued
 
     @staticmethod
-    def _insert_job(conn: Any, *, request: JobRequest, now: str, commit: str | None) -> str | None:
+    def _insert_job(conn: Connection, *, request: JobRequest, now: str, commit: str | None) -> str | None:
         job_id = "job-" + uuid.uuid4().hex[:16]
         cursor = conn.execute(
             "INSERT INTO jobs (job_id, resource_id, action, status, attempt, spec_json, old_spec_json,"
@@ -277,10 +301,18 @@ class SQLStore:
         return job_id if cursor.rowcount == 1 else None
 
     @staticmethod
-    def _mark_row(conn: Any, *, request: JobRequest, now: str) -> bool:
+    def _mark_row(conn: Connection, *, request: JobRequest, now: str) -> bool:
         """Move the row to provisioning/deleting if it is still the version the plan saw."""
+        if request.action is JobAction.DELETE and request.expected_version is not None:
+            cursor = conn.execute(
+                "UPDATE resources SET status = 'deleting', target_hash = ?, updated_at = ?, version = version + 1"
+                " WHERE resource_id = ? AND version = ?",
+                (DELETE_TARGET, now, request.resource_id, request.expected_version),
+            )
+            return cursor.rowcount == 1
+        spec = request.spec
+        assert spec is not None, "only a delete comes without a spec"
         if request.expected_version is None:
-            spec = request.spec
             cursor = conn.execute(
                 "INSERT INTO resources (resource_id, owner, region, runtime_target, deploy_ref, status,"
                 " created_at, target_hash, protected, updated_at, version, source)"
@@ -289,19 +321,12 @@ class SQLStore:
                  now, request.target_hash, int(spec["protected"]), now, request.source),
             )
             return cursor.rowcount == 1
-        if request.action is JobAction.DELETE:
-            cursor = conn.execute(
-                "UPDATE resources SET status = 'deleting', target_hash = ?, updated_at = ?, version = version + 1"
-                " WHERE resource_id = ? AND version = ?",
-                (DELETE_TARGET, now, request.resource_id, request.expected_version),
-            )
-            return cursor.rowcount == 1
         cursor = conn.execute(
             "UPDATE resources SET status = 'provisioning', target_hash = ?, protected = ?, updated_at = ?,"
             # a tombstone declared again starts a new life
             " created_at = CASE WHEN status = 'deleted' THEN ? ELSE created_at END, version = version + 1,"
             " source = ? WHERE resource_id = ? AND version = ?",
-            (request.target_hash, int(request.spec["protected"]), now, now, request.source, request.resource_id,
+            (request.target_hash, int(spec["protected"]), now, now, request.source, request.resource_id,
              request.expected_version),
         )
         return cursor.rowcount == 1
@@ -313,7 +338,7 @@ class SQLStore:
             return self._claim_in(conn, worker=worker, now=now, lease_until=lease_until,
                                   resource_ids=resource_ids, limit=limit)
 
-    def _claim_in(self, conn: Any, *, worker: str, now: str, lease_until: str,
+    def _claim_in(self, conn: Connection, *, worker: str, now: str, lease_until: str,
                   resource_ids: Iterable[str] | None, limit: int) -> list[Job]:
         scope, args = self._scope(resource_ids)
         rows = conn.execute(
@@ -347,7 +372,7 @@ class SQLStore:
 
     def count_open(self, *, resource_ids: Iterable[str] | None = None) -> int:
         scope, args = self._scope(resource_ids)
-        return self._one(f"SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running'){scope}", args)["n"]
+        return self._count(f"SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running'){scope}", args)
 
     def record_script(self, *, job_id: str, worker: str, pgid: int, host: str, now: str) -> bool:
         """Remember which process group runs the job, before the script is let go (the start gate)."""
@@ -411,7 +436,7 @@ class SQLStore:
                                     resource_ids=resource_ids, limit=1)
         return recorded, (picked[0] if picked else None)
 
-    def _finish_in(self, conn: Any, *, job: Job, worker: str, result: JobResult, now: str) -> bool:
+    def _finish_in(self, conn: Connection, *, job: Job, worker: str, result: JobResult, now: str) -> bool:
         cursor = conn.execute(
             "UPDATE jobs SET status = ?, exit_code = ?, output_tail = ?, error = ?, finished_at = ?,"
             " lease_owner = NULL, lease_expires_at = NULL WHERE job_id = ? AND lease_owner = ?"
@@ -432,7 +457,7 @@ class SQLStore:
         return True
 
     @staticmethod
-    def _succeeded(conn: Any, *, job: Job, result: JobResult, now: str) -> None:
+    def _succeeded(conn: Connection, *, job: Job, result: JobResult, now: str) -> None:
         if job.action is JobAction.DELETE:
             conn.execute(
                 "UPDATE resources SET status = 'deleted', url = NULL, spec_hash = NULL, target_hash = NULL,"
@@ -442,6 +467,7 @@ class SQLStore:
             )
             return
         spec = job.spec
+        assert spec is not None, "only a delete job comes without a spec"
         conn.execute(
             "UPDATE resources SET status = 'active', url = ?, owner = ?, region = ?, runtime_target = ?,"
             " deploy_ref = ?, spec_hash = target_hash, spec_json = ?, protected = ?, generation = generation + 1,"
@@ -453,14 +479,14 @@ class SQLStore:
         )
 
     @staticmethod
-    def _failed(conn: Any, *, job: Job, result: JobResult, now: str) -> None:
+    def _failed(conn: Connection, *, job: Job, result: JobResult, now: str) -> None:
         conn.execute(
             "UPDATE resources SET status = 'errored', error = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,"
             " version = version + 1 WHERE resource_id = ?",
             (result.error, job.attempt, result.next_attempt_at, now, job.resource_id),
         )
 
-    def _finish_events(self, conn: Any, *, job: Job, result: JobResult, now: str,
+    def _finish_events(self, conn: Connection, *, job: Job, result: JobResult, now: str,
                        old_url: str | None) -> None:
         details = {"exit_code": result.exit_code, "output_tail": result.output_tail[-2000:],
                    "duration_s": round(result.duration, 3)}
@@ -481,7 +507,7 @@ class SQLStore:
             self._event(conn, resource_id, now, kind, message, job_id, commit)
 
     @staticmethod
-    def _event(conn: Any, resource_id: str, now: str, kind: str, message: str,
+    def _event(conn: Connection, resource_id: str, now: str, kind: str, message: str,
                job_id: str | None, commit: str | None, details: dict[str, Any] | None = None) -> None:
         conn.execute(
             "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json)"
