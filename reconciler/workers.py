@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import StoreError
 from .models import Job, JobAction, JobResult, iso, utcnow
@@ -27,7 +27,10 @@ from .retry import RetryPolicy, next_delay
 from .supervise import TRANSIENT, Crash, Outages, guarded_thread, retry_sync
 
 if TYPE_CHECKING:
+    from .ports import Queue
     from .runner import ScriptOutcome
+
+T = TypeVar("T")
 
 # The name this process uses for itself in leases; containers that share a hostname can set it apart.
 HOST = os.environ.get("RECONCILER_HOST") or socket.gethostname()
@@ -78,7 +81,7 @@ def lease_owner_dead(*, owner: str) -> bool:
     return host == HOST and pid.isdigit() and not process_alive(pid=int(pid))
 
 
-def expire_dead_leases(*, store: Any, now: datetime) -> int:
+def expire_dead_leases(*, store: Queue, now: datetime) -> int:
     """Free at once the jobs of workers on this host that died (kill -9), instead of waiting out the lease."""
     count = 0
     for job_id, owner in store.running_leases():
@@ -91,7 +94,7 @@ def expire_dead_leases(*, store: Any, now: datetime) -> int:
 class JobRunner:
     """Runs claimed jobs: makes sure an earlier run is gone, runs the script(s), records the result."""
 
-    def __init__(self, *, store: Any, config: EngineConfig, worker_id: str, outages: Outages,
+    def __init__(self, *, store: Queue, config: EngineConfig, worker_id: str, outages: Outages,
                  may_claim: Callable[[], bool] = lambda: True, rand: Callable[[], float] = random.random,
                  no_more_claims: threading.Event | None = None) -> None:
         self.store = store
@@ -106,9 +109,10 @@ class JobRunner:
         self._lock = threading.Lock()
         self._abandoning = threading.Event()
 
-    def run(self, job: Job, *, next_from: set[str] | bool | None = False) -> tuple[Finished, Job | None]:
-        """Run `job` and record it; with `next_from` (a scope, or None for any job) also claim the
-        next job in the same transaction. Returns what finished and the next job, if one was claimed."""
+    def run(self, job: Job, *, claim_next: bool = False,
+            scope: set[str] | None = None) -> tuple[Finished, Job | None]:
+        """Run `job` and record it; with `claim_next` also claim the next job (in `scope`, or any) in the
+        same transaction. Returns what finished and the next job, if one was claimed."""
         with self._lock:
             self._running[job.job_id] = None
         try:
@@ -124,11 +128,11 @@ class JobRunner:
             # not the script's fault (our shutdown, or the store refused the start): run it again later
             self._persist(lambda: self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow())))
             return Finished(job=job, result=result, recorded=False, handed_back=True), None
-        if next_from is False or self._abandoning.is_set() or self._no_more_claims.is_set() or not self.may_claim():
+        if not claim_next or self._abandoning.is_set() or self._no_more_claims.is_set() or not self.may_claim():
             recorded = self._persist(lambda: self.store.finish(job=job, worker=self.worker_id, result=result,
                                                                now=iso(utcnow())))
             return Finished(job=job, result=result, recorded=bool(recorded)), None
-        outcome = self._persist(lambda: self._finish_and_claim(job, result, next_from))
+        outcome = self._persist(lambda: self._finish_and_claim(job, result, scope))
         recorded, following = outcome if outcome is not None else (False, None)
         return Finished(job=job, result=result, recorded=recorded), following
 
@@ -138,7 +142,7 @@ class JobRunner:
             job=job, worker=self.worker_id, result=result, now=iso(now),
             lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=scope)
 
-    def _persist(self, call: Callable[[], Any]) -> Any:
+    def _persist(self, call: Callable[[], T]) -> T | None:
         """Record through a store outage: a result is worth waiting for (until our own shutdown gives up;
         then the lease runs out and the job is claimed again). The outage bound is in README."""
         return retry_sync(call, loop=threading.current_thread().name, outages=self.outages,
@@ -186,9 +190,11 @@ class JobRunner:
         action = {JobAction.DELETE: "delete", JobAction.CREATE: "create"}.get(job.action, "update")
         return self._result(job, self._script(job, spec=job.spec, action=action))
 
-    def _script(self, job: Job, *, spec: dict[str, Any], action: str) -> Any:
+    def _script(self, job: Job, *, spec: dict[str, Any] | None, action: str) -> ScriptOutcome:
         from .runner import resolve_script, run_script
 
+        if spec is None:
+            raise ValueError(f"job {job.job_id} carries no spec to run its script with")
         target = spec["runtime_target"]
         script = resolve_script(provision_dir=self.config.provision_dir, runtime_target=target, action=action)
         return run_script(
@@ -213,7 +219,7 @@ class JobRunner:
         if not recorded:
             raise RuntimeError("lease lost before the script started")
 
-    def _result(self, job: Job, outcome: Any, *, prefix: str = "") -> JobResult:
+    def _result(self, job: Job, outcome: ScriptOutcome, *, prefix: str = "") -> JobResult:
         retry_at = None
         if not outcome.ok:
             delay = next_delay(attempt=job.attempt, policy=self.config.retry, random=self.rand,
@@ -232,7 +238,7 @@ class WorkerPool:
     uses `run_until_done`; the daemon uses `serve` … `shutdown`.
     """
 
-    def __init__(self, *, store: Any, config: EngineConfig, parallelism: int,
+    def __init__(self, *, store: Queue, config: EngineConfig, parallelism: int,
                  on_finish: Callable[[Finished], None] = lambda finished: None, idle_poll: float = 1.0,
                  outages: Outages | None = None, on_crash: Crash | None = None,
                  may_claim: Callable[[], bool] = lambda: True) -> None:
@@ -312,7 +318,7 @@ class WorkerPool:
                 if job is not None:
                     if self._stop_claiming.is_set():
                         break  # claimed with the last finish, never started: handed back below
-                    finished, job = self._runner.run(job, next_from=scope)  # raises: `job` is handed back
+                    finished, job = self._runner.run(job, claim_next=True, scope=scope)  # raises: `job` is handed back
                     record(finished)
                 elif not retry_sync(lambda: self.store.count_open(resource_ids=scope),
                                     loop=threading.current_thread().name, outages=self.outages,
@@ -375,7 +381,7 @@ class WorkerPool:
         while not self._stop_claiming.is_set():
             job = job or self._claim(None)
             if job is not None:
-                finished, job = self._runner.run(job, next_from=None)
+                finished, job = self._runner.run(job, claim_next=True)
                 self.on_finish(finished)
                 continue
             with self._wake:

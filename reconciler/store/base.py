@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import StoreError
 from ..models import (
@@ -28,6 +28,9 @@ from ..models import (
     ResourceStatus,
     canonical_json,
 )
+
+if TYPE_CHECKING:
+    from ..ports import ApiStore, HealthStore, LockStore, PassStore, Portable, Queue, StatusReader
 
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
                    "api_desired": "resource_id"}
@@ -550,7 +553,7 @@ class SQLStore:
     # --- the single-daemon lock ---------------------------------------------------------------
 
     def acquire_lock(self, *, name: str, holder: str, pid: int, host: str, now: str, until: str,
-                     holder_dead: Any) -> dict[str, Any] | None:
+                     holder_dead: Callable[[Any, Any], bool]) -> dict[str, Any] | None:
         """Take the lock if free, expired or held by a dead process; else return who holds it."""
         with self._write() as conn:
             # make the row exist, then lock it: two takers must not both see "free"
@@ -593,3 +596,11 @@ def _health_event(*, result: Any, before: str, after: str, failures: int) -> tup
     if after == "healthy" and before == "unhealthy":
         return "recovered", f"healthy again ({result.url})"
     return None
+
+
+if TYPE_CHECKING:  # mypy proves here that the one store class fits every consumer's port
+
+    def _fits_every_port(
+        store: SQLStore,
+    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable]:
+        return store, store, store, store, store, store, store
