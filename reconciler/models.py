@@ -22,8 +22,7 @@ RESOURCE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # runtime_target names a directory under provision/, so it must never contain a path separator.
 TARGET_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 SPEC_FIELDS = ("resource_id", "owner", "region", "runtime_target", "deploy_ref", "params", "protected")
-# Fields whose change re-runs provision in place; anything else that differs forces a replacement.
-UPDATABLE_FIELDS = ("owner", "deploy_ref", "params", "protected")
+# Fields whose change forces a replacement (teardown, then provision); any other change re-runs provision in place.
 REPLACE_FIELDS = ("region", "runtime_target")
 # target_hash of a row whose last job was a teardown.
 DELETE_TARGET = "delete"

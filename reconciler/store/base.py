@@ -34,10 +34,8 @@ if TYPE_CHECKING:
 
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
                    "api_desired": "resource_id"}
-_RESOURCE_FIELDS = ObservedResource.__slots__
 _JOB_FIELDS = Job.__slots__
-
-
+# the row's columns are the dataclass's fields, in order: one decoder reads every SELECT of them
 _RESOURCE_COLUMNS = ", ".join(ObservedResource.__slots__)
 _STATUS = {status.value: status for status in ResourceStatus}
 _HEALTH = {health.value: health for health in Health}
@@ -46,20 +44,12 @@ _AT_HEALTH = ObservedResource.__slots__.index("health")
 _AT_PROTECTED = ObservedResource.__slots__.index("protected")
 
 
-def _resource_from_tuple(row: Any) -> ObservedResource:
+def _resource(row: Any) -> ObservedResource:
     values = list(row)
     values[_AT_STATUS] = _STATUS[values[_AT_STATUS]]
     values[_AT_HEALTH] = _HEALTH[values[_AT_HEALTH] or "unknown"]
     values[_AT_PROTECTED] = bool(values[_AT_PROTECTED])
     return ObservedResource(*values)
-
-
-def _resource(row: Any) -> ObservedResource:
-    values = dict(row)
-    values["status"] = ResourceStatus(values["status"])
-    values["health"] = Health(values["health"] or "unknown")
-    values["protected"] = bool(values["protected"])
-    return ObservedResource(**{name: values[name] for name in _RESOURCE_FIELDS})
 
 
 def _job(row: Any) -> Job:
@@ -165,7 +155,7 @@ class SQLStore:
     def load_observed(self) -> dict[str, ObservedResource]:
         # Every pass reads every row: tuples in field order, built positionally (3x cheaper than dicts).
         rows = self._tuples(f"SELECT {_RESOURCE_COLUMNS} FROM resources")
-        return {row[0]: _resource_from_tuple(row) for row in rows}
+        return {row[0]: _resource(row) for row in rows}
 
     def fingerprint(self) -> tuple[Any, ...]:
         """Changes whenever anything a plan reads changes (rows, open jobs, API specs); one cheap query."""
@@ -178,8 +168,8 @@ class SQLStore:
             " (SELECT count(*) FROM api_desired), (SELECT max(updated_at) FROM api_desired)")[0])
 
     def get_resource(self, resource_id: str) -> ObservedResource | None:
-        row = self._one("SELECT * FROM resources WHERE resource_id = ?", (resource_id,))
-        return _resource(row) if row else None
+        rows = self._tuples(f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE resource_id = ?", (resource_id,))
+        return _resource(rows[0]) if rows else None
 
     def in_flight(self) -> set[str]:
         """Ids of resources with an open (queued or running) job."""
@@ -198,7 +188,8 @@ class SQLStore:
                 clauses.append(f"{column} = ?")
                 args.append(value)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        return [_resource(row) for row in self._rows(f"SELECT * FROM resources{where} ORDER BY resource_id", args)]
+        rows = self._tuples(f"SELECT {_RESOURCE_COLUMNS} FROM resources{where} ORDER BY resource_id", args)
+        return [_resource(row) for row in rows]
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Rows per status (plus live unhealthy ones) and live rows per health, from one scan."""
@@ -222,10 +213,6 @@ class SQLStore:
         row = self._one("SELECT spec_json FROM api_desired WHERE resource_id = ?", (resource_id,))
         return json.loads(row["spec_json"]) if row else None
 
-    def put_api_desired(self, *, spec: dict[str, Any], now: str) -> None:
-        with self._write() as conn:
-            self._put_api(conn, spec=spec, now=now)
-
     @staticmethod
     def _put_api(conn: Connection, *, spec: dict[str, Any], now: str) -> None:
         conn.execute(
@@ -242,11 +229,6 @@ class SQLStore:
             else:
                 self._put_api(conn, spec=spec, now=now)
             return self._enqueue_in(conn, requests=requests, now=now, commit=None)
-
-    def delete_api_desired(self, *, resource_id: str) -> bool:
-        with self._write() as conn:
-            cursor = conn.execute("DELETE FROM api_desired WHERE resource_id = ?", (resource_id,))
-        return cursor.rowcount == 1
 
     def get_job(self, job_id: str) -> Job | None:
         row = self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
@@ -503,11 +485,6 @@ class SQLStore:
         retry = f"; retry {job.attempt + 1} at {result.next_attempt_at}" if result.next_attempt_at else ""
         self._event(conn, job.resource_id, now, "failed", f"{job.action} failed: {result.error}{retry}",
                     job.job_id, job.desired_commit, details)
-
-    def add_event(self, *, resource_id: str, now: str, kind: str, message: str, job_id: str | None = None,
-                  commit: str | None = None) -> None:
-        with self._write() as conn:
-            self._event(conn, resource_id, now, kind, message, job_id, commit)
 
     @staticmethod
     def _event(conn: Connection, resource_id: str, now: str, kind: str, message: str,
