@@ -25,7 +25,7 @@ from .engine import PassResult, Reconciler, target_timeouts
 from .workers import HOST, EngineConfig, Finished, WorkerPool, new_worker_id
 from .errors import ReconcilerError, StoreError
 from .logs import get_logger
-from .models import Health, ResourceStatus, iso, parse_iso, utcnow
+from .models import FleetCounts, ResourceStatus, iso, parse_iso, utcnow
 from .plan import PlanPolicy
 from .retry import RetryPolicy
 from .runner import dropped_env, read_pass_env
@@ -90,7 +90,7 @@ class Daemon:
         self._pass_started: float | None = None
         self._reported_error: str | None = None
         self._counts_lock = threading.Lock()
-        self._counts_cache: tuple[float, Any] = (0.0, None)
+        self._counts_cache: tuple[float, FleetCounts | None] = (0.0, None)
         self.outages = Outages(log=self.log)
         # monotonic instants until which our single-daemon lock / leader lease is known to be held
         self._lock_valid_until = 0.0
@@ -338,10 +338,9 @@ class Daemon:
         result = self.last
         if result is None:
             return "starting"
-        fleet = result.fleet
-        live = sum(count for status, count in fleet.items() if status not in ("deleted", "unhealthy"))
-        text = (f"{live} resources: {fleet['active']} active, {fleet['provisioning']} provisioning, "
-                f"{fleet['errored']} errored, {fleet['deleting']} deleting, {fleet['unhealthy']} unhealthy; "
+        fleet = result.fleet.statuses
+        text = (f"{result.fleet.live} resources: {fleet['active']} active, {fleet['provisioning']} provisioning, "
+                f"{fleet['errored']} errored, {fleet['deleting']} deleting, {result.fleet.unhealthy} unhealthy; "
                 f"{self.pool.busy()} scripts running")
         if result.load_error is not None:
             text += f"; desired/ fails to load ({len(result.load_error.problems)} problems)"
@@ -507,7 +506,7 @@ class Daemon:
 
     def health_report(self) -> tuple[dict[str, Any], bool]:
         problems = self.problems()
-        fleet, _ = self._counts(problems=problems)
+        counts = self._counts(problems=problems)
         last = self.last
         stuck = self._pass_stuck()
         stale = self.leading and (last is None or (utcnow() - self.last_pass_at).total_seconds() > max(
@@ -519,8 +518,8 @@ class Daemon:
             "status": "ok" if ok else ("stopping" if self.stopping else "degraded" if degraded else
                                        "not ready" if not self._ready else "stuck" if stuck else "stale"),
             "reason": "; ".join(problems) if problems else None,
-            "total": sum(count for status, count in fleet.items() if status not in ("deleted", "unhealthy")),
-            **fleet,
+            "total": counts.live,
+            **counts.summary(),
             "scripts_running": self.pool.busy(),
             "last_pass_at": iso(self.last_pass_at) if last else None,
             "desired_commit": self.desired_commit,
@@ -538,7 +537,7 @@ class Daemon:
             problems.append(f"health: {exc}")
             return None
 
-    def _counts(self, *, problems: list[str] | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    def _counts(self, *, problems: list[str] | None = None) -> FleetCounts:
         """Fleet counts for /health and /metrics, at most COUNTS_TTL old: a scan per scrape adds up.
 
         While the store is known to be away, the last counts are served without asking it (a probe
@@ -552,15 +551,15 @@ class Daemon:
                 except StoreError as exc:
                     if problems is not None:
                         problems.append(f"health: {exc}")
-                    return counts or _no_counts()
+                    return counts or FleetCounts.empty()
                 self._counts_cache = (time.monotonic(), counts)
             return counts
 
     def metrics_text(self) -> tuple[bytes, str]:
         from .metrics import CONTENT_TYPE
 
-        fleet, health = self._counts()
-        body = self.metrics.render(fleet=fleet, health=health)
+        counts = self._counts()
+        body = self.metrics.render(statuses=counts.statuses, health=counts.health)
         return body, CONTENT_TYPE
 
     async def _lead(self) -> None:
@@ -656,12 +655,6 @@ class Daemon:
             self.log.warning("could not release the daemon lock", error=str(exc))
         self.log.info("stopped", handed_back=handed_back)
         self.notifier.close()
-
-
-def _no_counts() -> tuple[dict[str, int], dict[str, int]]:
-    fleet = {status.value: 0 for status in ResourceStatus}
-    fleet["unhealthy"] = 0
-    return fleet, {health.value: 0 for health in Health}
 
 
 def _holder_dead(host: str, pid: int | None) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from .errors import ReconcilerError, SpecError, SpecProblem
 from .models import (
     DELETE_TARGET,
+    FleetCounts,
     Job,
     JobAction,
     JobRequest,
@@ -218,7 +219,7 @@ class PassResult:
     queued: int
     plan: Plan | None
     load_error: SpecError | None
-    fleet: dict[str, int]
+    fleet: FleetCounts
     next_retry_at: str | None
     desired_count: int
     skipped: bool = False  # nothing it reads had changed since the last pass: the same plan holds
@@ -271,14 +272,14 @@ class Reconciler:
     def _plan_and_queue(self, load_error: SpecError | None) -> PassResult:
         observed, in_flight = self.store.load_observed(), self.store.in_flight()
         if self.last_good is None:
-            return PassResult(0, None, load_error, self.store.counts()[0], None, 0)
+            return PassResult(0, None, load_error, self.store.counts(), None, 0)
         desired = with_api_desired(desired=self.last_good, api=self.store.api_desired())
         view = plan_against(desired=desired, observed=observed, in_flight=in_flight, now=utcnow(),
                             policy=self.policy)
         queued = 0
         if view.plan.changes and not view.plan.refusal:
             queued = len(enqueue(store=self.store, view=view, commit=desired_commit(directory=self.desired_dir)))
-        return PassResult(queued, view.plan, load_error, self.store.counts()[0], _next_retry(observed),
+        return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(observed),
                           len(self.last_good.resources))
 
     def refresh_desired(self) -> None:

@@ -52,10 +52,9 @@ class Metrics:
         if problems:
             self.load_failures.inc()
 
-    def render(self, *, fleet: dict[str, int], health: dict[str, int]) -> bytes:
-        for status, count in fleet.items():
-            if status != "unhealthy":
-                self.resources.labels(status=status).set(count)
+    def render(self, *, statuses: dict[str, int], health: dict[str, int]) -> bytes:
+        for status, count in statuses.items():
+            self.resources.labels(status=status).set(count)
         for name, count in health.items():
             self.health.labels(health=name).set(count)
         return generate_latest(self.registry)

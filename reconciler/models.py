@@ -142,6 +142,30 @@ def parse_iso(text: str | None) -> datetime | None:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetCounts:
+    """Rows per status (tombstones too) and live rows per health, from one scan of `resources`."""
+
+    statuses: dict[str, int]
+    health: dict[str, int]
+
+    @classmethod
+    def empty(cls) -> FleetCounts:
+        return cls({status.value: 0 for status in ResourceStatus}, {health.value: 0 for health in Health})
+
+    @property
+    def live(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status != ResourceStatus.DELETED)
+
+    @property
+    def unhealthy(self) -> int:
+        return self.health[Health.UNHEALTHY]
+
+    def summary(self) -> dict[str, int]:
+        """What /health shows: every status, then the live rows failing their checks."""
+        return {**self.statuses, "unhealthy": self.unhealthy}
+
+
+@dataclass(frozen=True, slots=True)
 class ObservedResource:
     """One row of the `resources` table: what the controller last did and saw."""
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from .health import CheckResult
-from .models import Event, Job, JobRequest, JobResult, ObservedResource
+from .models import Event, FleetCounts, Job, JobRequest, JobResult, ObservedResource
 
 # whether the process `pid` on `host` is gone (then its lock is free to take)
 HolderDead = Callable[[Any, Any], bool]
@@ -53,7 +53,7 @@ class PassStore(PlanReader, Enqueuer, Protocol):
     """The daemon's pass: read, plan, enqueue; the fingerprint says whether anything it reads moved."""
 
     def fingerprint(self) -> tuple[Any, ...]: ...
-    def counts(self) -> tuple[dict[str, int], dict[str, int]]: ...
+    def counts(self) -> FleetCounts: ...
 
 
 class Queue(Protocol):

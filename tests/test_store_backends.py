@@ -161,8 +161,8 @@ def test_health_results_count_up_and_turn_unhealthy_in_one_pass_each(store):
     row = store.get_resource("acme-prod")
     assert (row.health.value, row.consecutive_failures, row.last_seen) == ("healthy", 0, at(30))
     assert [e.kind for e in store.events("acme-prod")][-2:] == ["unhealthy", "recovered"]
-    fleet, health = store.counts()
-    assert health["healthy"] == 1 and fleet["active"] == 1
+    counts = store.counts()
+    assert counts.health["healthy"] == 1 and counts.statuses["active"] == 1 and counts.live == 1
 
 
 def test_lock_lease_is_exclusive_expires_and_frees_a_dead_holder(store):

@@ -18,6 +18,7 @@ from ..errors import StoreError
 from ..models import (
     DELETE_TARGET,
     Event,
+    FleetCounts,
     Health,
     Job,
     JobAction,
@@ -191,17 +192,15 @@ class SQLStore:
         rows = self._tuples(f"SELECT {_RESOURCE_COLUMNS} FROM resources{where} ORDER BY resource_id", args)
         return [_resource(row) for row in rows]
 
-    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Rows per status (plus live unhealthy ones) and live rows per health, from one scan."""
-        fleet = {status.value: 0 for status in ResourceStatus}
-        health = {value.value: 0 for value in Health}
+    def counts(self) -> FleetCounts:
+        """Rows per status and live rows per health, from one scan."""
+        counts = FleetCounts.empty()
         for status, state, count in self._tuples(
                 "SELECT status, health, count(*) FROM resources GROUP BY status, health"):
-            fleet[status] += count
+            counts.statuses[status] += count
             if status != "deleted":
-                health[state or "unknown"] += count
-        fleet["unhealthy"] = health["unhealthy"]
-        return fleet, health
+                counts.health[state or "unknown"] += count
+        return counts
 
     # --- desired state declared through the API ----------------------------------------------
 
