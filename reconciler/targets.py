@@ -93,7 +93,7 @@ def read_targets_file(*, path: Path) -> TargetsFile | None:
     except FileNotFoundError:
         return None
     except YamlProblem as exc:
-        raise SpecError([SpecProblem(name, exc.line, exc.field, exc.message)]) from None
+        raise SpecError([SpecProblem(name, exc.line, exc.field, exc.message, exc.column)]) from None
     except NotRegular as exc:
         raise SpecError([SpecProblem(name, 0, "", str(exc.strerror))]) from None
     except OSError as exc:

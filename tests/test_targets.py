@@ -70,7 +70,7 @@ def test_validate_without_a_provision_directory_does_not_check_targets(tmp_path)
     ("targets: local\n", "targets.yaml:1: targets: expected a list of strings"),
     ("pass_env: [1, 2]\n", "targets.yaml:1: pass_env: expected a list of strings"),
     ("targets: [Bad/Name]\n", "targets.yaml:1: targets: 'Bad/Name' is not a valid name"),
-    ("targets: [local\n", "targets.yaml:2"),
+    ("targets: [local\n", "targets.yaml:1:16"),
 ])
 def test_a_bad_targets_yaml_names_file_line_and_key(tmp_path, text, expected):
     (tmp_path / "targets.yaml").write_text(text)
