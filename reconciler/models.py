@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 RESOURCE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # runtime_target names a directory under provision/, so it must never contain a path separator.
 TARGET_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-SPEC_FIELDS = ("resource_id", "owner", "region", "runtime_target", "deploy_ref", "params", "protected")
 # Fields whose change forces a replacement (teardown, then provision); any other change re-runs provision in place.
 REPLACE_FIELDS = ("region", "runtime_target")
 # target_hash of a row whose last job was a teardown.
@@ -65,6 +64,10 @@ class ResourceSpec(BaseModel):
             raise ValueError(f"the spec is {size:,} bytes as JSON; the limit is {MAX_SPEC_BYTES:,} "
                              f"({MAX_SPEC_BYTES >> 10} KiB): scripts receive it in one environment variable")
         return self
+
+
+# the spec's fields, in declaration order: the model is the one list of them
+SPEC_FIELDS = tuple(ResourceSpec.model_fields)
 
 
 def _sort_keys(value: Any, path: str = "params", depth: int = 1) -> Any:
