@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from .engine import converge_one
 from .errors import StoreError
 from .httpguard import FrontDoor
-from .models import RESOURCE_ID_PATTERN, Job, JobAction, JobStatus, ObservedResource, ResourceSpec
+from .models import RESOURCE_ID_PATTERN, Action, Job, JobStatus, ObservedResource, ResourceSpec
 from .ports import ApiStore
 from .status import event_json, row_json
 
@@ -230,7 +230,7 @@ def _row(store: ApiStore, resource_id: str) -> ObservedResource:
 
 
 def _job_view(job: Job, row: ObservedResource | None) -> JobView:
-    done = job.status is JobStatus.SUCCEEDED and job.action is not JobAction.DELETE
+    done = job.status is JobStatus.SUCCEEDED and job.action is not Action.DELETE
     return JobView(job_id=job.job_id, resource_id=job.resource_id, action=str(job.action), status=str(job.status),
                    attempt=job.attempt, claims=job.claims, created_at=job.created_at, started_at=job.started_at,
                    finished_at=job.finished_at, exit_code=job.exit_code, error=job.error,

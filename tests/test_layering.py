@@ -31,6 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "render": {"plan", "models", "terminal"},
     "retry": set(),
     "status": {"ports", "models", "errors", "terminal"},
+    # how commands show their data (text or JSON), picked once per command; never sees a store
+    "views": {"models", "plan", "render", "status", "terminal"},
     "store": {"models", "errors", "store", "ports"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
     "ports": {"models", "health"},
@@ -53,7 +55,9 @@ ALLOWED: dict[str, set[str]] = {
                "runner", "systemd", "metrics", "api", "supervise", "settle", "watch", "targets"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
     "apply": {"ports", "engine", "workers", "render", "store", "models", "errors", "plan", "spec", "logs", "retry",
-              "runner", "terminal"},
+              "runner", "terminal", "options", "views"},
+    # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
+    "options": {"plan", "retry"},
     "api": {"ports", "engine", "store", "models", "errors", "logs", "spec", "plan", "status", "httpguard"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
     "httpguard": set(),

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import StoreError
 from ..models import (
     DELETE_TARGET,
+    Action,
     Event,
     FleetCounts,
     Health,
     Job,
-    JobAction,
     JobRequest,
     JobResult,
     JobStatus,
@@ -55,7 +55,7 @@ def _resource(row: Any) -> ObservedResource:
 
 def _job(row: Any) -> Job:
     values = dict(row)
-    values["action"] = JobAction(values["action"])
+    values["action"] = Action(values["action"])
     values["status"] = JobStatus(values["status"])
     values["spec"] = json.loads(values.pop("spec_json")) if values.get("spec_json") else None
     values["old_spec"] = json.loads(values.pop("old_spec_json")) if values.get("old_spec_json") else None
@@ -287,7 +287,7 @@ class SQLStore:
     @staticmethod
     def _mark_row(conn: Connection, *, request: JobRequest, now: str) -> bool:
         """Move the row to provisioning/deleting if it is still the version the plan saw."""
-        if request.action is JobAction.DELETE and request.expected_version is not None:
+        if request.action is Action.DELETE and request.expected_version is not None:
             cursor = conn.execute(
                 "UPDATE resources SET status = 'deleting', target_hash = ?, updated_at = ?, version = version + 1"
                 " WHERE resource_id = ? AND version = ?",
@@ -442,7 +442,7 @@ class SQLStore:
 
     @staticmethod
     def _succeeded(conn: Connection, *, job: Job, result: JobResult, now: str) -> None:
-        if job.action is JobAction.DELETE:
+        if job.action is Action.DELETE:
             conn.execute(
                 "UPDATE resources SET status = 'deleted', url = NULL, spec_hash = NULL, target_hash = NULL,"
                 " error = NULL, attempts = 0, next_attempt_at = NULL, health = 'unknown',"
@@ -477,7 +477,7 @@ class SQLStore:
         if result.ok:
             message = f"{job.action} succeeded" + (f": {result.url}" if result.url else "")
             self._event(conn, job.resource_id, now, "succeeded", message, job.job_id, job.desired_commit, details)
-            if result.url and result.url != old_url and job.action is not JobAction.DELETE:
+            if result.url and result.url != old_url and job.action is not Action.DELETE:
                 self._event(conn, job.resource_id, now, "url_changed", f"{old_url or '-'} -> {result.url}",
                             job.job_id, job.desired_commit)
             return
