@@ -53,8 +53,10 @@ class KnownTargets:
 
 
 class Located(Protocol):
-    file: str
-    line: int
+    @property
+    def file(self) -> str: ...
+    @property
+    def line(self) -> int: ...
 
 
 def known_targets(*, provision_dir: Path) -> KnownTargets:

@@ -88,6 +88,9 @@ class SQLStore:
     for_update = ""
     kind = "sql"
 
+    def close(self) -> None:
+        raise NotImplementedError
+
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         raise NotImplementedError
