@@ -34,7 +34,7 @@ SERVER_PROCESSES, PORTS_PER_PROCESS = 2, 2  # 4 ports; 2 cores
 PASS = """\
 import asyncio, json, sys, time
 import aiohttp
-from reconciler.daemon import run_drift_pass
+from reconciler.drift import run_drift_pass
 from reconciler.store import open_store
 store = open_store(url=sys.argv[1], create=False)
 started = time.perf_counter()

@@ -560,7 +560,7 @@ def check(settings: Settings, checks: CheckOptions) -> None:
     """
     import asyncio
 
-    from .daemon import run_drift_pass
+    from .drift import run_drift_pass
     from .store import open_store
     from .terminal import printable
 

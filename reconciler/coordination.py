@@ -13,10 +13,9 @@ from typing import Any
 
 from .daemon import LEADER_LOCK, LOCK_NAME
 from .errors import ReconcilerError
+from .liveness import owner_is_dead
 from .models import iso, utcnow
 from .ports import LockReader
-from .runner import process_alive
-from .workers import HOST
 
 
 class DaemonHoldsDatabase(ReconcilerError):
@@ -28,7 +27,7 @@ def live_daemon(*, store: LockReader) -> dict[str, Any] | None:
     now = iso(utcnow())
     for name in (LOCK_NAME, LEADER_LOCK):
         holder = store.lock_holder(name=name, now=now)
-        if holder is not None and not _gone(holder):
+        if holder is not None and not owner_is_dead(holder.get("host"), holder.get("pid")):
             return holder
     return None
 
@@ -44,7 +43,3 @@ def refuse_while_daemon_runs(*, store: LockReader, command: str) -> None:
         f"`reconciler {command}` would fight it (its passes act on these rows and re-create what is declared); "
         "stop the daemon first (e.g. systemctl stop reconciler), then run it again. Nothing was changed.")
 
-
-def _gone(holder: dict[str, Any]) -> bool:
-    pid = holder.get("pid")
-    return holder.get("host") == HOST and pid is not None and not process_alive(pid=int(pid))

@@ -11,12 +11,13 @@ it — a dead thread is never left behind silently (kopf's `aiotasks.guard`, pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .errors import StoreConflict, StoreUnavailable
 from .retry import RetryPolicy, next_delay
@@ -145,3 +146,58 @@ def guarded_task(coro: Awaitable[Any], *, name: str, on_crash: Crash) -> asyncio
 
     task.add_done_callback(done)
     return task
+
+
+class Runnable(Protocol):
+    """A long-lived part of a process that owns its state (controller-runtime's Runnable).
+
+    `prepare` runs before any part runs and may refuse the start (take a lock, bind a socket); `run`
+    works until `stop` is set; `close` lets go of what the part holds, after every part started later
+    was closed (reverse order: the API before the workers, the workers before the lock).
+    """
+
+    name: str
+
+    def prepare(self) -> None: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Supervisor:
+    """Runs runnables as guarded tasks: prepared and started in order, closed in reverse order, and a
+    crash of any of them (or of a thread reporting to `crashed`) ends the process through `on_crash`."""
+
+    def __init__(self, *, log: Any, on_crash: Callable[[], None]) -> None:
+        self.log = log
+        self.on_crash = on_crash  # called in the event loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started: list[tuple[Runnable, asyncio.Task[Any]]] = []
+
+    def start(self, runnables: Sequence[Runnable], *, stop: asyncio.Event) -> None:
+        """Prepare every runnable (a refusal raises before anything runs), then start each as a task."""
+        self._loop = asyncio.get_running_loop()
+        for runnable in runnables:
+            runnable.prepare()
+        self._started = [(runnable, guarded_task(runnable.run(stop), name=runnable.name, on_crash=self.crashed))
+                         for runnable in runnables]
+
+    async def stop(self) -> None:
+        """Close in reverse order of start, then cancel whatever still runs."""
+        for runnable, _task in reversed(self._started):
+            await runnable.close()
+        tasks = [task for _runnable, task in self._started]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def crashed(self, name: str, exc: BaseException) -> None:
+        """A loop or thread died of something other than a store outage: a bug. Log it with its traceback
+        and end the process non-zero, so systemd restarts it rather than leave it half-alive. Thread-safe."""
+        self.log.error("a daemon loop died; stopping so that systemd restarts the daemon", loop=name,
+                       error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        if self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop already closed: the process is ending anyway
+            self._loop.call_soon_threadsafe(self.on_crash)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import socket
 import threading
 import time
 import traceback
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import StoreError
+from .liveness import HOST, owner_is_dead
 from .models import Action, Job, JobResult, iso, utcnow
 from .retry import RetryPolicy, next_delay
 from .supervise import TRANSIENT, Crash, Outages, guarded_thread, retry_sync
@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from .runner import ScriptOutcome
 
 T = TypeVar("T")
-
-# The name this process uses for itself in leases; containers that share a hostname can set it apart.
-HOST = os.environ.get("RECONCILER_HOST") or socket.gethostname()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,20 +69,12 @@ def new_worker_id() -> str:
     return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def lease_owner_dead(*, owner: str) -> bool:
-    """True when `owner` is a worker id of this host whose process no longer exists."""
-    from .runner import process_alive
-
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    return host == HOST and pid.isdigit() and not process_alive(pid=int(pid))
-
-
 def expire_dead_leases(*, store: Queue, now: datetime) -> int:
     """Free at once the jobs of workers on this host that died (kill -9), instead of waiting out the lease."""
     count = 0
     for job_id, owner in store.running_leases():
-        if owner and lease_owner_dead(owner=owner):
+        host, _, rest = (owner or "").partition(":")  # a worker id: host:pid:token
+        if owner and owner_is_dead(host, rest.partition(":")[0]):
             store.expire_lease(job_id=job_id, worker=owner, now=iso(now))
             count += 1
     return count

@@ -43,15 +43,20 @@ ALLOWED: dict[str, set[str]] = {
     "terminal": set(),
     "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets"},
     # the other half of DESIGN.md's engine: claiming and running jobs (split when engine.py outgrew one job)
-    "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs"},
+    "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness"},
+    # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
+    "liveness": {"runner"},
     # one failure policy for every long-lived loop (store outages retried, anything else is a crash)
     "supervise": {"errors", "retry"},
     "systemd": set(),
     "metrics": set(),
     "portable": {"ports", "errors", "models", "store"},
-    # the daemon hosts the API server and its metrics, so it is the one module above api
-    "daemon": {"engine", "workers", "health", "store", "models", "errors", "logs", "plan", "retry",
-               "runner", "systemd", "metrics", "api", "supervise", "settle", "watch", "targets"},
+    # the daemon package (issue 14: a composition root and its runnables) hosts the API server and its
+    # metrics, so it is the one layer above api; its modules import one another
+    "daemon": {"ports", "daemon", "engine", "workers", "store", "models", "errors", "logs", "plan", "retry", "runner",
+               "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift"},
+    # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
+    "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
     "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
@@ -60,7 +65,7 @@ ALLOWED: dict[str, set[str]] = {
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
     "httpguard": set(),
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
-    "coordination": {"ports", "daemon", "models", "errors", "runner", "workers"},
+    "coordination": {"ports", "daemon", "models", "errors", "liveness"},
     "cli": None,  # type: ignore[dict-item]  # anything
 }
 

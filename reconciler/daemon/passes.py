@@ -1,0 +1,217 @@
+"""The pass loop: every reason to look again only marks the state dirty; one pass at a time acts on it.
+
+A file save, the resync, a retry or a settling file coming due, a finished job, SIGHUP and the drift
+loop all `request` a pass; requests made while a pass runs coalesce into the next one. The loop owns
+its dirty flag, the last pass and its wake-up timers, and tells what it found to injected sinks (the
+metrics, the systemd reporter, the workers) instead of reaching into them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..engine import PassResult, Reconciler
+from ..models import parse_iso, utcnow
+from ..supervise import TRANSIENT, Outages
+from ..workers import Finished
+from .election import LEADER_POLL, Election
+from .reporter import SystemdReporter
+
+RESYNC_JITTER = 0.1  # each resync comes the interval plus up to this fraction of it after the last
+
+
+class PassMetrics(Protocol):
+    def pass_done(self, *, at: float, problems: int) -> None: ...
+    def job_finished(self, *, action: str, ok: bool, duration: float) -> None: ...
+
+
+class PassLoop:
+    """Coalesced, level-triggered passes of one daemon (followers only refresh desired/ for the API)."""
+
+    name = "pass loop"
+
+    def __init__(self, *, reconciler: Reconciler, election: Election, outages: Outages, reporter: SystemdReporter,
+                 metrics: PassMetrics, wake_workers: Callable[[], None], desired: Path, resync: float,
+                 log: Any, rand: Callable[[], float] = random.random) -> None:
+        self.reconciler = reconciler
+        self.election = election
+        self.outages = outages
+        self.reporter = reporter
+        self.metrics = metrics
+        self.wake_workers = wake_workers
+        self.desired = desired
+        self.resync = resync
+        self.log = log
+        self.rand = rand
+        self.last: PassResult | None = None
+        self.last_pass_at: datetime | None = None
+        self.desired_commit: str | None = None
+        self._dirty = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # "resync", "retry", "settle"
+        self._reported_error: str | None = None
+        self._reported_unsettled: list[str] | None = None
+
+    # --- runnable ---
+
+    def prepare(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._resync_later()
+        while not stop.is_set():
+            await self._dirty.wait()
+            if stop.is_set():
+                return
+            self._dirty.clear()
+            await self._step()
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    # --- what others tell the loop ---
+
+    def request(self, reason: str) -> None:
+        """Look again soon (in the event loop)."""
+        self.log.debug("pass requested", reason=reason)
+        self._dirty.set()
+
+    def wake(self) -> None:
+        """Wake the loop without asking for a pass (it is stopping)."""
+        self._dirty.set()
+
+    def refresh(self, reason: str) -> None:
+        """Forget what the last passes remembered (a drift pass changed rows, a new term, SIGHUP), then look."""
+        self.reconciler.reload()
+        self.request(reason)
+
+    def job_finished(self, item: Finished) -> None:
+        """A worker finished a job (called in its thread): metrics, a log line, a retry wake-up, a pass."""
+        job, result = item.job, item.result
+        if item.recorded:
+            self.metrics.job_finished(action=str(job.action), ok=result.ok, duration=result.duration)
+        log = self.log.bind(resource_id=job.resource_id, job_id=job.job_id, action=str(job.action))
+        if not item.recorded:
+            log.warning("job handed back or lease lost; not recorded", error=result.error)
+        elif result.ok:
+            log.info("job succeeded", url=result.url, duration_s=round(result.duration, 3))
+        else:
+            log.error("job failed", error=result.error, exit_code=result.exit_code,
+                      next_attempt_at=result.next_attempt_at, output_tail=result.output_tail[-500:])
+        assert self._loop is not None
+        if item.recorded and not result.ok:
+            self._loop.call_soon_threadsafe(self._retry_at, result.next_attempt_at)
+        # level-triggered: the spec may have moved on while the job ran; a coalesced pass catches up
+        self._loop.call_soon_threadsafe(self.request, "job finished")
+
+    # --- one pass ---
+
+    async def _step(self) -> None:
+        if not self.election.leading:
+            await self._follow()
+            return
+        if not self.election.may_plan():  # leading, but the lease is unconfirmed (store away): ask again later
+            self._later(LEADER_POLL, "leader lease unconfirmed")
+            return
+        self.reporter.pass_started()
+        try:
+            result = await asyncio.to_thread(self._pass)
+        except TRANSIENT as exc:  # the store is away: try again after a backed-off wait
+            self._later(self.outages.failed(loop=self.name, error=exc), "store retry")
+            return
+        except Exception:  # a pass must never take the daemon down; the next one starts afresh
+            self.log.exception("reconcile pass failed")
+            return
+        finally:
+            self.reporter.pass_ended()
+        self.outages.recovered(loop=self.name)
+        self._after_pass(result)
+
+    def _pass(self) -> PassResult:
+        from ..engine import desired_commit
+
+        result = self.reconciler.reconcile_once()
+        if not result.skipped or self.desired_commit is None:
+            self.desired_commit = desired_commit(directory=self.desired)
+        return result
+
+    async def _follow(self) -> None:
+        """A follower only works the queue, and reads desired/ for its API."""
+        try:
+            await asyncio.to_thread(self.reconciler.refresh_desired)
+        except Exception:  # as a pass: never the daemon's end
+            self.log.exception("reading desired/ failed")
+        self.reporter.following()
+
+    def _after_pass(self, result: PassResult) -> None:
+        self.last, self.last_pass_at = result, utcnow()
+        problems = len(result.load_error.problems) if result.load_error else 0
+        self.metrics.pass_done(at=self.last_pass_at.timestamp(), problems=problems)
+        self._report_load_error(result)
+        self._await_settle(result)
+        if result.queued:
+            self.wake_workers()
+            self.log.info("jobs queued", count=result.queued)
+        if result.plan is not None and result.plan.refusal:
+            self.log.error("plan refused", reason=result.plan.refusal)
+        self._retry_at(result.next_retry_at)
+        self.reporter.passed(result)
+
+    def _report_load_error(self, result: PassResult) -> None:
+        text = str(result.load_error) if result.load_error else None
+        if text == self._reported_error:
+            return
+        self._reported_error = text
+        if result.load_error is None:
+            self.log.info("desired state loads again")
+            return
+        for problem in result.load_error.problems:
+            self.log.error("desired state does not load; keeping the last good one", file=problem.file,
+                           line=problem.line, field=problem.field, problem=problem.message)
+
+    # --- wake-ups ---
+
+    def _await_settle(self, result: PassResult) -> None:
+        """Desired files still changing: the pass kept the last good state; look again once they may settle."""
+        waiting = result.unsettled
+        files = waiting.files if waiting else None
+        if files != self._reported_unsettled:
+            self._reported_unsettled = files
+            if waiting is not None:
+                self.log.info("desired file still changing; planning from the last good state until it settles",
+                              files=waiting.files[:10], recheck_s=round(waiting.wait, 3))
+        if waiting is not None and "settle" not in self._timers:
+            self._timer("settle", waiting.wait, "desired settling")
+
+    def _retry_at(self, at: str | None) -> None:
+        """A pass when the earliest retry comes due (replacing the wake-up asked for before)."""
+        when = parse_iso(at)
+        if when is None or when <= utcnow():
+            return
+        self._timer("retry", (when - utcnow()).total_seconds(), "retry due")
+
+    def _resync_later(self) -> None:
+        self._timer("resync", self.resync * (1 + RESYNC_JITTER * self.rand()), "resync")
+
+    def _timer(self, key: str, delay: float, reason: str) -> None:
+        assert self._loop is not None
+        if key in self._timers:
+            self._timers[key].cancel()
+        self._timers[key] = self._loop.call_later(delay, self._due, key, reason)
+
+    def _due(self, key: str, reason: str) -> None:
+        self._timers.pop(key, None)
+        self.request(reason)
+        if key == "resync":
+            self._resync_later()
+
+    def _later(self, delay: float, reason: str) -> None:
+        assert self._loop is not None
+        self._loop.call_later(delay, self.request, reason)

@@ -1,0 +1,156 @@
+"""What the HTTP API asks of the daemon (api.Plane), answered by the part that owns each answer.
+
+The plane holds no state of its own beyond a one-second cache of fleet counts: ownership of ids from
+the engine's desired state, readiness from the systemd reporter, the last pass from the pass loop,
+the lock from the election, outages from the supervisor's record, busy scripts from the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..engine import Reconciler
+from ..errors import ReconcilerError, StoreError
+from ..liveness import HOST
+from ..models import FleetCounts, iso, utcnow
+from ..ports import PassStore
+from ..supervise import Outages
+from ..workers import WorkerPool
+from .election import Election
+from .passes import PassLoop
+from .reporter import SystemdReporter
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
+    from ..store.base import SQLStore
+
+COUNTS_TTL = 1.0
+
+
+class CountsCache:
+    """Fleet counts for /health and /metrics, at most COUNTS_TTL old: a scan per scrape adds up.
+
+    While the store is known to be away, the last counts are served without asking it (a probe must
+    answer at once); a failed refresh also serves them and adds its reason to `problems`.
+    """
+
+    def __init__(self, *, store: PassStore, outages: Outages) -> None:
+        self.store = store
+        self.outages = outages
+        self._lock = threading.Lock()
+        self._cache: tuple[float, FleetCounts | None] = (0.0, None)
+
+    def get(self, *, problems: list[str] | None = None) -> FleetCounts:
+        with self._lock:
+            at, counts = self._cache
+            if counts is None or (time.monotonic() - at > COUNTS_TTL and not self.outages.reasons()):
+                try:
+                    counts = self.store.counts()
+                except StoreError as exc:
+                    if problems is not None:
+                        problems.append(f"health: {exc}")
+                    return counts or FleetCounts.empty()
+                self._cache = (time.monotonic(), counts)
+            return counts
+
+
+class DaemonPlane:
+    """api.Plane for one daemon."""
+
+    def __init__(self, *, store: SQLStore, token: str | None, reconciler: Reconciler, provision: Path,
+                 pool: WorkerPool, election: Election, passes: PassLoop, reporter: SystemdReporter,
+                 outages: Outages, metrics: Metrics, resync: float) -> None:
+        self.store = store
+        self.token = token
+        self.reconciler = reconciler
+        self.provision = provision
+        self.pool = pool
+        self.election = election
+        self.passes = passes
+        self.reporter = reporter
+        self.outages = outages
+        self.metrics = metrics
+        self.resync = resync
+        self.counts = CountsCache(store=store, outages=outages)
+
+    def desired_pending(self) -> str | None:
+        if self.reconciler.last_good is not None:
+            return None
+        error = self.reconciler.load_error
+        return str(error.problems[0]) if error is not None and error.problems else "the first pass has not run"
+
+    def file_source(self, resource_id: str) -> str | None:
+        from ..plan import API_SOURCE
+
+        owner = self.reconciler.owners.owner(resource_id)
+        if owner is not None:
+            return owner
+        # the last good state stays in force while desired/ fails to load, even for a file removed since
+        desired = self.reconciler.last_good
+        source = desired.sources.get(resource_id) if desired else None
+        return str(source) if source is not None and source.file != API_SOURCE else None
+
+    def jobs_queued(self) -> None:
+        self.pool.wake()
+
+    def unknown_target(self, name: str) -> str | None:
+        """Why `name` is not a runtime_target this daemon's provision/ provides (None: it is)."""
+        from ..targets import known_targets
+
+        try:
+            return known_targets(provision_dir=self.provision).unknown(name)
+        except ReconcilerError as exc:
+            return f"provision/targets.yaml does not load: {exc}"
+
+    def problems(self) -> list[str]:
+        """Why the daemon is degraded: store outages seen by its loops, dead threads, paused claims."""
+        found = self.outages.reasons()
+        found += [f"{name}: thread is down" for name in self.pool.dead_threads()]
+        return found + self.election.problems()
+
+    def health_report(self) -> tuple[dict[str, Any], bool]:
+        problems = self.problems()
+        counts = self.counts.get(problems=problems)
+        last, reporter = self.passes.last, self.reporter
+        stuck = reporter.stuck()
+        stale = self.election.leading and (last is None or self._pass_age() > max(3 * self.resync, 60))
+        degraded = bool(problems)
+        ok = reporter.ready and not reporter.stopping and not stuck and not stale and not degraded
+        status = ("ok" if ok else "stopping" if reporter.stopping else "degraded" if degraded else
+                  "not ready" if not reporter.ready else "stuck" if stuck else "stale")
+        report = {"status": status, "reason": "; ".join(problems) if problems else None,
+                  "total": counts.live, **counts.summary(), **self._pass_fields(),
+                  "daemon": {"pid": os.getpid(), "host": HOST, "leading": self.election.leading},
+                  "leader": None if problems else self._leader_or_none(problems)}
+        return report, ok
+
+    def _pass_age(self) -> float:
+        at = self.passes.last_pass_at
+        return (utcnow() - at).total_seconds() if at is not None else float("inf")
+
+    def _pass_fields(self) -> dict[str, Any]:
+        last = self.passes.last
+        error = last.load_error if last else None
+        return {"scripts_running": self.pool.busy(),
+                "last_pass_at": iso(self.passes.last_pass_at) if last and self.passes.last_pass_at else None,
+                "desired_commit": self.passes.desired_commit,
+                "desired_loads": error is None,
+                "desired_errors": [str(problem) for problem in error.problems] if error else []}
+
+    def _leader_or_none(self, problems: list[str]) -> dict[str, Any] | None:
+        try:
+            return self.election.holder()
+        except StoreError as exc:
+            problems.append(f"health: {exc}")
+            return None
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        from ..metrics import CONTENT_TYPE
+
+        counts = self.counts.get()
+        return self.metrics.render(statuses=counts.statuses, health=counts.health), CONTENT_TYPE
+

@@ -1,0 +1,155 @@
+"""The composition root of `reconciler daemon`: build every part, run them under one supervisor, stop them.
+
+The parts (runnables) each own their state: the systemd reporter, the election (single-daemon lock on
+SQLite, leader lease on PostgreSQL), the workers, the pass loop, the drift loop, the file watcher and
+the API server. They are built here in dependency order, prepared and started in that order, and closed
+in reverse. The daemon itself owns only the signals, reload and stop. asyncio owns timing and signals;
+blocking work (parsing, SQL, scripts) runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+
+from ..drift import DriftLoop, DriftReport, DriftSettings
+from ..engine import Reconciler
+from ..logs import get_logger
+from ..plan import PlanPolicy
+from ..supervise import Outages, Runnable, Supervisor
+from ..systemd import Notifier
+from ..watch import WriteTracker
+from ..workers import Finished, WorkerPool, new_worker_id
+from .apiserver import ApiServer
+from .election import Election, LeaderLease, SingleDaemonLock
+from .options import DaemonOptions, engine_config, read_token
+from .passes import PassLoop
+from .plane import DaemonPlane
+from .pool import Workers
+from .reporter import SystemdReporter
+from .watcher import DesiredWatcher
+
+
+class Daemon:
+    """One controller process, composed of runnables."""
+
+    def __init__(self, *, options: DaemonOptions) -> None:
+        from ..metrics import Metrics
+        from ..store import open_store
+
+        self.options = options
+        self.log = get_logger()
+        self.exit_code = 0
+        self._stop = asyncio.Event()
+        self.worker_id = new_worker_id()
+        self.outages = Outages(log=self.log)
+        self.supervisor = Supervisor(log=self.log, on_crash=self._fail)
+        self.token = read_token(options.api_token_file)
+        self.store = open_store(url=options.db, pool_size=options.parallelism + 16,
+                                busy_timeout=options.busy_timeout)
+        self.shared = self.store.kind == "postgres"  # PostgreSQL: many daemons, one of them leads
+        self.writes = WriteTracker()
+        self.reconciler = Reconciler(store=self.store, desired_dir=options.desired, settle=options.settle,
+                                     policy=PlanPolicy(allow_mass_delete=options.allow_mass_delete,
+                                                       self_heal=options.self_heal),
+                                     writes=self.writes, provision_dir=options.provision)
+        self.metrics = Metrics()
+        self.election = self._election()
+        configure = functools.partial(engine_config, options=options, guard_orphans=self.store.kind != "sqlite")
+        self.workers = Workers(pool=WorkerPool(store=self.store, config=configure(), parallelism=options.parallelism,
+                                               on_finish=self._finished, outages=self.outages,
+                                               on_crash=self.supervisor.crashed, may_claim=self.election.may_claim),
+                               configure=configure, grace=options.stop_grace, log=self.log)
+        self.reporter = SystemdReporter(notifier=Notifier(), busy=self.workers.pool.busy,
+                                        busy_timeout=options.busy_timeout, log=self.log)
+        self.passes = PassLoop(reconciler=self.reconciler, election=self.election, outages=self.outages,
+                               reporter=self.reporter, metrics=self.metrics, wake_workers=self.workers.pool.wake,
+                               desired=options.desired, resync=options.resync, log=self.log)
+        self.drift = DriftLoop(store=self.store, outages=self.outages, log=self.log, metrics=self.metrics,
+                               settings=DriftSettings(interval=options.drift_interval,
+                                                      concurrency=options.check_concurrency,
+                                                      timeout=options.check_timeout,
+                                                      unhealthy_after=options.unhealthy_after),
+                               may_run=self.election.may_plan, on_report=self._drifted)
+        self.watcher = DesiredWatcher(directory=options.desired, tracker=self.writes, on_change=self.passes.request,
+                                      log=self.log)
+        self.plane = DaemonPlane(store=self.store, token=self.token, reconciler=self.reconciler,
+                                 provision=options.provision, pool=self.workers.pool, election=self.election,
+                                 passes=self.passes, reporter=self.reporter, outages=self.outages,
+                                 metrics=self.metrics, resync=options.resync)
+        self.api = ApiServer(address=options.api, plane=self.plane, log=self.log) if options.api else None
+
+    def _election(self) -> Election:
+        if self.shared:
+            return LeaderLease(store=self.store, worker_id=self.worker_id, ttl=self.options.leader_ttl,
+                               outages=self.outages, log=self.log, on_elected=self._elected)
+        return SingleDaemonLock(store=self.store, db=self.options.db, worker_id=self.worker_id,
+                                ttl=self.options.lock_ttl, outages=self.outages, log=self.log, on_lost=self._fail,
+                                on_resumed=self._claiming)
+
+    def _runnables(self) -> list[Runnable]:
+        """In start order; they stop in reverse (the API first, the lock and systemd last)."""
+        parts: list[Runnable | None] = [self.reporter, self.election, self.workers, self.passes, self.drift,
+                                        self.watcher, self.api]
+        return [part for part in parts if part is not None]
+
+    # --- what a part tells another built after it ---
+
+    def _finished(self, item: Finished) -> None:
+        self.passes.job_finished(item)
+
+    def _drifted(self, report: DriftReport) -> None:
+        self.passes.refresh("drift")  # the pass after a drift pass sees the health it recorded
+
+    def _elected(self) -> None:
+        self.passes.refresh("became leader")  # what an earlier term of ours remembered may be stale
+
+    def _claiming(self) -> None:
+        self.workers.pool.wake()
+
+    # --- run, signals, reload, stop ---
+
+    async def run(self) -> int:
+        from ..store import redact
+
+        self._install_signals()
+        self.supervisor.start(self._runnables(), stop=self._stop)
+        self.log.info("daemon started", db=redact(self.options.db), desired=str(self.options.desired),
+                      pid=os.getpid(), shared=self.shared)
+        self.passes.request("start")
+        await self._stop.wait()
+        await self.supervisor.stop()
+        self.log.info("stopped", handed_back=self.workers.handed_back)
+        return self.exit_code
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read target settings and every desired file; READY=1 follows the next pass."""
+        self.reporter.reloading()
+        self.workers.reload()
+        self.passes.refresh("reload")
+
+    def stop(self) -> None:
+        """Set the stop event first: nothing after it (a log line, a notify) can keep the daemon running."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.passes.wake()
+        self.reporter.stop()
+        self.log.info("stopping", grace_s=self.options.stop_grace)
+
+    def _fail(self) -> None:
+        self.exit_code = 1
+        self.stop()
+
+
+def run_daemon(*, options: DaemonOptions) -> int:
+    """Entry point for the CLI: 0 after a clean stop, 1 when the lock was lost (refusal raises)."""
+    return asyncio.run(Daemon(options=options).run())
