@@ -207,15 +207,6 @@ def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: 
 
 
 
-def _options(*options: Callable[..., Any]) -> Callable[..., Any]:
-    """Several click options as one decorator, in the order given."""
-    def apply_all(func: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            func = option(func)
-        return func
-    return apply_all
-
-
 def _view(output: str) -> View:
     """The view of this command, picked once (views.py)."""
     from .views import pick_view

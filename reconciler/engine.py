@@ -224,7 +224,6 @@ class PassResult:
     load_error: SpecError | None
     fleet: FleetCounts
     next_retry_at: str | None
-    desired_count: int
     skipped: bool = False  # nothing it reads had changed since the last pass: the same plan holds
     # desired files still being written (or just vanished): planned from the last good state instead
     unsettled: Unsettled | None = None
@@ -275,13 +274,12 @@ class Reconciler:
     def _plan_and_queue(self, load_error: SpecError | None) -> PassResult:
         fleet = read_fleet(store=self.store)
         if self.last_good is None:
-            return PassResult(0, None, load_error, self.store.counts(), None, 0)
+            return PassResult(0, None, load_error, self.store.counts(), None)
         view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy)
         queued = 0
         if view.plan.changes and not view.plan.refusal:
             queued = len(enqueue(store=self.store, view=view, commit=desired_commit(directory=self.desired_dir)))
-        return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed),
-                          len(self.last_good.resources))
+        return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed))
 
     def refresh_desired(self) -> None:
         """Load desired/ without planning (a follower, whose API still needs to know the files' ids)."""
