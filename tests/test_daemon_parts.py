@@ -197,3 +197,31 @@ def test_a_drift_loop_checks_only_its_subset_at_its_own_cadence(tmp_path):
     assert {report.checked for report in reports} == {2}
     assert {result.resource_id for result in reports[0].results} == {"a", "c"}
     assert whole.checked == 3 and not whole.failures
+
+
+def test_wake_ups_run_on_the_loop_replace_each_other_and_repeat():
+    """The pass loop's wake-ups on APScheduler: a retry asked again replaces the pending one; the resync
+    repeats; every request arrives on the event loop's own thread (never an executor thread)."""
+    import asyncio
+    import threading
+
+    from reconciler.daemon.wakeups import WakeUps
+
+    async def scenario():
+        seen: list[tuple[str, bool]] = []
+        wakeups = WakeUps(request=lambda reason: seen.append((reason, threading.current_thread() is main)))
+        wakeups.start(asyncio.get_running_loop())
+        wakeups.once("retry", delay=5.0, reason="late retry")
+        wakeups.once("retry", delay=0.1, reason="retry due")  # replaces the 5 s one
+        wakeups.every("resync", seconds=0.3, jitter=0.0, reason="resync")
+        await asyncio.sleep(1.1)
+        pending = wakeups.pending("retry")
+        wakeups.stop()
+        return seen, pending
+
+    main = threading.current_thread()
+    seen, pending = asyncio.run(scenario())
+    reasons = [reason for reason, _ in seen]
+    assert reasons.count("retry due") == 1 and "late retry" not in reasons and not pending
+    assert reasons.count("resync") >= 2
+    assert all(on_loop for _, on_loop in seen)

@@ -9,7 +9,6 @@ metrics, the systemd reporter, the workers) instead of reaching into them.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -21,8 +20,9 @@ from ..supervise import TRANSIENT, Outages
 from ..workers import Finished
 from .election import LEADER_POLL, Election
 from .reporter import SystemdReporter
+from .wakeups import WakeUps
 
-RESYNC_JITTER = 0.1  # each resync comes the interval plus up to this fraction of it after the last
+RESYNC_JITTER = 0.1  # each resync comes the interval, give or take this fraction of it, after the last
 
 
 class PassMetrics(Protocol):
@@ -37,7 +37,7 @@ class PassLoop:
 
     def __init__(self, *, reconciler: Reconciler, election: Election, outages: Outages, reporter: SystemdReporter,
                  metrics: PassMetrics, wake_workers: Callable[[], None], desired: Path, resync: float,
-                 log: Any, rand: Callable[[], float] = random.random) -> None:
+                 log: Any) -> None:
         self.reconciler = reconciler
         self.election = election
         self.outages = outages
@@ -47,13 +47,12 @@ class PassLoop:
         self.desired = desired
         self.resync = resync
         self.log = log
-        self.rand = rand
         self.last: PassResult | None = None
         self.last_pass_at: datetime | None = None
         self.desired_commit: str | None = None
         self._dirty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timers: dict[str, asyncio.TimerHandle] = {}  # "resync", "retry", "settle"
+        self._wakeups = WakeUps(request=self.request)  # "resync", "retry", "settle"
         self._reported_error: str | None = None
         self._reported_unsettled: list[str] | None = None
 
@@ -61,9 +60,10 @@ class PassLoop:
 
     def prepare(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._wakeups.start(self._loop)
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._resync_later()
+        self._wakeups.every("resync", seconds=self.resync, jitter=self.resync * RESYNC_JITTER, reason="resync")
         while not stop.is_set():
             await self._dirty.wait()
             if stop.is_set():
@@ -72,9 +72,7 @@ class PassLoop:
             await self._step()
 
     async def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        self._wakeups.stop()
 
     # --- what others tell the loop ---
 
@@ -187,30 +185,15 @@ class PassLoop:
             if waiting is not None:
                 self.log.info("desired file still changing; planning from the last good state until it settles",
                               files=waiting.files[:10], recheck_s=round(waiting.wait, 3))
-        if waiting is not None and "settle" not in self._timers:
-            self._timer("settle", waiting.wait, "desired settling")
+        if waiting is not None and not self._wakeups.pending("settle"):
+            self._wakeups.once("settle", delay=waiting.wait, reason="desired settling")
 
     def _retry_at(self, at: str | None) -> None:
         """A pass when the earliest retry comes due (replacing the wake-up asked for before)."""
         when = parse_iso(at)
         if when is None or when <= utcnow():
             return
-        self._timer("retry", (when - utcnow()).total_seconds(), "retry due")
-
-    def _resync_later(self) -> None:
-        self._timer("resync", self.resync * (1 + RESYNC_JITTER * self.rand()), "resync")
-
-    def _timer(self, key: str, delay: float, reason: str) -> None:
-        assert self._loop is not None
-        if key in self._timers:
-            self._timers[key].cancel()
-        self._timers[key] = self._loop.call_later(delay, self._due, key, reason)
-
-    def _due(self, key: str, reason: str) -> None:
-        self._timers.pop(key, None)
-        self.request(reason)
-        if key == "resync":
-            self._resync_later()
+        self._wakeups.once("retry", delay=(when - utcnow()).total_seconds(), reason="retry due")
 
     def _later(self, delay: float, reason: str) -> None:
         assert self._loop is not None
