@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/reconciler daemon
 
+# The seams first (types, lint), then the tests.
 test: $(STAMP)
+	$(BIN)/python -m mypy
+	$(BIN)/python -m ruff check reconciler bench
 	$(BIN)/python -m pytest
 
 # The measurements (bench/results.md), then the slow scale test: 100,000 resources end to end.
