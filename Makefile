@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/reconciler daemon
 
-# every tier (tests/unit, tests/integration, tests/e2e); each tier alone below
+# The seams first (types, lint), then every tier (tests/unit, tests/integration, tests/e2e); each tier
+# alone below.
 test: $(STAMP)
+	$(BIN)/python -m mypy
+	$(BIN)/python -m ruff check reconciler bench
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)

@@ -12,9 +12,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -65,7 +65,7 @@ def run_once(case: Case) -> float:
     """Run `case` once (its setup untimed) and return the wall seconds of the command alone."""
     if case.setup:
         case.setup()
-    stdin = open(case.stdin, "rb") if case.stdin else subprocess.DEVNULL
+    stdin = open(case.stdin, "rb") if case.stdin else subprocess.DEVNULL  # noqa: SIM115 - closed below, untimed
     try:
         started = time.perf_counter()
         done = subprocess.run(list(case.argv), env=dict(case.env) if case.env is not None else None, cwd=case.cwd,
@@ -77,7 +77,8 @@ def run_once(case: Case) -> float:
             stdin.close()
     if done.returncode not in case.ok_codes:
         tail = done.stderr.decode(errors="replace")[-2000:]
-        raise BenchError(f"{case.name}: exit {done.returncode} (expected {case.ok_codes}): {' '.join(case.argv)}\n{tail}")
+        command = " ".join(case.argv)
+        raise BenchError(f"{case.name}: exit {done.returncode} (expected {case.ok_codes}): {command}\n{tail}")
     return elapsed
 
 

@@ -23,9 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import fleet
 from .harness import BenchError, Ctx, base_env, reconciler_argv, reconciler_env, run_checked
@@ -117,7 +117,7 @@ class NotifySocket:
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return
         self.sock.setblocking(False)
         while True:
@@ -147,7 +147,7 @@ class Daemon:
                                   RECONCILER_LOG_FORMAT="json", NOTIFY_SOCKET=str(self.notify.path))
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Daemon":
+    def __enter__(self) -> Daemon:
         log = self.log_path.open("w")
         self.proc = subprocess.Popen(reconciler_argv("daemon", *self.args), cwd=self.project, env=self.env,
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log)

@@ -39,7 +39,7 @@ async def _run(config: dict) -> dict:
                 async with session.get(base + path) as response:
                     await response.read()
                     status = response.status
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 status = type(exc).__name__
             if record:
                 latencies.append(time.perf_counter() - started)

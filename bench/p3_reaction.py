@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from pathlib import Path
 
 from . import fleet
 from .harness import BenchError, Ctx, Row
@@ -77,7 +78,7 @@ def run(ctx: Ctx) -> list[Row]:
         ready = daemon.wait_ready(timeout=120)
         time.sleep(0.5)  # let the pass that follows READY (if any) go by
         if os.path.exists(log):
-            raise BenchError(f"P3: a script ran on a converged fleet: {open(log).read()[:200]}")
+            raise BenchError(f"P3: a script ran on a converged fleet: {Path(log).read_text()[:200]}")
         offset, deadline = 0, time.monotonic() + TOTAL_CAP
         in_place: list[float] = []
         for number in range(1, 2 * edits + 1):
@@ -99,7 +100,7 @@ def run(ctx: Ctx) -> list[Row]:
             Row(id=ID, what="save → script start, p99", size=size, seconds=p99, peer="—", peer_seconds=None,
                 goal="≤ 1 s", max_seconds=1.0, repeats=f"{len(latencies)} edits",
                 note="nearest rank: with 50 edits p99 is the slowest but one" if len(latencies) >= 50 else
-                "nearest rank: with fewer than 100 edits p99 is the slowest")] + _in_place_row(in_place, base_count)
+                "nearest rank: with fewer than 100 edits p99 is the slowest"), *_in_place_row(in_place, base_count)]
 
 
 def _edit(*, desired, log: str, offset: int, number: int, atomic: bool) -> tuple[float, int]:

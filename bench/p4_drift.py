@@ -154,7 +154,8 @@ def _measure(ctx: Ctx, count: int, ports: list[int]) -> list[Row]:
     if drift > GOAL_SECONDS or drift > GOAL_RATIO * floor:  # a miss: say where the time goes
         fresh()
         ctx.log("P4: profiling one in-process pass with py-spy")
-        found = profile(["--", PYTHON, "-c", PASS, *args], ctx.out / "p4-profile", title=f"one drift pass, {count:,} URLs")
+        found = profile(["--", PYTHON, "-c", PASS, *args], ctx.out / "p4-profile",
+                        title=f"one drift pass, {count:,} URLs")
         where = f"; {found}" if found else ""
     size = f"{count:,} URLs, {len(ports)} ports, c={CONCURRENCY}"
     peer = f"bare aiohttp loop, c={CONCURRENCY}"

@@ -12,6 +12,7 @@ py-spy profile of further idle passes says where the time goes (bench/out/p5-pro
 
 from __future__ import annotations
 
+import itertools
 import shutil
 
 from .harness import Ctx, Row
@@ -45,8 +46,8 @@ def _measure(ctx: Ctx, count: int) -> dict:
             times.append(daemon.wait_status(after=seen - 1 + SETTLE_PASSES + number, timeout=slow))
             cpu.append(cpu_seconds(daemon.pid))
         rss, peak = rss_mb(daemon.pid), rss_mb(daemon.pid, "VmHWM")
-        per_pass = [b - a for a, b in zip(cpu, cpu[1:])]
-        intervals = [b - a for a, b in zip(times, times[1:])]
+        per_pass = [b - a for a, b in itertools.pairwise(cpu)]
+        intervals = [b - a for a, b in itertools.pairwise(times)]
         figure = median(per_pass)
         profile = None
         if count == GOAL_AT and figure > CPU_GOAL:
@@ -73,8 +74,10 @@ def run(ctx: Ctx) -> list[Row]:
         size = f"{count:,} res (DB by {result['method']})"
         goal_here = count == GOAL_AT
         peer = f"same at {previous['count']:,}" if previous else "—"
-        cpu_note = (f"{len(result['per_pass'])} passes, {min(result['per_pass']):.3f}–{max(result['per_pass']):.3f} s; "
-                    f"pass-to-pass {median(result['intervals']):.2f} s wall; first pass (READY) {result['ready']:.1f} s")
+        per_pass = result["per_pass"]
+        cpu_note = (f"{len(per_pass)} passes, {min(per_pass):.3f}–{max(per_pass):.3f} s; "
+                    f"pass-to-pass {median(result['intervals']):.2f} s wall; "
+                    f"first pass (READY) {result['ready']:.1f} s")
         if previous and previous["cpu"] > 0:
             cpu_note += f"; growth ×{result['cpu'] / previous['cpu']:.1f} for ×{count // previous['count']} resources"
         elif previous:  # /proc counts CPU in 10 ms ticks: an idle pass can cost less than one
@@ -89,7 +92,8 @@ def run(ctx: Ctx) -> list[Row]:
                         note=cpu_note))
         rss_note = f"peak (VmHWM) {result['peak']:.0f} MB"
         if previous:
-            rss_note += (f"; growth ×{result['rss'] / previous['rss']:.2f} for ×{count // previous['count']} resources, "
+            growth = result["rss"] / previous["rss"]
+            rss_note += (f"; growth ×{growth:.2f} for ×{count // previous['count']} resources, "
                          f"≈ {(result['rss'] - previous['rss']) * 1024 / (count - previous['count']):.1f} KB "
                          f"per added resource")
         rows.append(Row(id=ID, what="idle daemon RSS (VmRSS)", size=size, seconds=result["rss"], unit="MB",

@@ -46,6 +46,7 @@ def _active(url: str) -> int:
 
 def _span(url: str) -> float:
     import psycopg
+
     from reconciler.models import parse_iso
 
     with psycopg.connect(url) as conn:

@@ -27,17 +27,17 @@ def _ratio(row: Row) -> str:
 
 
 def _cells(row: Row) -> tuple[str, ...]:
-    return (row.id, row.what, row.size, _value(row.seconds, row.unit), row.peer, _value(row.peer_seconds, row.unit), _ratio(row),
-            row.goal, row.verdict, row.repeats)
+    return (row.id, row.what, row.size, _value(row.seconds, row.unit), row.peer, _value(row.peer_seconds, row.unit),
+            _ratio(row), row.goal, row.verdict, row.repeats)
 
 
 def render_table(rows: list[Row]) -> str:
     lines = [HEADER, *(_cells(row) for row in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
-    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip() for line in lines]
     text.insert(1, "  ".join("-" * width for width in widths))
     notes = [f"{row.id} {row.size}: {row.note}" for row in rows if row.note]
-    return "\n".join(text + ([""] + notes if notes else []))
+    return "\n".join(text + (["", *notes] if notes else []))
 
 
 def _md_row(cells: tuple[str, ...]) -> str:
@@ -51,7 +51,8 @@ def render_markdown(*, machine: dict, run: dict, rows: list[Row]) -> str:
     lines += [f"- **{key}**: {value}" for key, value in run.items()]
     lines += ["", "## Results", "",
               "Wall-clock seconds unless another unit is shown (CPU seconds, MB, requests/s), median of the runs "
-              "shown (a/b: ours/peer). Ratio = ours ÷ peer, both measured in this run, interleaved.", "", _md_row(HEADER + ("Note",)), _md_row(("---",) * (len(HEADER) + 1))]
-    lines += [_md_row(_cells(row) + (row.note,)) for row in rows]
+              "shown (a/b: ours/peer). Ratio = ours ÷ peer, both measured in this run, interleaved.", "",
+              _md_row((*HEADER, "Note")), _md_row(("---",) * (len(HEADER) + 1))]
+    lines += [_md_row((*_cells(row), row.note)) for row in rows]
     lines += ["", "Raw samples per command are in results.json.", ""]
     return "\n".join(lines)

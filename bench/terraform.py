@@ -43,7 +43,8 @@ def version() -> str | None:
     if not exe:
         return None
     try:
-        done = subprocess.run([exe, "version", "-json"], capture_output=True, text=True, timeout=60, env=env(Path("/tmp")))
+        done = subprocess.run([exe, "version", "-json"], capture_output=True, text=True, timeout=60,
+                              env=env(Path("/tmp")))
         return json.loads(done.stdout)["terraform_version"]
     except (OSError, ValueError, KeyError, subprocess.SubprocessError):
         return "unknown"

@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from fastapi import FastAPI, HTTPException, Path, Query, Response
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from .engine import converge_one
 from .errors import StoreError
 from .httpguard import FrontDoor
-from .models import RESOURCE_ID_PATTERN, Job, Action, JobStatus, ObservedResource, ResourceSpec
+from .models import RESOURCE_ID_PATTERN, Action, Job, JobStatus, ObservedResource, ResourceSpec
+from .ports import ApiStore
 from .status import event_json, row_json
 
 ResourceId = Path(pattern=RESOURCE_ID_PATTERN, description="The resource's id")
@@ -32,8 +33,10 @@ ResourceId = Path(pattern=RESOURCE_ID_PATTERN, description="The resource's id")
 class Plane(Protocol):
     """What the daemon gives the API."""
 
-    store: Any
     token: str | None
+
+    @property
+    def store(self) -> ApiStore: ...
 
     def desired_pending(self) -> str | None: ...  # why desired/ has not loaded well once yet; None once it has
     def file_source(self, resource_id: str) -> str | None: ...  # the file:line declaring it, broken files too
@@ -122,7 +125,8 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 def _routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
-    errors = {401: {"description": "Missing or wrong bearer token"}, 404: {"description": "Unknown resource"},
+    errors: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or wrong bearer token"},
+                                               404: {"description": "Unknown resource"},
               409: {"description": "Declared by a file, or protected"},
               413: {"description": "Request body over 1 MiB"},
               503: {"description": "desired/ has not loaded yet; retry after Retry-After seconds"}}
@@ -218,7 +222,7 @@ def _may_change(plane: Plane, resource_id: str) -> None:
         raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")
 
 
-def _row(store: Any, resource_id: str) -> ObservedResource:
+def _row(store: ApiStore, resource_id: str) -> ObservedResource:
     row = store.get_resource(resource_id)
     if row is None:
         raise HTTPException(404, f"no resource {resource_id!r}")

@@ -7,12 +7,13 @@ failure's reason and output tail. It returns the exit status; cli.py only exits 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,7 +27,6 @@ from .engine import (
     read_fleet,
     target_timeouts,
 )
-from .workers import EngineConfig, Finished, WorkerPool, expire_dead_leases
 from .models import utcnow
 from .options import Mode, PlanOptions, RunOptions
 from .runner import dropped_env, read_pass_env
@@ -34,6 +34,10 @@ from .spec import DesiredState
 from .store import open_store
 from .terminal import printable, printable_lines
 from .views import View
+from .workers import EngineConfig, Finished, WorkerPool, expire_dead_leases
+
+if TYPE_CHECKING:
+    from .store.base import SQLStore
 
 TAIL_LINES = 12
 
@@ -97,7 +101,7 @@ def _follow_up(*, work: _Work, settings: Any, options: ApplyOptions, view: PlanV
         waited = {change.resource_id for change in again.plan.waiting}
 
 
-def _plan(*, settings: Any, options: ApplyOptions, store: Any) -> PlanView:
+def _plan(*, settings: Any, options: ApplyOptions, store: SQLStore) -> PlanView:
     """Apply plans desired/ plus the API's declarations; destroy plans as if nothing were declared."""
     destroy = options.mode is Mode.DESTROY
     fleet = read_fleet(store=store, with_api=not destroy)
@@ -121,7 +125,7 @@ def _confirmed(*, options: ApplyOptions) -> bool:
     return True
 
 
-def _engine_config(*, settings: Any, options: ApplyOptions, store: Any) -> EngineConfig:
+def _engine_config(*, settings: Any, options: ApplyOptions, store: SQLStore) -> EngineConfig:
     return EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.run.timeout,
                         retry=options.run.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
                         guard_orphans=store.kind != "sqlite",
@@ -140,7 +144,8 @@ def _note_dropped_env(config: EngineConfig) -> None:
 class _Work:
     """What this apply's workers did across its rounds: the jobs they finished, and any that died."""
 
-    def __init__(self, *, store: Any, config: EngineConfig, options: ApplyOptions, interrupts: _Interrupts) -> None:
+    def __init__(self, *, store: SQLStore, config: EngineConfig, options: ApplyOptions,
+                 interrupts: _Interrupts) -> None:
         self.store, self.config, self.options, self.interrupts = store, config, options, interrupts
         self.finished: list[Finished] = []
         self.deaths: list[str] = []
@@ -225,10 +230,8 @@ class _Interrupts:
 
 
 def _say(text: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.write(2, f"\n{text}\n".encode())
-    except OSError:
-        pass
 
 
 def _detach_broken_stdout() -> None:
@@ -264,7 +267,7 @@ def _plain_line(item: Finished) -> str:
     return f"✗ {job.resource_id}: {job.action} failed after {took}: {result.error}"
 
 
-def _summarise(*, work: _Work, store: Any, scope: set[str]) -> int:
+def _summarise(*, work: _Work, store: SQLStore, scope: set[str]) -> int:
     finished = work.finished
     failed = [item for item in finished if item.recorded and not item.result.ok]
     ok = sum(1 for item in finished if item.recorded and item.result.ok)
@@ -290,7 +293,7 @@ def _summarise(*, work: _Work, store: Any, scope: set[str]) -> int:
     return 1 if failed or work.deaths or pending or _errored(store=store, scope=scope) else 0
 
 
-def _errored(*, store: Any, scope: set[str]) -> bool:
+def _errored(*, store: SQLStore, scope: set[str]) -> bool:
     """Jobs another worker ran for us count too: converged means every row in scope is settled well."""
     rows = store.load_observed()
     return any(rows[rid].status.value == "errored" for rid in scope if rid in rows)

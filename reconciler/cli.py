@@ -12,9 +12,10 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
@@ -22,6 +23,7 @@ from .errors import ReconcilerError, SpecError
 
 if TYPE_CHECKING:  # the command line imports what a command needs when it runs (a fast --help)
     from .options import ApiOptions, CheckOptions, LeaseOptions, LoopOptions, PlanOptions, RunOptions
+    from .store.base import SQLStore
     from .views import View
 
 OUTPUT = click.Choice(["text", "json"])
@@ -117,12 +119,17 @@ def _usage_errors_exit_1() -> Iterator[None]:
     except click.UsageError as exc:
         if _json_logs():
             raise _JsonUsageError(exc.format_message(), ctx=exc.ctx) from None
-        exc.exit_code = 1
+        exc.exit_code = 1  # type: ignore[misc]  # click declares it on the class; an instance may differ
         raise
 
 
 def _colour() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _env_option(*decls: str, env: str, text: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """An option an environment variable may set too; its help names the variable, its default is shown."""
+    return click.option(*decls, show_default=True, envvar=env, help=f"{text} [env: {env}].", **kwargs)
 
 
 _SETTINGS = (
@@ -140,7 +147,7 @@ _SETTINGS = (
 def _main_settings(func: Callable[..., Any]) -> Callable[..., Any]:
     """The four settings before the subcommand, with defaults and environment variables."""
     for flag, name, kwargs, env, text in reversed(_SETTINGS):
-        func = click.option(flag, name, show_default=True, envvar=env, help=f"{text} [env: {env}].", **kwargs)(func)
+        func = _env_option(flag, name, env=env, text=text, **kwargs)(func)
     return func
 
 
@@ -198,15 +205,6 @@ def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: 
     ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir.absolute(), settle=settle)
 
 
-
-
-def _options(*options: Callable[..., Any]) -> Callable[..., Any]:
-    """Several click options as one decorator, in the order given."""
-    def apply_all(func: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            func = option(func)
-        return func
-    return apply_all
 
 
 def _view(output: str) -> View:
@@ -292,7 +290,7 @@ def _refuse_while_daemon_runs(*, settings: Settings, command: str) -> None:
         store.close()
 
 
-def _read_store(settings: Settings) -> Any:
+def _read_store(settings: Settings) -> SQLStore | None:
     """The store for read-only commands: a missing database reads as an empty fleet, and is not created."""
     from .store import exists, open_store
 
@@ -395,6 +393,7 @@ def status(settings: Settings, resource_id: str | None, output: str) -> None:
     store, view = _read_store(settings), _view(output)
     if resource_id:
         row = read.resource(store=store, resource_id=resource_id)
+        assert store is not None, "read.resource refuses a missing database"
         click.echo(view.resource(row=row, events=store.events(resource_id, limit=10)), nl=False)
         return
     click.echo(view.fleet(rows=read.rows(store=store), daemon=read.daemon_holder(store=store),
@@ -417,6 +416,7 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
 
     store = _read_store(settings)
     read.resource(store=store, resource_id=resource_id)
+    assert store is not None, "read.resource refuses a missing database"
     click.echo(_view(output).history(events=store.events(resource_id)), nl=False)
 
 
@@ -464,11 +464,10 @@ def _daemon_loop_options() -> Callable[..., Any]:
                      help="On SIGTERM, seconds running scripts get to finish before they are stopped and re-queued."),
         click.option("--allow-mass-delete", is_flag=True,
                      help="Allow passes that delete every live resource or more than max(10, 25%)."),
-        click.option("--settle", type=click.FloatRange(0.0, 60.0), default=0.15, show_default=True,
-                     envvar="RECONCILER_SETTLE", metavar="SECONDS",
-                     help="A changed desired file counts once unchanged this long (a file renamed into place "
-                          "counts at once); a vanished one is torn down only after this long "
-                          "[env: RECONCILER_SETTLE]."),
+        _env_option("--settle", type=click.FloatRange(0.0, 60.0), default=0.15, metavar="SECONDS",
+                    env="RECONCILER_SETTLE",
+                    text="A changed desired file counts once unchanged this long (a file renamed into place "
+                         "counts at once); a vanished one is torn down only after this long"),
     )
 
 
@@ -480,8 +479,8 @@ def _api_options() -> Callable[..., Any]:
 
     return _grouped(
         "serving", build,
-        click.option("--api", "api", default="127.0.0.1:7878", show_default=True, metavar="HOST:PORT",
-                     envvar="RECONCILER_API", help="Serve the HTTP API here [env: RECONCILER_API]."),
+        _env_option("--api", "api", default="127.0.0.1:7878", metavar="HOST:PORT", env="RECONCILER_API",
+                    text="Serve the HTTP API here"),
         click.option("--no-api", is_flag=True, help="Do not serve the HTTP API."),
         click.option("--api-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      envvar="RECONCILER_API_TOKEN_FILE",
@@ -494,23 +493,18 @@ def _lease_options() -> Callable[..., Any]:
 
     return _grouped(
         "leases", LeaseOptions,
-        click.option("--busy-timeout", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
-                     envvar="RECONCILER_BUSY_TIMEOUT",
-                     help="SQLite: seconds a write waits for another process's lock before the daemon backs off "
-                          "and retries (/health then says degraded) [env: RECONCILER_BUSY_TIMEOUT]."),
-        click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
-                     envvar="RECONCILER_LEASE_SECONDS",
-                     help="A job's lease, renewed every min(a third of it, 5 s) while its script runs; a database "
-                          "outage shorter than the lease less that interval re-runs nothing "
-                          "[env: RECONCILER_LEASE_SECONDS]."),
-        click.option("--lock-ttl", type=click.FloatRange(min=1.0), default=15.0, show_default=True,
-                     envvar="RECONCILER_LOCK_TTL",
-                     help="SQLite: the single-daemon lock lapses this long after its last renewal; claiming pauses "
-                          "a third of it before [env: RECONCILER_LOCK_TTL]."),
-        click.option("--leader-ttl", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
-                     envvar="RECONCILER_LEADER_TTL",
-                     help="PostgreSQL: the leader lease lapses this long after its last renewal; a leader that "
-                          "cannot renew steps down a third of it before [env: RECONCILER_LEADER_TTL]."),
+        _env_option("--busy-timeout", type=click.FloatRange(min=0.05), default=30.0, env="RECONCILER_BUSY_TIMEOUT",
+                    text="SQLite: seconds a write waits for another process's lock before the daemon backs off "
+                         "and retries (/health then says degraded)"),
+        _env_option("--lease-seconds", type=click.FloatRange(min=0.5), default=30.0, env="RECONCILER_LEASE_SECONDS",
+                    text="A job's lease, renewed every min(a third of it, 5 s) while its script runs; a database "
+                         "outage shorter than the lease less that interval re-runs nothing"),
+        _env_option("--lock-ttl", type=click.FloatRange(min=1.0), default=15.0, env="RECONCILER_LOCK_TTL",
+                    text="SQLite: the single-daemon lock lapses this long after its last renewal; claiming pauses "
+                         "a third of it before"),
+        _env_option("--leader-ttl", type=click.FloatRange(min=1.0), default=10.0, env="RECONCILER_LEADER_TTL",
+                    text="PostgreSQL: the leader lease lapses this long after its last renewal; a leader that "
+                         "cannot renew steps down a third of it before"),
     )
 
 

@@ -15,13 +15,14 @@ from .daemon import LEADER_LOCK, LOCK_NAME
 from .errors import ReconcilerError
 from .liveness import owner_is_dead
 from .models import iso, utcnow
+from .ports import LockReader
 
 
 class DaemonHoldsDatabase(ReconcilerError):
     """A command refused because a running daemon would undo or trip over it; the message says who."""
 
 
-def live_daemon(*, store: Any) -> dict[str, Any] | None:
+def live_daemon(*, store: LockReader) -> dict[str, Any] | None:
     """The lock row of a live daemon on this database (pid, host, since), or None."""
     now = iso(utcnow())
     for name in (LOCK_NAME, LEADER_LOCK):
@@ -31,7 +32,7 @@ def live_daemon(*, store: Any) -> dict[str, Any] | None:
     return None
 
 
-def refuse_while_daemon_runs(*, store: Any, command: str) -> None:
+def refuse_while_daemon_runs(*, store: LockReader, command: str) -> None:
     """Raise DaemonHoldsDatabase when a daemon holds the database `command` is about to change."""
     # Issue 13's `suspend --all` will allow these commands while a daemon runs: that check goes here.
     holder = live_daemon(store=store)

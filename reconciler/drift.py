@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Iterable, Protocol
+from typing import Any, Protocol
 
 from .models import ResourceStatus, iso, utcnow
+from .ports import HealthStore
 from .supervise import Outages, retry_async, sleep_or_stop
 
 JITTER = 0.1  # each wait is the interval plus up to this fraction of it, so daemons do not check in step
@@ -30,7 +32,7 @@ class DriftReport:
                 "failed": len(self.failures), "turned_unhealthy": len(self.turned_unhealthy)}
 
 
-async def run_drift_pass(*, store: Any, concurrency: int, timeout: float, unhealthy_after: int,
+async def run_drift_pass(*, store: HealthStore, concurrency: int, timeout: float, unhealthy_after: int,
                          resources: Collection[str] | None = None) -> DriftReport:
     """One health check of every active resource with a URL (only those in `resources`, when given)."""
     from .health import check_all
@@ -67,7 +69,7 @@ class DriftLoop:
 
     name = "drift"
 
-    def __init__(self, *, store: Any, settings: DriftSettings, outages: Outages, log: Any, metrics: CheckSink,
+    def __init__(self, *, store: HealthStore, settings: DriftSettings, outages: Outages, log: Any, metrics: CheckSink,
                  may_run: Callable[[], bool], on_report: Callable[[DriftReport], None],
                  rand: Callable[[], float] = random.random) -> None:
         self.store = store

@@ -7,13 +7,16 @@ they decide is decided elsewhere (the plan, the retry policy); they move data be
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import ReconcilerError, SpecError, SpecProblem
 from .models import (
+    Action,
+    FleetCounts,
     Job,
     JobRequest,
     ObservedResource,
@@ -23,7 +26,8 @@ from .models import (
     utcnow,
 )
 from .owners import FileOwners
-from .plan import API_SOURCE, Action, Change, Plan, PlanPolicy, compute_plan
+from .plan import API_SOURCE, Change, Plan, PlanPolicy, compute_plan
+from .ports import ConvergeStore, Enqueuer, PassStore, PlanReader
 from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
 from .targets import known_targets, target_problems
@@ -47,14 +51,14 @@ class Fleet:
     api: dict[str, dict[str, Any]]
 
 
-def read_fleet(*, store: Any | None, with_api: bool = True) -> Fleet:
+def read_fleet(*, store: PlanReader | None, with_api: bool = True) -> Fleet:
     """The whole fleet (None: no database yet, an empty fleet); `with_api=False` leaves API declarations out."""
     if store is None:
         return Fleet({}, set(), {})
     return Fleet(store.load_observed(), store.in_flight(), store.api_desired() if with_api else {})
 
 
-def read_one(*, store: Any, resource_id: str) -> Fleet:
+def read_one(*, store: ConvergeStore, resource_id: str) -> Fleet:
     """One resource's row and open job only: the API's one-resource step reads no more than that."""
     row = store.get_resource(resource_id)
     return Fleet({resource_id: row} if row else {}, store.in_flight() & {resource_id}, {})
@@ -152,7 +156,7 @@ def job_request(change: Change) -> JobRequest:
                       change.attempt, change.expected_version, change.source)
 
 
-def enqueue(*, store: Any, view: PlanView, commit: str | None) -> list[str]:
+def enqueue(*, store: Enqueuer, view: PlanView, commit: str | None) -> list[str]:
     """Queue the plan's changes in one transaction; returns the new job ids."""
     return store.enqueue(requests=job_requests(view=view), now=iso(utcnow()), commit=commit)
 
@@ -165,7 +169,7 @@ class Converged:
     held: str | None = None
 
 
-def converge_one(*, store: Any, resource_id: str, spec: ResourceSpec | None) -> Converged:
+def converge_one(*, store: ConvergeStore, resource_id: str, spec: ResourceSpec | None) -> Converged:
     """Declare (`spec`) or withdraw (None) one API resource and queue its change now: the API's step.
 
     Planned first: when a rule holds the change back (protected), nothing is written and `held` says
@@ -218,9 +222,8 @@ class PassResult:
     queued: int
     plan: Plan | None
     load_error: SpecError | None
-    fleet: dict[str, int]
+    fleet: FleetCounts
     next_retry_at: str | None
-    desired_count: int
     skipped: bool = False  # nothing it reads had changed since the last pass: the same plan holds
     # desired files still being written (or just vanished): planned from the last good state instead
     unsettled: Unsettled | None = None
@@ -233,7 +236,7 @@ class Reconciler:
     applies nothing new from the broken view, and reports why until the files are fixed.
     """
 
-    def __init__(self, *, store: Any, desired_dir: Path, policy: PlanPolicy, settle: float = DEFAULT_SETTLE,
+    def __init__(self, *, store: PassStore, desired_dir: Path, policy: PlanPolicy, settle: float = DEFAULT_SETTLE,
                  writes: WriteHints | None = None, provision_dir: Path | None = None) -> None:
         self.store = store
         self.desired_dir = Path(desired_dir)
@@ -271,13 +274,12 @@ class Reconciler:
     def _plan_and_queue(self, load_error: SpecError | None) -> PassResult:
         fleet = read_fleet(store=self.store)
         if self.last_good is None:
-            return PassResult(0, None, load_error, self.store.counts()[0], None, 0)
+            return PassResult(0, None, load_error, self.store.counts(), None)
         view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy)
         queued = 0
         if view.plan.changes and not view.plan.refusal:
             queued = len(enqueue(store=self.store, view=view, commit=desired_commit(directory=self.desired_dir)))
-        return PassResult(queued, view.plan, load_error, self.store.counts()[0], _next_retry(fleet.observed),
-                          len(self.last_good.resources))
+        return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed))
 
     def refresh_desired(self) -> None:
         """Load desired/ without planning (a follower, whose API still needs to know the files' ids)."""
@@ -294,7 +296,7 @@ class Reconciler:
             self.unsettled = exc
         except SpecError as exc:
             self.load_error = exc
-        except Exception as exc:  # noqa: BLE001 - any failure to load is a load error: counted, shown, last good kept
+        except Exception as exc:
             self.load_error = SpecError([SpecProblem(str(self.desired_dir), 0, "",
                                                      f"cannot load: {type(exc).__name__}: {exc}")])
         seen = (self.cache, self.cache.reads)

@@ -59,14 +59,3 @@ class StoreConflict(StoreError):
     Nothing was written by the failed call; trying again at once is safe.
     """
 
-
-class ScriptError(ReconcilerError):
-    """A provisioning script failed. `permanent` failures (missing script) are not worth retrying soon."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        self.permanent = permanent
-        super().__init__(message)
-
-
-class PlanRefused(ReconcilerError):
-    """A safety rule (mass delete) stopped the plan; nothing was done."""

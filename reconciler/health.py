@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiohttp
 
 # How much of an answer a check reads: a 600 MB body must cost a check no more than this.
 BODY_BYTES = 4096
@@ -47,7 +51,7 @@ async def check_all(
         return list(await asyncio.gather(*(_check(session, gate, rid, url) for rid, url in pairs)))
 
 
-async def _check(session, gate: asyncio.Semaphore, resource_id: str, url: str) -> CheckResult:
+async def _check(session: aiohttp.ClientSession, gate: asyncio.Semaphore, resource_id: str, url: str) -> CheckResult:
     import aiohttp
 
     async with gate:
@@ -59,7 +63,7 @@ async def _check(session, gate: asyncio.Semaphore, resource_id: str, url: str) -
                 ok = 200 <= response.status < 400
                 error = None if ok else f"HTTP {response.status}"
                 return CheckResult(resource_id, url, ok, response.status, time.monotonic() - started, error)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return CheckResult(resource_id, url, False, None, time.monotonic() - started, "timed out")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             reason = str(exc) or type(exc).__name__

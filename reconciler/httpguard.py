@@ -22,7 +22,8 @@ from __future__ import annotations
 import hmac
 import json
 import math
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 MAX_BODY_BYTES = 1024 * 1024
 # An over-limit body up to this size is read on (and dropped) before the 413: a client that sends
@@ -37,7 +38,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, detail: Any, *, headers: tuple = ()) -> None:
+    def __init__(self, status: int, detail: Any, *, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(detail)
         self.status, self.detail, self.headers = status, detail, headers
 

@@ -20,8 +20,9 @@ import select
 import sys
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 QUEUE_LINES = 10_000
 # At exit, how long the writer may take to drain what is queued before the rest is given up.
@@ -211,7 +212,7 @@ def _json_line(*, level: str, event: str, **fields: Any) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def logs_are_json() -> bool:

@@ -7,10 +7,12 @@ A registry per daemon keeps tests and several daemons in one process apart.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported for the API)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # what /metrics answers with
 
 SCRIPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -51,10 +53,9 @@ class Metrics:
         if problems:
             self.load_failures.inc()
 
-    def render(self, *, fleet: dict[str, int], health: dict[str, int]) -> bytes:
-        for status, count in fleet.items():
-            if status != "unhealthy":
-                self.resources.labels(status=status).set(count)
+    def render(self, *, statuses: dict[str, int], health: dict[str, int]) -> bytes:
+        for status, count in statuses.items():
+            self.resources.labels(status=status).set(count)
         for name, count in health.items():
             self.health.labels(health=name).set(count)
         return generate_latest(self.registry)

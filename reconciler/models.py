@@ -12,18 +12,16 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RESOURCE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # runtime_target names a directory under provision/, so it must never contain a path separator.
 TARGET_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-SPEC_FIELDS = ("resource_id", "owner", "region", "runtime_target", "deploy_ref", "params", "protected")
-# Fields whose change re-runs provision in place; anything else that differs forces a replacement.
-UPDATABLE_FIELDS = ("owner", "deploy_ref", "params", "protected")
+# Fields whose change forces a replacement (teardown, then provision); any other change re-runs provision in place.
 REPLACE_FIELDS = ("region", "runtime_target")
 # target_hash of a row whose last job was a teardown.
 DELETE_TARGET = "delete"
@@ -44,7 +42,8 @@ class ResourceSpec(BaseModel):
     owner: Annotated[str, Field(min_length=1, description="Team or tenant that owns the resource")]
     region: Annotated[str, Field(min_length=1, description="Where it runs; changing it forces replacement")]
     runtime_target: Annotated[
-        str, Field(pattern=TARGET_PATTERN, description="Picks provision/<target>/ scripts; changing it forces replacement")
+        str,
+        Field(pattern=TARGET_PATTERN, description="Picks provision/<target>/ scripts; changing it forces replacement"),
     ] = "local"
     deploy_ref: Annotated[str, Field(min_length=1, description="Code/version pinned to this resource; quote numbers")]
     params: Annotated[dict[str, Any], Field(description="Free-form, passed to the script as JSON")] = {}
@@ -55,15 +54,20 @@ class ResourceSpec(BaseModel):
     def _sorted(cls, params: dict[str, Any]) -> dict[str, Any]:
         # Key order in YAML is not meaning: sorting here makes model_dump_json canonical, so the
         # hash below needs no Python-level JSON encoding (5x faster at 100k resources).
-        return _sort_keys(params)
+        sorted_params: dict[str, Any] = _sort_keys(params)
+        return sorted_params
 
     @model_validator(mode="after")
-    def _fits_in_the_environment(self) -> "ResourceSpec":
+    def _fits_in_the_environment(self) -> ResourceSpec:
         size = len(self.__pydantic_serializer__.to_json(self))
         if size > MAX_SPEC_BYTES:
             raise ValueError(f"the spec is {size:,} bytes as JSON; the limit is {MAX_SPEC_BYTES:,} "
                              f"({MAX_SPEC_BYTES >> 10} KiB): scripts receive it in one environment variable")
         return self
+
+
+# the spec's fields, in declaration order: the model is the one list of them
+SPEC_FIELDS = tuple(ResourceSpec.model_fields)
 
 
 def _sort_keys(value: Any, path: str = "params", depth: int = 1) -> Any:
@@ -128,20 +132,50 @@ JobAction = Action  # the name jobs and the store have used; the same enum
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
+@overload
+def iso(moment: datetime) -> str: ...
+@overload
+def iso(moment: None) -> None: ...
+@overload
+def iso(moment: datetime | None) -> str | None: ...
 def iso(moment: datetime | None) -> str | None:
     """Timestamps are stored as fixed-width UTC ISO-8601 text, so they also sort as strings."""
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_iso(text: str | None) -> datetime | None:
     if not text:
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCounts:
+    """Rows per status (tombstones too) and live rows per health, from one scan of `resources`."""
+
+    statuses: dict[str, int]
+    health: dict[str, int]
+
+    @classmethod
+    def empty(cls) -> FleetCounts:
+        return cls({status.value: 0 for status in ResourceStatus}, {health.value: 0 for health in Health})
+
+    @property
+    def live(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status != ResourceStatus.DELETED)
+
+    @property
+    def unhealthy(self) -> int:
+        return self.health[Health.UNHEALTHY]
+
+    def summary(self) -> dict[str, int]:
+        """What /health shows: every status, then the live rows failing their checks."""
+        return {**self.statuses, "unhealthy": self.unhealthy}
 
 
 @dataclass(frozen=True, slots=True)

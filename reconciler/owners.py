@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .spec import MAX_FILE_BYTES, Source, display_path
 
@@ -70,7 +70,8 @@ def _scan(path: Path) -> dict[str, Source]:
         return {}
     finally:
         os.close(fd)
-    name, found, line, at = display_path(path), {}, 1, 0
+    found: dict[str, Source] = {}
+    name, line, at = display_path(path), 1, 0
     for match in OWNED_LINE.finditer(text):
         line, at = line + text.count(b"\n", at, match.start()), match.start()
         found.setdefault(match.group(1).decode(), Source(name, line))

@@ -6,23 +6,23 @@ table is a small parametrised test, and `plan`, `apply` and the daemon can never
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .models import (
     DELETE_TARGET,
+    REPLACE_FIELDS,
     Action,
     Health,
-    REPLACE_FIELDS,
     ObservedResource,
     ResourceSpec,
     ResourceStatus,
     iso,
     spec_hash,
 )
-
 
 PROTECTED = "protected: "
 
@@ -261,11 +261,11 @@ class _Rules:
             return Change(row.resource_id, Action.NOOP, Reason.PROTECTED,
                           f"{PROTECTED}kept although no longer declared; set protected: false and apply first",
                           before)
-        if row.status is ResourceStatus.ERRORED and row.target_hash == DELETE_TARGET:
-            if row.next_attempt_at and row.next_attempt_at > (self.stamp or ""):
-                return Change(row.resource_id, Action.NOOP, Reason.BACKOFF,
-                              f"teardown retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})",
-                              retry_at=row.next_attempt_at)
+        failed_teardown = row.status is ResourceStatus.ERRORED and row.target_hash == DELETE_TARGET
+        if failed_teardown and row.next_attempt_at and row.next_attempt_at > (self.stamp or ""):
+            return Change(row.resource_id, Action.NOOP, Reason.BACKOFF,
+                          f"teardown retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})",
+                          retry_at=row.next_attempt_at)
         # shown as a plain delete, so "source" stays "file" in plans; the store does not read it for a teardown
         return Change(row.resource_id, Action.DELETE, Reason.REMOVED, "no longer declared", before, None, (),
                       DELETE_TARGET, row.version, 1)

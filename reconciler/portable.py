@@ -11,18 +11,19 @@ from typing import Any
 
 from .errors import ReconcilerError
 from .models import iso, utcnow
+from .ports import Portable
 from .store.migrations import LATEST
 
 FORMAT = "reconciler-export"
 FORMAT_VERSION = 1
 
 
-def export_document(*, store: Any) -> dict[str, Any]:
+def export_document(*, store: Portable) -> dict[str, Any]:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": LATEST,
             "exported_at": iso(utcnow()), "source": store.kind, "tables": store.export_rows()}
 
 
-def import_document(*, store: Any, text: str, name: str, replace: bool) -> dict[str, int]:
+def import_document(*, store: Portable, text: str, name: str, replace: bool) -> dict[str, int]:
     try:
         document = json.loads(text)
     except ValueError as exc:

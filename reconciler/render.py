@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .models import REPLACE_FIELDS
 from .plan import Change, Hold, Plan, Reason
 from .terminal import printable
 
@@ -160,8 +161,8 @@ def _diff(change: Change, paint: _Paint) -> list[str]:
     width = max((len(name) for name in changed), default=0)
     lines = []
     for name in changed:
-        forces = paint(" # forces replacement", "-") if change.reason is Reason.REPLACE_FORCED and name in (
-            "region", "runtime_target") else ""
+        forcing = change.reason is Reason.REPLACE_FORCED and name in REPLACE_FIELDS
+        forces = paint(" # forces replacement", "-") if forcing else ""
         lines.append(f"      {paint('~', '~')} {name.ljust(width)} = {_value(before.get(name))} -> "
                      f"{_value(after.get(name))}{forces}")
     hidden = len(after) - len(changed)

@@ -30,9 +30,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import ReconcilerError
 from .models import canonical_json
@@ -331,7 +332,7 @@ def _abandon(proc: subprocess.Popen[bytes]) -> None:
 class _Tail:
     """The last `limit` bytes of a stream: a 10 MB log must not become 10 MB of memory."""
 
-    __slots__ = ("limit", "data")
+    __slots__ = ("data", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -352,6 +353,7 @@ class _Streams:
         # One interleaved tail, because a user reads stdout and stderr in the order they happened.
         self.combined = _Tail(max(capture_bytes, OUTPUT_TAIL_BYTES))
         self.selector = selectors.DefaultSelector()
+        assert proc.stdout is not None and proc.stderr is not None, "the script runs with both pipes"
         self.selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
         self.selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Mapping, NamedTuple, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 # Seconds a changed file must stay unchanged before its content counts (RECONCILER_SETTLE, --settle).
 DEFAULT_SETTLE = 0.15

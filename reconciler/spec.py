@@ -11,12 +11,14 @@ import gc
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from .errors import SpecError, SpecProblem
 from .models import SPEC_FIELDS, ResourceSpec, spec_hash
@@ -292,7 +294,8 @@ def _no_gc_pauses() -> Iterator[None]:
 
 
 def _add_unique(
-    *, spec: ResourceSpec, source: Source, resources: dict, sources: dict, problems: list[SpecProblem]
+    *, spec: ResourceSpec, source: Source, resources: dict[str, ResourceSpec], sources: dict[str, Source],
+    problems: list[SpecProblem],
 ) -> None:
     first = sources.get(spec.resource_id)
     if first is not None:
@@ -310,9 +313,9 @@ Loaded = list[tuple[str, list[tuple[ResourceSpec, Source]]]]
 
 def _load_files(*, paths: list[Path], problems: list[SpecProblem]) -> Loaded:
     """Parse and validate files, on every core when there is enough to parse (the 100k-resource case)."""
-    if len(paths) >= PARALLEL_MIN_FILES and (os.cpu_count() or 1) > 1 and threading.active_count() == 1:
-        if sum(_size(path) for path in paths) >= PARALLEL_MIN_BYTES:
-            return _load_parallel(paths=paths, problems=problems)
+    many = len(paths) >= PARALLEL_MIN_FILES and (os.cpu_count() or 1) > 1 and threading.active_count() == 1
+    if many and sum(_size(path) for path in paths) >= PARALLEL_MIN_BYTES:
+        return _load_parallel(paths=paths, problems=problems)
     return _load_serial(paths=paths, problems=problems)
 
 
@@ -406,7 +409,7 @@ def _read_documents(*, path: Path, name: str, problems: list[SpecProblem]) -> li
         problems.append(SpecProblem(name, 0, "", str(exc.strerror)))
     except OSError as exc:
         problems.append(SpecProblem(name, 0, "", f"cannot read: {exc.strerror}"))
-    except Exception as exc:  # noqa: BLE001 - any failure to read a file is a load error of that file
+    except Exception as exc:
         problems.append(SpecProblem(name, 0, "", f"cannot read: {type(exc).__name__}: {exc}"))
     return []
 
@@ -434,14 +437,14 @@ def validate_document(*, doc: Document, name: str, problems: list[SpecProblem]) 
         return None
 
 
-def _explain(*, error: dict[str, Any], doc: Document, name: str) -> SpecProblem:
+def _explain(*, error: ErrorDetails, doc: Document, name: str) -> SpecProblem:
     loc = [str(part) for part in error["loc"] if part != "[key]"]
     field_name = ".".join(loc)
     line = doc.key_lines.get(field_name) or doc.key_lines.get(loc[0] if loc else "", doc.line)
     return SpecProblem(name, line, field_name, _message(error=error, doc=doc, loc=loc))
 
 
-def _message(*, error: dict[str, Any], doc: Document, loc: list[str]) -> str:
+def _message(*, error: ErrorDetails, doc: Document, loc: list[str]) -> str:
     kind, given = error["type"], error.get("input")
     if kind == "value_error":
         return str(error["ctx"]["error"])

@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import ReconcilerError
 from .models import Event, ObservedResource
+from .ports import StatusReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ def event_json(event: Event) -> dict[str, Any]:
             "desired_commit": event.desired_commit, **({"details": event.details} if event.details else {})}
 
 
-def daemon_holder(*, store: Any) -> Daemon | None:
+def daemon_holder(*, store: StatusReader | None) -> Daemon | None:
     """Which daemon works this database (SQLite: the one daemon; PostgreSQL: the leader that plans)."""
     from .models import iso, utcnow
 
@@ -51,12 +52,12 @@ def daemon_holder(*, store: Any) -> Daemon | None:
     return None
 
 
-def rows(*, store: Any) -> list[ObservedResource]:
+def rows(*, store: StatusReader | None) -> list[ObservedResource]:
     """Every observed row by id; no database reads as none."""
     return sorted(store.load_observed().values(), key=lambda r: r.resource_id) if store else []
 
 
-def resource(*, store: Any, resource_id: str) -> ObservedResource:
+def resource(*, store: StatusReader | None, resource_id: str) -> ObservedResource:
     row = store.get_resource(resource_id) if store else None
     if row is None:
         raise ReconcilerError(f"no resource '{resource_id}' in the observed state")

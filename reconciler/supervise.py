@@ -15,8 +15,9 @@ import contextlib
 import random
 import threading
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .errors import StoreConflict, StoreUnavailable
 from .retry import RetryPolicy, next_delay
@@ -116,7 +117,7 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep, waking early on stop; True when stopping."""
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
     return True
 
@@ -127,7 +128,7 @@ def guarded_thread(*, target: Callable[[], None], name: str, on_crash: Crash) ->
     def run() -> None:
         try:
             target()
-        except BaseException as exc:  # noqa: BLE001 - the point: nothing escapes unseen
+        except BaseException as exc:
             on_crash(name, exc)
 
     return threading.Thread(target=run, name=name, daemon=True)
@@ -139,8 +140,9 @@ def guarded_task(coro: Awaitable[Any], *, name: str, on_crash: Crash) -> asyncio
     task.set_name(name)
 
     def done(finished: asyncio.Task[Any]) -> None:
-        if not finished.cancelled() and finished.exception() is not None:
-            on_crash(name, finished.exception())
+        error = None if finished.cancelled() else finished.exception()
+        if error is not None:
+            on_crash(name, error)
 
     task.add_done_callback(done)
     return task

@@ -23,10 +23,6 @@ class Notifier:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._sock.setblocking(False)
 
-    @property
-    def enabled(self) -> bool:
-        return self._sock is not None
-
     def send(self, **fields: str | int) -> bool:
         """`send(READY=1, STATUS="...")`; never raises: a lost notification must not stop the daemon."""
         if self._sock is None:

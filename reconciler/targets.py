@@ -4,8 +4,8 @@ the default script (`runtime_target: kubernets` used to pass `validate` and run 
 Known targets are explicit: every `provision/<target>/` directory that holds a `provision.sh` (a
 helper directory such as `provision/lib/` is not a target), plus the names listed in
 `provision/targets.yaml` as `targets: [name, …]` (the targets the default scripts handle). Without a
-targets.yaml, or one without a `targets:` key, the shipped `local` target is known too. The file may also hold `pass_env: [NAME, …]`
-(environment variables scripts may receive; read by the runner); any other key is an error.
+targets.yaml, or one without a `targets:` key, the shipped `local` target is known too. The file may also hold
+`pass_env: [NAME, …]` (environment variables scripts may receive; read by the runner); any other key is an error.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from .errors import SpecError, SpecProblem
 from .models import TARGET_PATTERN, ResourceSpec
@@ -52,8 +53,10 @@ class KnownTargets:
 
 
 class Located(Protocol):
-    file: str
-    line: int
+    @property
+    def file(self) -> str: ...
+    @property
+    def line(self) -> int: ...
 
 
 def known_targets(*, provision_dir: Path) -> KnownTargets:

@@ -97,7 +97,7 @@ def _table(rows: list[ObservedResource]) -> str:
         for r in rows
     ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in cells)
+    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in cells)
 
 
 def _event_line(event: Event) -> str:

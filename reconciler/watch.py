@@ -11,6 +11,7 @@ inotify is missing the daemon falls back to watchfiles and the settle clock alon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -18,8 +19,8 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .settle import Stamp, WriteHint, stamp_of
 
@@ -112,7 +113,7 @@ class _Inotify:
         self.fd = fd
 
     def add(self, path: str) -> int:
-        wd = self._add(self.fd, os.fsencode(path), WATCH_MASK)
+        wd: int = self._add(self.fd, os.fsencode(path), WATCH_MASK)
         if wd < 0:
             raise OSError(ctypes.get_errno(), f"inotify_add_watch {path} failed")
         return wd
@@ -206,10 +207,8 @@ class DesiredWatch:
         return True
 
     def _try_add_tree(self, path: str) -> None:
-        try:
+        with contextlib.suppress(OSError):  # gone again already; the next pass sees what is there
             self._add_tree(path)
-        except OSError:
-            pass  # gone again already; the next pass sees what is there
 
     def _rewatch_later(self) -> None:
         """desired/ itself was moved or removed: watch it again once it is back."""

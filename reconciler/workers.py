@@ -14,10 +14,11 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import StoreError
 from .liveness import HOST, owner_is_dead
@@ -26,7 +27,11 @@ from .retry import RetryPolicy, next_delay
 from .supervise import TRANSIENT, Crash, Outages, guarded_thread, retry_sync
 
 if TYPE_CHECKING:
+    from .ports import Queue
     from .runner import ScriptOutcome
+
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
@@ -37,7 +42,7 @@ class EngineConfig:
     timeout: float = 900.0
     grace: float = 10.0
     lease_seconds: float = 30.0
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     target_timeouts: dict[str, float] = field(default_factory=dict)
     # end a script's group when its worker dies: needed when another machine may reclaim the job
     # (PostgreSQL); on one machine the reclaiming worker ends the orphan itself and this costs spawns
@@ -64,7 +69,7 @@ def new_worker_id() -> str:
     return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def expire_dead_leases(*, store: Any, now: datetime) -> int:
+def expire_dead_leases(*, store: Queue, now: datetime) -> int:
     """Free at once the jobs of workers on this host that died (kill -9), instead of waiting out the lease."""
     count = 0
     for job_id, owner in store.running_leases():
@@ -78,7 +83,7 @@ def expire_dead_leases(*, store: Any, now: datetime) -> int:
 class JobRunner:
     """Runs claimed jobs: makes sure an earlier run is gone, runs the script(s), records the result."""
 
-    def __init__(self, *, store: Any, config: EngineConfig, worker_id: str, outages: Outages,
+    def __init__(self, *, store: Queue, config: EngineConfig, worker_id: str, outages: Outages,
                  may_claim: Callable[[], bool] = lambda: True, rand: Callable[[], float] = random.random,
                  no_more_claims: threading.Event | None = None) -> None:
         self.store = store
@@ -93,9 +98,10 @@ class JobRunner:
         self._lock = threading.Lock()
         self._abandoning = threading.Event()
 
-    def run(self, job: Job, *, next_from: set[str] | None | bool = False) -> tuple[Finished, Job | None]:
-        """Run `job` and record it; with `next_from` (a scope, or None for any job) also claim the
-        next job in the same transaction. Returns what finished and the next job, if one was claimed."""
+    def run(self, job: Job, *, claim_next: bool = False,
+            scope: set[str] | None = None) -> tuple[Finished, Job | None]:
+        """Run `job` and record it; with `claim_next` also claim the next job (in `scope`, or any) in the
+        same transaction. Returns what finished and the next job, if one was claimed."""
         with self._lock:
             self._running[job.job_id] = None
         try:
@@ -111,11 +117,11 @@ class JobRunner:
             # not the script's fault (our shutdown, or the store refused the start): run it again later
             self._persist(lambda: self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow())))
             return Finished(job=job, result=result, recorded=False, handed_back=True), None
-        if next_from is False or self._abandoning.is_set() or self._no_more_claims.is_set() or not self.may_claim():
+        if not claim_next or self._abandoning.is_set() or self._no_more_claims.is_set() or not self.may_claim():
             recorded = self._persist(lambda: self.store.finish(job=job, worker=self.worker_id, result=result,
                                                                now=iso(utcnow())))
             return Finished(job=job, result=result, recorded=bool(recorded)), None
-        outcome = self._persist(lambda: self._finish_and_claim(job, result, next_from))
+        outcome = self._persist(lambda: self._finish_and_claim(job, result, scope))
         recorded, following = outcome if outcome is not None else (False, None)
         return Finished(job=job, result=result, recorded=recorded), following
 
@@ -125,7 +131,7 @@ class JobRunner:
             job=job, worker=self.worker_id, result=result, now=iso(now),
             lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=scope)
 
-    def _persist(self, call: Callable[[], Any]) -> Any:
+    def _persist(self, call: Callable[[], T]) -> T | None:
         """Record through a store outage: a result is worth waiting for (until our own shutdown gives up;
         then the lease runs out and the job is claimed again). The outage bound is in README."""
         return retry_sync(call, loop=threading.current_thread().name, outages=self.outages,
@@ -173,9 +179,11 @@ class JobRunner:
         action = {Action.DELETE: "delete", Action.CREATE: "create"}.get(job.action, "update")
         return self._result(job, self._script(job, spec=job.spec, action=action))
 
-    def _script(self, job: Job, *, spec: dict[str, Any], action: str) -> Any:
+    def _script(self, job: Job, *, spec: dict[str, Any] | None, action: str) -> ScriptOutcome:
         from .runner import resolve_script, run_script
 
+        if spec is None:
+            raise ValueError(f"job {job.job_id} carries no spec to run its script with")
         target = spec["runtime_target"]
         script = resolve_script(provision_dir=self.config.provision_dir, runtime_target=target, action=action)
         return run_script(
@@ -200,7 +208,7 @@ class JobRunner:
         if not recorded:
             raise RuntimeError("lease lost before the script started")
 
-    def _result(self, job: Job, outcome: Any, *, prefix: str = "") -> JobResult:
+    def _result(self, job: Job, outcome: ScriptOutcome, *, prefix: str = "") -> JobResult:
         retry_at = None
         if not outcome.ok:
             delay = next_delay(attempt=job.attempt, policy=self.config.retry, random=self.rand,
@@ -219,7 +227,7 @@ class WorkerPool:
     uses `run_until_done`; the daemon uses `serve` … `shutdown`.
     """
 
-    def __init__(self, *, store: Any, config: EngineConfig, parallelism: int,
+    def __init__(self, *, store: Queue, config: EngineConfig, parallelism: int,
                  on_finish: Callable[[Finished], None] = lambda finished: None, idle_poll: float = 1.0,
                  outages: Outages | None = None, on_crash: Crash | None = None,
                  may_claim: Callable[[], bool] = lambda: True) -> None:
@@ -285,7 +293,7 @@ class WorkerPool:
         """A worker that dies must not pass for one that finished: it is recorded, the others stop claiming."""
         try:
             self._until_done_loop(scope, poll, record)
-        except BaseException as exc:  # noqa: BLE001 - every death is reported, whatever it is
+        except BaseException as exc:
             self._stop_claiming.set()
             where = traceback.extract_tb(exc.__traceback__)[-1]
             self.deaths.append(f"{threading.current_thread().name} stopped: {type(exc).__name__}: {exc}"
@@ -299,7 +307,7 @@ class WorkerPool:
                 if job is not None:
                     if self._stop_claiming.is_set():
                         break  # claimed with the last finish, never started: handed back below
-                    finished, job = self._runner.run(job, next_from=scope)  # raises: `job` is handed back
+                    finished, job = self._runner.run(job, claim_next=True, scope=scope)  # raises: `job` is handed back
                     record(finished)
                 elif not retry_sync(lambda: self.store.count_open(resource_ids=scope),
                                     loop=threading.current_thread().name, outages=self.outages,
@@ -313,10 +321,8 @@ class WorkerPool:
 
     def _hand_back(self, job: Job) -> None:
         """Back to the queue; if the store refuses, the lease lapses when this process stops renewing it."""
-        try:
+        with contextlib.suppress(Exception):
             self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
-        except Exception:  # noqa: BLE001 - already on a failure path; the lease is the fallback
-            pass
 
     # --- daemon: serve until told to stop ---
 
@@ -364,7 +370,7 @@ class WorkerPool:
         while not self._stop_claiming.is_set():
             job = job or self._claim(None)
             if job is not None:
-                finished, job = self._runner.run(job, next_from=None)
+                finished, job = self._runner.run(job, claim_next=True)
                 self.on_finish(finished)
                 continue
             with self._wake:

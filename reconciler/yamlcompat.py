@@ -38,7 +38,8 @@ _WORDS = {"str": "text", "int": "a number", "float": "a number", "bool": "a bool
 @lru_cache(maxsize=4096)
 def kind_11(text: str) -> str:
     """What PyYAML (YAML 1.1) makes of a plain scalar: str, int, float, bool, null, timestamp, merge, value."""
-    return _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)).removeprefix(_TAG)
+    tag: str = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+    return tag.removeprefix(_TAG)
 
 
 @lru_cache(maxsize=4096)

@@ -61,7 +61,7 @@ def _plain(text: str, line: int) -> Any:
     value = _CACHE.get(text, _CACHE)
     if value is not _CACHE:
         return value
-    tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
+    tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
     if tag == _STR:
         value = text
     elif tag == _TAG + "merge":
@@ -122,14 +122,16 @@ def _short(tag: str) -> str:
     return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
 
 
-def _line(event: ev.Event) -> int:
-    return event.start_mark.line + 1
+def _line(event: Any) -> int:
+    """The 1-based line an event starts on (libyaml's events always carry their mark)."""
+    line: int = event.start_mark.line
+    return line + 1
 
 
 class _Frame:
     """An open mapping or sequence while its events stream past."""
 
-    __slots__ = ("value", "anchor", "size", "key", "key_line", "lines", "merges", "path")
+    __slots__ = ("anchor", "key", "key_line", "lines", "merges", "path", "size", "value")
 
     def __init__(self, value: Any, anchor: str | None, path: str | None) -> None:
         self.value = value
@@ -154,7 +156,7 @@ class DocumentBuilder:
         self._anchors: dict[str, tuple[Any, int]] = {}
         self._anchor_lines: dict[str, int] = {}
         self._stack: list[_Frame] = []
-        self._doc: Document | None = None
+        self._doc = Document(None, 0, {}, {})  # replaced at each document start
         self._expanded = 0
 
     def documents(self) -> list[Document]:
@@ -178,7 +180,7 @@ class DocumentBuilder:
     def _text(self) -> str:
         """The stream's text again, to place an error (only on the error path)."""
         stream = self._stream
-        if hasattr(stream, "seek"):
+        if not isinstance(stream, (str, bytes)):
             stream.seek(0)
             stream = stream.read()
         return stream.decode("utf-8", "replace") if isinstance(stream, bytes) else str(stream)
@@ -186,7 +188,7 @@ class DocumentBuilder:
     def _run(self, docs: list[Document]) -> None:
         get = self._loader.get_event
         while True:
-            event = get()
+            event: Any = get()  # dispatched on its exact type below
             kind = type(event)
             if kind is ev.ScalarEvent:
                 self._add(_scalar(event), event, event.anchor, 1)
@@ -221,12 +223,13 @@ class DocumentBuilder:
     @staticmethod
     def _check_collection_tag(event: ev.CollectionStartEvent, value: Any) -> None:
         kind = "map" if isinstance(value, dict) else "seq"
-        if event.tag == _COLLECTION_TAGS[kind]:
+        tag = event.tag or ""
+        if tag == _COLLECTION_TAGS[kind]:
             return
-        if event.tag in _COLLECTION_TAGS.values():
+        if tag in _COLLECTION_TAGS.values():
             found = "mapping" if kind == "map" else "sequence"
-            raise YamlProblem(f"tag {_short(event.tag)} does not fit a {found}", line=_line(event))
-        raise YamlProblem(f"tag {_short(event.tag)} is not allowed (only plain YAML data)", line=_line(event))
+            raise YamlProblem(f"tag {_short(tag)} does not fit a {found}", line=_line(event))
+        raise YamlProblem(f"tag {_short(tag)} is not allowed (only plain YAML data)", line=_line(event))
 
     def _claim_anchor(self, anchor: str, event: ev.Event) -> None:
         if anchor in self._anchor_lines:
@@ -304,17 +307,18 @@ class DocumentBuilder:
             self._doc.odd_keys.append((event.value, frame.key_line))
 
     def _set_value(self, frame: _Frame, value: Any, event: ev.Event | None) -> None:
-        key, line = frame.key, frame.key_line
+        key, line, lines = frame.key, frame.key_line, frame.lines
+        assert lines is not None, "only a mapping's frame takes values under keys"
         frame.key = _NO_KEY
         if type(value) is _Special:
             _misplaced(value, event)
-        if key in frame.lines:
-            self._duplicate(frame, key, line)
+        if key in lines:
+            self._duplicate(lines, frame, key, line)
         if key is _MERGE:
-            frame.lines[key] = line
+            lines[key] = line
             self._add_merge(frame, value, line)
             return
-        frame.lines[key] = line
+        lines[key] = line
         frame.value[key] = value
         if frame.path is not None:
             field = self._field(frame, key)
@@ -322,13 +326,13 @@ class DocumentBuilder:
             if frame.path == "" and type(event) is ev.ScalarEvent and event.tag is None and event.implicit[0]:
                 self._doc.raw[field] = event.value  # plain scalars only: what YAML 1.1 and 1.2 may read apart
 
-    def _duplicate(self, frame: _Frame, key: Any, line: int) -> None:
+    def _duplicate(self, lines: dict[Any, int], frame: _Frame, key: Any, line: int) -> None:
         if key is _MERGE:
-            raise YamlProblem(f"a second '<<' merge key in one mapping (first at line {frame.lines[key]}): YAML "
+            raise YamlProblem(f"a second '<<' merge key in one mapping (first at line {lines[key]}): YAML "
                               "readers disagree on which one wins; merge a list instead: <<: [*a, *b]",
                               line=line, field=self._field(frame, key))
         raise YamlProblem(
-            f"duplicate key (first at line {frame.lines[key]})", line=line, field=self._field(frame, key)
+            f"duplicate key (first at line {lines[key]})", line=line, field=self._field(frame, key)
         )
 
     def _add_merge(self, frame: _Frame, value: Any, line: int) -> None:

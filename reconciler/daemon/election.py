@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from ..errors import StoreError
 from ..liveness import HOST, owner_is_dead
 from ..models import iso, utcnow
+from ..ports import LockStore
 from ..supervise import TRANSIENT, Outages, sleep_or_stop
 from .options import DaemonRefused
 
@@ -43,7 +45,7 @@ class Election(Protocol):
     async def close(self) -> None: ...
 
 
-def lock_info(*, store: Any, name: str, worker_id: str) -> dict[str, Any] | None:
+def lock_info(*, store: LockStore, name: str, worker_id: str) -> dict[str, Any] | None:
     """Who holds lock `name` now (pid, host, since, whether it is us), or None."""
     holder = store.lock_holder(name=name, now=iso(utcnow()))
     if holder is None:
@@ -52,7 +54,7 @@ def lock_info(*, store: Any, name: str, worker_id: str) -> dict[str, Any] | None
             "this_daemon": holder["holder"] == worker_id}
 
 
-def _acquire(*, store: Any, name: str, worker_id: str, ttl: float) -> dict[str, Any] | None:
+def _acquire(*, store: LockStore, name: str, worker_id: str, ttl: float) -> dict[str, Any] | None:
     """Take lock `name` for `ttl` seconds; the holder's row when another live process holds it."""
     now = utcnow()
     holder: dict[str, Any] | None = store.acquire_lock(
@@ -61,7 +63,28 @@ def _acquire(*, store: Any, name: str, worker_id: str, ttl: float) -> dict[str, 
     return holder
 
 
-class SingleDaemonLock:
+class _HeldLock:
+    """What both elections share: a named lock in the store, held for `ttl` and renewed well before."""
+
+    def __init__(self, *, lock: str, store: LockStore, worker_id: str, ttl: float, outages: Outages,
+                 log: Any) -> None:
+        self.lock = lock
+        self.store = store
+        self.worker_id = worker_id
+        self.ttl = ttl
+        self.outages = outages
+        self.log = log
+        self._valid_until = 0.0  # monotonic instant until which the lock is known to be held
+
+    def _safely_held(self) -> bool:
+        """Held with a third of the ttl to spare: a holder that cannot renew stops acting before it lapses."""
+        return time.monotonic() < self._valid_until - self.ttl / 3
+
+    def holder(self) -> dict[str, Any] | None:
+        return lock_info(store=self.store, name=self.lock, worker_id=self.worker_id)
+
+
+class SingleDaemonLock(_HeldLock):
     """SQLite: one daemon per database. Taken before anything runs (else the start is refused, naming the
     holder), renewed by this heartbeat, released after the workers stopped. A lock taken by another
     process ends this daemon (`on_lost`); claiming resumed after an outage wakes the workers (`on_resumed`)."""
@@ -69,17 +92,12 @@ class SingleDaemonLock:
     name = "heartbeat"
     leading = True
 
-    def __init__(self, *, store: Any, db: str, worker_id: str, ttl: float, outages: Outages, log: Any,
+    def __init__(self, *, store: LockStore, db: str, worker_id: str, ttl: float, outages: Outages, log: Any,
                  on_lost: Callable[[], None], on_resumed: Callable[[], None]) -> None:
-        self.store = store
+        super().__init__(lock=LOCK_NAME, store=store, worker_id=worker_id, ttl=ttl, outages=outages, log=log)
         self.db = db
-        self.worker_id = worker_id
-        self.ttl = ttl
-        self.outages = outages
-        self.log = log
         self.on_lost = on_lost
         self.on_resumed = on_resumed
-        self._valid_until = 0.0  # monotonic instant until which the lock is known to be held
         self._paused = False
 
     def prepare(self) -> None:
@@ -129,16 +147,13 @@ class SingleDaemonLock:
             self.log.warning("could not release the daemon lock", error=str(exc))
 
     def may_claim(self) -> bool:
-        return time.monotonic() < self._valid_until - self.ttl / 3
+        return self._safely_held()
 
     def may_plan(self) -> bool:
         return True
 
     def problems(self) -> list[str]:
         return [] if self.may_claim() else ["daemon lock not renewed in time: not claiming jobs"]
-
-    def holder(self) -> dict[str, Any] | None:
-        return lock_info(store=self.store, name=LOCK_NAME, worker_id=self.worker_id)
 
     def _note_claiming(self) -> None:
         """Log when claiming pauses for an unrenewed lock, and when it resumes."""
@@ -151,7 +166,7 @@ class SingleDaemonLock:
         self._paused = paused
 
 
-class LeaderLease:
+class LeaderLease(_HeldLock):
     """PostgreSQL: many daemons work the queue; the one holding this lease plans and health-checks.
 
     Through a store outage the step is retried (backed off); a leader that cannot renew steps down a
@@ -160,16 +175,11 @@ class LeaderLease:
 
     name = "leader"
 
-    def __init__(self, *, store: Any, worker_id: str, ttl: float, outages: Outages, log: Any,
+    def __init__(self, *, store: LockStore, worker_id: str, ttl: float, outages: Outages, log: Any,
                  on_elected: Callable[[], None]) -> None:
-        self.store = store
-        self.worker_id = worker_id
-        self.ttl = ttl
-        self.outages = outages
-        self.log = log
+        super().__init__(lock=LEADER_LOCK, store=store, worker_id=worker_id, ttl=ttl, outages=outages, log=log)
         self.on_elected = on_elected
         self.leading = False
-        self._valid_until = 0.0  # monotonic instant until which the lease is known to be held
 
     def prepare(self) -> None:
         pass
@@ -217,10 +227,7 @@ class LeaderLease:
     def may_plan(self) -> bool:
         """Leading with the lease safely held: the loop may be waiting on the store itself, so the lease's
         age is checked here too, not only when that wait ends."""
-        return self.leading and time.monotonic() < self._valid_until - self.ttl / 3
+        return self.leading and self._safely_held()
 
     def problems(self) -> list[str]:
         return []
-
-    def holder(self) -> dict[str, Any] | None:
-        return lock_info(store=self.store, name=LEADER_LOCK, worker_id=self.worker_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ReconcilerError
@@ -30,7 +30,7 @@ class DaemonOptions:
     timeout: float = 900.0
     stop_grace: float = 30.0
     allow_mass_delete: bool = False
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     api: str | None = "127.0.0.1:7878"  # HOST:PORT, or None for no API
     api_token_file: Path | None = None
     busy_timeout: float = 30.0  # SQLite: seconds a write waits for another process's lock

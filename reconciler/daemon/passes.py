@@ -9,9 +9,10 @@ metrics, the systemd reporter, the workers) instead of reaching into them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from ..engine import PassResult, Reconciler
 from ..models import parse_iso, utcnow

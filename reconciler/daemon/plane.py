@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from ..engine import Reconciler
 from ..errors import ReconcilerError, StoreError
 from ..liveness import HOST
-from ..models import Health, ResourceStatus, iso, utcnow
+from ..models import FleetCounts, iso, utcnow
+from ..ports import PassStore
 from ..supervise import Outages
 from ..workers import WorkerPool
 from .election import Election
@@ -25,26 +26,25 @@ from .reporter import SystemdReporter
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
+    from ..store.base import SQLStore
 
 COUNTS_TTL = 1.0
 
-Counts = tuple[dict[str, int], dict[str, int]]
 
-
-class FleetCounts:
+class CountsCache:
     """Fleet counts for /health and /metrics, at most COUNTS_TTL old: a scan per scrape adds up.
 
     While the store is known to be away, the last counts are served without asking it (a probe must
     answer at once); a failed refresh also serves them and adds its reason to `problems`.
     """
 
-    def __init__(self, *, store: Any, outages: Outages) -> None:
+    def __init__(self, *, store: PassStore, outages: Outages) -> None:
         self.store = store
         self.outages = outages
         self._lock = threading.Lock()
-        self._cache: tuple[float, Any] = (0.0, None)
+        self._cache: tuple[float, FleetCounts | None] = (0.0, None)
 
-    def get(self, *, problems: list[str] | None = None) -> Counts:
+    def get(self, *, problems: list[str] | None = None) -> FleetCounts:
         with self._lock:
             at, counts = self._cache
             if counts is None or (time.monotonic() - at > COUNTS_TTL and not self.outages.reasons()):
@@ -53,15 +53,15 @@ class FleetCounts:
                 except StoreError as exc:
                     if problems is not None:
                         problems.append(f"health: {exc}")
-                    return counts or _no_counts()
+                    return counts or FleetCounts.empty()
                 self._cache = (time.monotonic(), counts)
-            return counts  # type: ignore[no-any-return]
+            return counts
 
 
 class DaemonPlane:
     """api.Plane for one daemon."""
 
-    def __init__(self, *, store: Any, token: str | None, reconciler: Reconciler, provision: Path,
+    def __init__(self, *, store: SQLStore, token: str | None, reconciler: Reconciler, provision: Path,
                  pool: WorkerPool, election: Election, passes: PassLoop, reporter: SystemdReporter,
                  outages: Outages, metrics: Metrics, resync: float) -> None:
         self.store = store
@@ -75,7 +75,7 @@ class DaemonPlane:
         self.outages = outages
         self.metrics = metrics
         self.resync = resync
-        self.counts = FleetCounts(store=store, outages=outages)
+        self.counts = CountsCache(store=store, outages=outages)
 
     def desired_pending(self) -> str | None:
         if self.reconciler.last_good is not None:
@@ -84,7 +84,7 @@ class DaemonPlane:
         return str(error.problems[0]) if error is not None and error.problems else "the first pass has not run"
 
     def file_source(self, resource_id: str) -> str | None:
-        from ..engine import API_SOURCE
+        from ..plan import API_SOURCE
 
         owner = self.reconciler.owners.owner(resource_id)
         if owner is not None:
@@ -114,7 +114,7 @@ class DaemonPlane:
 
     def health_report(self) -> tuple[dict[str, Any], bool]:
         problems = self.problems()
-        fleet, _ = self.counts.get(problems=problems)
+        counts = self.counts.get(problems=problems)
         last, reporter = self.passes.last, self.reporter
         stuck = reporter.stuck()
         stale = self.election.leading and (last is None or self._pass_age() > max(3 * self.resync, 60))
@@ -123,8 +123,7 @@ class DaemonPlane:
         status = ("ok" if ok else "stopping" if reporter.stopping else "degraded" if degraded else
                   "not ready" if not reporter.ready else "stuck" if stuck else "stale")
         report = {"status": status, "reason": "; ".join(problems) if problems else None,
-                  "total": sum(count for name, count in fleet.items() if name not in ("deleted", "unhealthy")),
-                  **fleet, **self._pass_fields(),
+                  "total": counts.live, **counts.summary(), **self._pass_fields(),
                   "daemon": {"pid": os.getpid(), "host": HOST, "leading": self.election.leading},
                   "leader": None if problems else self._leader_or_none(problems)}
         return report, ok
@@ -152,11 +151,6 @@ class DaemonPlane:
     def metrics_text(self) -> tuple[bytes, str]:
         from ..metrics import CONTENT_TYPE
 
-        fleet, health = self.counts.get()
-        return self.metrics.render(fleet=fleet, health=health), CONTENT_TYPE
+        counts = self.counts.get()
+        return self.metrics.render(statuses=counts.statuses, health=counts.health), CONTENT_TYPE
 
-
-def _no_counts() -> Counts:
-    fleet = {status.value: 0 for status in ResourceStatus}
-    fleet["unhealthy"] = 0
-    return fleet, {health.value: 0 for health in Health}

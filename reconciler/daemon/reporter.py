@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..engine import PassResult
 from ..supervise import sleep_or_stop
@@ -91,10 +92,9 @@ class SystemdReporter:
     def status_line(self, result: PassResult | None) -> str:
         if result is None:
             return "starting"
-        fleet = result.fleet
-        live = sum(count for status, count in fleet.items() if status not in ("deleted", "unhealthy"))
-        text = (f"{live} resources: {fleet['active']} active, {fleet['provisioning']} provisioning, "
-                f"{fleet['errored']} errored, {fleet['deleting']} deleting, {fleet['unhealthy']} unhealthy; "
+        fleet = result.fleet.statuses
+        text = (f"{result.fleet.live} resources: {fleet['active']} active, {fleet['provisioning']} provisioning, "
+                f"{fleet['errored']} errored, {fleet['deleting']} deleting, {result.fleet.unhealthy} unhealthy; "
                 f"{self.busy()} scripts running")
         if result.load_error is not None:
             text += f"; desired/ fails to load ({len(result.load_error.problems)} problems)"

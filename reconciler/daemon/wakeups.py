@@ -9,8 +9,9 @@ setting the loop's event would not be safe).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from ..models import utcnow
 

@@ -7,8 +7,9 @@ desired loader which files are still being written (settle.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..watch import DesiredWatch, WriteTracker
 

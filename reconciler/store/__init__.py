@@ -47,7 +47,7 @@ def redact_message(text: str, *, url: str) -> str:
 
 
 def _secrets(url: str) -> list[str]:
-    scheme, sep, rest = url.partition("://")
+    _scheme, sep, rest = url.partition("://")
     userinfo, at, _host = rest.partition("?")[0].rpartition("@")
     found = [userinfo.partition(":")[2]] if sep and at else []
     found += [value for key, value in _QUERY_PARAM.findall(url.partition("?")[2])

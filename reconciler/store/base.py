@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import StoreError
 from ..models import (
     DELETE_TARGET,
+    Action,
     Event,
+    FleetCounts,
     Health,
     Job,
-    Action,
     JobRequest,
     JobResult,
     JobStatus,
@@ -28,12 +30,13 @@ from ..models import (
     canonical_json,
 )
 
+if TYPE_CHECKING:
+    from ..ports import ApiStore, HealthStore, LockStore, PassStore, Portable, Queue, StatusReader
+
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
                    "api_desired": "resource_id"}
-_RESOURCE_FIELDS = ObservedResource.__slots__
 _JOB_FIELDS = Job.__slots__
-
-
+# the row's columns are the dataclass's fields, in order: one decoder reads every SELECT of them
 _RESOURCE_COLUMNS = ", ".join(ObservedResource.__slots__)
 _STATUS = {status.value: status for status in ResourceStatus}
 _HEALTH = {health.value: health for health in Health}
@@ -42,20 +45,12 @@ _AT_HEALTH = ObservedResource.__slots__.index("health")
 _AT_PROTECTED = ObservedResource.__slots__.index("protected")
 
 
-def _resource_from_tuple(row: Any) -> ObservedResource:
+def _resource(row: Any) -> ObservedResource:
     values = list(row)
     values[_AT_STATUS] = _STATUS[values[_AT_STATUS]]
     values[_AT_HEALTH] = _HEALTH[values[_AT_HEALTH] or "unknown"]
     values[_AT_PROTECTED] = bool(values[_AT_PROTECTED])
     return ObservedResource(*values)
-
-
-def _resource(row: Any) -> ObservedResource:
-    values = dict(row)
-    values["status"] = ResourceStatus(values["status"])
-    values["health"] = Health(values["health"] or "unknown")
-    values["protected"] = bool(values["protected"])
-    return ObservedResource(**{name: values[name] for name in _RESOURCE_FIELDS})
 
 
 def _job(row: Any) -> Job:
@@ -64,7 +59,25 @@ def _job(row: Any) -> Job:
     values["status"] = JobStatus(values["status"])
     values["spec"] = json.loads(values.pop("spec_json")) if values.get("spec_json") else None
     values["old_spec"] = json.loads(values.pop("old_spec_json")) if values.get("old_spec_json") else None
-    return Job(**{name: values.get(name) for name in _JOB_FIELDS})
+    fields: dict[str, Any] = {name: values.get(name) for name in _JOB_FIELDS}
+    return Job(**fields)
+
+
+class Cursor(Protocol):
+    """What the statements read back: sqlite3's and psycopg's cursors both have it."""
+
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """The one spelling of a connection the statements use (`?` placeholders; PostgreSQL's is wrapped)."""
+
+    def execute(self, sql: str, args: Any = (), /) -> Cursor: ...
+    def executemany(self, sql: str, rows: Any, /) -> Any: ...
 
 
 class SQLStore:
@@ -75,20 +88,23 @@ class SQLStore:
     for_update = ""
     kind = "sql"
 
+    def close(self) -> None:
+        raise NotImplementedError
+
     @contextmanager
-    def _read(self) -> Iterator[Any]:
+    def _read(self) -> Iterator[Connection]:
         raise NotImplementedError
         yield
 
     @contextmanager
-    def _write(self) -> Iterator[Any]:
+    def _write(self) -> Iterator[Connection]:
         raise NotImplementedError
         yield
 
     def _scope(self, resource_ids: Iterable[str] | None) -> tuple[str, tuple[Any, ...]]:
         raise NotImplementedError
 
-    def _after_import(self, conn: Any) -> None:
+    def _after_import(self, conn: Connection) -> None:
         """Backend-specific fix-ups after rows were inserted with their own ids."""
 
     def _tuples(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
@@ -103,6 +119,10 @@ class SQLStore:
             row = conn.execute(sql, tuple(args)).fetchone()
         return dict(row) if row is not None else None
 
+    def _count(self, sql: str, args: Iterable[Any] = ()) -> int:
+        row = self._one(sql, args)
+        return int(row["n"]) if row else 0
+
     # --- export / import: every durable row, the same JSON for SQLite and PostgreSQL -------------
 
     def export_rows(self) -> dict[str, list[dict[str, Any]]]:
@@ -110,7 +130,7 @@ class SQLStore:
                 for table, order in EXPORTED_TABLES.items()}
 
     def is_empty(self) -> bool:
-        return all(self._one(f"SELECT count(*) AS n FROM {table}")["n"] == 0 for table in EXPORTED_TABLES)
+        return all(self._count(f"SELECT count(*) AS n FROM {table}") == 0 for table in EXPORTED_TABLES)
 
     def import_rows(self, *, tables: dict[str, list[dict[str, Any]]], replace: bool) -> dict[str, int]:
         """Load exported rows in one transaction; refuses a non-empty store unless `replace`."""
@@ -139,7 +159,7 @@ class SQLStore:
     def load_observed(self) -> dict[str, ObservedResource]:
         # Every pass reads every row: tuples in field order, built positionally (3x cheaper than dicts).
         rows = self._tuples(f"SELECT {_RESOURCE_COLUMNS} FROM resources")
-        return {row[0]: _resource_from_tuple(row) for row in rows}
+        return {row[0]: _resource(row) for row in rows}
 
     def fingerprint(self) -> tuple[Any, ...]:
         """Changes whenever anything a plan reads changes (rows, open jobs, API specs); one cheap query."""
@@ -152,8 +172,8 @@ class SQLStore:
             " (SELECT count(*) FROM api_desired), (SELECT max(updated_at) FROM api_desired)")[0])
 
     def get_resource(self, resource_id: str) -> ObservedResource | None:
-        row = self._one("SELECT * FROM resources WHERE resource_id = ?", (resource_id,))
-        return _resource(row) if row else None
+        rows = self._tuples(f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE resource_id = ?", (resource_id,))
+        return _resource(rows[0]) if rows else None
 
     def in_flight(self) -> set[str]:
         """Ids of resources with an open (queued or running) job."""
@@ -172,19 +192,18 @@ class SQLStore:
                 clauses.append(f"{column} = ?")
                 args.append(value)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        return [_resource(row) for row in self._rows(f"SELECT * FROM resources{where} ORDER BY resource_id", args)]
+        rows = self._tuples(f"SELECT {_RESOURCE_COLUMNS} FROM resources{where} ORDER BY resource_id", args)
+        return [_resource(row) for row in rows]
 
-    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Rows per status (plus live unhealthy ones) and live rows per health, from one scan."""
-        fleet = {status.value: 0 for status in ResourceStatus}
-        health = {value.value: 0 for value in Health}
+    def counts(self) -> FleetCounts:
+        """Rows per status and live rows per health, from one scan."""
+        counts = FleetCounts.empty()
         for status, state, count in self._tuples(
                 "SELECT status, health, count(*) FROM resources GROUP BY status, health"):
-            fleet[status] += count
+            counts.statuses[status] += count
             if status != "deleted":
-                health[state or "unknown"] += count
-        fleet["unhealthy"] = health["unhealthy"]
-        return fleet, health
+                counts.health[state or "unknown"] += count
+        return counts
 
     # --- desired state declared through the API ----------------------------------------------
 
@@ -196,12 +215,8 @@ class SQLStore:
         row = self._one("SELECT spec_json FROM api_desired WHERE resource_id = ?", (resource_id,))
         return json.loads(row["spec_json"]) if row else None
 
-    def put_api_desired(self, *, spec: dict[str, Any], now: str) -> None:
-        with self._write() as conn:
-            self._put_api(conn, spec=spec, now=now)
-
     @staticmethod
-    def _put_api(conn: Any, *, spec: dict[str, Any], now: str) -> None:
+    def _put_api(conn: Connection, *, spec: dict[str, Any], now: str) -> None:
         conn.execute(
             "INSERT INTO api_desired (resource_id, spec_json, created_at, updated_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(resource_id) DO UPDATE SET spec_json = excluded.spec_json,"
@@ -216,11 +231,6 @@ class SQLStore:
             else:
                 self._put_api(conn, spec=spec, now=now)
             return self._enqueue_in(conn, requests=requests, now=now, commit=None)
-
-    def delete_api_desired(self, *, resource_id: str) -> bool:
-        with self._write() as conn:
-            cursor = conn.execute("DELETE FROM api_desired WHERE resource_id = ?", (resource_id,))
-        return cursor.rowcount == 1
 
     def get_job(self, job_id: str) -> Job | None:
         row = self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
@@ -247,7 +257,8 @@ class SQLStore:
         with self._write() as conn:
             return self._enqueue_in(conn, requests=requests, now=now, commit=commit)
 
-    def _enqueue_in(self, conn: Any, *, requests: Iterable[JobRequest], now: str, commit: str | None) -> list[str]:
+    def _enqueue_in(self, conn: Connection, *, requests: Iterable[JobRequest], now: str,
+                    commit: str | None) -> list[str]:
         queued: list[str] = []
         for request in requests:
             conn.execute("SAVEPOINT request")
@@ -264,7 +275,7 @@ class SQLStore:
         return queued
 
     @staticmethod
-    def _insert_job(conn: Any, *, request: JobRequest, now: str, commit: str | None) -> str | None:
+    def _insert_job(conn: Connection, *, request: JobRequest, now: str, commit: str | None) -> str | None:
         job_id = "job-" + uuid.uuid4().hex[:16]
         cursor = conn.execute(
             "INSERT INTO jobs (job_id, resource_id, action, status, attempt, spec_json, old_spec_json,"
@@ -277,10 +288,18 @@ class SQLStore:
         return job_id if cursor.rowcount == 1 else None
 
     @staticmethod
-    def _mark_row(conn: Any, *, request: JobRequest, now: str) -> bool:
+    def _mark_row(conn: Connection, *, request: JobRequest, now: str) -> bool:
         """Move the row to provisioning/deleting if it is still the version the plan saw."""
+        if request.action is Action.DELETE and request.expected_version is not None:
+            cursor = conn.execute(
+                "UPDATE resources SET status = 'deleting', target_hash = ?, updated_at = ?, version = version + 1"
+                " WHERE resource_id = ? AND version = ?",
+                (DELETE_TARGET, now, request.resource_id, request.expected_version),
+            )
+            return cursor.rowcount == 1
+        spec = request.spec
+        assert spec is not None, "only a delete comes without a spec"
         if request.expected_version is None:
-            spec = request.spec
             cursor = conn.execute(
                 "INSERT INTO resources (resource_id, owner, region, runtime_target, deploy_ref, status,"
                 " created_at, target_hash, protected, updated_at, version, source)"
@@ -289,19 +308,12 @@ class SQLStore:
                  now, request.target_hash, int(spec["protected"]), now, request.source),
             )
             return cursor.rowcount == 1
-        if request.action is Action.DELETE:
-            cursor = conn.execute(
-                "UPDATE resources SET status = 'deleting', target_hash = ?, updated_at = ?, version = version + 1"
-                " WHERE resource_id = ? AND version = ?",
-                (DELETE_TARGET, now, request.resource_id, request.expected_version),
-            )
-            return cursor.rowcount == 1
         cursor = conn.execute(
             "UPDATE resources SET status = 'provisioning', target_hash = ?, protected = ?, updated_at = ?,"
             # a tombstone declared again starts a new life
             " created_at = CASE WHEN status = 'deleted' THEN ? ELSE created_at END, version = version + 1,"
             " source = ? WHERE resource_id = ? AND version = ?",
-            (request.target_hash, int(request.spec["protected"]), now, now, request.source, request.resource_id,
+            (request.target_hash, int(spec["protected"]), now, now, request.source, request.resource_id,
              request.expected_version),
         )
         return cursor.rowcount == 1
@@ -313,7 +325,7 @@ class SQLStore:
             return self._claim_in(conn, worker=worker, now=now, lease_until=lease_until,
                                   resource_ids=resource_ids, limit=limit)
 
-    def _claim_in(self, conn: Any, *, worker: str, now: str, lease_until: str,
+    def _claim_in(self, conn: Connection, *, worker: str, now: str, lease_until: str,
                   resource_ids: Iterable[str] | None, limit: int) -> list[Job]:
         scope, args = self._scope(resource_ids)
         rows = conn.execute(
@@ -347,7 +359,7 @@ class SQLStore:
 
     def count_open(self, *, resource_ids: Iterable[str] | None = None) -> int:
         scope, args = self._scope(resource_ids)
-        return self._one(f"SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running'){scope}", args)["n"]
+        return self._count(f"SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running'){scope}", args)
 
     def record_script(self, *, job_id: str, worker: str, pgid: int, host: str, now: str) -> bool:
         """Remember which process group runs the job, before the script is let go (the start gate)."""
@@ -411,7 +423,7 @@ class SQLStore:
                                     resource_ids=resource_ids, limit=1)
         return recorded, (picked[0] if picked else None)
 
-    def _finish_in(self, conn: Any, *, job: Job, worker: str, result: JobResult, now: str) -> bool:
+    def _finish_in(self, conn: Connection, *, job: Job, worker: str, result: JobResult, now: str) -> bool:
         cursor = conn.execute(
             "UPDATE jobs SET status = ?, exit_code = ?, output_tail = ?, error = ?, finished_at = ?,"
             " lease_owner = NULL, lease_expires_at = NULL WHERE job_id = ? AND lease_owner = ?"
@@ -432,7 +444,7 @@ class SQLStore:
         return True
 
     @staticmethod
-    def _succeeded(conn: Any, *, job: Job, result: JobResult, now: str) -> None:
+    def _succeeded(conn: Connection, *, job: Job, result: JobResult, now: str) -> None:
         if job.action is Action.DELETE:
             conn.execute(
                 "UPDATE resources SET status = 'deleted', url = NULL, spec_hash = NULL, target_hash = NULL,"
@@ -442,6 +454,7 @@ class SQLStore:
             )
             return
         spec = job.spec
+        assert spec is not None, "only a delete job comes without a spec"
         conn.execute(
             "UPDATE resources SET status = 'active', url = ?, owner = ?, region = ?, runtime_target = ?,"
             " deploy_ref = ?, spec_hash = target_hash, spec_json = ?, protected = ?, generation = generation + 1,"
@@ -453,14 +466,14 @@ class SQLStore:
         )
 
     @staticmethod
-    def _failed(conn: Any, *, job: Job, result: JobResult, now: str) -> None:
+    def _failed(conn: Connection, *, job: Job, result: JobResult, now: str) -> None:
         conn.execute(
             "UPDATE resources SET status = 'errored', error = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,"
             " version = version + 1 WHERE resource_id = ?",
             (result.error, job.attempt, result.next_attempt_at, now, job.resource_id),
         )
 
-    def _finish_events(self, conn: Any, *, job: Job, result: JobResult, now: str,
+    def _finish_events(self, conn: Connection, *, job: Job, result: JobResult, now: str,
                        old_url: str | None) -> None:
         details = {"exit_code": result.exit_code, "output_tail": result.output_tail[-2000:],
                    "duration_s": round(result.duration, 3)}
@@ -475,13 +488,8 @@ class SQLStore:
         self._event(conn, job.resource_id, now, "failed", f"{job.action} failed: {result.error}{retry}",
                     job.job_id, job.desired_commit, details)
 
-    def add_event(self, *, resource_id: str, now: str, kind: str, message: str, job_id: str | None = None,
-                  commit: str | None = None) -> None:
-        with self._write() as conn:
-            self._event(conn, resource_id, now, kind, message, job_id, commit)
-
     @staticmethod
-    def _event(conn: Any, resource_id: str, now: str, kind: str, message: str,
+    def _event(conn: Connection, resource_id: str, now: str, kind: str, message: str,
                job_id: str | None, commit: str | None, details: dict[str, Any] | None = None) -> None:
         conn.execute(
             "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json)"
@@ -524,7 +532,7 @@ class SQLStore:
     # --- the single-daemon lock ---------------------------------------------------------------
 
     def acquire_lock(self, *, name: str, holder: str, pid: int, host: str, now: str, until: str,
-                     holder_dead: Any) -> dict[str, Any] | None:
+                     holder_dead: Callable[[Any, Any], bool]) -> dict[str, Any] | None:
         """Take the lock if free, expired or held by a dead process; else return who holds it."""
         with self._write() as conn:
             # make the row exist, then lock it: two takers must not both see "free"
@@ -567,3 +575,11 @@ def _health_event(*, result: Any, before: str, after: str, failures: int) -> tup
     if after == "healthy" and before == "unhealthy":
         return "recovered", f"healthy again ({result.url})"
     return None
+
+
+if TYPE_CHECKING:  # mypy proves here that the one store class fits every consumer's port
+
+    def _fits_every_port(
+        store: SQLStore,
+    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable]:
+        return store, store, store, store, store, store, store

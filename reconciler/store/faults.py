@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 from ..errors import StoreConflict, StoreError, StoreUnavailable
 
@@ -59,12 +59,17 @@ def _file_system_state(path: str) -> str:
 
 
 @contextmanager
-def sqlite_errors(*, name: str) -> Iterator[None]:
-    """Translate every sqlite3 error raised inside the block."""
+def _translated(*, catch: type[Exception], translate: Callable[..., StoreError], name: str) -> Iterator[None]:
+    """Raise the store's error for every driver error (`catch`) raised inside the block."""
     try:
         yield
-    except sqlite3.Error as exc:
-        raise sqlite_error(exc, name=name) from exc
+    except catch as exc:
+        raise translate(exc, name=name) from exc
+
+
+def sqlite_errors(*, name: str) -> AbstractContextManager[None]:
+    """Translate every sqlite3 error raised inside the block."""
+    return _translated(catch=sqlite3.Error, translate=sqlite_error, name=name)
 
 
 def postgres_error(exc: Exception, *, name: str) -> StoreError:
@@ -83,15 +88,11 @@ def postgres_error(exc: Exception, *, name: str) -> StoreError:
     return StoreError(f"database {name}: {text}")
 
 
-@contextmanager
-def postgres_errors(*, name: str) -> Iterator[None]:
+def postgres_errors(*, name: str) -> AbstractContextManager[None]:
     """Translate every psycopg error raised inside the block."""
     import psycopg
 
-    try:
-        yield
-    except psycopg.Error as exc:
-        raise postgres_error(exc, name=name) from exc
+    return _translated(catch=psycopg.Error, translate=postgres_error, name=name)
 
 
 def _first_line(exc: Exception) -> str:

@@ -11,7 +11,8 @@ daemons starting at once migrate exactly once.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import StoreError
 

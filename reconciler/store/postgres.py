@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..errors import StoreError, StoreUnavailable
 from . import redact, redact_message
-from .base import SQLStore
+from .base import Connection, SQLStore
 from .faults import postgres_errors
 from .migrations import migrate_postgres
 
@@ -34,10 +35,10 @@ class _Connection:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
-    def execute(self, sql: str, args: Iterable[Any] = ()) -> Any:
+    def execute(self, sql: str, args: Any = (), /) -> Any:
         return self._conn.execute(_pg_sql(sql), tuple(args))
 
-    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]], /) -> None:
         rows = [tuple(row) for row in rows]
         if rows:
             with self._conn.cursor() as cursor:
@@ -113,7 +114,7 @@ class PostgresStore(SQLStore):
             return "", ()
         return " AND resource_id = ANY(?)", (sorted(resource_ids),)
 
-    def _after_import(self, conn: _Connection) -> None:
+    def _after_import(self, conn: Connection) -> None:
         # explicit ids were inserted: move the sequence past them
         conn.execute("SELECT setval(pg_get_serial_sequence('events', 'id'), COALESCE(MAX(id), 0) + 1, false)"
                      " FROM events")

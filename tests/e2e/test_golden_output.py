@@ -63,7 +63,7 @@ def _fleet(project: Path) -> None:
     for _ in range(3):
         store.record_health(results=[CheckResult("sick", "http://127.0.0.1:9/sick", False, None, 0.0, error="refused")],
                             now=T2, unhealthy_after=3)
-    store.put_api_desired(spec=_spec("api-one", owner="tenant").model_dump(), now=T1)
+    store.declare_api(resource_id="api-one", spec=_spec("api-one", owner="tenant").model_dump(), requests=[], now=T1)
     store.close()
 
 

@@ -231,8 +231,8 @@ def test_health_results_count_up_and_turn_unhealthy_in_one_pass_each(store):
     row = store.get_resource("acme-prod")
     assert (row.health.value, row.consecutive_failures, row.last_seen) == ("healthy", 0, at(30))
     assert [e.kind for e in store.events("acme-prod")][-2:] == ["unhealthy", "recovered"]
-    fleet, health = store.counts()
-    assert health["healthy"] == 1 and fleet["active"] == 1
+    counts = store.counts()
+    assert counts.health["healthy"] == 1 and counts.statuses["active"] == 1 and counts.live == 1
 
 
 def test_lock_lease_is_exclusive_expires_and_frees_a_dead_holder(store):
@@ -254,15 +254,17 @@ def test_lock_lease_is_exclusive_expires_and_frees_a_dead_holder(store):
 
 
 def test_api_desired_rows(store):
-    store.put_api_desired(spec=SPEC.model_dump(), now=at(0))
-    store.put_api_desired(spec={**SPEC.model_dump(), "deploy_ref": "v2"}, now=at(1))
+    store.declare_api(resource_id="acme-prod", spec=SPEC.model_dump(), requests=[], now=at(0))
+    store.declare_api(resource_id="acme-prod", spec={**SPEC.model_dump(), "deploy_ref": "v2"}, requests=[], now=at(1))
     assert store.api_desired() == {"acme-prod": {**SPEC.model_dump(), "deploy_ref": "v2"}}
-    assert store.delete_api_desired(resource_id="acme-prod") and not store.delete_api_desired(resource_id="x")
+    store.declare_api(resource_id="acme-prod", spec=None, requests=[], now=at(2))
+    assert store.api_desired() == {}
 
 
 def test_export_import_round_trip_into_the_other_backend(store, tmp_path, request):
     created(store)
-    store.put_api_desired(spec=SPEC.model_copy(update={"resource_id": "api-one"}).model_dump(), now=at(2))
+    store.declare_api(resource_id="api-one", spec=SPEC.model_copy(update={"resource_id": "api-one"}).model_dump(),
+                      requests=[], now=at(2))
     exported = store.export_rows()
     other_url = request.getfixturevalue("pg_url") if store.kind == "sqlite" else str(tmp_path / "other.db")
     other = open_store(url=other_url)
@@ -270,8 +272,9 @@ def test_export_import_round_trip_into_the_other_backend(store, tmp_path, reques
     assert other.export_rows() == exported
     with pytest.raises(Exception, match="not empty"):
         other.import_rows(tables=exported, replace=False)
-    other.add_event(resource_id="acme-prod", now=at(5), kind="note", message="after import")
-    assert other.events("acme-prod")[-1].kind == "note"  # ids continue after the imported ones
+    fresh = SPEC.model_copy(update={"resource_id": "fresh"})
+    assert other.enqueue(requests=[request_for(fresh)], now=at(5), commit=None)
+    assert other.events("fresh")[-1].kind == "queued"  # ids continue after the imported ones
     other.close()
 
 

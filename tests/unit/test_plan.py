@@ -292,7 +292,7 @@ def test_plan_module_does_no_io() -> None:
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "dataclasses", "datetime", "enum", "typing"}, imported
+    assert imported <= {"__future__", "collections", "dataclasses", "datetime", "enum", "typing"}, imported
 
 
 def test_plan_is_deterministic_for_the_same_inputs() -> None:

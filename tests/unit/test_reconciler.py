@@ -30,8 +30,9 @@ def test_idle_passes_are_skipped_and_any_change_is_planned(tmp_path):
     assert not changed.skipped and [c.resource_id for c in changed.plan.changes] == ["a"]
 
     reconciler.reconcile_once()
-    store.put_api_desired(spec={"resource_id": "c", "owner": "o", "region": "r", "runtime_target": "local",
-                                "deploy_ref": "v1", "params": {}, "protected": False}, now=iso(utcnow()))
+    store.declare_api(resource_id="c", spec={"resource_id": "c", "owner": "o", "region": "r",
+                                             "runtime_target": "local", "deploy_ref": "v1", "params": {},
+                                             "protected": False}, requests=[], now=iso(utcnow()))
     assert not reconciler.reconcile_once().skipped  # an API-declared spec is a change
 
     reconciler.reload()

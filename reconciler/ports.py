@@ -1,0 +1,120 @@
+"""The store as each consumer sees it: one narrow Protocol per seam, instead of `store: Any`.
+
+`store/` is one class (`SQLStore`, for SQLite and PostgreSQL alike) with every statement; its
+consumers each need a few of them. Naming what each one calls keeps the seams visible and checked
+(mypy proves `SQLStore` fits every port), lets a test hand in a small fake, and tells the next
+feature which door it walks through — as procrastinate's workers see a connector, not a driver.
+The ports import nothing but the row types, so a module on any floor may name them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from .health import CheckResult
+from .models import Event, FleetCounts, Job, JobRequest, JobResult, ObservedResource
+
+# whether the process `pid` on `host` is gone (then its lock is free to take)
+HolderDead = Callable[[Any, Any], bool]
+
+
+class PlanReader(Protocol):
+    """What planning reads: the rows, the open jobs, the API's declarations."""
+
+    def load_observed(self) -> dict[str, ObservedResource]: ...
+    def in_flight(self) -> set[str]: ...
+    def api_desired(self) -> dict[str, dict[str, Any]]: ...
+
+
+class Enqueuer(Protocol):
+    """Where a plan's changes become jobs, in one transaction."""
+
+    def enqueue(self, *, requests: Iterable[JobRequest], now: str, commit: str | None) -> list[str]: ...
+
+
+class JobReader(Protocol):
+    """One resource's row and jobs, by id."""
+
+    def get_resource(self, resource_id: str) -> ObservedResource | None: ...
+    def get_job(self, job_id: str) -> Job | None: ...
+    def latest_job(self, resource_id: str) -> Job | None: ...
+
+
+class ConvergeStore(JobReader, Protocol):
+    """The API's single-resource step: plan one row, then declare and queue in one transaction."""
+
+    def in_flight(self) -> set[str]: ...
+    def declare_api(self, *, resource_id: str, spec: dict[str, Any] | None, requests: Iterable[JobRequest],
+                    now: str) -> list[str]: ...
+
+
+class PassStore(PlanReader, Enqueuer, Protocol):
+    """The daemon's pass: read, plan, enqueue; the fingerprint says whether anything it reads moved."""
+
+    def fingerprint(self) -> tuple[Any, ...]: ...
+    def counts(self) -> FleetCounts: ...
+
+
+class Queue(Protocol):
+    """What the workers call: claim under a lease, renew, record the script, finish or hand back."""
+
+    def claim(self, *, worker: str, now: str, lease_until: str, resource_ids: Iterable[str] | None = None,
+              limit: int = 1) -> list[Job]: ...
+    def finish(self, *, job: Job, worker: str, result: JobResult, now: str) -> bool: ...
+    def finish_and_claim(self, *, job: Job, worker: str, result: JobResult, now: str, lease_until: str,
+                         resource_ids: Iterable[str] | None = None) -> tuple[bool, Job | None]: ...
+    def release(self, *, job_id: str, worker: str, now: str) -> None: ...
+    def record_script(self, *, job_id: str, worker: str, pgid: int, host: str, now: str) -> bool: ...
+    def renew(self, *, worker: str, lease_until: str) -> int: ...
+    def running_leases(self) -> list[tuple[str, str | None]]: ...
+    def expire_lease(self, *, job_id: str, worker: str, now: str) -> None: ...
+    def count_open(self, *, resource_ids: Iterable[str] | None = None) -> int: ...
+
+
+class LockReader(Protocol):
+    """Who holds a named lock now (None: nobody, or the lease lapsed)."""
+
+    def lock_holder(self, *, name: str, now: str) -> dict[str, Any] | None: ...
+
+
+class LockStore(LockReader, Protocol):
+    """Elections: the single-daemon lock (SQLite) and the leader lease (PostgreSQL)."""
+
+    def acquire_lock(self, *, name: str, holder: str, pid: int, host: str, now: str, until: str,
+                     holder_dead: HolderDead) -> dict[str, Any] | None: ...
+    def renew_lock(self, *, name: str, holder: str, until: str) -> bool: ...
+    def release_lock(self, *, name: str, holder: str) -> None: ...
+
+
+class HealthStore(Protocol):
+    """The drift loop: read the rows, record what the checks saw; returns the ids that turned unhealthy."""
+
+    def load_observed(self) -> dict[str, ObservedResource]: ...
+    def record_health(self, *, results: Iterable[CheckResult], now: str, unhealthy_after: int) -> list[str]: ...
+
+
+class StatusReader(LockReader, Protocol):
+    """The read-only views (`status`, `history`)."""
+
+    def load_observed(self) -> dict[str, ObservedResource]: ...
+    def get_resource(self, resource_id: str) -> ObservedResource | None: ...
+    def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]: ...
+
+
+class ApiStore(ConvergeStore, Protocol):
+    """The HTTP plane: the converge step plus the reads its GETs answer."""
+
+    def list_resources(self, *, owner: str | None = None, status: str | None = None,
+                       health: str | None = None) -> list[ObservedResource]: ...
+    def api_declaration(self, resource_id: str) -> dict[str, Any] | None: ...
+    def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]: ...
+
+
+class Portable(Protocol):
+    """Export and import of every durable row (`reconciler export` / `import`)."""
+
+    @property
+    def kind(self) -> str: ...
+    def export_rows(self) -> dict[str, list[dict[str, Any]]]: ...
+    def import_rows(self, *, tables: dict[str, list[dict[str, Any]]], replace: bool) -> dict[str, int]: ...
