@@ -7,6 +7,8 @@ failure's reason and output tail. It returns the exit status; cli.py only exits 
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 from dataclasses import dataclass, replace
@@ -29,6 +31,7 @@ from .models import utcnow
 from .plan import PlanPolicy
 from .retry import RetryPolicy
 from .render import render_json, render_text
+from .runner import dropped_env, read_pass_env
 from .spec import DesiredState
 from .store import open_store
 
@@ -50,6 +53,7 @@ class ApplyOptions:
 
 def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     store = open_store(url=settings.db)
+    config = _engine_config(settings=settings, options=options, store=store)  # bad settings: before any queueing
     expire_dead_leases(store=store, now=utcnow())
     view = _view(settings=settings, options=options, store=store)
     _show(view=view, options=options)
@@ -62,24 +66,27 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
         return 1
     commit = None if options.destroy else desired_commit(directory=settings.desired)
     enqueue(store=store, view=view, commit=commit)
-    # A whole-fleet apply works the whole queue (an id list of 100k would cost every claim a scan);
-    # with --target it claims only those resources' jobs.
-    finished = _run(store=store, settings=settings, options=options, scope=scope if options.targets else None)
-    finished += _follow_up(store=store, settings=settings, options=options, view=view, commit=commit)
-    return _summarise(finished=finished, store=store, scope=scope)
+    _note_dropped_env(config)
+    with _Interrupts() as interrupts:
+        work = _Work(store=store, config=config, options=options, interrupts=interrupts)
+        # A whole-fleet apply works the whole queue (an id list of 100k would cost every claim a scan);
+        # with --target it claims only those resources' jobs.
+        work.run(scope=scope if options.targets else None)
+        _follow_up(work=work, settings=settings, options=options, view=view, commit=commit)
+    _detach_broken_stdout()
+    return _summarise(work=work, store=store, scope=scope)
 
 
-def _follow_up(*, store: Any, settings: Any, options: ApplyOptions, view: PlanView,
-               commit: str | None) -> list[Finished]:
+def _follow_up(*, work: _Work, settings: Any, options: ApplyOptions, view: PlanView, commit: str | None) -> None:
     """Resources that were busy when we planned get planned again once their job is done.
 
     A job already in progress (another apply, a daemon, a crashed run) may have carried an older
     spec; converging means applying the current one after it, as a controller's next pass would.
     """
     waited = {change.resource_id for change in view.plan.waiting}
-    finished: list[Finished] = []
+    store = work.store
     for _round in range(3):
-        if not waited:
+        if not waited or work.stopped:
             break
         again = _view(settings=settings, options=replace(options, targets=tuple(sorted(waited))), store=store)
         if not again.plan.changes or again.plan.refusal:
@@ -87,9 +94,8 @@ def _follow_up(*, store: Any, settings: Any, options: ApplyOptions, view: PlanVi
         for change in again.plan.changes:
             click.echo(f"~ {change.resource_id}: {change.action} ({change.reason}) after its earlier job", err=True)
         enqueue(store=store, view=again, commit=commit)
-        finished += _run(store=store, settings=settings, options=options, scope=plan_scope(again.plan))
+        work.run(scope=plan_scope(again.plan))
         waited = {change.resource_id for change in again.plan.waiting}
-    return finished
 
 
 def _view(*, settings: Any, options: ApplyOptions, store: Any) -> PlanView:
@@ -125,25 +131,124 @@ def _confirmed(*, options: ApplyOptions) -> bool:
     return True
 
 
-def _run(*, store: Any, settings: Any, options: ApplyOptions, scope: set[str] | None) -> list[Finished]:
-    config = EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.timeout,
-                          retry=options.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
-                          guard_orphans=store.kind != "sqlite")
-    err = options.output == "json"
-    if sys.stdout.isatty() and not err:
-        drawing = threading.Lock()  # workers finish on many threads; the bar draws on one at a time
+def _engine_config(*, settings: Any, options: ApplyOptions, store: Any) -> EngineConfig:
+    return EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.timeout,
+                        retry=options.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
+                        guard_orphans=store.kind != "sqlite",
+                        pass_env=read_pass_env(provision_dir=settings.provision))
 
-        def advance(item: Finished) -> None:
-            with drawing:
-                bar.update(1)
 
-        total = len(scope) if scope is not None else store.count_open()
-        with click.progressbar(length=total, label="Applying", show_pos=True) as bar:
-            pool = WorkerPool(store=store, config=config, parallelism=options.parallelism, on_finish=advance)
-            return pool.run_until_done(scope=scope)
-    pool = WorkerPool(store=store, config=config, parallelism=options.parallelism,
-                      on_finish=lambda item: _print_line(_line(item), err=err))
-    return pool.run_until_done(scope=scope)
+def _note_dropped_env(config: EngineConfig) -> None:
+    """Say once which of our variables scripts do not get (names only), so a script that relied on one
+    says why it broke."""
+    dropped = dropped_env(environ=os.environ, pass_env=config.pass_env)
+    if dropped:
+        click.echo(f"Scripts run without {len(dropped)} variables of this environment: {', '.join(dropped)} "
+                   "(list them under pass_env in provision/targets.yaml to pass them).", err=True)
+
+
+class _Work:
+    """What this apply's workers did across its rounds: the jobs they finished, and any that died."""
+
+    def __init__(self, *, store: Any, config: EngineConfig, options: ApplyOptions, interrupts: _Interrupts) -> None:
+        self.store, self.config, self.options, self.interrupts = store, config, options, interrupts
+        self.finished: list[Finished] = []
+        self.deaths: list[str] = []
+
+    @property
+    def stopped(self) -> bool:
+        """Interrupted, or a worker died: no further rounds."""
+        return bool(self.deaths) or self.interrupts.count > 0
+
+    def run(self, *, scope: set[str] | None) -> None:
+        if self.stopped:
+            return
+        err = self.options.output == "json"
+        if sys.stdout.isatty() and not err:
+            drawing = threading.Lock()  # workers finish on many threads; the bar draws on one at a time
+
+            def advance(item: Finished) -> None:
+                with drawing:
+                    bar.update(1)
+
+            total = len(scope) if scope is not None else self.store.count_open()
+            with click.progressbar(length=total, label="Applying", show_pos=True) as bar:
+                self._run_pool(scope=scope, on_finish=advance)
+            return
+        self._run_pool(scope=scope, on_finish=lambda item: _print_line(_line(item), err=err))
+
+    def _run_pool(self, *, scope: set[str] | None, on_finish: Any) -> None:
+        pool = WorkerPool(store=self.store, config=self.config, parallelism=self.options.parallelism,
+                          on_finish=on_finish)
+        self.interrupts.pool = pool
+        try:
+            self.finished += pool.run_until_done(scope=scope)
+        finally:
+            self.interrupts.pool = None
+        self.deaths += pool.deaths
+
+
+class _Interrupts:
+    """Ctrl-C and SIGTERM while scripts run, handled as Terraform does.
+
+    The first stops claiming and waits for the running scripts (their results are recorded); the second
+    stops their process groups (TERM, grace, KILL) and hands their jobs back to the queue. The handler
+    only sets flags and writes with os.write: the main thread may be anywhere when it runs.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.signum: int | None = None
+        self.pool: WorkerPool | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup and friends: leave it ignored
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)  # 130 for SIGINT, 143 for SIGTERM
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.count += 1
+        self.signum = self.signum or signum
+        pool = self.pool
+        if self.count == 1:
+            running = pool.busy() if pool else 0
+            _say(f"Interrupted: starting no new jobs; waiting for {running} running script(s) to finish. "
+                 "Interrupt again to stop them and hand their jobs back to the queue.")
+            if pool:
+                pool.stop_claiming()
+        elif self.count == 2:
+            _say("Interrupted again: stopping the running scripts (TERM, then KILL) and handing their jobs back.")
+            if pool:
+                pool.abandon()
+        else:
+            _say("Still stopping the running scripts.")
+
+
+def _say(text: str) -> None:
+    try:
+        os.write(2, f"\n{text}\n".encode())
+    except OSError:
+        pass
+
+
+def _detach_broken_stdout() -> None:
+    """If stdout's reader went away (`apply | head`), point it at /dev/null so exiting does not fail again."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _print_line(text: str, *, err: bool) -> None:
@@ -156,6 +261,8 @@ def _print_line(text: str, *, err: bool) -> None:
 def _line(item: Finished) -> str:
     job, result = item.job, item.result
     took = f"{result.duration:.1f}s"
+    if item.handed_back:
+        return f"↩ {job.resource_id}: {job.action} stopped after {took}; handed back to the queue"
     if not item.recorded:
         return f"? {job.resource_id}: {job.action} finished after losing its lease; not recorded"
     if result.ok:
@@ -163,19 +270,29 @@ def _line(item: Finished) -> str:
     return f"✗ {job.resource_id}: {job.action} failed after {took}: {result.error}"
 
 
-def _summarise(*, finished: list[Finished], store: Any, scope: set[str]) -> int:
+def _summarise(*, work: _Work, store: Any, scope: set[str]) -> int:
+    finished = work.finished
     failed = [item for item in finished if item.recorded and not item.result.ok]
     ok = sum(1 for item in finished if item.recorded and item.result.ok)
-    others = len(scope - {item.job.resource_id for item in finished})
+    handed_back = sum(1 for item in finished if item.handed_back)
+    pending = store.in_flight() & scope  # only jobs that really closed count as done by someone else
+    others = len(scope - {item.job.resource_id for item in finished} - pending)
     err = True
     click.echo("", err=err)
     for item in failed:
         click.echo(f"Error: {item.job.resource_id}: {item.job.action} failed: {item.result.error}", err=err)
         tail = item.result.output_tail.strip().splitlines()[-TAIL_LINES:]
         click.echo("".join(f"  | {line}\n" for line in tail), err=err, nl=False)
-    note = f", {others} finished by another worker" if others > 0 else ""
-    click.echo(f"Apply complete: {ok} succeeded, {len(failed)} failed{note}.", err=err)
-    return 1 if failed or _errored(store=store, scope=scope) else 0
+    for death in work.deaths:
+        click.echo(f"Error: a worker of this apply died: {death}", err=err)
+    notes = [f"{handed_back} handed back to the queue" if handed_back else "",
+             f"{others} finished by another worker" if others > 0 else "",
+             f"{len(pending)} not finished (left in the queue for the next apply or the daemon)" if pending else ""]
+    headline = "Apply interrupted" if work.interrupts.count else "Apply stopped" if work.deaths else "Apply complete"
+    click.echo(f"{headline}: {ok} succeeded, {len(failed)} failed{''.join(f', {n}' for n in notes if n)}.", err=err)
+    if work.interrupts.count:
+        return work.interrupts.exit_code
+    return 1 if failed or work.deaths or pending or _errored(store=store, scope=scope) else 0
 
 
 def _errored(*, store: Any, scope: set[str]) -> bool:

@@ -28,6 +28,7 @@ from .logs import get_logger
 from .models import ResourceStatus, iso, parse_iso, utcnow
 from .plan import PlanPolicy
 from .retry import RetryPolicy
+from .runner import dropped_env, read_pass_env
 from .systemd import Notifier, watchdog_interval
 
 LOCK_NAME = "daemon"
@@ -117,6 +118,7 @@ class Daemon:
 
         self.log.info("daemon started", db=redact(self.options.db), desired=str(self.options.desired),
                       pid=self._pid(), shared=self.shared)
+        self._log_script_env(self.pool.config)
         self.request_pass("start")
         await self._stop.wait()
         await self._shutdown(tasks)
@@ -131,7 +133,16 @@ class Daemon:
         return EngineConfig(provision_dir=self.options.provision, work_dir=self.options.work_dir,
                             timeout=self.options.timeout, retry=self.options.retry,
                             target_timeouts=target_timeouts(provision_dir=self.options.provision),
-                            guard_orphans=self.store.kind != "sqlite")
+                            guard_orphans=self.store.kind != "sqlite",
+                            pass_env=read_pass_env(provision_dir=self.options.provision))
+
+    def _log_script_env(self, config: EngineConfig) -> None:
+        """Once per configuration: which variables scripts no longer inherit (names only, never values)."""
+        dropped = dropped_env(environ=os.environ, pass_env=config.pass_env)
+        if dropped:
+            self.log.info("scripts run without these variables of the daemon's environment; list them under"
+                          " pass_env in provision/targets.yaml to pass them", dropped=dropped,
+                          pass_env=list(config.pass_env))
 
     @staticmethod
     def _pid() -> int:
@@ -429,6 +440,8 @@ class Daemon:
         except Exception as exc:  # bad target.yaml: keep the running configuration
             self.log.error("reload: keeping the current configuration", error=str(exc))
         else:
+            if config.pass_env != self.pool.config.pass_env:
+                self._log_script_env(config)
             self.pool.reconfigure(config)
         self.reconciler.reload()
         self.request_pass("reload")

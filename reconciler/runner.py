@@ -18,6 +18,10 @@ Linux-first: group liveness reads /proc so that zombies (which still answer kill
 
 from __future__ import annotations
 
+import difflib
+import errno
+import fnmatch
+import functools
 import os
 import re
 import select
@@ -28,8 +32,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from .errors import ReconcilerError
 from .models import canonical_json
 
 # The gate is a constant program; the script path arrives as its $0, so nothing is ever interpolated.
@@ -63,6 +68,15 @@ DRAIN_AFTER_EXIT = 1.0
 POLL_INTERVAL = 0.05
 # SIGKILL cannot be ignored, so a group still present this long after it is stuck in the kernel.
 KILL_SETTLE = 5.0
+# What a script inherits from our environment besides the contract's variables and `pass_env`.
+SYSTEM_ENV = ("PATH", "HOME", "USER", "LANG", "LC_*", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+              "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+# The controller's own credentials: passed only when `pass_env` names them exactly.
+SECRET_PREFIXES = ("RECONCILER_", "PG")
+TARGETS_FILE_KEYS = ("pass_env", "targets")  # provision/targets.yaml; `targets` is read by targets.py
+ENV_PATTERN = re.compile(r"[A-Za-z0-9_*?\[\]!]+")
+# Linux's MAX_ARG_STRLEN: one "NAME=value" string of the environment may not be longer (E2BIG).
+ENV_STRING_LIMIT = 128 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +117,10 @@ def gate_argv(*, script: Path, guard: bool = True) -> list[str]:
     return ["/bin/sh", "-c", PLAIN_GATE_PROGRAM, str(script.absolute())]
 
 
-def script_env(*, spec: dict[str, Any], action: str, workdir: Path, job_id: str) -> dict[str, str]:
-    """The inherited environment plus the contract's variables; the only way spec values reach a script."""
-    env = dict(os.environ)
+def script_env(*, spec: dict[str, Any], action: str, workdir: Path, job_id: str,
+               pass_env: tuple[str, ...] = ()) -> dict[str, str]:
+    """The allowed part of our environment plus the contract's variables; the only way spec values reach a script."""
+    env = passed_env(environ=os.environ, pass_env=pass_env)
     env.update({
         "RESOURCE_ID": str(spec.get("resource_id", "")),
         "OWNER": str(spec.get("owner", "")),
@@ -122,6 +137,83 @@ def script_env(*, spec: dict[str, Any], action: str, workdir: Path, job_id: str)
     return env
 
 
+# --- the environment a script inherits -----------------------------------------------------------
+
+
+def passed_env(*, environ: Mapping[str, str], pass_env: tuple[str, ...]) -> dict[str, str]:
+    """The variables of `environ` a script may see: the system ones and those `pass_env` lists.
+
+    RECONCILER_* (database URLs, tokens) and PG* (passwords) pass only when listed by their exact name,
+    so a broad pattern such as `*` never hands a script the controller's own credentials.
+    """
+    allowed, exact = _env_matcher(pass_env)
+    return {name: value for name, value in environ.items()
+            if name in exact or (allowed.match(name) and not name.startswith(SECRET_PREFIXES))}
+
+
+def dropped_env(*, environ: Mapping[str, str], pass_env: tuple[str, ...]) -> list[str]:
+    """Names (never values) of the variables scripts do not get: logged once, so a broken script says why."""
+    kept = passed_env(environ=environ, pass_env=pass_env)
+    return sorted(name for name in environ if name not in kept)
+
+
+@functools.lru_cache(maxsize=8)
+def _env_matcher(pass_env: tuple[str, ...]) -> tuple[re.Pattern[str], frozenset[str]]:
+    patterns = (*SYSTEM_ENV, *pass_env)
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)), frozenset(pass_env)
+
+
+def read_pass_env(*, provision_dir: Path) -> tuple[str, ...]:
+    """`pass_env: [AWS_*, …]` from provision/targets.yaml; () without the file; an error naming file:line."""
+    import yaml
+
+    path = Path(provision_dir) / "targets.yaml"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return ()
+    except OSError as exc:
+        raise ReconcilerError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise ReconcilerError(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    return _pass_env_from(root, path=path)
+
+
+def _pass_env_from(root: Any, *, path: Path) -> tuple[str, ...]:
+    import yaml
+
+    if root is None:
+        return ()
+    if not isinstance(root, yaml.MappingNode):
+        raise ReconcilerError(f"{path}:{root.start_mark.line + 1}: expected a mapping (targets:, pass_env:)")
+    found: tuple[str, ...] = ()
+    for key, value in root.value:
+        if key.value not in TARGETS_FILE_KEYS:
+            hint = difflib.get_close_matches(str(key.value), TARGETS_FILE_KEYS, n=1)
+            also = f" (did you mean {hint[0]!r}?)" if hint else f"; expected one of {', '.join(TARGETS_FILE_KEYS)}"
+            raise ReconcilerError(f"{path}:{key.start_mark.line + 1}: {key.value}: unknown key{also}")
+        if key.value == "pass_env":
+            found = _names(value, path=path)
+    return found
+
+
+def _names(node: Any, *, path: Path) -> tuple[str, ...]:
+    import yaml
+
+    if not isinstance(node, yaml.SequenceNode):
+        raise ReconcilerError(f"{path}:{node.start_mark.line + 1}: pass_env: expected a list of variable names"
+                              " or patterns, e.g. [AWS_*, SSH_AUTH_SOCK]")
+    for item in node.value:
+        if not isinstance(item, yaml.ScalarNode) or not ENV_PATTERN.fullmatch(item.value):
+            raise ReconcilerError(f"{path}:{item.start_mark.line + 1}: pass_env: expected a variable name"
+                                  " or pattern (letters, digits, _ and the globs * ? [ ])")
+    return tuple(item.value for item in node.value)
+
+
 def run_script(
     *,
     script: Path,
@@ -135,21 +227,28 @@ def run_script(
     on_start: Callable[[int], None] | None = None,
     capture_bytes: int = 64 * 1024,
     guard: bool = True,
+    pass_env: tuple[str, ...] = (),
 ) -> ScriptOutcome:
     """Run `script` for one resource; the outcome says what happened, failures included.
 
-    `guard`: the script's group dies with the worker (see gate_argv).
+    `guard`: the script's group dies with the worker (see gate_argv). `pass_env`: names or patterns of
+    our environment the script also gets (see passed_env).
     """
     started = time.monotonic()
     problem = _unrunnable(script)
     if problem:
         return _failure(problem, started=started, permanent=True)
+    env: dict[str, str] = {}
     try:
         _prepare_workdir(workdir)
-        env = script_env(spec=spec, action=action, workdir=workdir, job_id=job_id)
+        env = script_env(spec=spec, action=action, workdir=workdir, job_id=job_id, pass_env=pass_env)
         proc = _spawn(script=script, env=env, workdir=workdir, guard=guard)
-    except (OSError, ValueError) as exc:  # ValueError: a spec value with a NUL byte cannot be an env var
-        return _failure(f"could not start {script}: {exc}", started=started, permanent=isinstance(exc, ValueError))
+    except OSError as exc:
+        if exc.errno == errno.E2BIG:  # the same spec fails the same way every time: not worth a retry soon
+            return _failure(_too_large(script=script, env=env), started=started, permanent=True)
+        return _failure(f"could not start {script}: {exc}", started=started)
+    except ValueError as exc:  # a spec value with a NUL byte cannot be an env var
+        return _failure(f"could not start {script}: {exc}", started=started, permanent=True)
     return _run_started(proc, started=started, timeout=timeout, grace=grace, needs_url=needs_url,
                         on_start=on_start, capture_bytes=capture_bytes)
 
@@ -171,6 +270,14 @@ def _run_started(proc: subprocess.Popen[bytes], *, started: float, timeout: floa
         streams.close()
     return _outcome(proc.returncode, stopped=stopped, timeout=timeout, needs_url=needs_url,
                     streams=streams, started=started)
+
+
+def _too_large(*, script: Path, env: dict[str, str]) -> str:
+    """E2BIG names no variable; name the largest ones (sizes only: values may be secrets)."""
+    sizes = sorted(((len(k) + len(v) + 2, k) for k, v in env.items()), reverse=True)[:2]
+    largest = ", ".join(f"{name} is {size // 1024} KiB" for size, name in sizes)
+    return (f"could not start {script}: its environment is too large for the kernel ({largest}; Linux allows "
+            f"{ENV_STRING_LIMIT // 1024} KiB per variable): make the spec's params smaller")
 
 
 def _unrunnable(script: Path) -> str | None:

@@ -12,14 +12,18 @@ import random
 import socket
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .models import Job, JobAction, JobResult, iso, utcnow
 from .retry import RetryPolicy, next_delay
+
+if TYPE_CHECKING:
+    from .runner import ScriptOutcome
 
 # The name this process uses for itself in leases; containers that share a hostname can set it apart.
 HOST = os.environ.get("RECONCILER_HOST") or socket.gethostname()
@@ -39,6 +43,8 @@ class EngineConfig:
     # end a script's group when its worker dies: needed when another machine may reclaim the job
     # (PostgreSQL); on one machine the reclaiming worker ends the orphan itself and this costs spawns
     guard_orphans: bool = True
+    # names or patterns of our environment scripts also get (provision/targets.yaml `pass_env`)
+    pass_env: tuple[str, ...] = ()
 
     def timeout_for(self, target: str) -> float:
         return self.target_timeouts.get(target, self.timeout)
@@ -51,6 +57,7 @@ class Finished:
     job: Job
     result: JobResult
     recorded: bool
+    handed_back: bool = False  # stopped by our own shutdown or interrupt; back in the queue
 
 
 def new_worker_id() -> str:
@@ -81,11 +88,12 @@ class JobRunner:
     """Runs claimed jobs: makes sure an earlier run is gone, runs the script(s), records the result."""
 
     def __init__(self, *, store: Any, config: EngineConfig, worker_id: str,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, no_more_claims: threading.Event | None = None) -> None:
         self.store = store
         self.config = config
         self.worker_id = worker_id
         self.rand = rand
+        self._no_more_claims = no_more_claims or threading.Event()  # set: finish without claiming the next
         self._running: dict[str, int | None] = {}  # job_id → process group of its current script
         self._lock = threading.Lock()
         self._abandoning = threading.Event()
@@ -96,17 +104,17 @@ class JobRunner:
         with self._lock:
             self._running[job.job_id] = None
         try:
-            self._bury_previous_run(job)
-            result = self._execute(job)
+            still_running = self._bury_previous_run(job)
+            result = self._result(job, still_running) if still_running else self._execute(job)
         finally:
             with self._lock:
                 self._running.pop(job.job_id, None)
         if self._abandoning.is_set() and not result.ok:
             # stopped by our own shutdown, not by the script's fault: the next start runs it again
             self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
-            return Finished(job=job, result=result, recorded=False), None
+            return Finished(job=job, result=result, recorded=False, handed_back=True), None
         now = utcnow()
-        if next_from is False or self._abandoning.is_set():
+        if next_from is False or self._abandoning.is_set() or self._no_more_claims.is_set():
             recorded = self.store.finish(job=job, worker=self.worker_id, result=result, now=iso(now))
             return Finished(job=job, result=result, recorded=recorded), None
         recorded, following = self.store.finish_and_claim(
@@ -130,12 +138,22 @@ class JobRunner:
                 kill_process_group(pgid=pgid, grace=grace)
         return len(groups)
 
-    def _bury_previous_run(self, job: Job) -> None:
-        """A reclaimed job's first script may still run (its worker died): end it before running again."""
-        from .runner import group_runs_job, kill_process_group
+    def _bury_previous_run(self, job: Job) -> ScriptOutcome | None:
+        """A reclaimed job's first script may still run (its worker died): end it before running again.
 
-        if job.script_pgid and job.script_host == HOST and group_runs_job(pgid=job.script_pgid, job_id=job.job_id):
-            kill_process_group(pgid=job.script_pgid, grace=self.config.grace)
+        Returns a failed outcome when it outlives SIGKILL (stuck in the kernel): the job is retried later
+        rather than started beside it. The row keeps naming that run until a new one records its own.
+        """
+        from .runner import ScriptOutcome, group_runs_job, kill_process_group
+
+        pgid = job.script_pgid
+        if not (pgid and job.script_host == HOST and group_runs_job(pgid=pgid, job_id=job.job_id)):
+            return None
+        kill_process_group(pgid=pgid, grace=self.config.grace)
+        if not group_runs_job(pgid=pgid, job_id=job.job_id):
+            return None
+        return ScriptOutcome(ok=False, exit_code=None, url=None, permanent=False, output_tail="", duration=0.0,
+                             error=f"not started: the previous run (process group {pgid}) survived SIGKILL")
 
     def _execute(self, job: Job) -> JobResult:
         if job.action is JobAction.REPLACE:
@@ -155,7 +173,7 @@ class JobRunner:
             script=script, spec=spec, action=action, workdir=self.config.work_dir / job.resource_id,
             timeout=self.config.timeout_for(target), grace=self.config.grace, needs_url=action != "delete",
             job_id=job.job_id, on_start=lambda pgid: self._record_start(job, pgid),
-            guard=self.config.guard_orphans,
+            guard=self.config.guard_orphans, pass_env=self.config.pass_env,
         )
 
     def _record_start(self, job: Job, pgid: int) -> None:
@@ -198,7 +216,10 @@ class WorkerPool:
         self._stopped = threading.Event()
         self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
-        self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id)
+        self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id,
+                                 no_more_claims=self._stop_claiming)
+        self._abandon_requested = threading.Event()
+        self.deaths: list[str] = []  # apply: "thread: Error: message" of each worker that died
 
     # --- apply: work through a scope, then return ---
 
@@ -212,23 +233,65 @@ class WorkerPool:
                 finished.append(item)
             self.on_finish(item)
 
-        self._start(target=lambda: self._until_done_loop(scope, poll, record))
-        for thread in self._threads:
-            thread.join()
+        self._start(target=lambda: self._until_done_guarded(scope, poll, record))
+        self._join_until_done()
         self._stopped.set()
         return finished
 
+    def stop_claiming(self) -> None:
+        """First interrupt: claim nothing more; the scripts running now finish and are recorded."""
+        self._stop_claiming.set()
+
+    def abandon(self) -> None:
+        """Second interrupt: end the running scripts' groups and hand their jobs back (run_until_done does it)."""
+        self._stop_claiming.set()
+        self._abandon_requested.set()
+
+    def _join_until_done(self) -> None:
+        # joined with a timeout: the main thread must keep running signal handlers (interrupts) and
+        # act on abandon() while the workers wait for their scripts
+        abandoned = False
+        while alive := [thread for thread in self._threads if thread.is_alive()]:
+            if self._abandon_requested.is_set() and not abandoned:
+                abandoned = True
+                self._runner.abandon_all(grace=min(self.config.grace, 5.0))
+                continue
+            alive[0].join(0.1)
+
+    def _until_done_guarded(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
+        """A worker that dies must not pass for one that finished: it is recorded, the others stop claiming."""
+        try:
+            self._until_done_loop(scope, poll, record)
+        except BaseException as exc:  # noqa: BLE001 - every death is reported, whatever it is
+            self._stop_claiming.set()
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            self.deaths.append(f"{threading.current_thread().name} stopped: {type(exc).__name__}: {exc}"
+                               f" (at {Path(where.filename).name}:{where.lineno})")
+
     def _until_done_loop(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
         job: Job | None = None
-        while True:
-            job = job or self._claim(scope)
+        try:
+            while not self._stop_claiming.is_set() or job is not None:
+                job = job or self._claim(scope)
+                if job is not None:
+                    if self._stop_claiming.is_set():
+                        break  # claimed with the last finish, never started: handed back below
+                    finished, job = self._runner.run(job, next_from=scope)  # raises: `job` is handed back
+                    record(finished)
+                elif not self.store.count_open(resource_ids=scope):
+                    return
+                else:
+                    self._stop_claiming.wait(poll)
+        finally:
             if job is not None:
-                finished, job = self._runner.run(job, next_from=scope)
-                record(finished)
-            elif not self.store.count_open(resource_ids=scope):
-                return
-            else:
-                time.sleep(poll)
+                self._hand_back(job)
+
+    def _hand_back(self, job: Job) -> None:
+        """Back to the queue; if the store refuses, the lease lapses when this process stops renewing it."""
+        try:
+            self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
+        except Exception:  # noqa: BLE001 - already on a failure path; the lease is the fallback
+            pass
 
     # --- daemon: serve until told to stop ---
 

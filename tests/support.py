@@ -78,6 +78,8 @@ def make_project(root: Path, *, provision: str = RECORDING_PROVISION, teardown: 
     for name, text in (("provision.sh", provision), ("teardown.sh", teardown)):
         (scripts / name).write_text(text)
         (scripts / name).chmod(0o755)
+    # scripts get a clean environment: the test scripts are steered by these two
+    (scripts / "targets.yaml").write_text("pass_env: [CONTROL, SLEEP]\n")
     return root
 
 

@@ -38,7 +38,8 @@ ALLOWED: dict[str, set[str]] = {
     "daemon": {"engine", "workers", "health", "store", "models", "errors", "logs", "spec", "plan", "retry",
                "runner", "systemd", "metrics", "api"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
-    "apply": {"engine", "workers", "render", "store", "models", "errors", "plan", "spec", "logs", "retry"},
+    "apply": {"engine", "workers", "render", "store", "models", "errors", "plan", "spec", "logs", "retry",
+              "runner"},
     "api": {"engine", "store", "models", "errors", "logs", "spec", "plan", "status"},
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
     "coordination": {"daemon", "store", "models", "errors", "runner", "workers"},

@@ -153,6 +153,18 @@ def test_missing_script_is_permanent_and_spawns_nothing(tmp_path: Path) -> None:
     assert started == []
 
 
+@pytest.mark.parametrize("guard", [True, False])
+def test_a_spec_too_large_for_the_kernel_is_a_permanent_error_that_says_so(tmp_path: Path, guard: bool) -> None:
+    """Issue 11 item 16: Linux caps each environment string at 128 KiB; RESOURCE_JSON carries the whole spec."""
+    started: list[int] = []
+    spec = {**SPEC, "params": {"blob": "x" * (200 * 1024)}}
+    outcome = run(tmp_path, "echo ran > ran.txt\n", spec=spec, on_start=started.append, guard=guard)
+    assert not outcome.ok and outcome.permanent and outcome.exit_code is None
+    assert "too large" in outcome.error and "RESOURCE_JSON" in outcome.error and "128 KiB" in outcome.error
+    assert "x" * 100 not in outcome.error
+    assert started == [] and not (tmp_path / "work" / "ran.txt").exists()
+
+
 def test_non_executable_script_is_permanent(tmp_path: Path) -> None:
     script = write_script(tmp_path / "provision.sh", "echo hi\n", executable=False)
     outcome = run_script(script=script, spec=SPEC, action="create", workdir=tmp_path / "w", needs_url=False)

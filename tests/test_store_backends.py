@@ -203,3 +203,20 @@ def test_export_import_round_trip_into_the_other_backend(store, tmp_path, reques
     other.add_event(resource_id="acme-prod", now=at(5), kind="note", message="after import")
     assert other.events("acme-prod")[-1].kind == "note"  # ids continue after the imported ones
     other.close()
+
+
+def test_a_reclaim_keeps_the_previous_runs_group_until_the_new_run_records_its_own(store):
+    """Issue 11 item 1: the old run's identity stays durable through a reclaim (and a crashed reclaimer)."""
+    store.enqueue(requests=[request_for()], now=at(0), commit=None)
+    first = claim_one(store, worker="w1", now=0, lease=10)
+    assert store.record_script(job_id=first.job_id, worker="w1", pgid=4242, host="h1", now=at(1))
+    second = claim_one(store, worker="w2", now=11, lease=10)  # w1 died; w2 reclaims …
+    assert (second.script_pgid, second.script_host) == (4242, "h1")
+    assert (store.get_job(first.job_id).script_pgid, store.get_job(first.job_id).script_host) == (4242, "h1")
+    third = claim_one(store, worker="w3", now=22, lease=10)  # … and dies while ending the old group
+    assert (third.script_pgid, third.script_host) == (4242, "h1")
+    store.release(job_id=third.job_id, worker="w3", now=at(23))  # handed back before it ran anything
+    assert (store.get_job(first.job_id).script_pgid, store.get_job(first.job_id).script_host) == (4242, "h1")
+    fourth = claim_one(store, worker="w4", now=24, lease=10)
+    assert store.record_script(job_id=fourth.job_id, worker="w4", pgid=777, host="h4", now=at(25))
+    assert (store.get_job(first.job_id).script_pgid, store.get_job(first.job_id).script_host) == (777, "h4")

@@ -307,12 +307,15 @@ class SQLStore:
                 (now, *args, limit - len(rows))).fetchall()
         picked = []
         for job in map(_job, rows):
+            # script_pgid/script_host keep naming the previous run until the new one records its own
+            # (record_script): if this claimer dies while it ends that run, the next claimer must still
+            # know it, or it would start the script beside it.
             conn.execute(
                 "UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, started_at = ?,"
-                " claims = claims + 1, script_pgid = NULL, script_host = NULL WHERE job_id = ?",
+                " claims = claims + 1 WHERE job_id = ?",
                 (worker, lease_until, now, job.job_id),
             )
-            # as claimed, but still naming the previous run's process group: it may need ending first
+            # as claimed, still naming the previous run's process group: it may need ending first
             picked.append(replace(job, status=JobStatus.RUNNING, lease_owner=worker,
                                   lease_expires_at=lease_until, started_at=now, claims=job.claims + 1))
         return picked
@@ -359,11 +362,14 @@ class SQLStore:
             )
 
     def release(self, *, job_id: str, worker: str, now: str) -> None:
-        """Give a job back to the queue untouched (shutdown): the next worker runs it again."""
+        """Give a job back to the queue untouched (shutdown): the next worker runs it again.
+
+        The last run's process group stays recorded: the next claimer checks it is gone before it starts.
+        """
         with self._write() as conn:
             conn.execute(
-                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, run_after = ?,"
-                " script_pgid = NULL, script_host = NULL WHERE job_id = ? AND lease_owner = ? AND status = 'running'",
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, run_after = ?"
+                " WHERE job_id = ? AND lease_owner = ? AND status = 'running'",
                 (now, job_id, worker),
             )
 
