@@ -199,23 +199,26 @@ def kill_daemon(c: Campaign, args: dict[str, Any]) -> None:
     time.sleep(args["down"])
     c.world.start_daemon(slot)
     if args.get("again") and old is not None:
-        _wait_for_takeover(c, slot=slot, old=old, limit=4.0)
+        _wait_for_takeover(c, slot=slot, old=old, limit=10.0)
         c.world.stop_daemon(slot, sig=signal.SIGKILL)
         time.sleep(args["down"])
         c.world.start_daemon(slot)
 
 
 def _wait_for_takeover(c: Campaign, *, slot: Any, old: int, limit: float) -> None:
-    """Until a job the dead daemon ran is leased by the new one while its old script still runs."""
+    """While the dead daemon's scripts still run: until the new one has claimed one of their jobs."""
+    alive = set(script_pids(c.world.token))
+    orphans = {run.job_id for run in c.records().runs if run.worker == old and run.pid in alive}
+    if not orphans:
+        return
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        alive = set(script_pids(c.world.token))
-        orphans = {run.job_id for run in c.records().runs if run.worker == old and run.pid in alive}
         snap = c.snapshot()
-        if orphans and snap is not None and any(
-                snap.jobs.get(job, {}).get("status") == "running" and snap.jobs[job].get("claims", 0) > 1
-                for job in orphans):
-            c.note(f"daemon-{slot.index} is taking over {sorted(orphans)}: killing it during the takeover")
+        jobs = snap.jobs if snap is not None else {}
+        taken = sorted(job for job in orphans
+                       if jobs.get(job, {}).get("status") == "running" and (jobs[job].get("claims") or 0) > 1)
+        if taken:
+            c.note(f"daemon-{slot.index} is taking over {taken}: killing it during the takeover")
             return
         time.sleep(0.05)
 

@@ -3,7 +3,7 @@ resource with a non-blocking flock, and misbehave on demand.
 
 A misbehaviour is a one-shot order: the harness writes `control/next-<id>` holding a mode and the
 next run of that resource takes it (an atomic `mv`, so exactly one run does). Modes: `fail` (exit 3),
-`hang` (past the timeout), `slowterm` (hang, and take 2 s to exit on TERM), `junk` (binary noise and
+`hang` (past the timeout), `slowterm` (hang, and take 9 s to exit on TERM: less than the runner's 10 s grace), `junk` (binary noise and
 URL-like garbage before the real URL). Paths are written into the scripts, not passed through the
 environment, because scripts may get a clean environment.
 """
@@ -39,7 +39,7 @@ case "$mode" in
     hang)
         sleep 3600 & wait ;;
     slowterm)
-        trap 'sleep 2; echo "end $(now) $RESOURCE_ID $RECONCILER_ACTION $DEPLOY_REF $REGION $job $$ $worker $mode 143 -" >> "$log"; exit 143' TERM
+        trap 'sleep 9; echo "end $(now) $RESOURCE_ID $RECONCILER_ACTION $DEPLOY_REF $REGION $job $$ $worker $mode 143 -" >> "$log"; exit 143' TERM
         sleep 3600 & wait ;;
     junk)
         head -c 3000 /dev/urandom | tr -d '\000'; printf '\nhttp//not-a-url \033[31m ready?\n' ;;
