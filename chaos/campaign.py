@@ -85,11 +85,14 @@ class Campaign:
         self._log.write(f"{time.time():.3f}   {text}\n")
         self._log.flush()
 
-    def violation(self, kind: str, detail: str) -> None:
+    def violation(self, kind: str, detail: str, *, key: str | None = None) -> None:
+        """Record a violation once per `key` (default: its text); a later detail under the same key wins."""
         found = Violation(kind, detail)
-        if str(found) not in self.found:
-            self.found[str(found)] = found
-            self.note(f"VIOLATION {found}")
+        key = key or str(found)
+        if self.found.get(key) != found:
+            if key not in self.found:
+                self.note(f"VIOLATION {found}")
+            self.found[key] = found
 
     def skip(self, kind: str, why: str) -> None:
         self.skipped[kind] = why
@@ -147,7 +150,7 @@ class Campaign:
         snap = self.snapshot()
         records = self.records()
         for found in invariants.overlaps(records):
-            self.violation(found.kind, found.detail)
+            self.violation(found.kind, found.detail, key=f"overlap {found.detail.split(':')[0]}")
         if snap is None:
             return
         checks = [invariants.unwarranted_teardowns(records, snap, self.versions),

@@ -42,7 +42,12 @@ class Version:
 
 
 def overlaps(records: Records) -> list[Violation]:
-    return [Violation("overlap", f"two runs of one resource at once: {line}") for line in records.overlaps]
+    """One violation per resource: how many runs found its lock taken, and the first of them."""
+    by_resource: dict[str, list[str]] = {}
+    for line in records.overlaps:
+        by_resource.setdefault(line.split()[2], []).append(line)
+    return [Violation("overlap", f"{rid}: {len(lines)} run(s) started while another run of it held its lock; "
+                      f"first: {lines[0]}") for rid, lines in sorted(by_resource.items())]
 
 
 def visible(versions: list[Version], *, start: float, end: float) -> list[Version]:
@@ -63,7 +68,7 @@ def unwarranted_teardowns(records: Records, snap: Snapshot, versions: list[Versi
             found.append(Violation("unwarranted teardown", (
                 f"{run.resource_id} torn down (job {run.job_id}, script pid {run.pid}, started {run.started:.3f}) "
                 f"although every desired state visible since {queued - READ_SLACK:.3f} declared it: "
-                + "; ".join(f"{state.what} @{state.at:.3f}" for state in states))))
+                + "; ".join(f"{state.what} @{state.at:.3f}" for state in states[-4:]))))
     return found
 
 
