@@ -6,20 +6,23 @@ by files belong to the files, and the API refuses to change them (409, naming th
 
 Declaring never waits for a script: the change is planned and queued at once, and the answer is
 the job to poll. Mutating endpoints require a bearer token when one is configured (always when the
-API listens beyond loopback).
+API listens beyond loopback); the token and the body's size are checked in front of FastAPI
+(httpguard.py), before any body is read. Until desired/ has loaded well once, mutating calls answer
+503: which ids the files own is not known yet. A refused call (4xx) changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from typing import Any, Protocol
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from .engine import API_SOURCE, converge_one
+from .errors import StoreError
+from .httpguard import FrontDoor
 from .models import RESOURCE_ID_PATTERN, Job, JobAction, JobStatus, ObservedResource, ResourceSpec, iso, utcnow
 from .status import event_json, row_json
 
@@ -32,7 +35,8 @@ class Plane(Protocol):
     store: Any
     token: str | None
 
-    def file_source(self, resource_id: str) -> str | None: ...
+    def desired_pending(self) -> str | None: ...  # why desired/ has not loaded well once yet; None once it has
+    def file_source(self, resource_id: str) -> str | None: ...  # the file:line declaring it, broken files too
     def health_report(self) -> tuple[dict[str, Any], bool]: ...
     def jobs_queued(self) -> None: ...
     def metrics_text(self) -> tuple[bytes, str]: ...
@@ -97,35 +101,36 @@ class EventView(BaseModel):
     details: dict[str, Any] | None = None
 
 
+# Seconds a client is asked to wait while desired/ has not loaded yet (a pass follows every file save).
+RETRY_AFTER = 5
+
+
 def create_app(*, plane: Plane) -> FastAPI:
     app = FastAPI(title="reconciler", version="1.0", description=__doc__)
+    app.add_exception_handler(StoreError, _store_unavailable)
     _routes(app, plane)
+    app.add_middleware(FrontDoor, token=plane.token)
     return app
 
 
-def _authorised(plane: Plane):
-    def check(request: Request) -> None:
-        if plane.token is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), plane.token.encode()):
-            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    return check
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database is away (locked, restarting): 503 with the reason; nothing was changed."""
+    return JSONResponse({"detail": f"the database is unavailable; nothing was changed: {exc}"}, status_code=503,
+                        headers={"Retry-After": "5"})
 
 
 def _routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
-    auth = [Depends(_authorised(plane))]
     errors = {401: {"description": "Missing or wrong bearer token"}, 404: {"description": "Unknown resource"},
-              409: {"description": "Declared by a file, or protected"}}
+              409: {"description": "Declared by a file, or protected"},
+              413: {"description": "Request body over 1 MiB"},
+              503: {"description": "desired/ has not loaded yet; retry after Retry-After seconds"}}
 
-    @app.post("/provisions", status_code=202, response_model=Accepted, dependencies=auth, responses=errors)
+    @app.post("/provisions", status_code=202, response_model=Accepted, responses=errors)
     def declare(spec: ResourceSpec) -> Accepted:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
-        _not_file_owned(plane, spec.resource_id)
-        store.put_api_desired(spec=spec.model_dump(), now=iso(utcnow()))
-        result = converge_one(store=store, resource_id=spec.resource_id, spec=spec, source=API_SOURCE)
+        _may_change(plane, spec.resource_id)
+        result = converge_one(store=store, resource_id=spec.resource_id, spec=spec)
         if result.held:
             raise HTTPException(409, f"{spec.resource_id}: {result.held}")
         plane.jobs_queued()
@@ -156,16 +161,14 @@ def _routes(app: FastAPI, plane: Plane) -> None:
         row = _row(store, resource_id)
         return _resource_view(row, in_flight=resource_id in store.in_flight())
 
-    @app.delete("/provisions/{resource_id}", status_code=202, response_model=Accepted, dependencies=auth,
-                responses=errors)
+    @app.delete("/provisions/{resource_id}", status_code=202, response_model=Accepted, responses=errors)
     def remove(resource_id: str = ResourceId) -> Accepted:
         """Remove an API-declared resource: teardown follows the usual finalizer path."""
-        _not_file_owned(plane, resource_id)
-        declared = store.delete_api_desired(resource_id=resource_id)
+        _may_change(plane, resource_id)
         row = store.get_resource(resource_id)
-        if not declared and (row is None or not row.live):
+        if store.api_declaration(resource_id) is None and (row is None or not row.live):
             raise HTTPException(404, f"no resource {resource_id!r}")
-        result = converge_one(store=store, resource_id=resource_id, spec=None, source=API_SOURCE)
+        result = converge_one(store=store, resource_id=resource_id, spec=None)
         if result.held:
             raise HTTPException(409, f"{resource_id}: {result.held}")
         plane.jobs_queued()
@@ -193,7 +196,13 @@ def _routes(app: FastAPI, plane: Plane) -> None:
         return Response(body, media_type=content_type)
 
 
-def _not_file_owned(plane: Plane, resource_id: str) -> None:
+def _may_change(plane: Plane, resource_id: str) -> None:
+    """503 until desired/ has loaded once (ownership unknown), 409 when a file declares the id."""
+    pending = plane.desired_pending()
+    if pending is not None:
+        raise HTTPException(503, f"desired/ has not loaded yet ({pending}); changes through the API wait for "
+                                 "its first good load, so that ids the files declare are known",
+                            headers={"Retry-After": str(RETRY_AFTER)})
     source = plane.file_source(resource_id)
     if source is not None:
         raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")

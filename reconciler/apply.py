@@ -34,6 +34,7 @@ from .render import render_json, render_text
 from .runner import dropped_env, read_pass_env
 from .spec import DesiredState
 from .store import open_store
+from .terminal import printable, printable_lines
 
 TAIL_LINES = 12
 
@@ -259,6 +260,10 @@ def _print_line(text: str, *, err: bool) -> None:
 
 
 def _line(item: Finished) -> str:
+    return printable(_plain_line(item))
+
+
+def _plain_line(item: Finished) -> str:
     job, result = item.job, item.result
     took = f"{result.duration:.1f}s"
     if item.handed_back:
@@ -280,8 +285,9 @@ def _summarise(*, work: _Work, store: Any, scope: set[str]) -> int:
     err = True
     click.echo("", err=err)
     for item in failed:
-        click.echo(f"Error: {item.job.resource_id}: {item.job.action} failed: {item.result.error}", err=err)
-        tail = item.result.output_tail.strip().splitlines()[-TAIL_LINES:]
+        click.echo(printable(f"Error: {item.job.resource_id}: {item.job.action} failed: {item.result.error}"),
+                   err=err)
+        tail = printable_lines(item.result.output_tail.strip()).splitlines()[-TAIL_LINES:]
         click.echo("".join(f"  | {line}\n" for line in tail), err=err, nl=False)
     for death in work.deaths:
         click.echo(f"Error: a worker of this apply died: {death}", err=err)

@@ -340,12 +340,29 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
 @click.option("--api-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               envvar="RECONCILER_API_TOKEN_FILE",
               help="File holding the bearer token that POST/DELETE require; needed to listen beyond loopback.")
+@click.option("--busy-timeout", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
+              envvar="RECONCILER_BUSY_TIMEOUT",
+              help="SQLite: seconds a write waits for another process's lock before the daemon backs off and "
+                   "retries (/health then says degraded) [env: RECONCILER_BUSY_TIMEOUT].")
+@click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
+              envvar="RECONCILER_LEASE_SECONDS",
+              help="A job's lease, renewed every min(a third of it, 5 s) while its script runs; a database "
+                   "outage shorter than the lease less that interval re-runs nothing [env: RECONCILER_LEASE_SECONDS].")
+@click.option("--lock-ttl", type=click.FloatRange(min=1.0), default=15.0, show_default=True,
+              envvar="RECONCILER_LOCK_TTL",
+              help="SQLite: the single-daemon lock lapses this long after its last renewal; claiming pauses a "
+                   "third of it before [env: RECONCILER_LOCK_TTL].")
+@click.option("--leader-ttl", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
+              envvar="RECONCILER_LEADER_TTL",
+              help="PostgreSQL: the leader lease lapses this long after its last renewal; a leader that cannot "
+                   "renew steps down a third of it before [env: RECONCILER_LEADER_TTL].")
 @click.pass_obj
 @_guarded
 def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_after: int, self_heal: bool,
            check_concurrency: int, check_timeout: float, stop_grace: float, parallelism: int, timeout: float,
            retry_base: float, retry_cap: float, allow_mass_delete: bool, api: str, no_api: bool,
-           api_token_file: Path | None) -> None:
+           api_token_file: Path | None, busy_timeout: float, lease_seconds: float, lock_ttl: float,
+           leader_ttl: float) -> None:
     """Run the controller: react to file saves, resync, health-check, and work the queue (for systemd)."""
     from .daemon import DaemonOptions, run_daemon
     from .retry import RetryPolicy
@@ -356,7 +373,8 @@ def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_a
         check_concurrency=check_concurrency, check_timeout=check_timeout, self_heal=self_heal,
         parallelism=parallelism, timeout=timeout, stop_grace=stop_grace, allow_mass_delete=allow_mass_delete,
         retry=RetryPolicy(base=retry_base, cap=retry_cap), api=None if no_api else api,
-        api_token_file=api_token_file,
+        api_token_file=api_token_file, busy_timeout=busy_timeout, lease_seconds=lease_seconds, lock_ttl=lock_ttl,
+        leader_ttl=leader_ttl,
     )
     sys.exit(run_daemon(options=options))
 
@@ -376,12 +394,13 @@ def check(settings: Settings, concurrency: int, timeout: float, unhealthy_after:
 
     from .daemon import run_drift_pass
     from .store import open_store
+    from .terminal import printable
 
     store = open_store(url=settings.db)
     report = asyncio.run(run_drift_pass(store=store, concurrency=concurrency, timeout=timeout,
                                         unhealthy_after=unhealthy_after))
     for failure in sorted(report.failures, key=lambda f: f.resource_id):
-        click.echo(f"✗ {failure.resource_id}: {failure.error} ({failure.url})")
+        click.echo(printable(f"✗ {failure.resource_id}: {failure.error} ({failure.url})"))
     for resource_id in report.turned_unhealthy:
         click.echo(f"! {resource_id} is now unhealthy")
     counts = report.summary()

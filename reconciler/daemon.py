@@ -23,19 +23,20 @@ from typing import Any
 
 from .engine import PassResult, Reconciler, target_timeouts
 from .workers import HOST, EngineConfig, Finished, WorkerPool, new_worker_id
-from .errors import ReconcilerError
+from .errors import ReconcilerError, StoreError
 from .logs import get_logger
-from .models import ResourceStatus, iso, parse_iso, utcnow
+from .models import Health, ResourceStatus, iso, parse_iso, utcnow
 from .plan import PlanPolicy
 from .retry import RetryPolicy
 from .runner import dropped_env, read_pass_env
+from .supervise import TRANSIENT, Outages, guarded_task, retry_async
 from .systemd import Notifier, watchdog_interval
 
 LOCK_NAME = "daemon"
-LOCK_TTL = 15.0
+LOCK_TTL = 15.0  # default of --lock-ttl: the single-daemon lock (SQLite) lapses this long after a renewal
 # PostgreSQL: several daemons share the queue; the one holding this lease plans and health-checks.
 LEADER_LOCK = "leader"
-LEADER_TTL = 10.0
+LEADER_TTL = 10.0  # default of --leader-ttl
 LEADER_POLL = 1.0
 # A pass is parsing and SQL: one that runs this long is stuck, and the watchdog should fire.
 STUCK_PASS_SECONDS = 120.0
@@ -61,6 +62,10 @@ class DaemonOptions:
     retry: RetryPolicy = RetryPolicy()
     api: str | None = "127.0.0.1:7878"  # HOST:PORT, or None for no API
     api_token_file: Path | None = None
+    busy_timeout: float = 30.0  # SQLite: seconds a write waits for another process's lock
+    lease_seconds: float = 30.0  # a job's lease; renewed every third of it while its script runs
+    lock_ttl: float = LOCK_TTL
+    leader_ttl: float = LEADER_TTL
 
 
 class DaemonRefused(ReconcilerError):
@@ -83,12 +88,18 @@ class Daemon:
         self._reported_error: str | None = None
         self._counts_lock = threading.Lock()
         self._counts_cache: tuple[float, Any] = (0.0, None)
+        self.outages = Outages(log=self.log)
+        # monotonic instants until which our single-daemon lock / leader lease is known to be held
+        self._lock_valid_until = 0.0
+        self._claims_paused = False
+        self._leader_valid_until = 0.0
 
     async def run(self) -> int:
         from .store import open_store
 
         self.token = read_token(self.options.api_token_file)
-        self.store = open_store(url=self.options.db, pool_size=self.options.parallelism + 16)
+        self.store = open_store(url=self.options.db, pool_size=self.options.parallelism + 16,
+                                busy_timeout=self.options.busy_timeout)
         # SQLite: one daemon per database, refused otherwise. PostgreSQL: many, one of them leads.
         self.shared = self.store.kind == "postgres"
         self.leading = not self.shared
@@ -98,22 +109,27 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
-        self.reconciler = Reconciler(store=self.store, desired_dir=self.options.desired, policy=self._policy())
-        self.pool = WorkerPool(store=self.store, config=self._engine_config(), parallelism=self.options.parallelism,
-                               on_finish=self._finished)
-        self.pool.serve()
-        self._install_signals()
-        self.scheduler = self._schedule()
+        # everything a worker calls back into (metrics, the loop, the pass trigger) exists before it starts
         self.metrics = _metrics()
         self.desired_commit: str | None = None
         self.stopping = False
-        coros = [self._pass_loop(), self._watch(), self._watchdog(),
-                 self._lead() if self.shared else self._heartbeat()]
+        self.reconciler = Reconciler(store=self.store, desired_dir=self.options.desired, policy=self._policy())
+        self.pool = WorkerPool(store=self.store, config=self._engine_config(), parallelism=self.options.parallelism,
+                               on_finish=self._finished, outages=self.outages, on_crash=self._crashed,
+                               may_claim=self._may_claim)
+        self._install_signals()
+        self.scheduler = self._schedule()
+        coros = {"pass loop": self._pass_loop(), "watcher": self._watch(), "watchdog": self._watchdog()}
+        if self.shared:
+            coros["leader"] = self._lead()
+        else:
+            coros["heartbeat"] = self._heartbeat()
         self.api_server = _api_server(plane=self, listener=listener) if listener else None
         if self.api_server is not None:
-            coros.append(self.api_server.serve(sockets=[listener]))
+            coros["api"] = self.api_server.serve(sockets=[listener])
             self.log.info("api listening", address=self.options.api, token_required=self.token is not None)
-        tasks = [asyncio.create_task(coro) for coro in coros]
+        tasks = [guarded_task(coro, name=name, on_crash=self._crashed) for name, coro in coros.items()]
+        self.pool.serve()
         from .store import redact
 
         self.log.info("daemon started", db=redact(self.options.db), desired=str(self.options.desired),
@@ -132,6 +148,7 @@ class Daemon:
     def _engine_config(self) -> EngineConfig:
         return EngineConfig(provision_dir=self.options.provision, work_dir=self.options.work_dir,
                             timeout=self.options.timeout, retry=self.options.retry,
+                            lease_seconds=self.options.lease_seconds,
                             target_timeouts=target_timeouts(provision_dir=self.options.provision),
                             guard_orphans=self.store.kind != "sqlite",
                             pass_env=read_pass_env(provision_dir=self.options.provision))
@@ -149,14 +166,41 @@ class Daemon:
         return os.getpid()
 
     def _take_lock(self) -> None:
-        now = utcnow()
+        from .store import redact
+
+        now, started = utcnow(), time.monotonic()
         holder = self.store.acquire_lock(name=LOCK_NAME, holder=self.worker_id, pid=self._pid(), host=HOST,
-                                         now=iso(now), until=iso(now + timedelta(seconds=LOCK_TTL)),
+                                         now=iso(now), until=iso(now + timedelta(seconds=self.options.lock_ttl)),
                                          holder_dead=_holder_dead)
         if holder is not None:
             raise DaemonRefused(
-                f"another daemon already runs on {self.options.db}: pid {holder['pid']} on {holder['host']} "
-                f"since {holder['since']} (one daemon per SQLite database)")
+                f"another daemon already runs on {redact(self.options.db)}: pid {holder['pid']} on "
+                f"{holder['host']} since {holder['since']} (one daemon per SQLite database)")
+        self._lock_valid_until = started + self.options.lock_ttl
+
+    def _may_claim(self) -> bool:
+        """Workers claim only while our single-daemon lock is safely held: a third of its TTL before it
+        could lapse unrenewed (a store outage), claiming pauses, so a second daemon that takes the lapsed
+        lock never works the queue beside us. PostgreSQL's many daemons need no such lock."""
+        return self.shared or time.monotonic() < self._lock_valid_until - self.options.lock_ttl / 3
+
+    def _may_plan(self) -> bool:
+        """Plan only while leading with the lease safely held: the leader loop may be waiting on the
+        store itself, so the lease's age is checked here too, not only when that wait ends."""
+        return self.leading and (not self.shared or
+                                 time.monotonic() < self._leader_valid_until - self.options.leader_ttl / 3)
+
+    def _crashed(self, name: str, exc: BaseException) -> None:
+        """A loop or thread died of something other than a store outage: a bug. Log it with its
+        traceback and end the daemon non-zero, so systemd restarts it rather than leave it half-alive."""
+        self.log.error("a daemon loop died; stopping so that systemd restarts the daemon", loop=name,
+                       error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        with contextlib.suppress(RuntimeError):  # the loop already closed: the daemon is ending anyway
+            self._loop.call_soon_threadsafe(self._fail)
+
+    def _fail(self) -> None:
+        self.exit_code = 1
+        self.stop()
 
     def _install_signals(self) -> None:
         self._loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -169,7 +213,7 @@ class Daemon:
         scheduler = AsyncIOScheduler(event_loop=self._loop, timezone="UTC")
         scheduler.add_job(self.request_pass, "interval", args=["resync"], seconds=self.options.resync,
                           jitter=self.options.resync * 0.1, id="resync", coalesce=True, max_instances=1)
-        scheduler.add_job(self.drift_pass, "interval", seconds=self.options.drift_interval,
+        scheduler.add_job(self._drift_job, "interval", seconds=self.options.drift_interval,
                           jitter=self.options.drift_interval * 0.1, id="drift", coalesce=True, max_instances=1)
         scheduler.start()
         return scheduler
@@ -187,16 +231,24 @@ class Daemon:
                 return
             self._dirty.clear()
             if not self.leading:
-                self._follow()
+                await self._follow()
+                continue
+            if not self._may_plan():  # leading, but the lease is unconfirmed (store away): ask again later
+                self._loop.call_later(LEADER_POLL, self.request_pass, "leader lease unconfirmed")
                 continue
             self._pass_started = time.monotonic()
             try:
                 result = await asyncio.to_thread(self._pass)
+            except TRANSIENT as exc:  # the store is away: try again after a backed-off wait
+                self._loop.call_later(self.outages.failed(loop="pass loop", error=exc), self.request_pass,
+                                      "store retry")
+                continue
             except Exception:  # a pass must never take the daemon down; the next one starts afresh
                 self.log.exception("reconcile pass failed")
                 continue
             finally:
                 self._pass_started = None
+            self.outages.recovered(loop="pass loop")
             self._after_pass(result)
 
     def _pass(self) -> PassResult:
@@ -207,8 +259,12 @@ class Daemon:
             self.desired_commit = desired_commit(directory=self.options.desired)
         return result
 
-    def _follow(self) -> None:
-        """A follower only works the queue; it is ready as soon as it is up."""
+    async def _follow(self) -> None:
+        """A follower only works the queue (it is ready as soon as it is up), and reads desired/ for its API."""
+        try:
+            await asyncio.to_thread(self.reconciler.refresh_desired)
+        except Exception:  # as a pass: never the daemon's end
+            self.log.exception("reading desired/ failed")
         if not self._ready:
             self._ready = True
             self.notifier.ready("following: another daemon plans; working the shared queue")
@@ -285,9 +341,16 @@ class Daemon:
 
     # --- the slow loop --------------------------------------------------------------------------
 
+    async def _drift_job(self) -> None:
+        """The scheduled drift pass: through a store outage it retries (backed off); a bug ends the daemon."""
+        try:
+            await retry_async(self.drift_pass, loop="drift", outages=self.outages, stop=self._stop)
+        except Exception as exc:
+            self._crashed("drift", exc)
+
     async def drift_pass(self) -> DriftReport | None:
         """Health-check every active URL, record the results in one transaction, then a full pass."""
-        if not self.leading:
+        if not self._may_plan():
             return None
         report = await run_drift_pass(store=self.store, concurrency=self.options.check_concurrency,
                                       timeout=self.options.check_timeout,
@@ -318,27 +381,69 @@ class Daemon:
         if interval is None:
             return
         while not self._stop.is_set():
-            if self._pass_started is None or time.monotonic() - self._pass_started < STUCK_PASS_SECONDS:
+            if not self._pass_stuck():
                 self.notifier.watchdog()
             else:
                 self.log.error("reconcile pass is stuck; withholding the watchdog ping")
             await _sleep_or_stop(self._stop, interval)
 
+    def _pass_stuck(self) -> bool:
+        """The loop's liveness, not the store's: a pass waits at most about twice the busy timeout per
+        call before it fails and is retried, so only a pass far beyond that is stuck."""
+        limit = max(STUCK_PASS_SECONDS, 4 * self.options.busy_timeout)
+        return self._pass_started is not None and time.monotonic() - self._pass_started > limit
+
     async def _heartbeat(self) -> None:
-        while not await _sleep_or_stop(self._stop, LOCK_TTL / 3):
-            until = iso(utcnow() + timedelta(seconds=LOCK_TTL))
-            held = await asyncio.to_thread(self.store.renew_lock, name=LOCK_NAME, holder=self.worker_id,
-                                           until=until)
+        """Renew the single-daemon lock every third of its TTL; through a store outage retry (backed off)
+        and pause claiming before the lock could lapse; resume once renewed; stop if another took it."""
+        interval = self.options.lock_ttl / 3
+        delay = interval
+        while not await _sleep_or_stop(self._stop, delay):
+            started = time.monotonic()
+            until = iso(utcnow() + timedelta(seconds=self.options.lock_ttl))
+            try:
+                held = await asyncio.to_thread(self.store.renew_lock, name=LOCK_NAME, holder=self.worker_id,
+                                               until=until)
+            except TRANSIENT as exc:
+                delay = min(interval, self.outages.failed(loop="heartbeat", error=exc))
+                self._note_claiming()
+                continue
+            self.outages.recovered(loop="heartbeat")
+            delay = interval
             if not held:
                 self.log.error("lost the daemon lock to another process; stopping")
                 self.exit_code = 1
                 self.stop()
+                return
+            self._lock_valid_until = started + self.options.lock_ttl
+            self._note_claiming()
+
+    def _note_claiming(self) -> None:
+        """Log when claiming pauses for an unrenewed lock, and when it resumes."""
+        paused = not self._may_claim()
+        if paused and not self._claims_paused:
+            self.log.warning("daemon lock not renewed in time; pausing claims until it is",
+                             lock_ttl_s=self.options.lock_ttl)
+        elif self._claims_paused and not paused:
+            self.log.info("daemon lock renewed; claiming again")
+            self.pool.wake()
+        self._claims_paused = paused
 
     # --- what the HTTP API asks of the daemon (api.Plane) -----------------------------------
+
+    def desired_pending(self) -> str | None:
+        if self.reconciler.last_good is not None:
+            return None
+        error = self.reconciler.load_error
+        return str(error.problems[0]) if error is not None and error.problems else "the first pass has not run"
 
     def file_source(self, resource_id: str) -> str | None:
         from .engine import API_SOURCE
 
+        owner = self.reconciler.owners.owner(resource_id)
+        if owner is not None:
+            return owner
+        # the last good state stays in force while desired/ fails to load, even for a file removed since
         desired = self.reconciler.last_good
         source = desired.sources.get(resource_id) if desired else None
         return str(source) if source is not None and source.file != API_SOURCE else None
@@ -346,17 +451,28 @@ class Daemon:
     def jobs_queued(self) -> None:
         self.pool.wake()
 
+    def problems(self) -> list[str]:
+        """Why the daemon is degraded: store outages seen by its loops, dead threads, paused claims."""
+        found = self.outages.reasons()
+        found += [f"{name}: thread is down" for name in self.pool.dead_threads()]
+        if not self._may_claim():
+            found.append("daemon lock not renewed in time: not claiming jobs")
+        return found
+
     def health_report(self) -> tuple[dict[str, Any], bool]:
-        fleet, _ = self._counts()
+        problems = self.problems()
+        fleet, _ = self._counts(problems=problems)
         last = self.last
-        stuck = self._pass_started is not None and time.monotonic() - self._pass_started > STUCK_PASS_SECONDS
+        stuck = self._pass_stuck()
         stale = self.leading and (last is None or (utcnow() - self.last_pass_at).total_seconds() > max(
             3 * self.options.resync, 60))
-        ok = self._ready and not self.stopping and not stuck and not stale
+        degraded = bool(problems)
+        ok = self._ready and not self.stopping and not stuck and not stale and not degraded
         error = last.load_error if last else None
         report = {
-            "status": "ok" if ok else ("stopping" if self.stopping else "not ready" if not self._ready else
-                                       "stuck" if stuck else "stale"),
+            "status": "ok" if ok else ("stopping" if self.stopping else "degraded" if degraded else
+                                       "not ready" if not self._ready else "stuck" if stuck else "stale"),
+            "reason": "; ".join(problems) if problems else None,
             "total": sum(count for status, count in fleet.items() if status not in ("deleted", "unhealthy")),
             **fleet,
             "scripts_running": self.pool.busy(),
@@ -365,16 +481,32 @@ class Daemon:
             "desired_loads": error is None,
             "desired_errors": [str(problem) for problem in error.problems] if error else [],
             "daemon": {"pid": self._pid(), "host": HOST, "leading": self.leading},
-            "leader": self.leader(),
+            "leader": None if problems else self._leader_or_none(problems),
         }
         return report, ok
 
-    def _counts(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Fleet counts for /health and /metrics, at most COUNTS_TTL old: a scan per scrape adds up."""
+    def _leader_or_none(self, problems: list[str]) -> dict[str, Any] | None:
+        try:
+            return self.leader()
+        except StoreError as exc:
+            problems.append(f"health: {exc}")
+            return None
+
+    def _counts(self, *, problems: list[str] | None = None) -> tuple[dict[str, int], dict[str, int]]:
+        """Fleet counts for /health and /metrics, at most COUNTS_TTL old: a scan per scrape adds up.
+
+        While the store is known to be away, the last counts are served without asking it (a probe
+        must answer at once); a failed refresh also serves them and adds its reason to `problems`.
+        """
         with self._counts_lock:
             at, counts = self._counts_cache
-            if counts is None or time.monotonic() - at > COUNTS_TTL:
-                counts = self.store.counts()
+            if counts is None or (time.monotonic() - at > COUNTS_TTL and not self.outages.reasons()):
+                try:
+                    counts = self.store.counts()
+                except StoreError as exc:
+                    if problems is not None:
+                        problems.append(f"health: {exc}")
+                    return counts or _no_counts()
                 self._counts_cache = (time.monotonic(), counts)
             return counts
 
@@ -386,9 +518,13 @@ class Daemon:
         return body, CONTENT_TYPE
 
     async def _lead(self) -> None:
-        """Hold or seek the leader lease (PostgreSQL): exactly one daemon plans and health-checks."""
+        """Hold or seek the leader lease (PostgreSQL): exactly one daemon plans and health-checks.
+
+        Through a store outage the step is retried (backed off); a leader that cannot renew steps down
+        a third of the lease before it could lapse, so two daemons never plan at once.
+        """
         while True:
-            held = await asyncio.to_thread(self._leadership_step)
+            held, delay = await self._leadership_attempt()
             if held and not self.leading:
                 self.leading = True
                 self.log.info("became leader")
@@ -397,14 +533,28 @@ class Daemon:
             elif not held and self.leading:
                 self.leading = False
                 self.log.warning("lost leadership; following")
-            if await _sleep_or_stop(self._stop, LEADER_POLL):
+            if await _sleep_or_stop(self._stop, delay):
                 if self.leading:
-                    await asyncio.to_thread(self.store.release_lock, name=LEADER_LOCK, holder=self.worker_id)
+                    with contextlib.suppress(StoreError):  # else the lease runs out
+                        await asyncio.to_thread(self.store.release_lock, name=LEADER_LOCK, holder=self.worker_id)
                 return
+
+    async def _leadership_attempt(self) -> tuple[bool, float]:
+        """(whether we lead now, seconds until the next attempt)."""
+        started = time.monotonic()
+        try:
+            held = await asyncio.to_thread(self._leadership_step)
+        except TRANSIENT as exc:
+            delay = min(LEADER_POLL, self.outages.failed(loop="leader", error=exc))
+            return self.leading and time.monotonic() < self._leader_valid_until - self.options.leader_ttl / 3, delay
+        self.outages.recovered(loop="leader")
+        if held:
+            self._leader_valid_until = started + self.options.leader_ttl
+        return held, LEADER_POLL
 
     def _leadership_step(self) -> bool:
         now = utcnow()
-        until = iso(now + timedelta(seconds=LEADER_TTL))
+        until = iso(now + timedelta(seconds=self.options.leader_ttl))
         if self.leading:
             return self.store.renew_lock(name=LEADER_LOCK, holder=self.worker_id, until=until)
         holder = self.store.acquire_lock(
@@ -454,9 +604,18 @@ class Daemon:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.to_thread(self.store.release_lock, name=LOCK_NAME, holder=self.worker_id)
+        try:
+            await asyncio.to_thread(self.store.release_lock, name=LOCK_NAME, holder=self.worker_id)
+        except StoreError as exc:  # the lock then lapses after --lock-ttl
+            self.log.warning("could not release the daemon lock", error=str(exc))
         self.log.info("stopped", handed_back=handed_back)
         self.notifier.close()
+
+
+def _no_counts() -> tuple[dict[str, int], dict[str, int]]:
+    fleet = {status.value: 0 for status in ResourceStatus}
+    fleet["unhealthy"] = 0
+    return fleet, {health.value: 0 for health in Health}
 
 
 def _holder_dead(host: str, pid: int | None) -> bool:

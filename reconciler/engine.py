@@ -25,6 +25,7 @@ from .models import (
     spec_hash,
     utcnow,
 )
+from .owners import FileOwners
 from .plan import Action, Change, Plan, PlanPolicy, compute_plan
 from .spec import DesiredCache, DesiredState, Source, load_desired
 
@@ -131,21 +132,25 @@ class Converged:
     held: str | None = None
 
 
-def converge_one(*, store: Any, resource_id: str, spec: ResourceSpec | None, source: str) -> Converged:
-    """Plan and queue the change of one resource now (the API's synchronous step).
+def converge_one(*, store: Any, resource_id: str, spec: ResourceSpec | None) -> Converged:
+    """Declare (`spec`) or withdraw (None) one API resource and queue its change now: the API's step.
 
-    The job is the new one, the one already open, or (nothing to do) the latest. The plan sees only
-    this row, so the fleet-wide mass-delete rule does not apply to this explicit request.
+    Planned first: when a rule holds the change back (protected), nothing is written and `held` says
+    why, so a refused call changes nothing. Otherwise the declaration and the job are written in one
+    transaction. The job is the new one, the one already open, or (nothing to do) the latest. The plan
+    sees only this row, so the fleet-wide mass-delete rule does not apply to this explicit request.
     """
     row = store.get_resource(resource_id)
     desired = DesiredState(resources={resource_id: spec} if spec else {},
-                           sources={resource_id: Source(source, 0)} if spec else {})
+                           sources={resource_id: Source(API_SOURCE, 0)} if spec else {})
     view = plan_against(desired=desired, observed={resource_id: row} if row else {},
                         in_flight=store.in_flight() & {resource_id}, now=utcnow(),
                         policy=PlanPolicy(allow_mass_delete=True), targets=[resource_id])
-    queued = enqueue(store=store, view=view, commit=None)
-    held = view.plan.kept[0].reason if view.plan.kept else None
-    return Converged(store.get_job(queued[0]) if queued else store.latest_job(resource_id), held)
+    if view.plan.kept:
+        return Converged(None, view.plan.kept[0].reason)
+    queued = store.declare_api(resource_id=resource_id, spec=spec.model_dump() if spec else None,
+                               requests=job_requests(view=view), now=iso(utcnow()))
+    return Converged(store.get_job(queued[0]) if queued else store.latest_job(resource_id))
 
 
 def plan_scope(plan: Plan) -> set[str]:
@@ -201,6 +206,10 @@ class Reconciler:
         self.policy = policy
         self.cache = DesiredCache()
         self.last_good: DesiredState | None = None
+        self.load_error: SpecError | None = None
+        # which file owns which id, also for files failing to load now (the API asks)
+        self.owners = FileOwners()
+        self._owners_seen: tuple[DesiredCache, int] | None = None
         self._last_key: tuple[Any, ...] | None = None
         self._last_result: PassResult | None = None
 
@@ -236,12 +245,21 @@ class Reconciler:
         return PassResult(queued, view.plan, load_error, self.store.counts()[0], _next_retry(observed),
                           len(self.last_good.resources))
 
+    def refresh_desired(self) -> None:
+        """Load desired/ without planning (a follower, whose API still needs to know the files' ids)."""
+        self._load()
+
     def _load(self) -> SpecError | None:
         try:
             self.last_good = self.cache.load(directory=self.desired_dir)
+            self.load_error = None
         except SpecError as exc:
-            return exc
-        return None
+            self.load_error = exc
+        seen = (self.cache, self.cache.generation)
+        if self._owners_seen is None or seen[0] is not self._owners_seen[0] or seen[1] != self._owners_seen[1]:
+            self.owners.observe(self.cache.files())
+            self._owners_seen = seen
+        return self.load_error
 
 
 def _retry_due(at: str | None) -> bool:

@@ -40,7 +40,22 @@ class SpecError(ReconcilerError):
 
 
 class StoreError(ReconcilerError):
-    """The observed-state database cannot be opened or used (bad URL, permissions, newer schema)."""
+    """The observed-state database cannot be opened or used (bad URL, permissions, newer schema, corrupt file)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or written right now (locked, restarting, disk full, read-only).
+
+    Nothing was written by the failed call. A long-lived loop waits and tries again; a one-shot
+    command reports it and exits 1.
+    """
+
+
+class StoreConflict(StoreError):
+    """A transaction lost a race with another one (serialization failure, deadlock, constraint).
+
+    Nothing was written by the failed call; trying again at once is safe.
+    """
 
 
 class ScriptError(ReconcilerError):

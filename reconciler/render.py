@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 from .plan import Action, Change, Hold, Plan
+from .terminal import printable
 
 FORMAT_VERSION = "1.0"
 _SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-", Action.RETRY: "~"}
@@ -125,7 +126,8 @@ def render_text(plan: Plan, *, colour: bool, api: frozenset[str] = frozenset()) 
 
 
 def _note(change: Change, paint: _Paint, kind: str) -> str:
-    return paint(f"  # {change.resource_id}: {kind}, {change.reason}", "warn" if kind == "kept" else "dim") + "\n"
+    text = printable(f"  # {change.resource_id}: {kind}, {change.reason}")
+    return paint(text, "warn" if kind == "kept" else "dim") + "\n"
 
 
 def _block(change: Change, paint: _Paint, *, via_api: bool) -> str:
@@ -168,4 +170,5 @@ def _diff(change: Change, paint: _Paint) -> list[str]:
 
 
 def _value(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    # JSON escapes C0 controls itself; DEL, C1 (a lone \x9b is CSI) and bidi controls are escaped here
+    return printable(json.dumps(value, sort_keys=True, ensure_ascii=False))

@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import ReconcilerError
 from .models import canonical_json
+from .terminal import has_control, printable
 
 # The gate is a constant program; the script path arrives as its $0, so nothing is ever interpolated.
 # It waits for "go" (so the caller can record the process group first), runs the script as its child
@@ -461,6 +462,10 @@ def _outcome(returncode: int | None, *, stopped: str | None, timeout: float, nee
              streams: _Streams, started: float) -> ScriptOutcome:
     url = streams.url()
     error = _error_for(returncode, stopped=stopped, timeout=timeout)
+    if url is not None and has_control(url):  # an escape sequence would reach every terminal showing it
+        refused, url = printable(url), None
+        if error is None and needs_url:
+            error = f"exit 0 but the URL it printed holds control characters (refused): {refused}"
     if error is None and needs_url and url is None:
         error = "exit 0 but printed no http(s):// URL"
     exit_code = returncode if returncode is not None and returncode >= 0 and not stopped else None

@@ -128,6 +128,12 @@ class DesiredCache:
                                    {rid: h for entry in files.values() for rid, h in entry.hashes.items()})
         return self._state
 
+    def files(self) -> list[tuple[Path, dict[str, Source], bool]]:
+        """Each file as the last `load` read it, even when that load failed as a whole: the ids its
+        valid documents declare, and whether the file itself parsed and validated cleanly."""
+        return [(path, {spec.resource_id: source for spec, source in entry.loaded}, not entry.problems)
+                for path, entry in self._files.items()]
+
     def _entry(self, path: Path) -> _Entry:
         try:
             info = path.stat()

@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import ReconcilerError
 from .models import Event, ObservedResource
+from .terminal import printable
 
 _COLUMNS = ("RESOURCE", "STATUS", "HEALTH", "OWNER", "REGION", "DEPLOY_REF", "URL", "LAST_SEEN")
 
@@ -50,8 +51,8 @@ def table(*, store: Any, output: str) -> str:
     if not rows:
         return "No resources observed yet.\n"
     cells = [_COLUMNS] + [
-        (r.resource_id, str(r.status), str(r.health), r.owner, r.region, r.deploy_ref, r.url or "-",
-         r.last_seen or "-")
+        (r.resource_id, str(r.status), str(r.health), printable(r.owner), printable(r.region),
+         printable(r.deploy_ref), printable(r.url or "-"), r.last_seen or "-")
         for r in rows
     ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
@@ -72,7 +73,8 @@ def one(*, store: Any, resource_id: str, output: str, events: int = 10) -> str:
         return json.dumps({**row_json(row), "events": [event_json(e) for e in recent]}, indent=2) + "\n"
     fields = row_json(row)
     width = max(len(name) for name in fields)
-    lines = [f"{name.ljust(width)}  {'-' if value is None else value}" for name, value in fields.items()]
+    lines = [f"{name.ljust(width)}  {'-' if value is None else printable(str(value))}"
+             for name, value in fields.items()]
     lines.append(f"\nlatest events ({len(recent)}):" if recent else "\nno events yet")
     lines.extend(_event_line(event) for event in recent)
     return "\n".join(lines) + "\n"
@@ -88,4 +90,4 @@ def history(*, store: Any, resource_id: str, output: str) -> str:
 
 def _event_line(event: Event) -> str:
     commit = f" @{event.desired_commit}" if event.desired_commit else ""
-    return f"  {event.at}  {event.kind:<12} {event.message}{commit}"
+    return printable(f"  {event.at}  {event.kind:<12} {event.message}{commit}")

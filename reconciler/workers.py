@@ -7,6 +7,7 @@ Split from engine.py, which plans and queues: this half runs what was queued, wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -19,8 +20,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from .errors import StoreError
 from .models import Job, JobAction, JobResult, iso, utcnow
 from .retry import RetryPolicy, next_delay
+from .supervise import TRANSIENT, Crash, Outages, guarded_thread, retry_sync
 
 if TYPE_CHECKING:
     from .runner import ScriptOutcome
@@ -87,14 +90,18 @@ def expire_dead_leases(*, store: Any, now: datetime) -> int:
 class JobRunner:
     """Runs claimed jobs: makes sure an earlier run is gone, runs the script(s), records the result."""
 
-    def __init__(self, *, store: Any, config: EngineConfig, worker_id: str,
-                 rand: Callable[[], float] = random.random, no_more_claims: threading.Event | None = None) -> None:
+    def __init__(self, *, store: Any, config: EngineConfig, worker_id: str, outages: Outages,
+                 may_claim: Callable[[], bool] = lambda: True, rand: Callable[[], float] = random.random,
+                 no_more_claims: threading.Event | None = None) -> None:
         self.store = store
         self.config = config
         self.worker_id = worker_id
+        self.outages = outages
+        self.may_claim = may_claim
         self.rand = rand
         self._no_more_claims = no_more_claims or threading.Event()  # set: finish without claiming the next
         self._running: dict[str, int | None] = {}  # job_id → process group of its current script
+        self._unstarted: set[str] = set()  # jobs whose start could not be recorded (store unavailable)
         self._lock = threading.Lock()
         self._abandoning = threading.Event()
 
@@ -109,18 +116,32 @@ class JobRunner:
         finally:
             with self._lock:
                 self._running.pop(job.job_id, None)
-        if self._abandoning.is_set() and not result.ok:
-            # stopped by our own shutdown, not by the script's fault: the next start runs it again
-            self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
+        with self._lock:
+            unstarted = job.job_id in self._unstarted
+            self._unstarted.discard(job.job_id)
+        if unstarted or (self._abandoning.is_set() and not result.ok):
+            # not the script's fault (our shutdown, or the store refused the start): run it again later
+            self._persist(lambda: self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow())))
             return Finished(job=job, result=result, recorded=False, handed_back=True), None
-        now = utcnow()
-        if next_from is False or self._abandoning.is_set() or self._no_more_claims.is_set():
-            recorded = self.store.finish(job=job, worker=self.worker_id, result=result, now=iso(now))
-            return Finished(job=job, result=result, recorded=recorded), None
-        recorded, following = self.store.finish_and_claim(
-            job=job, worker=self.worker_id, result=result, now=iso(now),
-            lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=next_from)
+        if next_from is False or self._abandoning.is_set() or self._no_more_claims.is_set() or not self.may_claim():
+            recorded = self._persist(lambda: self.store.finish(job=job, worker=self.worker_id, result=result,
+                                                               now=iso(utcnow())))
+            return Finished(job=job, result=result, recorded=bool(recorded)), None
+        outcome = self._persist(lambda: self._finish_and_claim(job, result, next_from))
+        recorded, following = outcome if outcome is not None else (False, None)
         return Finished(job=job, result=result, recorded=recorded), following
+
+    def _finish_and_claim(self, job: Job, result: JobResult, scope: set[str] | None) -> tuple[bool, Job | None]:
+        now = utcnow()
+        return self.store.finish_and_claim(
+            job=job, worker=self.worker_id, result=result, now=iso(now),
+            lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=scope)
+
+    def _persist(self, call: Callable[[], Any]) -> Any:
+        """Record through a store outage: a result is worth waiting for (until our own shutdown gives up;
+        then the lease runs out and the job is claimed again). The outage bound is in README."""
+        return retry_sync(call, loop=threading.current_thread().name, outages=self.outages,
+                          stop=self._abandoning)
 
     def running_count(self) -> int:
         with self._lock:
@@ -181,8 +202,14 @@ class JobRunner:
             raise RuntimeError("shutting down")
         with self._lock:
             self._running[job.job_id] = pgid
-        if not self.store.record_script(job_id=job.job_id, worker=self.worker_id, pgid=pgid, host=HOST,
-                                        now=iso(utcnow())):
+        try:
+            recorded = self.store.record_script(job_id=job.job_id, worker=self.worker_id, pgid=pgid, host=HOST,
+                                                now=iso(utcnow()))
+        except TRANSIENT:
+            with self._lock:
+                self._unstarted.add(job.job_id)
+            raise
+        if not recorded:
             raise RuntimeError("lease lost before the script started")
 
     def _result(self, job: Job, outcome: Any, *, prefix: str = "") -> JobResult:
@@ -205,19 +232,27 @@ class WorkerPool:
     """
 
     def __init__(self, *, store: Any, config: EngineConfig, parallelism: int,
-                 on_finish: Callable[[Finished], None] = lambda finished: None, idle_poll: float = 1.0) -> None:
+                 on_finish: Callable[[Finished], None] = lambda finished: None, idle_poll: float = 1.0,
+                 outages: Outages | None = None, on_crash: Crash | None = None,
+                 may_claim: Callable[[], bool] = lambda: True) -> None:
+        from .logs import get_logger
+
         self.store = store
         self.config = config
         self.parallelism = max(1, parallelism)
         self.worker_id = new_worker_id()
         self.on_finish = on_finish
         self.idle_poll = idle_poll
+        self.outages = outages or Outages(log=get_logger())
+        self.on_crash = on_crash or _log_crash
+        self.may_claim = may_claim
         self._stop_claiming = threading.Event()
         self._stopped = threading.Event()
         self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
-        self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id,
-                                 no_more_claims=self._stop_claiming)
+        self._renewer: threading.Thread | None = None
+        self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id, outages=self.outages,
+                                 may_claim=may_claim, no_more_claims=self._stop_claiming)
         self._abandon_requested = threading.Event()
         self.deaths: list[str] = []  # apply: "thread: Error: message" of each worker that died
 
@@ -278,7 +313,9 @@ class WorkerPool:
                         break  # claimed with the last finish, never started: handed back below
                     finished, job = self._runner.run(job, next_from=scope)  # raises: `job` is handed back
                     record(finished)
-                elif not self.store.count_open(resource_ids=scope):
+                elif not retry_sync(lambda: self.store.count_open(resource_ids=scope),
+                                    loop=threading.current_thread().name, outages=self.outages,
+                                    stop=self._stop_claiming):
                     return
                 else:
                     self._stop_claiming.wait(poll)
@@ -311,6 +348,13 @@ class WorkerPool:
     def busy(self) -> int:
         return self._runner.running_count()
 
+    def dead_threads(self) -> list[str]:
+        """Names of this pool's threads that ended while it should be serving (for /health)."""
+        if self._stopped.is_set() or self._stop_claiming.is_set():
+            return []
+        threads = [*self._threads, *([self._renewer] if self._renewer else [])]
+        return [thread.name for thread in threads if not thread.is_alive()]
+
     def shutdown(self, *, grace: float) -> int:
         """Stop claiming; give running scripts `grace` seconds; then end them and hand their jobs back.
 
@@ -339,28 +383,51 @@ class WorkerPool:
                 if not self._stop_claiming.is_set():
                     self._wake.wait(self.idle_poll)
         if job is not None:  # claimed with the last finish but never started: back to the queue
-            self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
+            with contextlib.suppress(StoreError):  # else its lease runs out and it is claimed again
+                self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
 
     # --- shared ---
 
     def _start(self, *, target: Callable[[], None]) -> None:
-        self._threads = [threading.Thread(target=target, daemon=True, name=f"worker-{i}")
+        self._threads = [guarded_thread(target=target, name=f"worker-{i}", on_crash=self.on_crash)
                          for i in range(self.parallelism)]
-        threading.Thread(target=self._renew_loop, daemon=True, name="lease-renewer").start()
+        self._renewer = guarded_thread(target=self._renew_loop, name="lease-renewer", on_crash=self.on_crash)
+        self._renewer.start()
         for thread in self._threads:
             thread.start()
 
     def _claim(self, scope: set[str] | None) -> Job | None:
-        if self._stop_claiming.is_set():
+        """The next job, or None (nothing due, claiming paused, or the store unavailable: then after a wait)."""
+        if self._stop_claiming.is_set() or not self.may_claim():
             return None
         now = utcnow()
         until = iso(now + timedelta(seconds=self.config.lease_seconds))
-        jobs = self.store.claim(worker=self.worker_id, now=iso(now), lease_until=until, resource_ids=scope)
+        loop = threading.current_thread().name
+        try:
+            jobs = self.store.claim(worker=self.worker_id, now=iso(now), lease_until=until, resource_ids=scope)
+        except TRANSIENT as exc:
+            self._stop_claiming.wait(self.outages.failed(loop=loop, error=exc))
+            return None
+        self.outages.recovered(loop=loop)
         return jobs[0] if jobs else None
 
     def _renew_loop(self) -> None:
+        """Renew every lease each third of the lease; through an outage, retry sooner (backed off)."""
         interval = min(self.config.lease_seconds / 3, 5.0)
-        while not self._stopped.wait(interval):
-            until = iso(utcnow() + timedelta(seconds=self.config.lease_seconds))
-            self.store.renew(worker=self.worker_id, lease_until=until)
-            expire_dead_leases(store=self.store, now=utcnow())
+        delay = interval
+        while not self._stopped.wait(delay):
+            try:
+                until = iso(utcnow() + timedelta(seconds=self.config.lease_seconds))
+                self.store.renew(worker=self.worker_id, lease_until=until)
+                expire_dead_leases(store=self.store, now=utcnow())
+            except TRANSIENT as exc:
+                delay = min(interval, self.outages.failed(loop="lease-renewer", error=exc))
+                continue
+            self.outages.recovered(loop="lease-renewer")
+            delay = interval
+
+
+def _log_crash(name: str, exc: BaseException) -> None:
+    from .logs import get_logger
+
+    get_logger().error("thread died", thread=name, error=f"{type(exc).__name__}: {exc}", exc_info=exc)

@@ -21,28 +21,36 @@ ALLOWED: dict[str, set[str]] = {
     "defects": set(),
     "yamlfast": set(),
     "spec": {"models", "errors", "yamlfast"},
+    # which file owns which id, also while files fail to load (issue 11: the API's ownership check)
+    "owners": {"spec"},
     "plan": {"models"},
-    "render": {"plan", "models"},
+    "render": {"plan", "models", "terminal"},
     "retry": set(),
-    "status": {"models", "errors"},
+    "status": {"models", "errors", "terminal"},
     "store": {"models", "errors", "store", "defects"},
-    "runner": {"models", "errors"},
+    "runner": {"models", "errors", "terminal"},
     "health": {"models"},
     "logs": set(),
+    # escaping of control characters for text views (issue 11): pure, imports nothing
+    "terminal": set(),
     "engine": {"models", "errors", "spec", "plan", "render", "retry", "store", "runner", "health", "logs",
-               "yamlfast"},
+               "yamlfast", "owners"},
     # the other half of DESIGN.md's engine: claiming and running jobs (split when engine.py outgrew one job)
-    "workers": {"models", "errors", "retry", "runner"},
+    "workers": {"models", "errors", "retry", "runner", "supervise", "logs"},
+    # one failure policy for every long-lived loop (store outages retried, anything else is a crash)
+    "supervise": {"errors", "retry"},
     "systemd": set(),
     "metrics": set(),
     "portable": {"errors", "models", "store"},
     # the daemon hosts the API server and its metrics, so it is the one module above api
     "daemon": {"engine", "workers", "health", "store", "models", "errors", "logs", "spec", "plan", "retry",
-               "runner", "systemd", "metrics", "api"},
+               "runner", "systemd", "metrics", "api", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
     "apply": {"engine", "workers", "render", "store", "models", "errors", "plan", "spec", "logs", "retry",
-              "runner"},
-    "api": {"engine", "store", "models", "errors", "logs", "spec", "plan", "status"},
+              "runner", "terminal"},
+    "api": {"engine", "store", "models", "errors", "logs", "spec", "plan", "status", "httpguard"},
+    # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
+    "httpguard": set(),
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
     "coordination": {"daemon", "store", "models", "errors", "runner", "workers"},
     "cli": None,  # type: ignore[dict-item]  # anything

@@ -279,6 +279,18 @@ def test_finish_by_a_worker_that_lost_the_lease_changes_nothing(store: SQLiteSto
     assert store.get_resource("acme-prod").url == "http://y/"
 
 
+def test_a_run_whose_lease_lapsed_and_was_claimed_again_by_the_same_owner_records_nothing(store: SQLiteStore) -> None:
+    """A store outage longer than the lease: a thread of the same process (same lease owner) claims the
+    job again; the first run's late finish must not record over the second run."""
+    store.enqueue(requests=[request()], now=at(0), commit=None)
+    stale = claimed(store, worker="w1", now=0, lease=30)
+    fresh = claimed(store, worker="w1", now=31, lease=30)
+    assert not store.finish(job=stale, worker="w1", result=JobResult(False, 1, None, "killed"), now=at(32))
+    assert store.get_job(fresh.job_id).status is JobStatus.RUNNING
+    assert store.finish(job=fresh, worker="w1", result=JobResult(True, 0, "http://y/", None), now=at(33))
+    assert [event.kind for event in store.events("acme-prod")].count("succeeded") == 1
+
+
 def test_delete_success_leaves_a_tombstone_with_its_history(store: SQLiteStore) -> None:
     created(store)
     store.enqueue(requests=[request(action=JobAction.DELETE, version=version(store))], now=at(10), commit=None)

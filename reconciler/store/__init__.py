@@ -6,8 +6,10 @@ whether the rows live in a SQLite file or PostgreSQL.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from ..errors import StoreError
 
@@ -21,11 +23,58 @@ def is_postgres(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
 
 
-def redact(url: str) -> str:
-    """The database URL as logs and messages may show it (no password)."""
-    from .postgres import redact as hide
+# key=value connection strings (libpq's other spelling): `password=x`, `password = 'a b\'c'`, `sslpassword=…`
+_DSN_SECRET = re.compile(r"""(?i)(?<!\S)(\w*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)""")
+_QUERY_PARAM = re.compile(r"([^&=#]+)=([^&#]*)")
 
-    return hide(url) if is_postgres(url) else url
+
+def redact(url: str) -> str:
+    """A database URL or DSN as logs, errors and status may show it: every password replaced by ***.
+
+    Covers `user:pw@`, an empty user (`:pw@`), `?password=` (its name percent-encoded too, as libpq
+    decodes it) and key=value strings. Anything unsure is hidden rather than shown.
+    """
+    return _DSN_SECRET.sub(lambda m: f"{m.group(1)}***", _redact_query(_redact_userinfo(url)))
+
+
+def redact_message(text: str, *, url: str) -> str:
+    """A driver's error about `url` with the URL's secrets hidden: libpq quotes the token it could not
+    parse (`invalid percent-encoded token: "hun%zzter2"`) or the whole URI."""
+    found = _secrets(url)
+    for secret in sorted({*found, *map(unquote, found)} - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return redact(text)
+
+
+def _secrets(url: str) -> list[str]:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, _host = rest.partition("?")[0].rpartition("@")
+    found = [userinfo.partition(":")[2]] if sep and at else []
+    found += [value for key, value in _QUERY_PARAM.findall(url.partition("?")[2])
+              if "password" in unquote(key).lower()]
+    return found + [match.group(2).strip("'") for match in _DSN_SECRET.finditer(url)]
+
+
+def _redact_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    authority, mark, query = rest.partition("?")
+    userinfo, at, host = authority.rpartition("@")  # the last @: a password may hold an unencoded one
+    user, colon, _password = userinfo.partition(":")
+    if not (sep and at and colon):
+        return url
+    return f"{scheme}://{user}:***@{host}{mark}{query}"
+
+
+def _redact_query(url: str) -> str:
+    head, mark, query = url.partition("?")
+    if not mark:
+        return url
+
+    def hide(match: re.Match[str]) -> str:
+        secret = "password" in unquote(match.group(1)).lower()
+        return f"{match.group(1)}=***" if secret else match.group(0)
+
+    return head + mark + _QUERY_PARAM.sub(hide, query)
 
 
 def sqlite_path(url: str) -> Path:
@@ -44,12 +93,16 @@ def exists(url: str) -> bool:
     return is_postgres(url) or sqlite_path(url).exists()
 
 
-def open_store(*, url: str, create: bool = True, pool_size: int = 20) -> SQLStore:
-    """Open (and migrate) the store at `url`; `create=False` refuses to make a new SQLite file."""
+def open_store(*, url: str, create: bool = True, pool_size: int = 20, busy_timeout: float | None = None) -> SQLStore:
+    """Open (and migrate) the store at `url`; `create=False` refuses to make a new SQLite file.
+
+    `busy_timeout`: seconds a SQLite write waits for another process's lock (default BUSY_TIMEOUT_S).
+    """
     if is_postgres(url):
         from .postgres import PostgresStore
 
         return PostgresStore(url=url, pool_size=pool_size)
-    from .sqlite import SQLiteStore
+    from .sqlite import BUSY_TIMEOUT_S, SQLiteStore
 
-    return SQLiteStore(path=sqlite_path(url), create=create)
+    return SQLiteStore(path=sqlite_path(url), create=create,
+                       busy_timeout=BUSY_TIMEOUT_S if busy_timeout is None else busy_timeout)

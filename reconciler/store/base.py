@@ -193,12 +193,30 @@ class SQLStore:
         rows = self._rows("SELECT resource_id, spec_json FROM api_desired")
         return {row["resource_id"]: json.loads(row["spec_json"]) for row in rows}
 
+    def api_declaration(self, resource_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT spec_json FROM api_desired WHERE resource_id = ?", (resource_id,))
+        return json.loads(row["spec_json"]) if row else None
+
     def put_api_desired(self, *, spec: dict[str, Any], now: str) -> None:
         with self._write() as conn:
-            conn.execute(
-                "INSERT INTO api_desired (resource_id, spec_json, created_at, updated_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(resource_id) DO UPDATE SET spec_json = excluded.spec_json,"
-                " updated_at = excluded.updated_at", (spec["resource_id"], canonical_json(spec), now, now))
+            self._put_api(conn, spec=spec, now=now)
+
+    @staticmethod
+    def _put_api(conn: Any, *, spec: dict[str, Any], now: str) -> None:
+        conn.execute(
+            "INSERT INTO api_desired (resource_id, spec_json, created_at, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(resource_id) DO UPDATE SET spec_json = excluded.spec_json,"
+            " updated_at = excluded.updated_at", (spec["resource_id"], canonical_json(spec), now, now))
+
+    def declare_api(self, *, resource_id: str, spec: dict[str, Any] | None, requests: Iterable[JobRequest],
+                    now: str) -> list[str]:
+        """Store (`spec`) or drop (None) an API declaration and queue its change, in one transaction."""
+        with self._write() as conn:
+            if spec is None:
+                conn.execute("DELETE FROM api_desired WHERE resource_id = ?", (resource_id,))
+            else:
+                self._put_api(conn, spec=spec, now=now)
+            return self._enqueue_in(conn, requests=requests, now=now, commit=None)
 
     def delete_api_desired(self, *, resource_id: str) -> bool:
         with self._write() as conn:
@@ -227,20 +245,23 @@ class SQLStore:
         A request is skipped when its row changed since the plan was made (another apply or daemon
         got there first) or when the resource already has an open job: never two jobs for one change.
         """
-        queued: list[str] = []
         with self._write() as conn:
-            for request in requests:
-                conn.execute("SAVEPOINT request")
-                job_id = self._mark_row(conn, request=request, now=now) and self._insert_job(
-                    conn, request=request, now=now, commit=commit)
-                if not job_id:
-                    conn.execute("ROLLBACK TO request")
-                    conn.execute("RELEASE request")
-                    continue
+            return self._enqueue_in(conn, requests=requests, now=now, commit=commit)
+
+    def _enqueue_in(self, conn: Any, *, requests: Iterable[JobRequest], now: str, commit: str | None) -> list[str]:
+        queued: list[str] = []
+        for request in requests:
+            conn.execute("SAVEPOINT request")
+            job_id = self._mark_row(conn, request=request, now=now) and self._insert_job(
+                conn, request=request, now=now, commit=commit)
+            if not job_id:
+                conn.execute("ROLLBACK TO request")
                 conn.execute("RELEASE request")
-                self._event(conn, request.resource_id, now, "queued", f"{request.action} queued: {request.reason}",
-                            job_id, commit)
-                queued.append(job_id)
+                continue
+            conn.execute("RELEASE request")
+            self._event(conn, request.resource_id, now, "queued", f"{request.action} queued: {request.reason}",
+                        job_id, commit)
+            queued.append(job_id)
         return queued
 
     @staticmethod
@@ -398,9 +419,11 @@ class SQLStore:
         cursor = conn.execute(
             "UPDATE jobs SET status = ?, exit_code = ?, output_tail = ?, error = ?, finished_at = ?,"
             " lease_owner = NULL, lease_expires_at = NULL WHERE job_id = ? AND lease_owner = ?"
-            " AND status = 'running'",
+            # claims: a run whose lease lapsed in a store outage and was claimed again (even by a
+            # thread of this process, same lease owner) must not record over the newer run
+            " AND status = 'running' AND claims = ?",
             ("succeeded" if result.ok else "failed", result.exit_code, result.output_tail, result.error,
-             now, job.job_id, worker),
+             now, job.job_id, worker, job.claims),
         )
         if cursor.rowcount != 1:
             return False

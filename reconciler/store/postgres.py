@@ -3,18 +3,22 @@
 Several daemons on several machines share one database: workers claim jobs with
 `SELECT … FOR UPDATE SKIP LOCKED` (no two take the same job, none waits on another's), leases make a
 dead daemon's jobs reclaimable, and a lease row elects the one daemon that plans. Connections come
-from a pool sized for the workers plus the API.
+from a pool sized for the workers plus the API. A restart or a dropped connection surfaces as
+`StoreUnavailable` (faults.py); the pool then checks its idle connections, so the next try gets a
+fresh one. TCP keepalives bound how long a call can hang on a server that vanished without a word.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import re
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
+from . import redact, redact_message
 from .base import SQLStore
+from .faults import postgres_errors
 from .migrations import migrate_postgres
 
 
@@ -45,9 +49,10 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def redact(url: str) -> str:
-    """The URL with its password replaced, for logs and messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+# Seconds a call waits for a pooled connection before StoreUnavailable (the pool reconnects meanwhile).
+POOL_TIMEOUT_S = 10.0
+# A connection to a server that vanished without closing it is declared dead after about 10+3*5 s.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 
 class PostgresStore(SQLStore):
@@ -65,28 +70,42 @@ class PostgresStore(SQLStore):
             # one plain connection first: a wrong URL fails at once with the server's reason
             with psycopg.connect(url, connect_timeout=10, autocommit=True, row_factory=dict_row) as conn:
                 migrate_postgres(conn)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot use database {redact(url)}: {_first_line(exc)}") from None
         except psycopg.Error as exc:
-            raise StoreError(f"cannot use database {redact(url)}: {_first_line(exc)}") from None
-        self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=60,
-                                   kwargs={"row_factory": dict_row, "autocommit": True})
+            reason = redact_message(_first_line(exc), url=url)
+            raise StoreError(f"cannot use database {redact(url)}: {reason}") from None
+        self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=POOL_TIMEOUT_S,
+                                   kwargs={"row_factory": dict_row, "autocommit": True, **KEEPALIVES})
 
     def close(self) -> None:
         self.pool.close()
 
     @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Translate driver errors; after a lost connection, let the pool drop its other dead ones."""
+        try:
+            with postgres_errors(name=redact(self.url)):
+                yield
+        except StoreUnavailable:
+            with contextlib.suppress(Exception):
+                self.pool.check()
+            raise
+
+    @contextmanager
     def _read(self) -> Iterator[_Connection]:
-        with self.pool.connection() as conn:
+        with self._errors(), self.pool.connection() as conn:
             yield _Connection(conn)
 
     @contextmanager
     def _write(self) -> Iterator[_Connection]:
-        with self.pool.connection() as conn, conn.transaction():
+        with self._errors(), self.pool.connection() as conn, conn.transaction():
             yield _Connection(conn)
 
     def _tuples(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         from psycopg.rows import tuple_row
 
-        with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
+        with self._errors(), self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cursor:
             return cursor.execute(_pg_sql(sql), tuple(args)).fetchall()
 
     def _scope(self, resource_ids: Iterable[str] | None) -> tuple[str, tuple[Any, ...]]:

@@ -3,11 +3,13 @@
 One file holds all three so that finishing a job (job row, resource row, event) is one transaction:
 a crash at any instant leaves either the whole transition or none of it. WAL mode lets readers
 (`status`, `plan`) run while workers write; every writer takes the lock up front (BEGIN IMMEDIATE)
-and waits through a busy timeout instead of failing.
+and waits through a busy timeout instead of failing; past it the call raises `StoreUnavailable`
+(see faults.py) and the caller's loop retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -16,11 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from .base import SQLStore
+from .faults import sqlite_errors
 from .migrations import migrate
 
-BUSY_TIMEOUT_S = 30.0
+BUSY_TIMEOUT_S = 30.0  # default of --busy-timeout / RECONCILER_BUSY_TIMEOUT
 
 
 class SQLiteStore(SQLStore):
@@ -28,12 +31,14 @@ class SQLiteStore(SQLStore):
 
     kind = "sqlite"
 
-    def __init__(self, *, path: Path, create: bool = True) -> None:
+    def __init__(self, *, path: Path, create: bool = True, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._writer = threading.Lock()
         self._create_file(create=create)
-        migrate(self._conn())
+        with sqlite_errors(name=str(self.path)):
+            migrate(self._conn())
 
     def _create_file(self, *, create: bool) -> None:
         if self.path.exists():
@@ -45,17 +50,16 @@ class SQLiteStore(SQLStore):
             # Created 0600 before SQLite touches it: rows hold URLs and script output.
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         except OSError as exc:
-            raise StoreError(f"cannot create database {self.path}: {exc.strerror}") from None
+            raise StoreError(f"cannot create database {self.path}: {exc.strerror}; make its directory writable "
+                             "(and free space on its file system) or choose another --db") from None
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            with sqlite_errors(name=str(self.path)):
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"cannot open database {self.path}: {exc}") from None
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
         return conn
@@ -72,26 +76,47 @@ class SQLiteStore(SQLStore):
 
         Threads of this process queue on a Python lock first: SQLite's busy handler sleeps in coarse
         steps, which with 32 workers cost more than the scripts (measured: 3.7x xargs before, see P2).
-        Other processes still meet at SQLite's lock, with the busy timeout.
+        Other processes still meet at SQLite's lock, with the busy timeout. The Python lock has the
+        same timeout, so a call waits at most about twice the busy timeout, never forever.
         """
-        with self._writer:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        if not self._writer.acquire(timeout=self.busy_timeout):
+            raise StoreUnavailable(f"database {self.path} is busy: another thread of this process has waited "
+                                   f"{self.busy_timeout:g} s for the write lock; nothing was written")
+        try:
+            with sqlite_errors(name=str(self.path)):
+                yield from self._transaction(self._conn())
+        finally:
+            self._writer.release()
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            # SQLite may already have rolled back (disk full, I/O error): never mask the first error
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        try:
             conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        yield self._conn()  # autocommit: each read is its own snapshot under WAL
+        with sqlite_errors(name=str(self.path)):
+            yield self._conn()  # autocommit: each read is its own snapshot under WAL
 
     def _tuples(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        cursor = self._conn().cursor()
-        cursor.row_factory = None
-        return cursor.execute(sql, tuple(args)).fetchall()
+        with sqlite_errors(name=str(self.path)):
+            cursor = self._conn().cursor()
+            cursor.row_factory = None
+            return cursor.execute(sql, tuple(args)).fetchall()
 
     def _scope(self, resource_ids: Iterable[str] | None) -> tuple[str, tuple[Any, ...]]:
         """SQL narrowing jobs to some resources; the ids travel as one JSON array parameter."""
