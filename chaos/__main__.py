@@ -36,6 +36,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds the system gets to converge once the faults stop (default 120)")
     parser.add_argument("--confirm", type=int, default=0, metavar="N", help="replay a failing seed N times")
     parser.add_argument("--shrink", action="store_true", help="shrink a failing schedule (drop steps)")
+    parser.add_argument("--shrink-kind", action="append", default=[], metavar="KIND",
+                        help="shrink while a replay shows this violation kind (repeatable; default: any of the "
+                             "failure's kinds), e.g. overlap, 'unwarranted teardown', 'no convergence'")
     parser.add_argument("--shrink-budget", type=float, default=900.0, help="seconds for shrinking (default 900)")
     parser.add_argument("--schedule", type=Path, help="run this saved schedule (JSON) instead of generating")
     parser.add_argument("--defect", default="", help="test only: re-introduce a known past defect (see "
@@ -85,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     steps = sum(item["steps"] for item in results)
     failed = [item["seed"] for item in results if not item["ok"]]
-    print(f"chaos: {len(results)} campaign(s), seeds {[item['seed'] for item in results]}, {steps} steps in "
-          f"{elapsed:.0f} s ({60 * steps / max(elapsed, 1):.0f} steps/min); failing seeds: {failed or 'none'}",
-          flush=True)
+    campaigns = sum(item["seconds"] for item in results)  # without replays and shrinking
+    print(f"chaos: {len(results)} campaign(s) on {args.backend}, seeds {[item['seed'] for item in results]}, "
+          f"{steps} steps in {campaigns:.0f} s ({60 * steps / max(campaigns, 1):.0f} steps/min; {elapsed:.0f} s "
+          f"in all); failing seeds: {failed or 'none'}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"results": results, "seconds": round(elapsed, 1)}, indent=2))
     return 1 if failed else 0
@@ -116,9 +120,12 @@ def _one(seed: int, args: argparse.Namespace, pg: object) -> dict:
 
 def _shrink(seed: int, steps: list, result: Result, settings: Settings, pg: object, args: argparse.Namespace,
             item: dict) -> None:
-    print(f"  shrinking {len(steps)} steps (kinds {sorted(result.kinds())}) …", flush=True)
-    small = shrink(seed=seed, steps=steps, settings=settings, pg=pg, kinds=result.kinds(),
-                   budget=args.shrink_budget)
+    kinds = set(args.shrink_kind) or result.kinds()
+    if not kinds & result.kinds():
+        print(f"  not shrinking: the failure shows {sorted(result.kinds())}, not {sorted(kinds)}", flush=True)
+        return
+    print(f"  shrinking {len(steps)} steps while a replay shows {sorted(kinds)} …", flush=True)
+    small = shrink(seed=seed, steps=steps, settings=settings, pg=pg, kinds=kinds, budget=args.shrink_budget)
     path = result.root / "shrunk.json"
     path.write_text(dumps(small))
     print(f"  shrunk schedule of seed {seed}: {len(small)} step(s), saved in {path}:", flush=True)

@@ -139,7 +139,7 @@ def test_short_campaign_postgres(tmp_path: Path) -> None:
 
 SELF_TEST = {
     # a hanging script, then its daemon killed twice: the second time while it takes the job over
-    "claim-forgets-old-run": ("687", "30", "sqlite", "overlap"),
+    "claim-forgets-old-run": ("12570", "12", "sqlite", "overlap"),
 }
 
 
@@ -149,7 +149,7 @@ SELF_TEST = {
 def test_the_campaign_finds_a_reintroduced_defect(tmp_path: Path, defect: str) -> None:
     seed, steps, backend, kind = SELF_TEST[defect]
     done, results = run_chaos(tmp_path, "--seed", seed, "--steps", steps, "--backend", backend, "--defect", defect,
-                              "--shrink", "--shrink-budget", "900", timeout=3500)
+                              "--shrink", "--shrink-kind", kind, "--shrink-budget", "900", timeout=3500)
     assert done.returncode == 1
     (item,) = results["results"]
     assert item["seed"] == int(seed) and any(v.startswith(kind) for v in item["violations"])
