@@ -147,6 +147,7 @@ class Campaign:
         world.wait_api()
 
     def check(self, *, final: bool = False) -> None:
+        self._revive()
         snap = self.snapshot()
         records = self.records()
         for found in invariants.overlaps(records):
@@ -159,6 +160,15 @@ class Campaign:
                                                               if "SIGKILL" in what])]
         for found in (item for items in checks for item in items):
             self.violation(found.kind, found.detail)
+
+    def _revive(self) -> None:
+        """A daemon that exited without being told to is a finding (its log says why); start it again."""
+        for slot in self.world.slots:
+            if slot.proc is not None and slot.proc.poll() is not None:
+                tail = slot.log.read_text(errors="replace").splitlines()[-3:] if slot.log.exists() else []
+                self.violation("daemon exited", f"daemon-{slot.index} (pid {slot.proc.pid}) exited "
+                               f"{slot.proc.returncode} on its own; log tail: {' | '.join(tail)[-600:]}")
+                self.world.start_daemon(slot)
 
     def _repair(self, *, due: int) -> None:
         for entry in [entry for entry in self.repairs if entry[0] <= due]:
@@ -185,11 +195,7 @@ class Campaign:
         deadline = time.monotonic() + self.settings.converge_limit
         gaps = ["not checked"]
         while time.monotonic() < deadline:
-            for slot in self.world.slots:  # a daemon that exited (a bug) is a finding, but let the others work
-                if slot.proc is not None and slot.proc.poll() is not None:
-                    self.violation("daemon exited", f"daemon-{slot.index} exited {slot.proc.returncode} "
-                                   "while converging; restarted")
-                    self.world.start_daemon(slot)
+            self._revive()
             snap = self.snapshot()
             if snap is not None:
                 gaps = invariants.convergence_gaps(self.records(), snap, desired=want, ever=ever,

@@ -165,6 +165,7 @@ class World:
         except subprocess.TimeoutExpired:
             slot.proc.kill()
             slot.proc.wait(timeout=30)
+        slot.proc = None  # stopped on purpose: not a daemon that exited on its own
 
     def start_apply(self) -> subprocess.Popen[bytes]:
         settings = [part for opt, value in RUN_SETTINGS for part in (opt, value)]

@@ -23,7 +23,7 @@ from tests import pgserver
 
 ROOT = Path(__file__).resolve().parents[1]
 # The short campaign: a few fixed seeds, about 60 s in all on this machine (2 cores, shared).
-SHORT_SQLITE_SEEDS, SHORT_POSTGRES_SEEDS, SHORT_STEPS = "1,2", "1", 20
+SHORT_SQLITE_SEEDS, SHORT_POSTGRES_SEEDS, SHORT_STEPS = "1,2", "1", 25
 
 
 def run_chaos(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], dict]:
