@@ -22,6 +22,10 @@ from .schedule import Step, dumps
 from .world import World, script_pids
 
 
+# A daemon started during a store fault may find out only this long after it ended (connect timeouts).
+STARTUP_SLACK = 15.0
+
+
 @dataclass
 class Result:
     seed: int
@@ -72,6 +76,8 @@ class Campaign:
         self.found: dict[str, Violation] = {}
         self.skipped: dict[str, str] = {}
         self.repairs: list[tuple[int, str, Callable[[], Any]]] = []
+        self.store_faults = 0  # store faults in force (stopped server, held lock, full or read-only disk)
+        self.store_back_at = 0.0  # when the last one ended
         self.index = 0
         self._log = (root / "steps.log").open("a")
 
@@ -161,13 +167,25 @@ class Campaign:
         for found in (item for items in checks for item in items):
             self.violation(found.kind, found.detail)
 
+    def store_fault(self, *, on: bool) -> None:
+        self.store_faults += 1 if on else -1
+        if not on:
+            self.store_back_at = time.time()
+
     def _revive(self) -> None:
-        """A daemon that exited without being told to is a finding (its log says why); start it again."""
+        """A daemon that exited without being told to is a finding (its log says why); start it again.
+
+        Except one that could not open its store while a store fault was in force (or just after):
+        refusing to start is its documented answer, and systemd (Restart=on-failure) starts it again."""
         for slot in self.world.slots:
             if slot.proc is not None and slot.proc.poll() is not None:
                 tail = slot.log.read_text(errors="replace").splitlines()[-3:] if slot.log.exists() else []
-                self.violation("daemon exited", f"daemon-{slot.index} (pid {slot.proc.pid}) exited "
-                               f"{slot.proc.returncode} on its own; log tail: {' | '.join(tail)[-600:]}")
+                what = (f"daemon-{slot.index} (pid {slot.proc.pid}) exited {slot.proc.returncode} on its own; "
+                        f"log tail: {' | '.join(tail)[-600:]}")
+                if self.store_faults or time.time() - self.store_back_at < STARTUP_SLACK:
+                    self.note(f"restarted as systemd would, during a store fault: {what}")
+                else:
+                    self.violation("daemon exited", what)
                 self.world.start_daemon(slot)
 
     def _repair(self, *, due: int) -> None:

@@ -282,20 +282,24 @@ def hold_write_lock(c: Campaign, args: dict[str, Any]) -> None:
         c.note(f"could not take the write lock: {exc}")
         conn.close()
         return
+    c.store_fault(on=True)
     try:
         _outage(c, seconds=args["seconds"], what="SQLite write lock held")
     finally:
         conn.rollback()
         conn.close()
+        c.store_fault(on=False)
 
 
 def restart_postgres(c: Campaign, args: dict[str, Any]) -> None:
     pg = c.world.pg
+    c.store_fault(on=True)
     pg_ctl(pg, "stop", "-m", "fast")
     try:
         _outage(c, seconds=args["down"], what="PostgreSQL stopped")
     finally:
         pg_ctl(pg, "start")
+        c.store_fault(on=False)
 
 
 def pg_ctl(pg: Any, action: str, *extra: str) -> None:
@@ -357,7 +361,8 @@ def disk_full(c: Campaign, args: dict[str, Any]) -> None:
                 handle.flush()
         except OSError:
             pass
-    c.later(args["steps"], "disk space back", lambda: filler.unlink(missing_ok=True))
+    c.store_fault(on=True)
+    c.later(args["steps"], "disk space back", lambda: (filler.unlink(missing_ok=True), c.store_fault(on=False)))
 
 
 def disk_readonly(c: Campaign, args: dict[str, Any]) -> None:
