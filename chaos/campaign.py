@@ -161,9 +161,11 @@ class Campaign:
         if snap is None:
             return
         checks = [invariants.unwarranted_teardowns(records, snap, self.versions),
-                  invariants.deleted_without_teardown(records, snap),
-                  invariants.lost_runs(records, snap, killed=[pid for _, pid, what in self.world.killed
-                                                              if "SIGKILL" in what])]
+                  invariants.deleted_without_teardown(records, snap)]
+        # a run cannot be recorded while the store is away: judge only once it has been back a while
+        if final or (not self.store_faults and time.time() - self.store_back_at > invariants.RECORD_SLACK):
+            killed = [pid for _, pid, what in self.world.killed if "SIGKILL" in what]
+            checks.append(invariants.lost_runs(records, snap, killed=killed))
         for found in (item for items in checks for item in items):
             self.violation(found.kind, found.detail)
 

@@ -170,9 +170,9 @@ def apply(c: Campaign, args: dict[str, Any]) -> None:
     proc = c.world.start_apply()
     if args["wait"]:
         try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            c.note(f"apply {proc.pid} still running after 90 s; left to finish")
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # it waits out a store fault, or many retries: let it go on
+            c.note(f"apply {proc.pid} still running after 20 s; left to finish")
 
 
 def kill_apply(c: Campaign, args: dict[str, Any]) -> None:
