@@ -135,3 +135,18 @@ def log_events(project: Path, log_name: str = "daemon.log") -> list[dict]:
     path = project / log_name
     lines = path.read_text().splitlines() if path.exists() else []
     return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def fatal_error(stderr: str) -> str | None:
+    """The fatal error a command ended with: a plain `Error: …` line, or (logs in JSON, as the daemon's
+    are without a terminal) a JSON line with event "error"; None when there is neither."""
+    import json
+
+    for line in stderr.splitlines():
+        if line.startswith("Error: "):
+            return line
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("event") == "error" and record.get("error"):
+                return record["error"]
+    return None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -98,8 +100,22 @@ def test_misbehaving_script_errors_the_resource_and_leaves_no_process(tmp_path, 
     assert time.monotonic() - started < 30
     row = rows(project)["r1"]
     assert row["status"] == "errored" and reason in row["error"]
-    leftovers = subprocess.run(["pgrep", "-f", f"marker-r1-{name}|sleep 300"], capture_output=True, text=True)
-    assert leftovers.stdout == ""
+    assert _processes_of(project) == []
+
+
+def _processes_of(project: Path) -> list[int]:
+    """Pids whose environment names this project (every script and its children carry its work dir):
+    this test's leftovers only, not those of tests running beside it on the same machine."""
+    mark = str(project).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if mark in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:  # gone meanwhile, or a kernel thread
+                continue
+    return found
 
 
 @pytest.mark.parametrize("problem", ["missing", "not-executable"])

@@ -19,6 +19,7 @@ import pytest
 from tests.pgserver import free_port
 from tests.support import (
     db_rows,
+    fatal_error,
     log_events,
     make_project,
     run_cli,
@@ -117,7 +118,7 @@ def test_a_database_locked_past_the_busy_timeout_degrades_and_recovers(project, 
         second = run_cli(project, "daemon", "--no-api", "--busy-timeout", "0.3", timeout=60,
                          RECONCILER_LOG_FORMAT="json")
         assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
-        assert "Error: " in second.stderr and ("locked" in second.stderr or "another daemon" in second.stderr)
+        assert fatal_error(second.stderr) and ("locked" in second.stderr or "another daemon" in second.stderr)
         wait_for(lambda: any(event["event"].startswith("daemon lock not renewed") for event in log_events(project)),
                  timeout=15, what="claiming paused")
     finally:

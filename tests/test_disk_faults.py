@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import cli_env, make_project, reconciler_argv, run_cli, write_resources
+from tests.support import cli_env, fatal_error, make_project, reconciler_argv, run_cli, write_resources
 
 COMMANDS = {
     "plan": ["plan"],
@@ -108,7 +108,7 @@ def run_in_namespace(tmp_path: Path, project: Path, fault: str) -> dict:
 def assert_clean_error(result: dict, *, command: str, words: tuple[str, ...]) -> None:
     assert result["rc"] == 1, (command, result)
     assert "Traceback" not in result["stderr"], (command, result["stderr"])
-    assert result["stderr"].startswith("Error: ") or "\nError: " in result["stderr"], (command, result["stderr"])
+    assert fatal_error(result["stderr"]), (command, result["stderr"])
     assert any(word in result["stderr"] for word in words), (command, result["stderr"])
 
 
