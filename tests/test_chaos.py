@@ -22,8 +22,9 @@ from chaos.observe import Records, Run, Snapshot, read_runs
 from tests import pgserver
 
 ROOT = Path(__file__).resolve().parents[1]
-# The short campaign: a few fixed seeds, about 60 s in all on this machine (2 cores, shared).
-SHORT_SQLITE_SEEDS, SHORT_POSTGRES_SEEDS, SHORT_STEPS = "1,2", "1", 25
+# The short campaign: a few fixed seeds, about 60 s in all on this machine (2 cores, shared), chosen
+# so that together they run every operation, fault and misbehaviour at least once (test below).
+SHORT_SQLITE_SEEDS, SHORT_POSTGRES_SEEDS, SHORT_STEPS = "28,318", "888", 25
 
 
 def run_chaos(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -46,6 +47,18 @@ def test_a_seed_fixes_the_schedule() -> None:
     assert schedule.loads(schedule.dumps(first)) == first
     assert not {step.kind for step in first} & schedule.POSTGRES_ONLY
     assert not {step.kind for step in schedule.generate(seed=5, steps=200, backend="postgres")} & schedule.SQLITE_ONLY
+
+
+def test_the_short_campaign_runs_every_operation_and_fault() -> None:
+    def kinds(backend: str, seeds: str) -> set[str]:
+        steps = [step for seed in seeds.split(",")
+                 for step in schedule.generate(seed=int(seed), steps=SHORT_STEPS, backend=backend)]
+        return ({step.kind for step in steps} | {step.args["mode"] for step in steps if "mode" in step.args}
+                | {step.args["write"] for step in steps if "write" in step.args})
+
+    sqlite = kinds("sqlite", SHORT_SQLITE_SEEDS)
+    assert sqlite >= {*schedule.allowed(backend="sqlite"), *schedule.MISBEHAVIOURS, *schedule.WRITE_MODES}
+    assert "restart_postgres" in kinds("postgres", SHORT_POSTGRES_SEEDS)
 
 
 def test_any_subset_of_a_schedule_is_a_schedule() -> None:
