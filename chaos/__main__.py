@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one(seed: int, args: argparse.Namespace, pg: object) -> dict:
-    steps = loads(args.schedule.read_text()) if args.schedule else generate(seed=seed, steps=args.steps,
-                                                                              backend=args.backend)
+    steps = read_schedule(args.schedule) if args.schedule else generate(seed=seed, steps=args.steps,
+                                                                         backend=args.backend)
     settings = Settings(backend=args.backend, converge_limit=args.converge_limit, keep=args.keep,
                         workdir=args.workdir, echo=lambda text: print(text, flush=True))
     result = Campaign(seed=seed, steps=steps, settings=settings, pg=pg).run()
@@ -133,6 +133,13 @@ def _shrink(seed: int, steps: list, result: Result, settings: Settings, pg: obje
         print(f"    {step.text()}", flush=True)
     print(f"  replay: python -m chaos --seed {seed} --backend {args.backend} --schedule {path}", flush=True)
     item["shrunk"] = [step.text() for step in small]
+
+
+def read_schedule(path: Path) -> list:
+    """A saved schedule: a list of steps (shrunk.json), or a regression {"seed", "found", "steps": […]}."""
+    text = path.read_text()
+    data = json.loads(text)
+    return loads(json.dumps(data["steps"])) if isinstance(data, dict) else loads(text)
 
 
 def _postgres() -> object:

@@ -148,6 +148,16 @@ def test_short_campaign_postgres(tmp_path: Path) -> None:
     assert results["results"]
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("path", sorted((ROOT / "chaos" / "regressions").glob("*.json")), ids=lambda p: p.stem)
+def test_a_failure_found_stays_fixed(tmp_path: Path, path: Path) -> None:
+    """Each shrunk schedule a campaign found (chaos/regressions/) runs again, without the defect, and holds."""
+    saved = json.loads(path.read_text())
+    done, _ = run_chaos(tmp_path, "--seed", str(saved["seed"]), "--backend", saved["backend"], "--schedule",
+                        str(path), "--confirm", "0", timeout=290)
+    assert done.returncode == 0, f"{saved['found']}\n{done.stdout[-4000:]}"
+
+
 # --- the self-test (make bench): known defects, brought back, are found from a fixed seed --------------
 
 SELF_TEST = {
