@@ -37,6 +37,7 @@ class Plane(Protocol):
 
     def desired_pending(self) -> str | None: ...  # why desired/ has not loaded well once yet; None once it has
     def file_source(self, resource_id: str) -> str | None: ...  # the file:line declaring it, broken files too
+    def unknown_target(self, name: str) -> str | None: ...  # why no provision/ script handles it; None if one does
     def health_report(self) -> tuple[dict[str, Any], bool]: ...
     def jobs_queued(self) -> None: ...
     def metrics_text(self) -> tuple[bytes, str]: ...
@@ -129,6 +130,7 @@ def _routes(app: FastAPI, plane: Plane) -> None:
     @app.post("/provisions", status_code=202, response_model=Accepted, responses=errors)
     def declare(spec: ResourceSpec) -> Accepted:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
+        _known_target(plane, spec.runtime_target)
         _may_change(plane, spec.resource_id)
         result = converge_one(store=store, resource_id=spec.resource_id, spec=spec)
         if result.held:
@@ -194,6 +196,14 @@ def _routes(app: FastAPI, plane: Plane) -> None:
         """Prometheus text format."""
         body, content_type = await asyncio.to_thread(plane.metrics_text)
         return Response(body, media_type=content_type)
+
+
+def _known_target(plane: Plane, name: str) -> None:
+    """A runtime_target no provision/ script handles is refused like any invalid field (422)."""
+    message = plane.unknown_target(name)
+    if message is not None:
+        raise HTTPException(422, [{"type": "unknown_target", "loc": ["body", "runtime_target"], "msg": message,
+                                   "input": name}])
 
 
 def _may_change(plane: Plane, resource_id: str) -> None:

@@ -24,6 +24,7 @@ from .engine import (
     make_plan,
     plan_against,
     plan_scope,
+    require_known_ids,
     target_timeouts,
 )
 from .workers import EngineConfig, Finished, WorkerPool, expire_dead_leases
@@ -103,10 +104,13 @@ def _view(*, settings: Any, options: ApplyOptions, store: Any) -> PlanView:
     policy = PlanPolicy(allow_mass_delete=options.allow_mass_delete)
     observed, in_flight = store.load_observed(), store.in_flight()
     if options.destroy:
-        return plan_against(desired=DesiredState(resources={}), observed=observed, in_flight=in_flight,
-                            now=utcnow(), policy=policy, targets=options.targets)
+        empty = DesiredState(resources={})
+        require_known_ids(ids=options.targets, desired=empty, observed=observed)
+        return plan_against(desired=empty, observed=observed, in_flight=in_flight, now=utcnow(), policy=policy,
+                            targets=options.targets)
     return make_plan(desired_dir=settings.desired, observed=observed, in_flight=in_flight, now=utcnow(),
-                     policy=policy, targets=options.targets, api=store.api_desired())
+                     policy=policy, targets=options.targets, api=store.api_desired(), settle=settings.settle,
+                     provision_dir=settings.provision)
 
 
 def _show(*, view: PlanView, options: ApplyOptions) -> None:

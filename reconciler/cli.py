@@ -28,6 +28,7 @@ class Settings:
     db: str
     provision: Path
     work_dir: Path
+    settle: float = 0.15  # RECONCILER_SETTLE: seconds a changed desired file must stay unchanged
 
 
 def _fail(message: str) -> NoReturn:
@@ -127,8 +128,14 @@ def _colour() -> bool:
 @click.pass_context
 def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: Path) -> None:
     """Reconcile desired/ (YAML in git) with the observed fleet by running your provisioning scripts."""
+    from .settle import settle_from_env
+
+    try:
+        settle = settle_from_env()
+    except ValueError as exc:
+        _fail(str(exc))
     # Absolute: scripts run inside their work dir, so a relative RECONCILER_WORKDIR would nest twice.
-    ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir.absolute())
+    ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir.absolute(), settle=settle)
 
 
 @main.command()
@@ -138,7 +145,11 @@ def validate(settings: Settings) -> None:
     """Check desired/ without touching the database (for pre-commit hooks and CI)."""
     from .spec import load_desired
 
-    state = load_desired(directory=settings.desired)
+    state = load_desired(directory=settings.desired, settle=settings.settle)
+    if settings.provision.is_dir():
+        from .engine import check_targets
+
+        check_targets(desired=state, provision_dir=settings.provision)
     count = len(state.resources)
     click.echo(f"{settings.desired}: {count} resource{'s' if count != 1 else ''}, valid.")
 
@@ -198,7 +209,8 @@ def _plan_view(*, settings: Settings, targets: tuple[str, ...], allow_mass_delet
     in_flight = store.in_flight() if store else set()
     return make_plan(desired_dir=settings.desired, observed=observed, in_flight=in_flight, now=utcnow(),
                      policy=PlanPolicy(allow_mass_delete=allow_mass_delete), targets=targets,
-                     api=store.api_desired() if store else None)
+                     api=store.api_desired() if store else None, settle=settings.settle,
+                     provision_dir=settings.provision)
 
 
 def _refuse_while_daemon_runs(*, settings: Settings, command: str) -> None:
@@ -337,6 +349,10 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
 @click.option("--api", "api", default="127.0.0.1:7878", show_default=True, metavar="HOST:PORT",
               envvar="RECONCILER_API", help="Serve the HTTP API here [env: RECONCILER_API].")
 @click.option("--no-api", is_flag=True, help="Do not serve the HTTP API.")
+@click.option("--settle", type=click.FloatRange(0.0, 60.0), default=0.15, show_default=True,
+              envvar="RECONCILER_SETTLE", metavar="SECONDS",
+              help="A changed desired file counts once unchanged this long (a file renamed into place "
+                   "counts at once); a vanished one is torn down only after this long [env: RECONCILER_SETTLE].")
 @click.option("--api-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               envvar="RECONCILER_API_TOKEN_FILE",
               help="File holding the bearer token that POST/DELETE require; needed to listen beyond loopback.")
@@ -361,7 +377,7 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
 def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_after: int, self_heal: bool,
            check_concurrency: int, check_timeout: float, stop_grace: float, parallelism: int, timeout: float,
            retry_base: float, retry_cap: float, allow_mass_delete: bool, api: str, no_api: bool,
-           api_token_file: Path | None, busy_timeout: float, lease_seconds: float, lock_ttl: float,
+           settle: float, api_token_file: Path | None, busy_timeout: float, lease_seconds: float, lock_ttl: float,
            leader_ttl: float) -> None:
     """Run the controller: react to file saves, resync, health-check, and work the queue (for systemd)."""
     from .daemon import DaemonOptions, run_daemon
@@ -374,7 +390,7 @@ def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_a
         parallelism=parallelism, timeout=timeout, stop_grace=stop_grace, allow_mass_delete=allow_mass_delete,
         retry=RetryPolicy(base=retry_base, cap=retry_cap), api=None if no_api else api,
         api_token_file=api_token_file, busy_timeout=busy_timeout, lease_seconds=lease_seconds, lock_ttl=lock_ttl,
-        leader_ttl=leader_ttl,
+        leader_ttl=leader_ttl, settle=settle,
     )
     sys.exit(run_daemon(options=options))
 

@@ -29,8 +29,10 @@ from .models import Health, ResourceStatus, iso, parse_iso, utcnow
 from .plan import PlanPolicy
 from .retry import RetryPolicy
 from .runner import dropped_env, read_pass_env
+from .settle import DEFAULT_SETTLE
 from .supervise import TRANSIENT, Outages, guarded_task, retry_async
 from .systemd import Notifier, watchdog_interval
+from .watch import DesiredWatch, WriteTracker
 
 LOCK_NAME = "daemon"
 LOCK_TTL = 15.0  # default of --lock-ttl: the single-daemon lock (SQLite) lapses this long after a renewal
@@ -66,6 +68,7 @@ class DaemonOptions:
     lease_seconds: float = 30.0  # a job's lease; renewed every third of it while its script runs
     lock_ttl: float = LOCK_TTL
     leader_ttl: float = LEADER_TTL
+    settle: float = DEFAULT_SETTLE  # seconds a changed desired file must stay unchanged (settle.py)
 
 
 class DaemonRefused(ReconcilerError):
@@ -93,6 +96,9 @@ class Daemon:
         self._lock_valid_until = 0.0
         self._claims_paused = False
         self._leader_valid_until = 0.0
+        self.writes = WriteTracker()
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._reported_unsettled: list[str] | None = None
 
     async def run(self) -> int:
         from .store import open_store
@@ -113,7 +119,9 @@ class Daemon:
         self.metrics = _metrics()
         self.desired_commit: str | None = None
         self.stopping = False
-        self.reconciler = Reconciler(store=self.store, desired_dir=self.options.desired, policy=self._policy())
+        self.reconciler = Reconciler(store=self.store, desired_dir=self.options.desired, policy=self._policy(),
+                                     settle=self.options.settle, writes=self.writes,
+                                     provision_dir=self.options.provision)
         self.pool = WorkerPool(store=self.store, config=self._engine_config(), parallelism=self.options.parallelism,
                                on_finish=self._finished, outages=self.outages, on_crash=self._crashed,
                                may_claim=self._may_claim)
@@ -276,6 +284,7 @@ class Daemon:
         problems = len(result.load_error.problems) if result.load_error else 0
         self.metrics.pass_done(at=self.last_pass_at.timestamp(), problems=problems)
         self._report_load_error(result)
+        self._await_settle(result)
         if result.queued:
             self.pool.wake()
             self.log.info("jobs queued", count=result.queued)
@@ -301,6 +310,22 @@ class Daemon:
         for problem in result.load_error.problems:
             self.log.error("desired state does not load; keeping the last good one", file=problem.file,
                            line=problem.line, field=problem.field, problem=problem.message)
+
+    def _await_settle(self, result: PassResult) -> None:
+        """Desired files still changing: the pass kept the last good state; look again once they may settle."""
+        waiting = result.unsettled
+        files = waiting.files if waiting else None
+        if files != self._reported_unsettled:
+            self._reported_unsettled = files
+            if waiting is not None:
+                self.log.info("desired file still changing; planning from the last good state until it settles",
+                              files=waiting.files[:10], recheck_s=round(waiting.wait, 3))
+        if waiting is not None and self._settle_timer is None:
+            self._settle_timer = self._loop.call_later(waiting.wait, self._settle_due)
+
+    def _settle_due(self) -> None:
+        self._settle_timer = None
+        self.request_pass("desired settling")
 
     def _schedule_retry(self, at: str | None) -> None:
         when = parse_iso(at)
@@ -366,12 +391,24 @@ class Daemon:
     # --- file watch, watchdog, lock ---------------------------------------------------------
 
     async def _watch(self) -> None:
-        from watchfiles import awatch
-
         directory = self.options.desired
         if not directory.is_dir():
             self.log.error("desired directory does not exist; not watching it", desired=str(directory))
             return
+        watch = DesiredWatch(directory=directory, tracker=self.writes, on_change=self.request_pass,
+                             relevant=_desired_name)
+        if watch.start(self._loop):
+            try:
+                await self._stop.wait()
+            finally:
+                watch.close()
+            return
+        self.log.warning("inotify is not available; watching with watchfiles and the settle clock alone")
+        await self._watch_with_watchfiles(directory)
+
+    async def _watch_with_watchfiles(self, directory: Path) -> None:
+        from watchfiles import awatch
+
         async for changes in awatch(directory, stop_event=self._stop, debounce=100, step=20,
                                     watch_filter=_desired_change, recursive=True):
             self.request_pass(f"{len(changes)} file changes")
@@ -450,6 +487,15 @@ class Daemon:
 
     def jobs_queued(self) -> None:
         self.pool.wake()
+
+    def unknown_target(self, name: str) -> str | None:
+        """Why `name` is not a runtime_target this daemon's provision/ provides (None: it is)."""
+        from .targets import known_targets
+
+        try:
+            return known_targets(provision_dir=self.options.provision).unknown(name)
+        except ReconcilerError as exc:
+            return f"provision/targets.yaml does not load: {exc}"
 
     def problems(self) -> list[str]:
         """Why the daemon is degraded: store outages seen by its loops, dead threads, paused claims."""
@@ -689,7 +735,11 @@ def _metrics() -> Any:
 
 
 def _desired_change(change: Any, path: str) -> bool:
-    name = Path(path).name
+    return _desired_name(Path(path).name)
+
+
+def _desired_name(name: str) -> bool:
+    """A name that may be desired state (or a directory holding some)."""
     return not name.startswith((".", "_")) and (name.endswith((".yaml", ".yml")) or "." not in name)
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import ReconcilerError, SpecError
+from .errors import ReconcilerError, SpecError, SpecProblem
 from .models import (
     DELETE_TARGET,
     Job,
@@ -27,7 +27,9 @@ from .models import (
 )
 from .owners import FileOwners
 from .plan import Action, Change, Plan, PlanPolicy, compute_plan
-from .spec import DesiredCache, DesiredState, Source, load_desired
+from .settle import DEFAULT_SETTLE, WriteHints
+from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
+from .targets import known_targets, target_problems
 
 @dataclass(frozen=True, slots=True)
 class PlanView:
@@ -61,11 +63,40 @@ def api_declared(desired: DesiredState) -> frozenset[str]:
 def make_plan(
     *, desired_dir: Path, observed: dict[str, ObservedResource], in_flight: Iterable[str], now: datetime,
     policy: PlanPolicy, targets: Iterable[str] = (), api: dict[str, dict[str, Any]] | None = None,
+    settle: float = DEFAULT_SETTLE, provision_dir: Path | None = None,
 ) -> PlanView:
-    """Load desired/ (plus API-declared specs) and plan against `observed`; `targets` narrows the plan."""
-    desired = with_api_desired(desired=load_desired(directory=desired_dir), api=api or {})
-    return plan_against(desired=desired, observed=observed, in_flight=in_flight, now=now, policy=policy,
+    """Load desired/ (plus API-declared specs) and plan against `observed`; `targets` narrows the plan.
+
+    With `provision_dir`, a runtime_target it does not provide is refused (targets.py).
+    """
+    files = load_desired(directory=desired_dir, settle=settle)
+    if provision_dir is not None:
+        check_targets(desired=files, provision_dir=provision_dir)
+    desired = with_api_desired(desired=files, api=api or {})
+    view = plan_against(desired=desired, observed=observed, in_flight=in_flight, now=now, policy=policy,
                         targets=targets)
+    require_known_ids(ids=targets, desired=desired, observed=observed)
+    return view
+
+
+def check_targets(*, desired: DesiredState, provision_dir: Path) -> None:
+    """SpecError (file:line, did-you-mean) for every resource whose runtime_target is not provided."""
+    problems = target_problems(resources=desired.resources, sources=desired.sources,
+                               known=known_targets(provision_dir=provision_dir))
+    if problems:
+        raise SpecError(problems)
+
+
+def require_known_ids(*, ids: Iterable[str], desired: DesiredState, observed: dict[str, ObservedResource]) -> None:
+    """`--target ID` must name a resource in desired/ or the database: a typo is an error, not "No changes"."""
+    import difflib
+
+    known = desired.resources.keys() | observed.keys()
+    for resource_id in ids:
+        if resource_id not in known:
+            hint = difflib.get_close_matches(resource_id, sorted(known), n=1)
+            raise ReconcilerError(f"--target {resource_id}: no such resource in desired/ or the database"
+                                  + (f" (did you mean '{hint[0]}'?)" if hint else ""))
 
 
 def plan_against(
@@ -191,6 +222,8 @@ class PassResult:
     next_retry_at: str | None
     desired_count: int
     skipped: bool = False  # nothing it reads had changed since the last pass: the same plan holds
+    # desired files still being written (or just vanished): planned from the last good state instead
+    unsettled: Unsettled | None = None
 
 
 class Reconciler:
@@ -200,12 +233,15 @@ class Reconciler:
     applies nothing new from the broken view, and reports why until the files are fixed.
     """
 
-    def __init__(self, *, store: Any, desired_dir: Path, policy: PlanPolicy) -> None:
+    def __init__(self, *, store: Any, desired_dir: Path, policy: PlanPolicy, settle: float = DEFAULT_SETTLE,
+                 writes: WriteHints | None = None, provision_dir: Path | None = None) -> None:
         self.store = store
         self.desired_dir = Path(desired_dir)
+        self.provision_dir = provision_dir
         self.policy = policy
-        self.cache = DesiredCache()
+        self.cache = DesiredCache(settle=settle, writes=writes)
         self.last_good: DesiredState | None = None
+        self.unsettled: Unsettled | None = None
         self.load_error: SpecError | None = None
         # which file owns which id, also for files failing to load now (the API asks)
         self.owners = FileOwners()
@@ -215,7 +251,7 @@ class Reconciler:
 
     def reload(self) -> None:
         """Forget cached parses (SIGHUP, the slow loop): the next pass reads every file and plans."""
-        self.cache = DesiredCache()
+        self.cache.forget()
         self._last_key = None
 
     def reconcile_once(self) -> PassResult:
@@ -227,8 +263,8 @@ class Reconciler:
         key = (self.cache.generation, load_error is None, self.store.fingerprint())
         last = self._last_result
         if key == self._last_key and last is not None and not _retry_due(last.next_retry_at):
-            return replace(last, queued=0, skipped=True)
-        result = self._plan_and_queue(load_error)
+            return replace(last, queued=0, skipped=True, unsettled=self.unsettled)
+        result = replace(self._plan_and_queue(load_error), unsettled=self.unsettled)
         self._last_key, self._last_result = key, result
         return result
 
@@ -250,12 +286,20 @@ class Reconciler:
         self._load()
 
     def _load(self) -> SpecError | None:
+        self.unsettled = None
         try:
-            self.last_good = self.cache.load(directory=self.desired_dir)
-            self.load_error = None
+            state = self.cache.load(directory=self.desired_dir)
+            if self.provision_dir is not None:
+                check_targets(desired=state, provision_dir=self.provision_dir)
+            self.last_good, self.load_error = state, None
+        except Unsettled as exc:  # plan from the last good state; the caller loads again after exc.wait
+            self.unsettled = exc
         except SpecError as exc:
             self.load_error = exc
-        seen = (self.cache, self.cache.generation)
+        except Exception as exc:  # noqa: BLE001 - any failure to load is a load error: counted, shown, last good kept
+            self.load_error = SpecError([SpecProblem(str(self.desired_dir), 0, "",
+                                                     f"cannot load: {type(exc).__name__}: {exc}")])
+        seen = (self.cache, self.cache.reads)
         if self._owners_seen is None or seen[0] is not self._owners_seen[0] or seen[1] != self._owners_seen[1]:
             self.owners.observe(self.cache.files())
             self._owners_seen = seen

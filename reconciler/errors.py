@@ -17,9 +17,11 @@ class SpecProblem:
     line: int
     field: str
     message: str
+    column: int = 0  # 1-based where known (YAML syntax errors); 0 when the line says enough
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
+        where += f":{self.column}" if self.line and self.column else ""
         field = f" {self.field}:" if self.field else ""
         return f"{where}:{field} {self.message}"
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RESOURCE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # runtime_target names a directory under provision/, so it must never contain a path separator.
@@ -27,6 +27,12 @@ UPDATABLE_FIELDS = ("owner", "deploy_ref", "params", "protected")
 REPLACE_FIELDS = ("region", "runtime_target")
 # target_hash of a row whose last job was a teardown.
 DELETE_TARGET = "delete"
+# Scripts receive the whole spec in one environment variable (RESOURCE_JSON), and Linux refuses an
+# execve whose single environment string exceeds 128 KiB (E2BIG): a bigger spec could never run.
+MAX_SPEC_BYTES = 64 * 1024
+# Levels of nesting inside params, the bound YAML files (yamlfast) and API bodies (httpguard) also
+# have; deeper is refused as a validation error, never a RecursionError.
+MAX_PARAMS_DEPTH = 64
 
 
 class ResourceSpec(BaseModel):
@@ -51,12 +57,22 @@ class ResourceSpec(BaseModel):
         # hash below needs no Python-level JSON encoding (5x faster at 100k resources).
         return _sort_keys(params)
 
+    @model_validator(mode="after")
+    def _fits_in_the_environment(self) -> "ResourceSpec":
+        size = len(self.__pydantic_serializer__.to_json(self))
+        if size > MAX_SPEC_BYTES:
+            raise ValueError(f"the spec is {size:,} bytes as JSON; the limit is {MAX_SPEC_BYTES:,} "
+                             f"({MAX_SPEC_BYTES >> 10} KiB): scripts receive it in one environment variable")
+        return self
 
-def _sort_keys(value: Any, path: str = "params") -> Any:
+
+def _sort_keys(value: Any, path: str = "params", depth: int = 1) -> Any:
+    if isinstance(value, (dict, list)) and depth > MAX_PARAMS_DEPTH:
+        raise ValueError(f"params nest deeper than {MAX_PARAMS_DEPTH} levels (at {path[:80]})")
     if isinstance(value, dict):
-        return {key: _sort_keys(value[key], f"{path}.{key}") for key in sorted(value)}
+        return {key: _sort_keys(value[key], f"{path}.{key}", depth + 1) for key in sorted(value)}
     if isinstance(value, list):
-        return [_sort_keys(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [_sort_keys(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, float) and not math.isfinite(value):
         # params travel as JSON, which has no infinity or NaN; silently sending null would lie
         raise ValueError(f"{path} is {value}, which JSON cannot carry; quote it if you mean the text")

@@ -10,6 +10,7 @@ import difflib
 import gc
 import os
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,28 @@ from pydantic import ValidationError
 
 from .errors import SpecError, SpecProblem
 from .models import SPEC_FIELDS, ResourceSpec, spec_hash
+from .settle import (
+    DEFAULT_SETTLE,
+    GIT_RECHECK,
+    UNREADABLE,
+    NotRegular,
+    Settler,
+    Stamp,
+    WriteHint,
+    WriteHints,
+    git_index_lock,
+    open_regular,
+    stamp_of,
+)
+from .yamlcompat import disagreements
 from .yamlfast import Document, YamlProblem, load_documents
 
+# Typed fields, checked for plain scalars that YAML 1.1 (this tool) and 1.2 (editors) read apart.
+TEXT_FIELDS = tuple(name for name, info in ResourceSpec.model_fields.items() if info.annotation is str)
+BOOL_FIELDS = tuple(name for name, info in ResourceSpec.model_fields.items() if info.annotation is bool)
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# How long a one-shot command waits for files that keep changing before it gives up.
+SETTLE_PATIENCE = 30.0
 # Below these, forking workers costs more than it saves.
 PARALLEL_MIN_FILES = 8
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
@@ -33,6 +53,7 @@ class Source:
 
     file: str
     line: int
+    target_line: int = 0  # the line of its runtime_target key, when it has one (targets.py reports there)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
@@ -49,16 +70,39 @@ class DesiredState:
 
 
 def desired_files(directory: Path) -> list[Path]:
-    """Every *.yaml/*.yml below `directory`, sorted, skipping names that start with '.' or '_'."""
+    """Every *.yaml/*.yml below `directory`, sorted, skipping names that start with '.' or '_'.
+
+    A symlink (to a file or a directory) that leads outside the tree is refused: the file watch cannot
+    see its target change, and a checkout must describe the fleet by itself. Symlinked directories that
+    stay inside are not followed (their files are read where they really are).
+    """
     found: list[Path] = []
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
-        found.extend(
-            Path(root, name)
-            for name in files
-            if not name.startswith((".", "_")) and name.endswith((".yaml", ".yml"))
-        )
+    outside: list[SpecProblem] = []
+    stack, root = [str(directory)], os.path.realpath(directory)
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith((".", "_")):
+                    continue
+                wanted = entry.name.endswith((".yaml", ".yml"))
+                if entry.is_symlink() and (wanted or entry.is_dir()):
+                    _check_link(entry.path, root=root, directory=directory, outside=outside)
+                    if entry.is_dir():
+                        continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif wanted:
+                    found.append(Path(entry.path))
+    if outside:
+        raise SpecError(outside)
     return sorted(found)
+
+
+def _check_link(path: str, *, root: str, directory: Path, outside: list[SpecProblem]) -> None:
+    target = os.path.realpath(path)
+    if os.path.commonpath([root, target]) != root:
+        outside.append(SpecProblem(display_path(Path(path)), 0, "", f"a symlink that leads outside {directory} "
+                                   f"(to {target}); keep desired files in the tree (copy the file in)"))
 
 
 def display_path(path: Path) -> str:
@@ -67,15 +111,37 @@ def display_path(path: Path) -> str:
     return str(path) if text.startswith("..") else text
 
 
-def load_desired(*, directory: Path) -> DesiredState:
-    """Read and validate every file; raise `SpecError` with all problems if anything is wrong."""
+def load_desired(*, directory: Path, settle: float = DEFAULT_SETTLE) -> DesiredState:
+    """Read and validate every file; raise `SpecError` with all problems if anything is wrong.
+
+    Only settled files are read (see settle.py): a file written in the last `settle` seconds is
+    waited for, and a file that changes while being read is read again, up to SETTLE_PATIENCE.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise SpecError([SpecProblem(str(directory), 0, "", "desired directory does not exist")])
-    problems: list[SpecProblem] = []
-    with _no_gc_pauses():
-        files = _load_files(paths=desired_files(directory), problems=problems)
-    return _combine(files=files, problems=problems)
+    settler = Settler(settle=settle, git_lock=git_index_lock(directory))
+    patience = max(SETTLE_PATIENCE, 20 * settle)
+    deadline = time.monotonic() + patience
+    while True:
+        paths = desired_files(directory)
+        before = {path: stamp_of(path) for path in paths}
+        wait = settler.wait(changed=before, gone=(), strict=True)
+        if wait <= 0 and settler.git_busy():
+            wait = GIT_RECHECK
+        if wait <= 0:
+            problems: list[SpecProblem] = []
+            with _no_gc_pauses():
+                files = _load_files(paths=paths, problems=problems)
+            if {path: stamp_of(path) for path in desired_files(directory)} == before:
+                return _combine(files=files, problems=problems)
+            wait = settle
+        if time.monotonic() + wait > deadline:
+            why = (f"{settler.git_lock} stayed for {patience:.0f} s (a git operation running, or a crashed one's "
+                   "lock to remove)" if settler.git_busy() else
+                   f"files kept changing for {patience:.0f} s; run again once they are written")
+            raise SpecError([SpecProblem(str(directory), 0, "", why)])
+        time.sleep(wait)
 
 
 def _combine(*, files: Loaded, problems: list[SpecProblem]) -> DesiredState:
@@ -91,60 +157,121 @@ def _combine(*, files: Loaded, problems: list[SpecProblem]) -> DesiredState:
 
 
 class _Entry(NamedTuple):
-    stamp: tuple[int, int]
+    stamp: Stamp | None  # None: torn (changed while read) or not read (being written); never reused
     loaded: list[tuple[ResourceSpec, Source]]
     problems: list[SpecProblem]
     hashes: dict[str, str]
 
 
-class DesiredCache:
-    """Loads desired/ again re-parsing only files whose (size, mtime) changed: idle resyncs cost stats.
+_UNREAD = _Entry(None, [], [], {})
 
-    Used by the daemon, which loads on every file event and every resync. `generation` counts the
-    loads that saw a change, so a caller can tell an idle resync from a real one.
+
+class Unsettled(Exception):
+    """Some desired file is still being written, or vanished a moment ago: keep the last good state.
+
+    Not a user error: the caller plans from what it had and loads again after `wait` seconds.
     """
 
-    def __init__(self) -> None:
-        self._files: dict[Path, _Entry] = {}
+    def __init__(self, *, wait: float, files: list[str]) -> None:
+        self.wait = wait
+        self.files = files
+        super().__init__(f"waiting {wait:.2f} s for {', '.join(files)} to settle")
+
+
+class DesiredCache:
+    """Loads desired/ again re-parsing only files whose stamp changed: idle resyncs cost stats.
+
+    Used by the daemon, which loads on every file event and every resync. `generation` counts the
+    loads that combined a change, so a caller can tell an idle resync from a real one. A load while some
+    file is unsettled (settle.py) raises `Unsettled` instead of returning a state made from a partial
+    read; so does a settled-looking state that would drop resources before the clock confirms it.
+    """
+
+    def __init__(self, *, settle: float = DEFAULT_SETTLE, writes: WriteHints | None = None) -> None:
+        self._parsed: dict[Path, _Entry] = {}  # every file's latest read, settled or not
+        self._accepted: dict[Path, _Entry] = {}  # the reads the last returned state was made from
+        self._ids: frozenset[str] | None = None  # ids of the last returned state
         self._state: DesiredState | None = None
+        self._forget = False
+        self._writes = writes
+        self._settler = Settler(settle=settle, writes=writes)
+        self._lock_for: Path | None = None  # the directory whose git index.lock the settler watches
+        self._held: set[Path] = set()  # the paths the last load waited for
         self.generation = 0
+        self.reads = 0  # counts the loads that read something new, settled or not (FileOwners follows it)
+
+    def forget(self) -> None:
+        """Re-read every file at the next load (SIGHUP, the slow loop); what settles is still tracked."""
+        self._forget = True
 
     def load(self, *, directory: Path) -> DesiredState:
-        directory = Path(directory)
+        held = self._held
+        try:
+            return self._load(directory=Path(directory))
+        finally:
+            if self._held != held:
+                self.reads += 1
+
+    def _load(self, *, directory: Path) -> DesiredState:
         if not directory.is_dir():
             raise SpecError([SpecProblem(str(directory), 0, "", "desired directory does not exist")])
+        if self._forget:
+            self._forget, self._parsed, self._state = False, {}, None
+        if self._lock_for != directory:
+            self._settler.git_lock, self._lock_for = git_index_lock(directory), directory
         files = {path: self._entry(path) for path in desired_files(directory)}
-        unchanged = files.keys() == self._files.keys() and all(
-            files[path] is self._files[path] for path in files)
-        self._files = files
-        if unchanged and self._state is not None:
+        if files.keys() != self._parsed.keys() or any(entry is not self._parsed[path] for path, entry in files.items()):
+            self.reads += 1
+        self._parsed, self._held = files, set()
+        gone = [path for path in self._accepted if path not in files]
+        changed = {path: entry.stamp for path, entry in files.items() if entry is not self._accepted.get(path)}
+        if not changed and not gone and self._state is not None:
             return self._state
+        self._hold(changed=changed, gone=gone, strict=False)
         self.generation += 1
         self._state = None
         problems = [problem for entry in files.values() for problem in entry.problems]
         state = _combine(files=[(display_path(path), entry.loaded) for path, entry in files.items()],
                          problems=problems)
+        if self._ids is None or not self._ids <= state.resources.keys():
+            self._hold(changed=changed, gone=gone, strict=True)  # a drop is confirmed by the clock only
+        self._settler.forget(gone)
+        self._accepted, self._ids = files, frozenset(state.resources)
         self._state = DesiredState(state.resources, state.sources,
                                    {rid: h for entry in files.values() for rid, h in entry.hashes.items()})
         return self._state
 
     def files(self) -> list[tuple[Path, dict[str, Source], bool]]:
-        """Each file as the last `load` read it, even when that load failed as a whole: the ids its
-        valid documents declare, and whether the file itself parsed and validated cleanly."""
-        return [(path, {spec.resource_id: source for spec, source in entry.loaded}, not entry.problems)
-                for path, entry in self._files.items()]
+        """Each file as the last `load` read it, even when that load failed or was held: the ids its
+        valid documents declare, and whether the file itself parsed, validated and settled cleanly.
+        A file that vanished a moment ago (its absence not yet confirmed) is listed with its last ids."""
+        listed = [(path, {spec.resource_id: source for spec, source in entry.loaded},
+                   not entry.problems and entry.stamp is not None and path not in self._held)
+                  for path, entry in self._parsed.items()]
+        vanished = [(path, {spec.resource_id: source for spec, source in entry.loaded}, False)
+                    for path, entry in self._accepted.items() if path in self._held and path not in self._parsed]
+        return listed + vanished
+
+    def _hold(self, *, changed: dict[Path, Stamp | None], gone: list[Path], strict: bool) -> None:
+        files = [display_path(path) for path in [*changed, *gone]]
+        wait = self._settler.wait(changed=changed, gone=gone, strict=strict)
+        if wait <= 0 and self._settler.git_busy():
+            wait, files = GIT_RECHECK, [*files, f"{self._settler.git_lock} (a git checkout is running)"]
+        if wait > 0:
+            self._held = {*changed, *gone}
+            raise Unsettled(wait=wait, files=files)
 
     def _entry(self, path: Path) -> _Entry:
-        try:
-            info = path.stat()
-            stamp = (info.st_size, info.st_mtime_ns)
-        except OSError:
-            stamp = (-1, -1)
-        cached = self._files.get(path)
-        if cached is not None and cached.stamp == stamp and stamp != (-1, -1):
+        stamp = stamp_of(path)
+        cached = self._parsed.get(path)
+        if cached is not None and cached.stamp == stamp and stamp != UNREADABLE:
             return cached
+        if self._writes is not None and self._writes.hint(path, stamp) is WriteHint.WRITING:
+            return _UNREAD
         found: list[SpecProblem] = []
         loaded = _load_serial(paths=[path], problems=found)[0][1]
+        if stamp_of(path) != stamp:
+            return _UNREAD
         return _Entry(stamp, loaded, found, {spec.resource_id: spec_hash(spec) for spec, _ in loaded})
 
 
@@ -242,16 +369,17 @@ def _shares(paths: list[Path], *, workers: int) -> list[list[Path]]:
     return chunks
 
 
-def _load_chunk_as_json(paths: list[Path]) -> tuple[list[tuple[str, list[tuple[str, int]]]], list[SpecProblem]]:
+def _load_chunk_as_json(paths: list[Path]) -> tuple[list[tuple[str, list[tuple[str, int, int]]]], list[SpecProblem]]:
     problems: list[SpecProblem] = []
     loaded = _load_serial(paths=paths, problems=problems)
-    as_json = [(name, [(spec.model_dump_json(), source.line) for spec, source in items]) for name, items in loaded]
+    as_json = [(name, [(spec.model_dump_json(), source.line, source.target_line) for spec, source in items])
+               for name, items in loaded]
     return as_json, problems
 
 
-def _from_json(as_json: list[tuple[str, list[tuple[str, int]]]]) -> Loaded:
+def _from_json(as_json: list[tuple[str, list[tuple[str, int, int]]]]) -> Loaded:
     revive = ResourceSpec.model_validate_json
-    return [(name, [(revive(text), Source(name, line)) for text, line in items]) for name, items in as_json]
+    return [(name, [(revive(text), Source(name, *lines)) for text, *lines in items]) for name, items in as_json]
 
 
 def _validate_file(*, documents: list[Document], name: str,
@@ -260,21 +388,26 @@ def _validate_file(*, documents: list[Document], name: str,
     for doc in documents:
         spec = validate_document(doc=doc, name=name, problems=problems)
         if spec is not None:
-            loaded.append((spec, Source(name, doc.key_lines.get("resource_id", doc.line))))
+            loaded.append((spec, Source(name, doc.key_lines.get("resource_id", doc.line),
+                                        doc.key_lines.get("runtime_target", 0))))
     return loaded
 
 
 def _read_documents(*, path: Path, name: str, problems: list[SpecProblem]) -> list[Document]:
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            problems.append(SpecProblem(name, 0, "", f"file is larger than {MAX_FILE_BYTES >> 20} MiB"))
-            return []
-        with path.open("rb") as stream:
+        with open_regular(path) as stream:
+            if os.fstat(stream.fileno()).st_size > MAX_FILE_BYTES:
+                problems.append(SpecProblem(name, 0, "", f"file is larger than {MAX_FILE_BYTES >> 20} MiB"))
+                return []
             return load_documents(stream)
     except YamlProblem as exc:
-        problems.append(SpecProblem(name, exc.line, exc.field, exc.message))
+        problems.append(SpecProblem(name, exc.line, exc.field, exc.message, exc.column))
+    except NotRegular as exc:
+        problems.append(SpecProblem(name, 0, "", str(exc.strerror)))
     except OSError as exc:
         problems.append(SpecProblem(name, 0, "", f"cannot read: {exc.strerror}"))
+    except Exception as exc:  # noqa: BLE001 - any failure to read a file is a load error of that file
+        problems.append(SpecProblem(name, 0, "", f"cannot read: {type(exc).__name__}: {exc}"))
     return []
 
 
@@ -289,6 +422,10 @@ def validate_document(*, doc: Document, name: str, problems: list[SpecProblem]) 
     if doc.odd_keys:
         problems.extend(SpecProblem(name, line, text, f"key {text!r} is not read as text by YAML; quote it: "
                                     f"\"{text}\"") for text, line in doc.odd_keys)
+        return None
+    apart = disagreements(plain=doc.raw, text_fields=TEXT_FIELDS, bool_fields=BOOL_FIELDS)
+    if apart:
+        problems.extend(SpecProblem(name, doc.key_lines.get(key, doc.line), key, message) for key, message in apart)
         return None
     try:
         return ResourceSpec.model_validate(doc.value)

@@ -24,7 +24,10 @@ from yaml import events as ev
 MAX_DEPTH = 64
 MAX_EXPANDED_VALUES = 100_000
 _TAG = "tag:yaml.org,2002:"
-_SAFE_SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")}
+_STR = _TAG + "str"
+_TIMESTAMP = _TAG + "timestamp"
+_SAFE_SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
+_COLLECTION_TAGS = {"map": _TAG + "map", "seq": _TAG + "seq"}
 _RESOLVER = yaml.resolver.Resolver()
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _CACHE: dict[str, Any] = {}
@@ -34,11 +37,12 @@ _CACHE_LIMIT = 50_000
 class YamlProblem(Exception):
     """Bad YAML at a known place; reading the file stops there."""
 
-    def __init__(self, message: str, *, line: int, field: str = "") -> None:
+    def __init__(self, message: str, *, line: int, field: str = "", column: int = 0) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
         self.field = field
+        self.column = column
 
 
 @dataclass(slots=True)
@@ -53,40 +57,65 @@ class Document:
     odd_keys: list[tuple[str, int]] = field(default_factory=list)
 
 
-def _plain(text: str) -> Any:
+def _plain(text: str, line: int) -> Any:
     value = _CACHE.get(text, _CACHE)
     if value is not _CACHE:
         return value
     tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
-    if tag == _TAG + "str" or tag == _TAG + "timestamp":
+    if tag == _STR:
         value = text
     elif tag == _TAG + "merge":
         value = _MERGE
+    elif tag == _TAG + "value":
+        value = _VALUE
     else:
-        value = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, text))
+        value = _construct(tag, text, line)
     if len(_CACHE) >= _CACHE_LIMIT:
         _CACHE.clear()
     _CACHE[text] = value
     return value
 
 
-class _Merge:
+class _Special:
+    """A plain scalar YAML 1.1 gives a meaning only as a mapping key: `<<` (merge) and `=` (value)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
     def __repr__(self) -> str:
-        return "<<"
+        return self.text
 
 
-_MERGE = _Merge()
+_MERGE = _Special("<<")
+_VALUE = _Special("=")
+
+
+def _construct(tag: str, text: str, line: int) -> Any:
+    """PyYAML's safe constructor for a core tag; content it cannot hold is a problem at `line`, never a traceback."""
+    try:
+        value = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, text))
+    except Exception:  # the constructors raise ValueError, KeyError, IndexError, AttributeError …
+        raise YamlProblem(f"{text!r} is not a valid {_short(tag)}", line=line) from None
+    return text if tag == _TIMESTAMP else value  # dates stay text as written (every consumer is JSON)
 
 
 def _scalar(event: ev.ScalarEvent) -> Any:
     tag = event.tag
-    if tag is None or tag == "!":
-        return _plain(event.value) if event.implicit[0] and tag is None else event.value
+    if tag is None:
+        return _plain(event.value, _line(event)) if event.implicit[0] else event.value
+    if tag == "!":
+        raise YamlProblem("the non-specific tag '!' is not allowed on a scalar (YAML readers disagree on what it "
+                          "means): remove it, or quote the value", line=_line(event))
+    if tag == _TAG + "binary":
+        raise YamlProblem("!!binary is not allowed: the desired state travels as JSON, which cannot carry bytes; "
+                          "write the base64 text as a plain string", line=_line(event))
     if tag not in _SAFE_SCALAR_TAGS:
         raise YamlProblem(f"tag {_short(tag)} is not allowed (only plain YAML data)", line=_line(event))
-    if tag in (_TAG + "str", _TAG + "timestamp"):
+    if tag == _STR:
         return event.value
-    return _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, event.value))
+    return _construct(tag, event.value, _line(event))
 
 
 def _short(tag: str) -> str:
@@ -120,8 +149,10 @@ class DocumentBuilder:
     """Turns the events of one stream into `Document`s; one instance per file."""
 
     def __init__(self, stream: BinaryIO | str | bytes) -> None:
+        self._stream = stream
         self._loader = yaml.CSafeLoader(stream)
         self._anchors: dict[str, tuple[Any, int]] = {}
+        self._anchor_lines: dict[str, int] = {}
         self._stack: list[_Frame] = []
         self._doc: Document | None = None
         self._expanded = 0
@@ -132,16 +163,25 @@ class DocumentBuilder:
             self._run(docs)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else 0
-            context = ""
-            if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
-                context = f" ({exc.context} started at line {exc.context_mark.line + 1})"
-            raise YamlProblem(f"invalid YAML: {exc.problem or exc.context}{context}", line=line) from None
+            text = self._text()
+            line, column = _position(text, mark) if mark else (0, 0)
+            started = _position(text, exc.context_mark)[0] if exc.context_mark else line
+            context = f" ({exc.context} started at line {started})" if exc.context and started != line else ""
+            raise YamlProblem(f"invalid YAML: {exc.problem or exc.context}{context}", line=line,
+                              column=column) from None
         except yaml.YAMLError as exc:
             raise YamlProblem(f"invalid YAML: {exc}", line=0) from None
         finally:
             self._loader.dispose()
         return docs
+
+    def _text(self) -> str:
+        """The stream's text again, to place an error (only on the error path)."""
+        stream = self._stream
+        if hasattr(stream, "seek"):
+            stream.seek(0)
+            stream = stream.read()
+        return stream.decode("utf-8", "replace") if isinstance(stream, bytes) else str(stream)
 
     def _run(self, docs: list[Document]) -> None:
         get = self._loader.get_event
@@ -159,6 +199,7 @@ class DocumentBuilder:
             elif kind is ev.DocumentStartEvent:
                 self._doc = Document(None, _line(event), {}, {})
                 self._anchors = {}
+                self._anchor_lines = {}
                 self._expanded = 0
             elif kind is ev.DocumentEndEvent:
                 docs.append(self._doc)
@@ -166,14 +207,32 @@ class DocumentBuilder:
                 return
 
     def _open(self, event: ev.CollectionStartEvent, value: Any) -> None:
-        if event.tag is not None and event.tag not in (_TAG + "map", _TAG + "seq", "!"):
-            raise YamlProblem(f"tag {_short(event.tag)} is not allowed (only plain YAML data)", line=_line(event))
+        if event.tag is not None and event.tag != "!":
+            self._check_collection_tag(event, value)
+        if event.anchor is not None:
+            self._claim_anchor(event.anchor, event)
         if len(self._stack) >= MAX_DEPTH:
             raise YamlProblem(f"nesting deeper than {MAX_DEPTH} levels", line=_line(event))
         if not self._stack:
             self._doc.line = _line(event)
         path = self._child_path()
         self._stack.append(_Frame(value, event.anchor, path))
+
+    @staticmethod
+    def _check_collection_tag(event: ev.CollectionStartEvent, value: Any) -> None:
+        kind = "map" if isinstance(value, dict) else "seq"
+        if event.tag == _COLLECTION_TAGS[kind]:
+            return
+        if event.tag in _COLLECTION_TAGS.values():
+            found = "mapping" if kind == "map" else "sequence"
+            raise YamlProblem(f"tag {_short(event.tag)} does not fit a {found}", line=_line(event))
+        raise YamlProblem(f"tag {_short(event.tag)} is not allowed (only plain YAML data)", line=_line(event))
+
+    def _claim_anchor(self, anchor: str, event: ev.Event) -> None:
+        if anchor in self._anchor_lines:
+            first = self._anchor_lines[anchor]
+            raise YamlProblem(f"duplicate anchor &{anchor} (first at line {first})", line=_line(event))
+        self._anchor_lines[anchor] = _line(event)
 
     def _child_path(self) -> str | None:
         """Dotted path of the value being opened, kept only two levels deep (enough for errors)."""
@@ -190,10 +249,15 @@ class DocumentBuilder:
             self._merge(frame)
         self._add(frame.value, None, frame.anchor, frame.size)
 
-    def _merge(self, frame: _Frame) -> None:
-        for source in frame.merges:
-            for key, value in source.items():
-                frame.value.setdefault(key, value)
+    @staticmethod
+    def _merge(frame: _Frame) -> None:
+        """PyYAML's order exactly: merged pairs first (the last source of a `<<` list first), then the
+        mapping's own; a later pair sets the value, the first keeps its key (so `1` vs `1.0` comes out alike)."""
+        merged: dict[Any, Any] = {}
+        for source in reversed(frame.merges):
+            merged.update(source)
+        merged.update(frame.value)
+        frame.value = merged
 
     def _alias(self, event: ev.AliasEvent) -> None:
         if event.anchor not in self._anchors:
@@ -208,8 +272,12 @@ class DocumentBuilder:
 
     def _add(self, value: Any, event: ev.Event | None, anchor: str | None, size: int) -> None:
         if anchor is not None:
+            if event is not None:  # a scalar; a collection claimed its anchor when it opened
+                self._claim_anchor(anchor, event)
             self._anchors[anchor] = (value, size)
         if not self._stack:
+            if type(value) is _Special:
+                _misplaced(value, event)
             self._doc.value = value
             if event is not None:
                 self._doc.line = _line(event)
@@ -217,6 +285,8 @@ class DocumentBuilder:
         frame = self._stack[-1]
         frame.size += size
         if frame.lines is None:
+            if type(value) is _Special:
+                _misplaced(value, event)
             frame.value.append(value)
         elif frame.key is _NO_KEY:
             self._set_key(frame, value, event)
@@ -226,6 +296,8 @@ class DocumentBuilder:
     def _set_key(self, frame: _Frame, key: Any, event: ev.Event | None) -> None:
         if event is None or isinstance(key, (dict, list)):
             raise YamlProblem("mapping keys must be plain scalars", line=self._event_line(event))
+        if key is _VALUE:
+            key = "="  # as PyYAML does: the YAML 1.1 value key is plain text where a key stands
         frame.key = key
         frame.key_line = _line(event)
         if frame.path == "" and not isinstance(key, str) and key is not _MERGE and isinstance(event, ev.ScalarEvent):
@@ -234,20 +306,27 @@ class DocumentBuilder:
     def _set_value(self, frame: _Frame, value: Any, event: ev.Event | None) -> None:
         key, line = frame.key, frame.key_line
         frame.key = _NO_KEY
-        if key is _MERGE:
-            self._add_merge(frame, value, line)
-            return
+        if type(value) is _Special:
+            _misplaced(value, event)
         if key in frame.lines:
             self._duplicate(frame, key, line)
+        if key is _MERGE:
+            frame.lines[key] = line
+            self._add_merge(frame, value, line)
+            return
         frame.lines[key] = line
         frame.value[key] = value
         if frame.path is not None:
             field = self._field(frame, key)
             self._doc.key_lines[field] = line
-            if frame.path == "" and event is not None and isinstance(event, ev.ScalarEvent):
-                self._doc.raw[field] = event.value
+            if frame.path == "" and type(event) is ev.ScalarEvent and event.tag is None and event.implicit[0]:
+                self._doc.raw[field] = event.value  # plain scalars only: what YAML 1.1 and 1.2 may read apart
 
     def _duplicate(self, frame: _Frame, key: Any, line: int) -> None:
+        if key is _MERGE:
+            raise YamlProblem(f"a second '<<' merge key in one mapping (first at line {frame.lines[key]}): YAML "
+                              "readers disagree on which one wins; merge a list instead: <<: [*a, *b]",
+                              line=line, field=self._field(frame, key))
         raise YamlProblem(
             f"duplicate key (first at line {frame.lines[key]})", line=line, field=self._field(frame, key)
         )
@@ -264,6 +343,24 @@ class DocumentBuilder:
 
     def _event_line(self, event: ev.Event | None) -> int:
         return _line(event) if event is not None else self._doc.line
+
+
+def _position(text: str, mark: Any) -> tuple[int, int]:
+    """1-based (line, column) of an error mark; libyaml puts errors found at the end of the stream past
+    the last line, so those are moved to the end of the last line that has anything on it."""
+    lines = text.splitlines()
+    if mark.line < len(lines) and (mark.column < len(lines[mark.line]) or lines[mark.line].strip()):
+        return mark.line + 1, mark.column + 1
+    last = next((i for i in range(min(mark.line, len(lines) - 1), -1, -1) if lines[i].strip()), None)
+    if last is None:
+        return 1, 1
+    return last + 1, len(lines[last].rstrip()) + 1
+
+
+def _misplaced(value: _Special, event: ev.Event | None) -> None:
+    line = _line(event) if event is not None else 0
+    raise YamlProblem(f"a plain {value.text} means something to YAML 1.1 only as a mapping key; quote it: "
+                      f"\"{value.text}\"", line=line)
 
 
 def load_documents(stream: BinaryIO | str | bytes) -> list[Document]:

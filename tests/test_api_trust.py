@@ -331,7 +331,6 @@ def test_a_body_over_the_cap_answers_413_and_valid_edges_still_pass(edge_client)
     assert post_text(edge_client, BASE % nested)[0] == 202
 
 
-@pytest.mark.xfail(strict=False, reason="model limit lands with the desired-loading branch")
 def test_params_over_the_spec_limit_answer_422(edge_client):
     status, answer = post_text(edge_client, BASE % json.dumps("x" * (100 * 1024)))
     assert status == 422, answer

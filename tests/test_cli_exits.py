@@ -90,7 +90,7 @@ def test_desired_state_problems_are_json_lines_when_the_log_format_is(tmp_path):
     done = run_cli(tmp_path, "validate", RECONCILER_LOG_FORMAT="json")
     assert done.returncode == 1
     events = _all_json(done.stderr)
-    assert events[0]["file"].endswith("bad.yaml") and events[0]["line"] == 3
+    assert events[0]["file"].endswith("bad.yaml") and events[0]["line"] == 2  # the unclosed bracket's line, not one past the end
     assert "nothing was changed" in events[-1]["error"]
 
 

@@ -112,8 +112,9 @@ def test_a_broken_file_changes_nothing_and_the_daemon_recovers(project, daemons)
     assert statuses(project) == {"a": "active", "b": "active"}
     assert not [run for run in runs(project) if run[2] == "delete"]
     error = next(e for e in log_events(project) if e["event"].startswith("desired state does not load"))
-    assert (error["file"].endswith("b.yaml"), error["line"]) == (True, 3)
-    assert "flow sequence started at line 2" in error["problem"]
+    # the unclosed flow sequence is reported where it is, not on a line past the end of the file
+    assert (error["file"].endswith("b.yaml"), error["line"]) == (True, 2)
+    assert "did not find expected ',' or ']'" in error["problem"]
     write_resources(project, {"b": {"deploy_ref": "v2"}}, name="b.yaml")
     wait_for(lambda: db_rows(project, "SELECT deploy_ref FROM resources WHERE resource_id = 'b'") == [
         {"deploy_ref": "v2"}], what="b updated after the fix")

@@ -20,9 +20,15 @@ ALLOWED: dict[str, set[str]] = {
     # test-only switches that bring back past defects for the chaos campaign's self-test (issue 13)
     "defects": set(),
     "yamlfast": set(),
-    "spec": {"models", "errors", "yamlfast"},
+    # settle: when a desired file's content may count (stat/clock only); watch: inotify for the daemon
+    "settle": set(),
+    "watch": {"settle"},
+    "spec": {"models", "errors", "yamlfast", "settle", "yamlcompat"},
+    # the runtime targets provision/ provides (floor 2: reads provision/targets.yaml)
+    "targets": {"models", "errors", "yamlfast", "settle"},
     # which file owns which id, also while files fail to load (issue 11: the API's ownership check)
     "owners": {"spec"},
+    "yamlcompat": set(),
     "plan": {"models"},
     "render": {"plan", "models", "terminal"},
     "retry": set(),
@@ -34,7 +40,7 @@ ALLOWED: dict[str, set[str]] = {
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
     "engine": {"models", "errors", "spec", "plan", "render", "retry", "store", "runner", "health", "logs",
-               "yamlfast", "owners"},
+               "yamlfast", "owners", "settle", "targets"},
     # the other half of DESIGN.md's engine: claiming and running jobs (split when engine.py outgrew one job)
     "workers": {"models", "errors", "retry", "runner", "supervise", "logs"},
     # one failure policy for every long-lived loop (store outages retried, anything else is a crash)
@@ -44,7 +50,7 @@ ALLOWED: dict[str, set[str]] = {
     "portable": {"errors", "models", "store"},
     # the daemon hosts the API server and its metrics, so it is the one module above api
     "daemon": {"engine", "workers", "health", "store", "models", "errors", "logs", "spec", "plan", "retry",
-               "runner", "systemd", "metrics", "api", "supervise"},
+               "runner", "systemd", "metrics", "api", "supervise", "settle", "watch", "targets"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
     "apply": {"engine", "workers", "render", "store", "models", "errors", "plan", "spec", "logs", "retry",
               "runner", "terminal"},

@@ -160,7 +160,7 @@ def test_document_that_is_not_a_mapping(desired: Path, text: str, line: int, kin
 
 def test_invalid_yaml_syntax_names_the_line(desired: Path) -> None:
     write(desired, "a.yaml", "resource_id: a\nowner: acme\n  region: eu\ndeploy_ref: v1\n")
-    assert only_problem(desired) == "desired/a.yaml:3: invalid YAML: mapping values are not allowed in this context"
+    assert only_problem(desired) == "desired/a.yaml:3:9: invalid YAML: mapping values are not allowed in this context"
 
 
 def test_a_file_that_fails_to_parse_fails_the_whole_load(desired: Path) -> None:
@@ -224,7 +224,7 @@ def test_all_problems_in_all_files_are_reported_together_sorted(desired: Path) -
     write(desired, "ok.yaml", GOOD.format(id="ok"))
     found = problems(desired)
     assert [p.split(": ", 1)[0] for p in found] == [
-        "desired/a.yaml:4", "desired/a.yaml:6", "desired/b.yaml:5", "desired/b.yaml:7", "desired/c/c.yaml:2"]
+        "desired/a.yaml:4", "desired/a.yaml:6", "desired/b.yaml:5", "desired/b.yaml:7", "desired/c/c.yaml:1:5"]
     assert "deploy_ref" in found[0] and "colour" in found[2] and "'B'" in found[3]
 
 
@@ -313,7 +313,7 @@ def test_parallel_load_reports_a_bad_file_with_its_line(desired: Path) -> None:
     found_parallel: list = []
     _load_parallel(paths=paths, problems=found_parallel)
     expected = ["desired/part00/a-bad.yaml:5: regoin: unknown field (did you mean 'region'?)",
-                "desired/part00/b-bad.yaml:8: invalid YAML: did not find expected node content"]
+                "desired/part00/b-bad.yaml:7:5: invalid YAML: did not find expected node content"]
     assert sorted(str(p) for p in found_parallel) == expected
     assert problems(desired) == expected
     assert os.cpu_count() and os.cpu_count() > 1, "the parallel path needs more than one core"
