@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "defects": set(),
     "yamlfast": set(),
     # settle: when a desired file's content may count (stat/clock only); watch: inotify for the daemon
-    "settle": set(),
+    "settle": {"defects"},
     "watch": {"settle"},
     "spec": {"models", "errors", "yamlfast", "settle", "yamlcompat"},
     # the runtime targets provision/ provides (floor 2: reads provision/targets.yaml)
