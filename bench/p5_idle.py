@@ -75,8 +75,10 @@ def run(ctx: Ctx) -> list[Row]:
         peer = f"same at {previous['count']:,}" if previous else "—"
         cpu_note = (f"{len(result['per_pass'])} passes, {min(result['per_pass']):.3f}–{max(result['per_pass']):.3f} s; "
                     f"pass-to-pass {median(result['intervals']):.2f} s wall; first pass (READY) {result['ready']:.1f} s")
-        if previous:
+        if previous and previous["cpu"] > 0:
             cpu_note += f"; growth ×{result['cpu'] / previous['cpu']:.1f} for ×{count // previous['count']} resources"
+        elif previous:  # /proc counts CPU in 10 ms ticks: an idle pass can cost less than one
+            cpu_note += f"; growth not a ratio (at {previous['count']:,} a pass took under one 10 ms clock tick)"
         if result["profile"]:
             cpu_note += "; " + result["profile"]
         rows.append(Row(id=ID, what="idle resync: daemon CPU per pass", size=size, seconds=result["cpu"], unit="CPU s",

@@ -20,10 +20,10 @@ from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from .engine import API_SOURCE, converge_one
+from .engine import converge_one
 from .errors import StoreError
 from .httpguard import FrontDoor
-from .models import RESOURCE_ID_PATTERN, Job, JobAction, JobStatus, ObservedResource, ResourceSpec, iso, utcnow
+from .models import RESOURCE_ID_PATTERN, Job, Action, JobStatus, ObservedResource, ResourceSpec
 from .status import event_json, row_json
 
 ResourceId = Path(pattern=RESOURCE_ID_PATTERN, description="The resource's id")
@@ -226,7 +226,7 @@ def _row(store: Any, resource_id: str) -> ObservedResource:
 
 
 def _job_view(job: Job, row: ObservedResource | None) -> JobView:
-    done = job.status is JobStatus.SUCCEEDED and job.action is not JobAction.DELETE
+    done = job.status is JobStatus.SUCCEEDED and job.action is not Action.DELETE
     return JobView(job_id=job.job_id, resource_id=job.resource_id, action=str(job.action), status=str(job.status),
                    attempt=job.attempt, claims=job.claims, created_at=job.created_at, started_at=job.started_at,
                    finished_at=job.finished_at, exit_code=job.exit_code, error=job.error,

@@ -18,47 +18,43 @@ import click
 
 from .engine import (
     PlanView,
-    api_declared,
     desired_commit,
     enqueue,
-    make_plan,
-    plan_against,
+    load_files,
+    plan_fleet,
     plan_scope,
-    require_known_ids,
+    read_fleet,
     target_timeouts,
 )
 from .workers import EngineConfig, Finished, WorkerPool, expire_dead_leases
 from .models import utcnow
-from .plan import PlanPolicy
-from .retry import RetryPolicy
-from .render import render_json, render_text
+from .options import Mode, PlanOptions, RunOptions
 from .runner import dropped_env, read_pass_env
 from .spec import DesiredState
 from .store import open_store
 from .terminal import printable, printable_lines
+from .views import View
 
 TAIL_LINES = 12
 
 
 @dataclass(frozen=True, slots=True)
 class ApplyOptions:
-    targets: tuple[str, ...] = ()
-    allow_mass_delete: bool = False
+    """One apply (or, in destroy mode, one destroy): what to plan, how scripts run, how it is shown."""
+
+    plan: PlanOptions
+    run: RunOptions
+    view: View
     yes: bool = False
-    parallelism: int = 10
-    timeout: float = 900.0
-    retry: RetryPolicy = RetryPolicy()
-    output: str = "text"
-    colour: bool = False
-    destroy: bool = False
+    mode: Mode = Mode.APPLY
 
 
 def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     store = open_store(url=settings.db)
     config = _engine_config(settings=settings, options=options, store=store)  # bad settings: before any queueing
     expire_dead_leases(store=store, now=utcnow())
-    view = _view(settings=settings, options=options, store=store)
-    _show(view=view, options=options)
+    view = _plan(settings=settings, options=options, store=store)
+    click.echo(options.view.plan(view.plan), nl=False)
     if view.plan.refusal:
         return 1
     scope = plan_scope(view.plan)
@@ -66,14 +62,14 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
         return 0
     if view.plan.changes and not _confirmed(options=options):
         return 1
-    commit = None if options.destroy else desired_commit(directory=settings.desired)
+    commit = None if options.mode is Mode.DESTROY else desired_commit(directory=settings.desired)
     enqueue(store=store, view=view, commit=commit)
     _note_dropped_env(config)
     with _Interrupts() as interrupts:
         work = _Work(store=store, config=config, options=options, interrupts=interrupts)
         # A whole-fleet apply works the whole queue (an id list of 100k would cost every claim a scan);
         # with --target it claims only those resources' jobs.
-        work.run(scope=scope if options.targets else None)
+        work.run(scope=scope if options.plan.targets else None)
         _follow_up(work=work, settings=settings, options=options, view=view, commit=commit)
     _detach_broken_stdout()
     return _summarise(work=work, store=store, scope=scope)
@@ -90,35 +86,24 @@ def _follow_up(*, work: _Work, settings: Any, options: ApplyOptions, view: PlanV
     for _round in range(3):
         if not waited or work.stopped:
             break
-        again = _view(settings=settings, options=replace(options, targets=tuple(sorted(waited))), store=store)
+        narrowed = replace(options, plan=replace(options.plan, targets=tuple(sorted(waited))))
+        again = _plan(settings=settings, options=narrowed, store=store)
         if not again.plan.changes or again.plan.refusal:
             break
         for change in again.plan.changes:
-            click.echo(f"~ {change.resource_id}: {change.action} ({change.reason}) after its earlier job", err=True)
+            click.echo(f"~ {change.resource_id}: {change.shown} ({change.message}) after its earlier job", err=True)
         enqueue(store=store, view=again, commit=commit)
         work.run(scope=plan_scope(again.plan))
         waited = {change.resource_id for change in again.plan.waiting}
 
 
-def _view(*, settings: Any, options: ApplyOptions, store: Any) -> PlanView:
-    policy = PlanPolicy(allow_mass_delete=options.allow_mass_delete)
-    observed, in_flight = store.load_observed(), store.in_flight()
-    if options.destroy:
-        empty = DesiredState(resources={})
-        require_known_ids(ids=options.targets, desired=empty, observed=observed)
-        return plan_against(desired=empty, observed=observed, in_flight=in_flight, now=utcnow(), policy=policy,
-                            targets=options.targets)
-    return make_plan(desired_dir=settings.desired, observed=observed, in_flight=in_flight, now=utcnow(),
-                     policy=policy, targets=options.targets, api=store.api_desired(), settle=settings.settle,
-                     provision_dir=settings.provision)
-
-
-def _show(*, view: PlanView, options: ApplyOptions) -> None:
-    api = api_declared(view.desired)
-    text = render_json(view.plan, api=api) if options.output == "json" else render_text(
-        view.plan, colour=options.colour, api=api)
-    # With JSON on stdout, progress and summary go to stderr so stdout stays one JSON document.
-    click.echo(text, nl=False)
+def _plan(*, settings: Any, options: ApplyOptions, store: Any) -> PlanView:
+    """Apply plans desired/ plus the API's declarations; destroy plans as if nothing were declared."""
+    destroy = options.mode is Mode.DESTROY
+    fleet = read_fleet(store=store, with_api=not destroy)
+    desired = DesiredState(resources={}) if destroy else load_files(
+        directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
+    return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets)
 
 
 def _confirmed(*, options: ApplyOptions) -> bool:
@@ -137,8 +122,8 @@ def _confirmed(*, options: ApplyOptions) -> bool:
 
 
 def _engine_config(*, settings: Any, options: ApplyOptions, store: Any) -> EngineConfig:
-    return EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.timeout,
-                        retry=options.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
+    return EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.run.timeout,
+                        retry=options.run.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
                         guard_orphans=store.kind != "sqlite",
                         pass_env=read_pass_env(provision_dir=settings.provision))
 
@@ -168,7 +153,7 @@ class _Work:
     def run(self, *, scope: set[str] | None) -> None:
         if self.stopped:
             return
-        err = self.options.output == "json"
+        err = self.options.view.progress_to_stderr
         if sys.stdout.isatty() and not err:
             drawing = threading.Lock()  # workers finish on many threads; the bar draws on one at a time
 
@@ -183,7 +168,7 @@ class _Work:
         self._run_pool(scope=scope, on_finish=lambda item: _print_line(_line(item), err=err))
 
     def _run_pool(self, *, scope: set[str] | None, on_finish: Any) -> None:
-        pool = WorkerPool(store=self.store, config=self.config, parallelism=self.options.parallelism,
+        pool = WorkerPool(store=self.store, config=self.config, parallelism=self.options.run.parallelism,
                           on_finish=on_finish)
         self.interrupts.pool = pool
         try:

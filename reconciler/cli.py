@@ -8,16 +8,21 @@ traceback; when stderr carries JSON logs, errors are JSON lines too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, cast
 
 import click
 
 from .errors import ReconcilerError, SpecError
+
+if TYPE_CHECKING:  # the command line imports what a command needs when it runs (a fast --help)
+    from .options import ApiOptions, CheckOptions, LeaseOptions, LoopOptions, PlanOptions, RunOptions
+    from .views import View
 
 OUTPUT = click.Choice(["text", "json"])
 
@@ -29,6 +34,12 @@ class Settings:
     provision: Path
     work_dir: Path
     settle: float = 0.15  # RECONCILER_SETTLE: seconds a changed desired file must stay unchanged
+
+    def given(self, **here: Any) -> Settings:
+        """These settings with the ones given after the subcommand (not None) in their place: those win."""
+        if here.get("work_dir") is not None:
+            here["work_dir"] = here["work_dir"].absolute()
+        return replace(self, **{name: value for name, value in here.items() if value is not None})
 
 
 def _fail(message: str) -> NoReturn:
@@ -114,16 +125,65 @@ def _colour() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
-@click.group(cls=_UsageExit1, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--desired", type=click.Path(path_type=Path), default="desired", show_default=True,
-              envvar="RECONCILER_DESIRED", help="Directory of desired-state YAML files [env: RECONCILER_DESIRED].")
-@click.option("--db", default="reconciler.db", show_default=True, envvar="RECONCILER_DB",
-              help="Observed-state database: a path, sqlite:///path or postgresql://… [env: RECONCILER_DB].")
-@click.option("--provision", type=click.Path(path_type=Path), default="provision", show_default=True,
-              envvar="RECONCILER_PROVISION", help="Directory of provision/teardown scripts [env: RECONCILER_PROVISION].")
-@click.option("--work-dir", type=click.Path(path_type=Path), default=".reconciler/work", show_default=True,
-              envvar="RECONCILER_WORK_DIR",
-              help="Per-resource working directories for the scripts [env: RECONCILER_WORK_DIR].")
+_SETTINGS = (
+    ("--desired", "desired", dict(type=click.Path(path_type=Path), default="desired"), "RECONCILER_DESIRED",
+     "Directory of desired-state YAML files"),
+    ("--db", "db", dict(default="reconciler.db"), "RECONCILER_DB",
+     "Observed-state database: a path, sqlite:///path or postgresql://…"),
+    ("--provision", "provision", dict(type=click.Path(path_type=Path), default="provision"), "RECONCILER_PROVISION",
+     "Directory of provision/teardown scripts"),
+    ("--work-dir", "work_dir", dict(type=click.Path(path_type=Path), default=".reconciler/work"), "RECONCILER_WORK_DIR",
+     "Per-resource working directories for the scripts"),
+)
+
+
+def _main_settings(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The four settings before the subcommand, with defaults and environment variables."""
+    for flag, name, kwargs, env, text in reversed(_SETTINGS):
+        func = click.option(flag, name, show_default=True, envvar=env, help=f"{text} [env: {env}].", **kwargs)(func)
+    return func
+
+
+def _with_settings(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The four settings after the subcommand too (`reconciler plan --desired ./desired`, as kubectl and
+    helm users type them); given in both places, the one after the subcommand wins. The command gets
+    the merged Settings as its first argument."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        here = {name: kwargs.pop(f"{name}_here") for _flag, name, _kw, _env, _text in _SETTINGS}
+        settings = cast(Settings, click.get_current_context().find_object(Settings)).given(**here)
+        return func(settings, *args, **kwargs)
+
+    wrapper.__click_params__ = list(getattr(func, "__click_params__", []))  # type: ignore[attr-defined]
+    for flag, name, kwargs, _env, text in reversed(_SETTINGS):
+        wrapper = click.option(flag, f"{name}_here", type=kwargs.get("type"), default=None,
+                               help=f"{text} (also accepted before the subcommand; this one wins).")(wrapper)
+    return wrapper
+
+
+def _grouped(into: str, build: Callable[..., Any], *options: Callable[..., Any]) -> Callable[..., Any]:
+    """Click options whose values reach the command as one frozen object named `into` (options.py)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names}
+            return func(*args, **kwargs, **{into: build(**values)})
+
+        wrapper.__click_params__ = list(getattr(func, "__click_params__", []))  # type: ignore[attr-defined]
+        before = len(wrapper.__click_params__)  # type: ignore[attr-defined]
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        names = [param.name for param in wrapper.__click_params__[before:]]  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+@click.group(cls=_UsageExit1, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog="Example: reconciler plan --desired ./desired --db state.db")
+@_main_settings
 @click.version_option(package_name="reconciler")
 @click.pass_context
 def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: Path) -> None:
@@ -138,20 +198,6 @@ def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: 
     ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir.absolute(), settle=settle)
 
 
-@main.command()
-@click.pass_obj
-@_guarded
-def validate(settings: Settings) -> None:
-    """Check desired/ without touching the database (for pre-commit hooks and CI)."""
-    from .spec import load_desired
-
-    state = load_desired(directory=settings.desired, settle=settings.settle)
-    if settings.provision.is_dir():
-        from .engine import check_targets
-
-        check_targets(desired=state, provision_dir=settings.provision)
-    count = len(state.resources)
-    click.echo(f"{settings.desired}: {count} resource{'s' if count != 1 else ''}, valid.")
 
 
 def _options(*options: Callable[..., Any]) -> Callable[..., Any]:
@@ -163,54 +209,74 @@ def _options(*options: Callable[..., Any]) -> Callable[..., Any]:
     return apply_all
 
 
-_plan_options = _options(
-    click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Plan format."),
-    click.option("--target", "targets", multiple=True, metavar="ID", help="Limit to this resource id (repeatable)."),
-    click.option("--allow-mass-delete", is_flag=True,
-                 help="Allow a plan that deletes every live resource or more than max(10, 25%)."),
-)
+def _view(output: str) -> View:
+    """The view of this command, picked once (views.py)."""
+    from .views import pick_view
+
+    return pick_view(output, colour=_colour())
+
+
+def _plan_options(*, into: str = "planning") -> Callable[..., Any]:
+    from .options import PlanOptions
+
+    return _grouped(
+        into, PlanOptions,
+        click.option("--target", "targets", multiple=True, metavar="ID",
+                     help="Limit to this resource id (repeatable)."),
+        click.option("--allow-mass-delete", is_flag=True,
+                     help="Allow a plan that deletes every live resource or more than max(10, 25%)."),
+    )
+
+
+_output_option = click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Plan format.")
 
 
 @main.command()
-@_plan_options
+@_with_settings
+@_guarded
+def validate(settings: Settings) -> None:
+    """Check desired/ without touching the database (for pre-commit hooks and CI).
+
+    \b
+    Example:
+      reconciler validate --desired ./desired
+    """
+    from .engine import load_files
+
+    state = load_files(directory=settings.desired, settle=settings.settle,
+                       provision_dir=settings.provision if settings.provision.is_dir() else None)
+    count = len(state.resources)
+    click.echo(f"{settings.desired}: {count} resource{'s' if count != 1 else ''}, valid.")
+
+
+@main.command()
+@_output_option
+@_plan_options()
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when no changes, 1 on error, 2 when there are changes or retries/jobs pending.")
-@click.pass_obj
+@_with_settings
 @_guarded
-def plan(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool,
-         detailed_exitcode: bool) -> None:
-    """Show what apply would change, without changing anything."""
-    _show_plan(settings=settings, output=output, targets=targets, allow_mass_delete=allow_mass_delete,
-               detailed_exitcode=detailed_exitcode)
+def plan(settings: Settings, output: str, planning: PlanOptions, detailed_exitcode: bool) -> None:
+    """Show what apply would change, without changing anything.
+
+    \b
+    Example:
+      reconciler plan --target acme-prod -o json
+    """
+    _show_plan(settings=settings, view=_view(output), planning=planning, detailed_exitcode=detailed_exitcode)
 
 
-def _show_plan(*, settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool,
-               detailed_exitcode: bool) -> None:
-    view = _plan_view(settings=settings, targets=targets, allow_mass_delete=allow_mass_delete)
-    from .engine import api_declared
-    from .render import render_json, render_text
+def _show_plan(*, settings: Settings, view: View, planning: PlanOptions, detailed_exitcode: bool) -> None:
+    from .engine import load_files, plan_fleet, read_fleet
 
-    api = api_declared(view.desired)
-    text = render_json(view.plan, api=api) if output == "json" else render_text(view.plan, colour=_colour(), api=api)
-    click.echo(text, nl=False)
-    if view.plan.refusal:
+    fleet = read_fleet(store=_read_store(settings))
+    desired = load_files(directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
+    planned = plan_fleet(desired=desired, fleet=fleet, policy=planning.policy(), targets=planning.targets).plan
+    click.echo(view.plan(planned), nl=False)
+    if planned.refusal:
         sys.exit(1)
-    if detailed_exitcode and (view.plan.has_changes or view.plan.pending):
+    if detailed_exitcode and (planned.has_changes or planned.pending):
         sys.exit(2)
-
-
-def _plan_view(*, settings: Settings, targets: tuple[str, ...], allow_mass_delete: bool):
-    from .engine import make_plan
-    from .models import utcnow
-    from .plan import PlanPolicy
-
-    store = _read_store(settings)
-    observed = store.load_observed() if store else {}
-    in_flight = store.in_flight() if store else set()
-    return make_plan(desired_dir=settings.desired, observed=observed, in_flight=in_flight, now=utcnow(),
-                     policy=PlanPolicy(allow_mass_delete=allow_mass_delete), targets=targets,
-                     api=store.api_desired() if store else None, settle=settings.settle,
-                     provision_dir=settings.provision)
 
 
 def _refuse_while_daemon_runs(*, settings: Settings, command: str) -> None:
@@ -235,177 +301,260 @@ def _read_store(settings: Settings) -> Any:
     return open_store(url=settings.db, create=False)
 
 
-# How scripts run: shared by apply, destroy and the daemon.
-_run_options = _options(
-    click.option("--parallelism", "-p", type=click.IntRange(1, 1000), default=10, show_default=True,
-                 help="How many scripts run at once."),
-    click.option("--timeout", type=click.FloatRange(min=0.1), default=900.0, show_default=True,
-                 help="Seconds before a script is stopped (TERM, grace, KILL); "
-                      "provision/<target>/target.yaml may set its own."),
-    click.option("--retry-base", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
-                 help="Backoff after a first failure: up to this many seconds (full jitter), doubling."),
-    click.option("--retry-cap", type=click.FloatRange(min=0.0), default=900.0, show_default=True,
-                 help="Longest backoff between attempts, in seconds."),
-)
-_apply_options = _options(
-    click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal)."),
-    _run_options,
-)
+def _run_options() -> Callable[..., Any]:
+    """How scripts run: shared by apply, destroy and the daemon; builds RunOptions (and its RetryPolicy)."""
+    from .options import RunOptions
+
+    return _grouped(
+        "run", RunOptions.from_flags,
+        click.option("--parallelism", "-p", type=click.IntRange(1, 1000), default=10, show_default=True,
+                     help="How many scripts run at once."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=900.0, show_default=True,
+                     help="Seconds before a script is stopped (TERM, grace, KILL); "
+                          "provision/<target>/target.yaml may set its own."),
+        click.option("--retry-base", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
+                     help="Backoff after a first failure: up to this many seconds (full jitter), doubling."),
+        click.option("--retry-cap", type=click.FloatRange(min=0.0), default=900.0, show_default=True,
+                     help="Longest backoff between attempts, in seconds."),
+    )
+
+
+_yes_option = click.option("--yes", "-y", is_flag=True,
+                           help="Do not ask for confirmation (required without a terminal).")
 
 
 @main.command()
-@_plan_options
-@_apply_options
+@_output_option
+@_plan_options()
+@_yes_option
+@_run_options()
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `reconciler plan`).")
 @click.option("--detailed-exitcode", is_flag=True, help="With --dry-run: exit 2 when there are changes.")
-@click.pass_obj
+@_with_settings
 @_guarded
-def apply(settings: Settings, output: str, targets: tuple[str, ...], allow_mass_delete: bool, yes: bool,
-          parallelism: int, timeout: float, retry_base: float, retry_cap: float, dry_run: bool,
+def apply(settings: Settings, output: str, planning: PlanOptions, yes: bool, run: RunOptions, dry_run: bool,
           detailed_exitcode: bool) -> None:
-    """Close the gap: run provision/teardown scripts until observed matches desired."""
-    if dry_run:
-        _show_plan(settings=settings, output=output, targets=targets, allow_mass_delete=allow_mass_delete,
-                   detailed_exitcode=detailed_exitcode)
-        return
-    from .apply import ApplyOptions, run_apply
-    from .retry import RetryPolicy
+    """Close the gap: run provision/teardown scripts until observed matches desired.
 
-    options = ApplyOptions(targets=targets, allow_mass_delete=allow_mass_delete, yes=yes, parallelism=parallelism,
-                           timeout=timeout, retry=RetryPolicy(base=retry_base, cap=retry_cap), output=output,
-                           colour=_colour())
+    \b
+    Example:
+      reconciler apply --yes --parallelism 20
+    """
+    if dry_run:
+        _show_plan(settings=settings, view=_view(output), planning=planning, detailed_exitcode=detailed_exitcode)
+        return
+    _apply(settings=settings, planning=planning, run=run, yes=yes, view=_view(output), destroy=False)
+
+
+def _apply(*, settings: Settings, planning: PlanOptions, run: RunOptions, yes: bool, view: View,
+           destroy: bool) -> NoReturn:
+    from .apply import ApplyOptions, run_apply
+    from .options import Mode
+
+    options = ApplyOptions(plan=planning, run=run, view=view, yes=yes, mode=Mode.DESTROY if destroy else Mode.APPLY)
     sys.exit(run_apply(settings=settings, options=options))
 
 
 @main.command()
 @click.option("--target", "targets", multiple=True, metavar="ID", help="Limit to this resource id (repeatable).")
-@_apply_options
-@click.pass_obj
+@_yes_option
+@_run_options()
+@_with_settings
 @_guarded
-def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, parallelism: int, timeout: float,
-            retry_base: float, retry_cap: float) -> None:
+def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: RunOptions) -> None:
     """Tear down every resource (or --target ones) as if desired/ were empty; protected ones are kept.
 
     Refused while a daemon holds the database: its next pass would create everything again.
+
+    \b
+    Example:
+      reconciler destroy --target acme-staging --yes
     """
-    from .apply import ApplyOptions, run_apply
-    from .retry import RetryPolicy
+    from .options import PlanOptions
+    from .views import TextView
 
     _refuse_while_daemon_runs(settings=settings, command="destroy")
-
-    options = ApplyOptions(targets=targets, allow_mass_delete=True, yes=yes, parallelism=parallelism,
-                           timeout=timeout, retry=RetryPolicy(base=retry_base, cap=retry_cap), output="text",
-                           colour=_colour(), destroy=True)
-    sys.exit(run_apply(settings=settings, options=options))
+    _apply(settings=settings, planning=PlanOptions(targets=targets, allow_mass_delete=True), run=run, yes=yes,
+           view=TextView(colour=_colour()), destroy=True)
 
 
 @main.command()
 @click.argument("resource_id", required=False)
 @click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
-@click.pass_obj
+@_with_settings
 @_guarded
 def status(settings: Settings, resource_id: str | None, output: str) -> None:
-    """Show observed resources (all, or one with its latest events)."""
-    from . import status as show
+    """Show observed resources (all, or one with its latest events).
 
-    store = _read_store(settings)
+    \b
+    Example:
+      reconciler status acme-prod -o json
+    """
+    from . import status as read
+
+    store, view = _read_store(settings), _view(output)
     if resource_id:
-        click.echo(show.one(store=store, resource_id=resource_id, output=output), nl=False)
-    else:
-        if output == "text":
-            click.echo(show.leader_line(store=store))
-        click.echo(show.table(store=store, output=output), nl=False)
+        row = read.resource(store=store, resource_id=resource_id)
+        click.echo(view.resource(row=row, events=store.events(resource_id, limit=10)), nl=False)
+        return
+    click.echo(view.fleet(rows=read.rows(store=store), daemon=read.daemon_holder(store=store),
+                          database=store is not None), nl=False)
 
 
 @main.command()
 @click.argument("resource_id")
 @click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
-@click.pass_obj
+@_with_settings
 @_guarded
 def history(settings: Settings, resource_id: str, output: str) -> None:
-    """Print the full event history of one resource."""
-    from . import status as show
+    """Print the full event history of one resource.
 
-    click.echo(show.history(store=_read_store(settings), resource_id=resource_id, output=output), nl=False)
+    \b
+    Example:
+      reconciler history acme-prod
+    """
+    from . import status as read
+
+    store = _read_store(settings)
+    read.resource(store=store, resource_id=resource_id)
+    click.echo(_view(output).history(events=store.events(resource_id)), nl=False)
+
+
+def _check_options(*, aliases: bool = False) -> Callable[..., Any]:
+    """Health checks: shared by `check` and the daemon (the same spelling in both); builds CheckOptions.
+
+    `check` keeps its first spellings, --concurrency and --timeout, as hidden aliases."""
+    from .options import CheckOptions
+
+    def build(*, check_concurrency: int, check_timeout: float, unhealthy_after: int, concurrency: int | None = None,
+              timeout: float | None = None) -> CheckOptions:
+        given = click.get_current_context().get_parameter_source
+        if concurrency is not None and given("check_concurrency") is click.core.ParameterSource.DEFAULT:
+            check_concurrency = concurrency
+        if timeout is not None and given("check_timeout") is click.core.ParameterSource.DEFAULT:
+            check_timeout = timeout
+        return CheckOptions(concurrency=check_concurrency, timeout=check_timeout, unhealthy_after=unhealthy_after)
+
+    options = [
+        click.option("--unhealthy-after", type=click.IntRange(min=1), default=3, show_default=True,
+                     help="Failed checks in a row before a resource is marked unhealthy."),
+        click.option("--check-concurrency", type=click.IntRange(min=1), default=100, show_default=True,
+                     help="Health checks in flight at once."),
+        click.option("--check-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+                     help="Seconds before one health check counts as failed."),
+    ]
+    if aliases:
+        options += [click.option("--concurrency", type=click.IntRange(min=1), default=None, hidden=True),
+                    click.option("--timeout", type=click.FloatRange(min=0.1), default=None, hidden=True)]
+    return _grouped("checks", build, *options)
+
+
+def _daemon_loop_options() -> Callable[..., Any]:
+    from .options import LoopOptions
+
+    return _grouped(
+        "loop", LoopOptions,
+        click.option("--resync", type=click.FloatRange(min=0.5), default=60.0, show_default=True,
+                     help="Seconds between periodic full passes (jittered by 10%)."),
+        click.option("--drift-interval", type=click.FloatRange(min=0.5), default=300.0, show_default=True,
+                     help="Seconds between health-check passes over every URL (jittered by 10%)."),
+        click.option("--self-heal", is_flag=True,
+                     help="Re-provision unhealthy resources (off by default, as in Argo CD)."),
+        click.option("--stop-grace", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
+                     help="On SIGTERM, seconds running scripts get to finish before they are stopped and re-queued."),
+        click.option("--allow-mass-delete", is_flag=True,
+                     help="Allow passes that delete every live resource or more than max(10, 25%)."),
+        click.option("--settle", type=click.FloatRange(0.0, 60.0), default=0.15, show_default=True,
+                     envvar="RECONCILER_SETTLE", metavar="SECONDS",
+                     help="A changed desired file counts once unchanged this long (a file renamed into place "
+                          "counts at once); a vanished one is torn down only after this long "
+                          "[env: RECONCILER_SETTLE]."),
+    )
+
+
+def _api_options() -> Callable[..., Any]:
+    from .options import ApiOptions
+
+    def build(*, api: str, no_api: bool, api_token_file: Path | None) -> ApiOptions:
+        return ApiOptions(listen=None if no_api else api, token_file=api_token_file)
+
+    return _grouped(
+        "serving", build,
+        click.option("--api", "api", default="127.0.0.1:7878", show_default=True, metavar="HOST:PORT",
+                     envvar="RECONCILER_API", help="Serve the HTTP API here [env: RECONCILER_API]."),
+        click.option("--no-api", is_flag=True, help="Do not serve the HTTP API."),
+        click.option("--api-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     envvar="RECONCILER_API_TOKEN_FILE",
+                     help="File holding the bearer token that POST/DELETE require; needed to listen beyond loopback."),
+    )
+
+
+def _lease_options() -> Callable[..., Any]:
+    from .options import LeaseOptions
+
+    return _grouped(
+        "leases", LeaseOptions,
+        click.option("--busy-timeout", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
+                     envvar="RECONCILER_BUSY_TIMEOUT",
+                     help="SQLite: seconds a write waits for another process's lock before the daemon backs off "
+                          "and retries (/health then says degraded) [env: RECONCILER_BUSY_TIMEOUT]."),
+        click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
+                     envvar="RECONCILER_LEASE_SECONDS",
+                     help="A job's lease, renewed every min(a third of it, 5 s) while its script runs; a database "
+                          "outage shorter than the lease less that interval re-runs nothing "
+                          "[env: RECONCILER_LEASE_SECONDS]."),
+        click.option("--lock-ttl", type=click.FloatRange(min=1.0), default=15.0, show_default=True,
+                     envvar="RECONCILER_LOCK_TTL",
+                     help="SQLite: the single-daemon lock lapses this long after its last renewal; claiming pauses "
+                          "a third of it before [env: RECONCILER_LOCK_TTL]."),
+        click.option("--leader-ttl", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
+                     envvar="RECONCILER_LEADER_TTL",
+                     help="PostgreSQL: the leader lease lapses this long after its last renewal; a leader that "
+                          "cannot renew steps down a third of it before [env: RECONCILER_LEADER_TTL]."),
+    )
 
 
 @main.command()
-@click.option("--resync", type=click.FloatRange(min=0.5), default=60.0, show_default=True,
-              help="Seconds between periodic full passes (jittered by 10%).")
-@click.option("--drift-interval", type=click.FloatRange(min=0.5), default=300.0, show_default=True,
-              help="Seconds between health-check passes over every URL (jittered by 10%).")
-@click.option("--unhealthy-after", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Failed checks in a row before a resource is marked unhealthy.")
-@click.option("--self-heal", is_flag=True, help="Re-provision unhealthy resources (off by default, as in Argo CD).")
-@click.option("--check-concurrency", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Health checks in flight at once.")
-@click.option("--check-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
-              help="Seconds before one health check counts as failed.")
-@click.option("--stop-grace", type=click.FloatRange(min=0.0), default=30.0, show_default=True,
-              help="On SIGTERM, seconds running scripts get to finish before they are stopped and re-queued.")
-@_run_options
-@click.option("--allow-mass-delete", is_flag=True,
-              help="Allow passes that delete every live resource or more than max(10, 25%).")
-@click.option("--api", "api", default="127.0.0.1:7878", show_default=True, metavar="HOST:PORT",
-              envvar="RECONCILER_API", help="Serve the HTTP API here [env: RECONCILER_API].")
-@click.option("--no-api", is_flag=True, help="Do not serve the HTTP API.")
-@click.option("--settle", type=click.FloatRange(0.0, 60.0), default=0.15, show_default=True,
-              envvar="RECONCILER_SETTLE", metavar="SECONDS",
-              help="A changed desired file counts once unchanged this long (a file renamed into place "
-                   "counts at once); a vanished one is torn down only after this long [env: RECONCILER_SETTLE].")
-@click.option("--api-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              envvar="RECONCILER_API_TOKEN_FILE",
-              help="File holding the bearer token that POST/DELETE require; needed to listen beyond loopback.")
-@click.option("--busy-timeout", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
-              envvar="RECONCILER_BUSY_TIMEOUT",
-              help="SQLite: seconds a write waits for another process's lock before the daemon backs off and "
-                   "retries (/health then says degraded) [env: RECONCILER_BUSY_TIMEOUT].")
-@click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
-              envvar="RECONCILER_LEASE_SECONDS",
-              help="A job's lease, renewed every min(a third of it, 5 s) while its script runs; a database "
-                   "outage shorter than the lease less that interval re-runs nothing [env: RECONCILER_LEASE_SECONDS].")
-@click.option("--lock-ttl", type=click.FloatRange(min=1.0), default=15.0, show_default=True,
-              envvar="RECONCILER_LOCK_TTL",
-              help="SQLite: the single-daemon lock lapses this long after its last renewal; claiming pauses a "
-                   "third of it before [env: RECONCILER_LOCK_TTL].")
-@click.option("--leader-ttl", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
-              envvar="RECONCILER_LEADER_TTL",
-              help="PostgreSQL: the leader lease lapses this long after its last renewal; a leader that cannot "
-                   "renew steps down a third of it before [env: RECONCILER_LEADER_TTL].")
-@click.pass_obj
+@_daemon_loop_options()
+@_check_options()
+@_run_options()
+@_api_options()
+@_lease_options()
+@_with_settings
 @_guarded
-def daemon(settings: Settings, resync: float, drift_interval: float, unhealthy_after: int, self_heal: bool,
-           check_concurrency: int, check_timeout: float, stop_grace: float, parallelism: int, timeout: float,
-           retry_base: float, retry_cap: float, allow_mass_delete: bool, api: str, no_api: bool,
-           settle: float, api_token_file: Path | None, busy_timeout: float, lease_seconds: float, lock_ttl: float,
-           leader_ttl: float) -> None:
-    """Run the controller: react to file saves, resync, health-check, and work the queue (for systemd)."""
+def daemon(settings: Settings, loop: LoopOptions, checks: CheckOptions, run: RunOptions, serving: ApiOptions,
+           leases: LeaseOptions) -> None:
+    """Run the controller: react to file saves, resync, health-check, and work the queue (for systemd).
+
+    \b
+    Example:
+      reconciler daemon --db postgresql://reconciler@db/fleet --api 127.0.0.1:7878
+    """
     from .daemon import DaemonOptions, run_daemon
-    from .retry import RetryPolicy
 
     options = DaemonOptions(
         db=settings.db, desired=settings.desired, provision=settings.provision, work_dir=settings.work_dir,
-        resync=resync, drift_interval=drift_interval, unhealthy_after=unhealthy_after,
-        check_concurrency=check_concurrency, check_timeout=check_timeout, self_heal=self_heal,
-        parallelism=parallelism, timeout=timeout, stop_grace=stop_grace, allow_mass_delete=allow_mass_delete,
-        retry=RetryPolicy(base=retry_base, cap=retry_cap), api=None if no_api else api,
-        api_token_file=api_token_file, busy_timeout=busy_timeout, lease_seconds=lease_seconds, lock_ttl=lock_ttl,
-        leader_ttl=leader_ttl, settle=settle,
+        resync=loop.resync, drift_interval=loop.drift_interval, unhealthy_after=checks.unhealthy_after,
+        check_concurrency=checks.concurrency, check_timeout=checks.timeout, self_heal=loop.self_heal,
+        parallelism=run.parallelism, timeout=run.timeout, stop_grace=loop.stop_grace,
+        allow_mass_delete=loop.allow_mass_delete, retry=run.retry, api=serving.listen,
+        api_token_file=serving.token_file, busy_timeout=leases.busy_timeout, lease_seconds=leases.lease_seconds,
+        lock_ttl=leases.lock_ttl, leader_ttl=leases.leader_ttl, settle=loop.settle,
     )
     sys.exit(run_daemon(options=options))
 
 
 @main.command()
-@click.option("--concurrency", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Health checks in flight at once.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
-              help="Seconds before one check counts as failed.")
-@click.option("--unhealthy-after", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Failed checks in a row before a resource is marked unhealthy.")
-@click.pass_obj
+@_check_options(aliases=True)
+@_with_settings
 @_guarded
-def check(settings: Settings, concurrency: int, timeout: float, unhealthy_after: int) -> None:
-    """Health-check every active resource's URL now, record it, and print a summary (exit 1 if any failed)."""
+def check(settings: Settings, checks: CheckOptions) -> None:
+    """Health-check every active resource's URL now, record it, and print a summary (exit 1 if any failed).
+
+    \b
+    Example:
+      reconciler check --check-timeout 2 --unhealthy-after 1
+    """
     import asyncio
 
     from .daemon import run_drift_pass
@@ -413,8 +562,8 @@ def check(settings: Settings, concurrency: int, timeout: float, unhealthy_after:
     from .terminal import printable
 
     store = open_store(url=settings.db)
-    report = asyncio.run(run_drift_pass(store=store, concurrency=concurrency, timeout=timeout,
-                                        unhealthy_after=unhealthy_after))
+    report = asyncio.run(run_drift_pass(store=store, concurrency=checks.concurrency, timeout=checks.timeout,
+                                        unhealthy_after=checks.unhealthy_after))
     for failure in sorted(report.failures, key=lambda f: f.resource_id):
         click.echo(printable(f"✗ {failure.resource_id}: {failure.error} ({failure.url})"))
     for resource_id in report.turned_unhealthy:
@@ -427,10 +576,15 @@ def check(settings: Settings, concurrency: int, timeout: float, unhealthy_after:
 
 
 @main.command("export")
-@click.pass_obj
+@_with_settings
 @_guarded
 def export_(settings: Settings) -> None:
-    """Write every row (resources, jobs, events, API-declared specs) to stdout as JSON."""
+    """Write every row (resources, jobs, events, API-declared specs) to stdout as JSON.
+
+    \b
+    Example:
+      reconciler export --db state.db > backup.json
+    """
     from .portable import export_document
     from .store import open_store
 
@@ -442,12 +596,16 @@ def export_(settings: Settings) -> None:
 @click.argument("source", type=click.File("r"))
 @click.option("--replace", is_flag=True,
               help="Overwrite a database that already holds rows (refused while a daemon runs on it).")
-@click.pass_obj
+@_with_settings
 @_guarded
 def import_(settings: Settings, source: Any, replace: bool) -> None:
     """Load an export (SOURCE, or - for stdin) into the --db store; refuses a non-empty one unless --replace.
 
     --replace is refused while a daemon holds the database.
+
+    \b
+    Example:
+      reconciler import --db postgresql://reconciler@db/fleet backup.json
     """
     from .portable import import_document
     from .store import open_store, redact
@@ -464,13 +622,32 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
 
 @main.command()
 def schema() -> None:
-    """Print the JSON Schema of the resource format (for editors' YAML language server)."""
+    """Print the JSON Schema of the resource format (for editors' YAML language server).
+
+    \b
+    Example:
+      reconciler schema > reconciler.schema.json
+    """
     from .models import ResourceSpec
 
     document = ResourceSpec.model_json_schema()
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     document["title"] = "reconciler resource"
     click.echo(json.dumps(document, indent=2))
+
+
+@main.command()
+@click.pass_context
+def version(ctx: click.Context) -> None:
+    """Print the version, as --version does.
+
+    \b
+    Example:
+      reconciler version
+    """
+    from importlib.metadata import version as installed
+
+    click.echo(f"{ctx.find_root().info_name}, version {installed('reconciler')}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,33 +14,75 @@ from typing import Any, Iterable
 
 from .errors import ReconcilerError, SpecError, SpecProblem
 from .models import (
-    DELETE_TARGET,
     Job,
-    JobAction,
     JobRequest,
     ObservedResource,
     ResourceSpec,
     ResourceStatus,
     iso,
-    spec_hash,
     utcnow,
 )
 from .owners import FileOwners
-from .plan import Action, Change, Plan, PlanPolicy, compute_plan
+from .plan import API_SOURCE, Action, Change, Plan, PlanPolicy, compute_plan
 from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
 from .targets import known_targets, target_problems
 
+
 @dataclass(frozen=True, slots=True)
 class PlanView:
-    """A plan together with the desired state it was made from."""
+    """A plan together with the desired state and the observed rows it was made from."""
 
     desired: DesiredState
     observed: dict[str, ObservedResource]
     plan: Plan
 
 
-API_SOURCE = "api"
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What a plan reads from the store: observed rows, ids with an open job, API-declared specs."""
+
+    observed: dict[str, ObservedResource]
+    in_flight: set[str]
+    api: dict[str, dict[str, Any]]
+
+
+def read_fleet(*, store: Any | None, with_api: bool = True) -> Fleet:
+    """The whole fleet (None: no database yet, an empty fleet); `with_api=False` leaves API declarations out."""
+    if store is None:
+        return Fleet({}, set(), {})
+    return Fleet(store.load_observed(), store.in_flight(), store.api_desired() if with_api else {})
+
+
+def read_one(*, store: Any, resource_id: str) -> Fleet:
+    """One resource's row and open job only: the API's one-resource step reads no more than that."""
+    row = store.get_resource(resource_id)
+    return Fleet({resource_id: row} if row else {}, store.in_flight() & {resource_id}, {})
+
+
+def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targets: Iterable[str] = (),
+               now: datetime | None = None) -> PlanView:
+    """The one way to a plan (`plan`, `apply`, `destroy`, the daemon's pass, the API's converge).
+
+    `desired` (files, or the last good state) plus the fleet's API-declared specs, planned against its
+    rows; `targets` narrows the plan and must each name a known resource.
+    """
+    full = with_api_desired(desired=desired, api=fleet.api)
+    plan = compute_plan(full.resources, fleet.observed, now=now or utcnow(), in_flight=fleet.in_flight,
+                        policy=policy, targets=targets, hashes=full.hashes, api=api_declared(full))
+    require_known_ids(ids=targets, desired=full, observed=fleet.observed)
+    return PlanView(desired=full, observed=fleet.observed, plan=plan)
+
+
+# --- the desired source: files in desired/, checked against provision/, plus the API's declarations ----
+
+
+def load_files(*, directory: Path, settle: float = DEFAULT_SETTLE, provision_dir: Path | None = None) -> DesiredState:
+    """Load desired/; with `provision_dir`, a runtime_target it does not provide is refused (targets.py)."""
+    files = load_desired(directory=directory, settle=settle)
+    if provision_dir is not None:
+        check_targets(desired=files, provision_dir=provision_dir)
+    return files
 
 
 def with_api_desired(*, desired: DesiredState, api: dict[str, dict[str, Any]]) -> DesiredState:
@@ -58,25 +100,6 @@ def with_api_desired(*, desired: DesiredState, api: dict[str, dict[str, Any]]) -
 def api_declared(desired: DesiredState) -> frozenset[str]:
     """Ids declared through the API rather than by a file (shown as such in plans)."""
     return frozenset(rid for rid, source in desired.sources.items() if source.file == API_SOURCE)
-
-
-def make_plan(
-    *, desired_dir: Path, observed: dict[str, ObservedResource], in_flight: Iterable[str], now: datetime,
-    policy: PlanPolicy, targets: Iterable[str] = (), api: dict[str, dict[str, Any]] | None = None,
-    settle: float = DEFAULT_SETTLE, provision_dir: Path | None = None,
-) -> PlanView:
-    """Load desired/ (plus API-declared specs) and plan against `observed`; `targets` narrows the plan.
-
-    With `provision_dir`, a runtime_target it does not provide is refused (targets.py).
-    """
-    files = load_desired(directory=desired_dir, settle=settle)
-    if provision_dir is not None:
-        check_targets(desired=files, provision_dir=provision_dir)
-    desired = with_api_desired(desired=files, api=api or {})
-    view = plan_against(desired=desired, observed=observed, in_flight=in_flight, now=now, policy=policy,
-                        targets=targets)
-    require_known_ids(ids=targets, desired=desired, observed=observed)
-    return view
 
 
 def check_targets(*, desired: DesiredState, provision_dir: Path) -> None:
@@ -99,15 +122,6 @@ def require_known_ids(*, ids: Iterable[str], desired: DesiredState, observed: di
                                   + (f" (did you mean '{hint[0]}'?)" if hint else ""))
 
 
-def plan_against(
-    *, desired: DesiredState, observed: dict[str, ObservedResource], in_flight: Iterable[str], now: datetime,
-    policy: PlanPolicy, targets: Iterable[str] = (),
-) -> PlanView:
-    plan = compute_plan(desired.resources, observed, now=now, in_flight=in_flight, policy=policy, targets=targets,
-                        hashes=desired.hashes)
-    return PlanView(desired=desired, observed=observed, plan=plan)
-
-
 def desired_commit(*, directory: Path) -> str | None:
     """The git commit of the desired directory, recorded with every event; None outside git."""
     try:
@@ -124,30 +138,18 @@ def desired_commit(*, directory: Path) -> str | None:
 
 
 def job_requests(*, view: PlanView) -> list[JobRequest]:
-    """One queue request per change of the plan (none when the plan is refused)."""
+    """One queue request per change of the plan (none when the plan is refused): a projection of it."""
     if view.plan.refusal:
         return []
-    return [_request(change=change, view=view) for change in view.plan.changes]
+    return [job_request(change) for change in view.plan.changes]
 
 
-def _request(*, change: Change, view: PlanView) -> JobRequest:
-    row = view.observed.get(change.resource_id)
-    if change.job_action is JobAction.DELETE:
-        return JobRequest(change.resource_id, JobAction.DELETE, change.reason, row.applied_spec(), None,
-                          DELETE_TARGET, _attempt(change, row), row.version, row.source)
-    spec = view.desired.resources[change.resource_id]
-    old = row.applied_spec() if change.job_action is JobAction.REPLACE and row is not None else None
-    source = view.desired.sources.get(change.resource_id)
-    return JobRequest(change.resource_id, change.job_action, change.reason, spec.model_dump(), old,
-                      spec_hash(spec), _attempt(change, row), row.version if row is not None else None,
-                      API_SOURCE if source is not None and source.file == API_SOURCE else "file")
-
-
-def _attempt(change: Change, row: ObservedResource | None) -> int:
-    """Retries count up (for backoff); any other change is a fresh first attempt."""
-    if change.action is Action.RETRY and row is not None and row.status is ResourceStatus.ERRORED:
-        return row.attempts + 1
-    return 1
+def job_request(change: Change) -> JobRequest:
+    """What the queue needs of one change; the plan decided all of it."""
+    spec = change.before if change.action is Action.DELETE else change.after
+    old = change.before if change.action is Action.REPLACE else None
+    return JobRequest(change.resource_id, change.action, change.message, spec, old, change.applied_hash(),
+                      change.attempt, change.expected_version, change.source)
 
 
 def enqueue(*, store: Any, view: PlanView, commit: str | None) -> list[str]:
@@ -171,14 +173,12 @@ def converge_one(*, store: Any, resource_id: str, spec: ResourceSpec | None) -> 
     transaction. The job is the new one, the one already open, or (nothing to do) the latest. The plan
     sees only this row, so the fleet-wide mass-delete rule does not apply to this explicit request.
     """
-    row = store.get_resource(resource_id)
     desired = DesiredState(resources={resource_id: spec} if spec else {},
                            sources={resource_id: Source(API_SOURCE, 0)} if spec else {})
-    view = plan_against(desired=desired, observed={resource_id: row} if row else {},
-                        in_flight=store.in_flight() & {resource_id}, now=utcnow(),
-                        policy=PlanPolicy(allow_mass_delete=True), targets=[resource_id])
+    view = plan_fleet(desired=desired, fleet=read_one(store=store, resource_id=resource_id),
+                      policy=PlanPolicy(allow_mass_delete=True))  # the fleet read is this one resource
     if view.plan.kept:
-        return Converged(None, view.plan.kept[0].reason)
+        return Converged(None, view.plan.kept[0].message)
     queued = store.declare_api(resource_id=resource_id, spec=spec.model_dump() if spec else None,
                                requests=job_requests(view=view), now=iso(utcnow()))
     return Converged(store.get_job(queued[0]) if queued else store.latest_job(resource_id))
@@ -269,16 +269,14 @@ class Reconciler:
         return result
 
     def _plan_and_queue(self, load_error: SpecError | None) -> PassResult:
-        observed, in_flight = self.store.load_observed(), self.store.in_flight()
+        fleet = read_fleet(store=self.store)
         if self.last_good is None:
             return PassResult(0, None, load_error, self.store.counts()[0], None, 0)
-        desired = with_api_desired(desired=self.last_good, api=self.store.api_desired())
-        view = plan_against(desired=desired, observed=observed, in_flight=in_flight, now=utcnow(),
-                            policy=self.policy)
+        view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy)
         queued = 0
         if view.plan.changes and not view.plan.refusal:
             queued = len(enqueue(store=self.store, view=view, commit=desired_commit(directory=self.desired_dir)))
-        return PassResult(queued, view.plan, load_error, self.store.counts()[0], _next_retry(observed),
+        return PassResult(queued, view.plan, load_error, self.store.counts()[0], _next_retry(fleet.observed),
                           len(self.last_good.resources))
 
     def refresh_desired(self) -> None:

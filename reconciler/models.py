@@ -110,11 +110,21 @@ class JobStatus(StrEnum):
     FAILED = "failed"
 
 
-class JobAction(StrEnum):
+class Action(StrEnum):
+    """What a planned change does, and so what its job does: one enum for both (as Terraform's plans.Action).
+
+    NOOP marks a plan's notes (kept, waiting); a job never carries it. A retry is not an action but a
+    reason (plan.Reason): a failed create is retried by a create.
+    """
+
     CREATE = "create"
     UPDATE = "update"
     REPLACE = "replace"
     DELETE = "delete"
+    NOOP = "noop"
+
+
+JobAction = Action  # the name jobs and the store have used; the same enum
 
 
 def utcnow() -> datetime:
@@ -196,7 +206,7 @@ class Job:
 
     job_id: str
     resource_id: str
-    action: JobAction
+    action: Action
     status: JobStatus
     attempt: int
     spec: dict[str, Any] | None
@@ -234,7 +244,7 @@ class JobRequest:
     """What the engine asks the queue for: one change of one resource."""
 
     resource_id: str
-    action: JobAction
+    action: Action
     reason: str
     spec: dict[str, Any] | None
     old_spec: dict[str, Any] | None = None

@@ -6,16 +6,16 @@ table is a small parametrised test, and `plan`, `apply` and the daemon can never
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Iterable, Mapping
 
 from .models import (
     DELETE_TARGET,
+    Action,
     Health,
     REPLACE_FIELDS,
-    JobAction,
     ObservedResource,
     ResourceSpec,
     ResourceStatus,
@@ -27,26 +27,46 @@ from .models import (
 PROTECTED = "protected: "
 
 
-class Action(StrEnum):
-    CREATE = "create"
-    UPDATE = "update"
-    REPLACE = "replace"
-    DELETE = "delete"
-    RETRY = "retry"
-    NOOP = "noop"
+class Reason(StrEnum):
+    """Why a change is planned, or why a resource gets none now (Terraform's ActionReason).
+
+    It explains and sorts (kept or waiting, shown as a retry); it never decides: the rules below do.
+    The value is the stable code in plan JSON (`reason_code`); codes are added, never renamed.
+    """
+
+    NEW = "new"  # declared, no row yet
+    DECLARED_AGAIN = "declared_again"  # declared again after its deletion
+    NOT_CREATED = "not_created"  # a row, but no attempt succeeded yet
+    TEARDOWN_INTERRUPTED = "teardown_interrupted"  # declared again while its teardown was unfinished
+    SPEC_CHANGED = "spec_changed"
+    REPLACE_FORCED = "replace_forced"  # region or runtime_target changed
+    REMOVED = "removed"  # no longer declared
+    RETRY = "retry"  # failed; its backoff has elapsed
+    NOT_SETTLED = "not_settled"  # its spec is applied but its status is not active: provision again
+    SELF_HEAL = "self_heal"  # failing health checks, and self-heal is on
+    IN_FLIGHT = "in_flight"  # a job is open; its end decides
+    BACKOFF = "backoff"  # failed; the next attempt is not due yet
+    UNHEALTHY = "unhealthy"  # failing health checks, and self-heal is off: observed only
+    PROTECTED = "protected"  # no longer declared, kept by `protected: true`
+    REPLACE_BLOCKED = "replace_blocked"  # a replacement blocked by `protected: true`
 
 
 class Hold(StrEnum):
-    """Why a resource gets no change now although it is not settled (kept and waiting notes)."""
+    """The kind of note a held reason makes (plan JSON's `hold`): the grouping of kept and waiting notes."""
 
-    IN_PROGRESS = "in_progress"  # a job is open; its end decides
-    RETRY = "retry"  # it failed; the next attempt is not due yet
-    UNHEALTHY = "unhealthy"  # failing health checks, and self-heal is off: observed only
-    PROTECTED = "protected"  # kept, or its replacement blocked, by `protected: true` (by design)
+    IN_PROGRESS = "in_progress"
+    RETRY = "retry"
+    UNHEALTHY = "unhealthy"
+    PROTECTED = "protected"  # kept, by design: the only hold listed under `kept`
 
 
+HOLDS = {Reason.IN_FLIGHT: Hold.IN_PROGRESS, Reason.BACKOFF: Hold.RETRY, Reason.UNHEALTHY: Hold.UNHEALTHY,
+         Reason.PROTECTED: Hold.PROTECTED, Reason.REPLACE_BLOCKED: Hold.PROTECTED}
+# Reasons shown as "retry" (JSON `"action": "retry"`, `~ … will be retried`): running a spec again.
+RETRIES = frozenset({Reason.RETRY, Reason.NOT_SETTLED, Reason.SELF_HEAL})
 # Holds under which the plan still has work to do, only later (`plan --detailed-exitcode` exits 2).
 PENDING = frozenset({Hold.IN_PROGRESS, Hold.RETRY})
+API_SOURCE = "api"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,17 +82,39 @@ class PlanPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One resource's difference and what to do about it."""
+    """One resource's decision: the action, why, and everything its job needs (a job is a projection)."""
 
     resource_id: str
-    action: Action
-    reason: str
+    action: Action  # what the job does; NOOP for kept and waiting notes
+    reason: Reason
+    message: str  # the human reason
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
     changed: tuple[str, ...] = ()
-    job_action: JobAction | None = None
-    hold: Hold | None = None  # set on kept and waiting notes
-    retry_at: str | None = None  # Hold.RETRY: when the next attempt is due
+    # the spec hash the job applies (DELETE_TARGET for a teardown); see applied_hash for a create
+    target_hash: str | None = None
+    expected_version: int | None = None  # the row version planned against (None: no row)
+    attempt: int = 1  # retries count up, for backoff
+    source: str = "file"  # who declares it: "file" or "api"
+    retry_at: str | None = None  # Reason.BACKOFF: when the next attempt is due
+    # a create's spec, hashed only if it is queued: a create needs no hash to be decided, and a dry
+    # run of a new 100k fleet would otherwise hash every spec for nothing
+    spec: ResourceSpec | None = field(default=None, compare=False, repr=False)
+
+    def applied_hash(self) -> str | None:
+        """The hash the job applies: `target_hash`, or for a create planned without one, its spec's."""
+        if self.target_hash is None and self.spec is not None:
+            return spec_hash(self.spec)
+        return self.target_hash
+
+    @property
+    def hold(self) -> Hold | None:
+        return HOLDS.get(self.reason)
+
+    @property
+    def shown(self) -> str:
+        """The action as plans show it: `retry` for a spec run again, else the action itself."""
+        return "retry" if self.reason in RETRIES else str(self.action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +154,16 @@ def compute_plan(
     policy: PlanPolicy = PlanPolicy(),
     targets: Iterable[str] = (),
     hashes: Mapping[str, str] | None = None,
+    api: Iterable[str] = (),
 ) -> Plan:
     """Compare desired with observed; `in_flight` ids have an open job and are left to it.
 
     `targets`, when given, narrows the plan to those ids; safety limits still count the whole fleet.
     `hashes` may carry spec hashes computed earlier (by id); missing ones are computed here.
+    `api` names the desired ids declared through the HTTP API rather than by a file.
     """
-    known = hashes or {}
-    busy, stamp, only = frozenset(in_flight), iso(now), frozenset(targets)
+    rules = _Rules(stamp=iso(now), policy=policy, hashes=hashes or {}, api=frozenset(api))
+    busy, only = frozenset(in_flight), frozenset(targets)
     changes: list[Change] = []
     kept: list[Change] = []
     waiting: list[Change] = []
@@ -129,13 +173,15 @@ def compute_plan(
         if row is not None and not row.live and resource_id not in desired:
             continue
         if resource_id in busy:
-            waiting.append(Change(resource_id, Action.NOOP, "a job is in progress", hold=Hold.IN_PROGRESS))
+            waiting.append(Change(resource_id, Action.NOOP, Reason.IN_FLIGHT, "a job is in progress"))
             continue
         spec = desired.get(resource_id)
-        if spec is None:
-            change = _for_removed(row, stamp)
-        else:
-            change = _for_desired(spec, row, stamp, policy, known.get(resource_id))
+        if spec is not None:
+            change = rules.for_desired(spec, row)
+        elif row is not None:
+            change = rules.for_removed(row)
+        else:  # every id is desired or observed
+            continue
         if change.action is not Action.NOOP:
             changes.append(change)
         elif change.hold is Hold.PROTECTED:
@@ -149,83 +195,106 @@ def compute_plan(
     return _with_safety(plan, policy)
 
 
-_UNCHANGED = Change("", Action.NOOP, "")
+_UNCHANGED = Change("", Action.NOOP, Reason.NEW, "")
 
 
-def _for_desired(spec: ResourceSpec, row: ObservedResource | None, stamp: str, policy: PlanPolicy,
-                 known_hash: str | None) -> Change:
-    if row is None or not row.live:
-        reason = "declared again after deletion" if row is not None else "not yet created"
-        return Change(spec.resource_id, Action.CREATE, reason, None, spec.model_dump(), (), JobAction.CREATE)
-    wanted = known_hash or spec_hash(spec)
-    if row.spec_hash == wanted and row.status is ResourceStatus.ACTIVE:
-        if row.health is Health.UNHEALTHY:
-            return _unhealthy(spec, row, policy)
-        return _UNCHANGED  # the common case at scale: decided without building a dict
-    after = spec.model_dump()
-    if row.status is ResourceStatus.ERRORED and row.target_hash == wanted:
-        return _retry(row, after, stamp)
-    if row.spec_hash is None or row.status is ResourceStatus.DELETING:
-        reason = "not yet created (the last attempt did not succeed)" if row.spec_hash is None else (
-            "teardown was interrupted; declared again")
-        return Change(spec.resource_id, Action.CREATE, reason, None, after, (), JobAction.CREATE)
-    if row.spec_hash == wanted:
-        reason = f"{row.status} although its spec is applied; running provision again"
-        return Change(spec.resource_id, Action.RETRY, reason, None, after, (), JobAction.UPDATE)
-    return _changed(row, after)
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """The plan table, row by row; what every rule needs besides the resource itself."""
+
+    stamp: str | None
+    policy: PlanPolicy
+    hashes: Mapping[str, str]
+    api: frozenset[str]
+
+    def for_desired(self, spec: ResourceSpec, row: ObservedResource | None) -> Change:
+        known = self.hashes.get(spec.resource_id)
+        source = API_SOURCE if spec.resource_id in self.api else "file"
+        if row is None or not row.live:
+            reason, message = (Reason.DECLARED_AGAIN, "declared again after deletion") if row is not None else (
+                Reason.NEW, "not yet created")
+            return _create(spec, row, known, source, reason, message)
+        wanted = known or spec_hash(spec)
+        if row.spec_hash == wanted and row.status is ResourceStatus.ACTIVE:
+            if row.health is Health.UNHEALTHY:
+                return self._unhealthy(spec, row, wanted, source)
+            return _UNCHANGED  # the common case at scale: decided without building a dict
+        if row.status is ResourceStatus.ERRORED and row.target_hash == wanted:
+            return self._retry(spec, row, wanted, source)
+        if row.spec_hash is None or row.status is ResourceStatus.DELETING:
+            reason, message = (Reason.NOT_CREATED, "not yet created (the last attempt did not succeed)") if (
+                row.spec_hash is None) else (Reason.TEARDOWN_INTERRUPTED, "teardown was interrupted; declared again")
+            return _create(spec, row, wanted, source, reason, message)
+        if row.spec_hash == wanted:
+            return Change(spec.resource_id, Action.UPDATE, Reason.NOT_SETTLED,
+                          f"{row.status} although its spec is applied; running provision again", None,
+                          spec.model_dump(), (), wanted, row.version, _next_attempt(row), source)
+        return _changed(spec, row, wanted, source)
+
+    def _unhealthy(self, spec: ResourceSpec, row: ObservedResource, wanted: str, source: str) -> Change:
+        checks = f"unhealthy after {row.consecutive_failures} failed checks"
+        if not self.policy.self_heal:
+            return Change(spec.resource_id, Action.NOOP, Reason.UNHEALTHY,
+                          f"{checks}; not re-provisioned (self-heal is off)")
+        return Change(spec.resource_id, Action.UPDATE, Reason.SELF_HEAL, f"{checks}; self-heal re-provisions", None,
+                      spec.model_dump(), (), wanted, row.version, _next_attempt(row), source)
+
+    def _retry(self, spec: ResourceSpec, row: ObservedResource, wanted: str, source: str) -> Change:
+        if row.next_attempt_at and row.next_attempt_at > (self.stamp or ""):
+            return Change(row.resource_id, Action.NOOP, Reason.BACKOFF,
+                          f"retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})",
+                          retry_at=row.next_attempt_at)
+        after = spec.model_dump()
+        if row.spec_hash is None:
+            action = Action.CREATE
+        elif any(row.applied_spec().get(name) != after[name] for name in REPLACE_FIELDS):
+            action = Action.REPLACE
+        else:
+            action = Action.UPDATE
+        return Change(row.resource_id, action, Reason.RETRY, f"attempt {row.attempts + 1} after: {row.error}",
+                      row.applied_spec() if row.spec_hash else None, after, (), wanted, row.version,
+                      row.attempts + 1, source)
+
+    def for_removed(self, row: ObservedResource) -> Change:
+        before = row.applied_spec()
+        if row.protected:
+            return Change(row.resource_id, Action.NOOP, Reason.PROTECTED,
+                          f"{PROTECTED}kept although no longer declared; set protected: false and apply first",
+                          before)
+        if row.status is ResourceStatus.ERRORED and row.target_hash == DELETE_TARGET:
+            if row.next_attempt_at and row.next_attempt_at > (self.stamp or ""):
+                return Change(row.resource_id, Action.NOOP, Reason.BACKOFF,
+                              f"teardown retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})",
+                              retry_at=row.next_attempt_at)
+        # shown as a plain delete, so "source" stays "file" in plans; the store does not read it for a teardown
+        return Change(row.resource_id, Action.DELETE, Reason.REMOVED, "no longer declared", before, None, (),
+                      DELETE_TARGET, row.version, 1)
 
 
-def _unhealthy(spec: ResourceSpec, row: ObservedResource, policy: PlanPolicy) -> Change:
-    checks = f"unhealthy after {row.consecutive_failures} failed checks"
-    if not policy.self_heal:
-        return Change(spec.resource_id, Action.NOOP, f"{checks}; not re-provisioned (self-heal is off)",
-                      hold=Hold.UNHEALTHY)
-    return Change(spec.resource_id, Action.RETRY, f"{checks}; self-heal re-provisions", None, spec.model_dump(),
-                  (), JobAction.UPDATE)
+def _create(spec: ResourceSpec, row: ObservedResource | None, wanted: str | None, source: str, reason: Reason,
+            message: str) -> Change:
+    return Change(spec.resource_id, Action.CREATE, reason, message, None, spec.model_dump(), (), wanted,
+                  row.version if row is not None else None, 1, source, spec=spec)
 
 
-def _changed(row: ObservedResource, after: dict[str, Any]) -> Change:
-    before = row.applied_spec()
+def _next_attempt(row: ObservedResource) -> int:
+    """A spec run again after a failure counts up (for backoff); otherwise it is a fresh first attempt."""
+    return row.attempts + 1 if row.status is ResourceStatus.ERRORED else 1
+
+
+def _changed(spec: ResourceSpec, row: ObservedResource, wanted: str, source: str) -> Change:
+    before, after = row.applied_spec(), spec.model_dump()
     changed = tuple(name for name in after if before.get(name) != after[name])
     forcing = [name for name in REPLACE_FIELDS if name in changed]
     if not forcing:
-        reason = ", ".join(changed) + " changed"
-        return Change(row.resource_id, Action.UPDATE, reason, before, after, changed, JobAction.UPDATE)
-    reason = " and ".join(forcing) + (" forces" if len(forcing) == 1 else " force") + " replacement"
+        return Change(row.resource_id, Action.UPDATE, Reason.SPEC_CHANGED, ", ".join(changed) + " changed", before,
+                      after, changed, wanted, row.version, 1, source)
+    message = " and ".join(forcing) + (" forces" if len(forcing) == 1 else " force") + " replacement"
     if before.get("protected"):
-        return Change(row.resource_id, Action.NOOP, f"{PROTECTED}{reason} is blocked; set protected: false first",
-                      before, after, changed, hold=Hold.PROTECTED)
-    return Change(row.resource_id, Action.REPLACE, reason, before, after, changed, JobAction.REPLACE)
-
-
-def _retry(row: ObservedResource, after: dict[str, Any], stamp: str) -> Change:
-    if row.next_attempt_at and row.next_attempt_at > stamp:
-        return Change(row.resource_id, Action.NOOP,
-                      f"retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})",
-                      hold=Hold.RETRY, retry_at=row.next_attempt_at)
-    if row.spec_hash is None:
-        action = JobAction.CREATE
-    elif any(row.applied_spec().get(name) != after[name] for name in REPLACE_FIELDS):
-        action = JobAction.REPLACE
-    else:
-        action = JobAction.UPDATE
-    reason = f"attempt {row.attempts + 1} after: {row.error}"
-    return Change(row.resource_id, Action.RETRY, reason, row.applied_spec() if row.spec_hash else None,
-                  after, (), action)
-
-
-def _for_removed(row: ObservedResource, stamp: str) -> Change:
-    before = row.applied_spec()
-    if row.protected:
-        return Change(row.resource_id, Action.NOOP,
-                      f"{PROTECTED}kept although no longer declared; set protected: false and apply first",
-                      before, hold=Hold.PROTECTED)
-    if row.status is ResourceStatus.ERRORED and row.target_hash == DELETE_TARGET:
-        if row.next_attempt_at and row.next_attempt_at > stamp:
-            return Change(row.resource_id, Action.NOOP,
-                          f"teardown retry {row.attempts + 1} at {row.next_attempt_at} (last error: {row.error})",
-                          hold=Hold.RETRY, retry_at=row.next_attempt_at)
-    return Change(row.resource_id, Action.DELETE, "no longer declared", before, None, (), JobAction.DELETE)
+        return Change(row.resource_id, Action.NOOP, Reason.REPLACE_BLOCKED,
+                      f"{PROTECTED}{message} is blocked; set protected: false first", before, after, changed)
+    return Change(row.resource_id, Action.REPLACE, Reason.REPLACE_FORCED, message, before, after, changed, wanted,
+                  row.version, 1, source)
 
 
 def _with_safety(plan: Plan, policy: PlanPolicy) -> Plan:

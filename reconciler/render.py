@@ -5,9 +5,9 @@ JSON consumers and the daemon's logs.
 
 JSON shape (format_version "1.0"; fields are only ever added):
     {"format_version": "1.0",
-     "changes": [{"resource_id", "action", "before", "after", "reason", "changed", "source"}],
-     "kept":    [{"resource_id", "reason", "hold"}],   # protected, skipped
-     "waiting": [{"resource_id", "reason", "hold", "retry_at"?}],  # in progress, retry not yet due, unhealthy
+     "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source"}],
+     "kept":    [{"resource_id", "reason", "reason_code", "hold"}],   # protected, skipped
+     "waiting": [{"resource_id", "reason", "reason_code", "hold", "retry_at"?}],  # in progress, backoff, unhealthy
      "summary": {"create", "update", "replace", "delete", "retry", "unchanged"},
      "refused": null | "why the plan is refused"}
 """
@@ -17,17 +17,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .plan import Action, Change, Hold, Plan
+from .plan import Change, Hold, Plan, Reason
 from .terminal import printable
 
 FORMAT_VERSION = "1.0"
-_SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-", Action.RETRY: "~"}
+# keyed by Change.shown: the action as plans show it (a spec run again shows as "retry")
+_SHOWN = ("create", "update", "replace", "delete", "retry")
+_SYMBOL = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "retry": "~"}
 _HEADLINE = {
-    Action.CREATE: "will be created",
-    Action.UPDATE: "will be updated in place",
-    Action.REPLACE: "must be replaced",
-    Action.DELETE: "will be destroyed",
-    Action.RETRY: "will be retried",
+    "create": "will be created",
+    "update": "will be updated in place",
+    "replace": "must be replaced",
+    "delete": "will be destroyed",
+    "retry": "will be retried",
 }
 _COLOUR = {"+": "32", "~": "33", "-/+": "35", "-": "31", "bold": "1", "dim": "2", "warn": "33"}
 
@@ -40,12 +42,12 @@ class _Paint:
         return f"\x1b[{_COLOUR[style]}m{text}\x1b[0m" if self.colour else text
 
 
-def plan_json(plan: Plan, *, api: frozenset[str] = frozenset()) -> dict[str, Any]:
+def plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "changes": [
-            {"resource_id": c.resource_id, "action": str(c.action), "before": c.before, "after": c.after,
-             "reason": c.reason, "changed": list(c.changed), "source": "api" if c.resource_id in api else "file"}
+            {"resource_id": c.resource_id, "action": c.shown, "before": c.before, "after": c.after,
+             "reason": c.message, "reason_code": str(c.reason), "changed": list(c.changed), "source": c.source}
             for c in plan.changes
         ],
         "kept": [_held_json(c) for c in plan.kept],
@@ -56,25 +58,24 @@ def plan_json(plan: Plan, *, api: frozenset[str] = frozenset()) -> dict[str, Any
 
 
 def _held_json(change: Change) -> dict[str, Any]:
-    entry = {"resource_id": change.resource_id, "reason": change.reason,
+    entry = {"resource_id": change.resource_id, "reason": change.message, "reason_code": str(change.reason),
              "hold": str(change.hold) if change.hold else None}
     if change.retry_at:
         entry["retry_at"] = change.retry_at
     return entry
 
 
-def render_json(plan: Plan, *, api: frozenset[str] = frozenset()) -> str:
+def render_json(plan: Plan) -> str:
     # Compact, and encoded by pydantic-core in Rust: 2x the json module at 100k changes; pipe to jq to read.
     import pydantic_core
 
-    return pydantic_core.to_json(plan_json(plan, api=api)).decode() + "\n"
+    return pydantic_core.to_json(plan_json(plan)).decode() + "\n"
 
 
 def summary_counts(plan: Plan) -> dict[str, int]:
-    counts = {str(action): 0 for action in (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.DELETE,
-                                            Action.RETRY)}
+    counts = dict.fromkeys(_SHOWN, 0)
     for change in plan.changes:
-        counts[str(change.action)] += 1
+        counts[change.shown] += 1
     counts["unchanged"] = plan.unchanged
     return counts
 
@@ -110,13 +111,13 @@ _HELD_PHRASES = (
 )
 
 
-def render_text(plan: Plan, *, colour: bool, api: frozenset[str] = frozenset()) -> str:
-    """`api`: ids declared through the HTTP API rather than by a file, marked as such."""
+def render_text(plan: Plan, *, colour: bool) -> str:
+    """Resources declared through the HTTP API rather than by a file are marked as such."""
     paint = _Paint(colour=colour)
     out: list[str] = []
     if plan.changes:
         out.append("reconciler will perform the following actions:\n")
-        out.extend(_block(change, paint, via_api=change.resource_id in api) for change in plan.changes)
+        out.extend(_block(change, paint) for change in plan.changes)
     out.extend(_note(change, paint, "kept") for change in plan.kept)
     out.extend(_note(change, paint, "waiting") for change in plan.waiting)
     out.append(paint(summary_line(plan), "bold"))
@@ -126,14 +127,14 @@ def render_text(plan: Plan, *, colour: bool, api: frozenset[str] = frozenset()) 
 
 
 def _note(change: Change, paint: _Paint, kind: str) -> str:
-    text = printable(f"  # {change.resource_id}: {kind}, {change.reason}")
+    text = printable(f"  # {change.resource_id}: {kind}, {change.message}")
     return paint(text, "warn" if kind == "kept" else "dim") + "\n"
 
 
-def _block(change: Change, paint: _Paint, *, via_api: bool) -> str:
-    symbol = _SYMBOL[change.action]
-    head = paint(f"  # {change.resource_id} {_HEADLINE[change.action]}", "bold") + f" ({change.reason})"
-    head += " [declared via the API]" if via_api else ""
+def _block(change: Change, paint: _Paint) -> str:
+    symbol = _SYMBOL[change.shown]
+    head = paint(f"  # {change.resource_id} {_HEADLINE[change.shown]}", "bold") + f" ({change.message})"
+    head += " [declared via the API]" if change.source == "api" else ""
     lines = [head, f"{paint(symbol.rjust(3), symbol)} resource \"{change.resource_id}\" {{"]
     lines.extend(_attributes(change, paint))
     lines.append("    }\n")
@@ -141,10 +142,10 @@ def _block(change: Change, paint: _Paint, *, via_api: bool) -> str:
 
 
 def _attributes(change: Change, paint: _Paint) -> list[str]:
-    if change.action is Action.CREATE or (change.action is Action.RETRY and change.before is None):
+    if change.before is None:  # a create, or a retry of one
         return _listing(change.after or {}, "+", paint)
-    if change.action is Action.DELETE:
-        return _listing(change.before or {}, "-", paint)
+    if change.after is None:  # a teardown
+        return _listing(change.before, "-", paint)
     return _diff(change, paint)
 
 
@@ -159,7 +160,7 @@ def _diff(change: Change, paint: _Paint) -> list[str]:
     width = max((len(name) for name in changed), default=0)
     lines = []
     for name in changed:
-        forces = paint(" # forces replacement", "-") if change.action is Action.REPLACE and name in (
+        forces = paint(" # forces replacement", "-") if change.reason is Reason.REPLACE_FORCED and name in (
             "region", "runtime_target") else ""
         lines.append(f"      {paint('~', '~')} {name.ljust(width)} = {_value(before.get(name))} -> "
                      f"{_value(after.get(name))}{forces}")

@@ -1,19 +1,26 @@
-"""Views of observed state for `status` and `history`: rows and events as a table or JSON.
+"""What `status` and `history` show, read from the store; and the JSON shapes of a row and an event.
 
-Kept out of cli.py (which only parses arguments) and out of render.py (which renders plans).
-JSON for `status` is an array of rows with at least the seed's nine fields.
+The reading is here, the showing in views.py (which never sees a store). `row_json` and `event_json`
+are shared with the HTTP API: JSON for `status` is an array of rows with at least the seed's nine fields.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ReconcilerError
 from .models import Event, ObservedResource
-from .terminal import printable
 
-_COLUMNS = ("RESOURCE", "STATUS", "HEALTH", "OWNER", "REGION", "DEPLOY_REF", "URL", "LAST_SEEN")
+
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """Who works the database, for `status`: `role` is "leader" (PostgreSQL) or "daemon" (SQLite)."""
+
+    role: str
+    pid: Any
+    host: str
+    since: str
 
 
 def row_json(row: ObservedResource) -> dict[str, Any]:
@@ -31,63 +38,26 @@ def event_json(event: Event) -> dict[str, Any]:
             "desired_commit": event.desired_commit, **({"details": event.details} if event.details else {})}
 
 
-def leader_line(*, store: Any) -> str:
+def daemon_holder(*, store: Any) -> Daemon | None:
     """Which daemon works this database (SQLite: the one daemon; PostgreSQL: the leader that plans)."""
     from .models import iso, utcnow
 
     if store is None:
-        return "daemon: none"
+        return None
     for name, role in (("leader", "leader"), ("daemon", "daemon")):
         holder = store.lock_holder(name=name, now=iso(utcnow()))
         if holder is not None:
-            return f"{role}: pid {holder['pid']} on {holder['host']} since {holder['since']}"
-    return "daemon: none running"
+            return Daemon(role, holder["pid"], holder["host"], holder["since"])
+    return None
 
 
-def table(*, store: Any, output: str) -> str:
-    rows = sorted(store.load_observed().values(), key=lambda r: r.resource_id) if store else []
-    if output == "json":
-        return json.dumps([row_json(row) for row in rows], indent=2) + "\n"
-    if not rows:
-        return "No resources observed yet.\n"
-    cells = [_COLUMNS] + [
-        (r.resource_id, str(r.status), str(r.health), printable(r.owner), printable(r.region),
-         printable(r.deploy_ref), printable(r.url or "-"), r.last_seen or "-")
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in cells)
+def rows(*, store: Any) -> list[ObservedResource]:
+    """Every observed row by id; no database reads as none."""
+    return sorted(store.load_observed().values(), key=lambda r: r.resource_id) if store else []
 
 
-def _require(store: Any, resource_id: str) -> ObservedResource:
+def resource(*, store: Any, resource_id: str) -> ObservedResource:
     row = store.get_resource(resource_id) if store else None
     if row is None:
         raise ReconcilerError(f"no resource '{resource_id}' in the observed state")
     return row
-
-
-def one(*, store: Any, resource_id: str, output: str, events: int = 10) -> str:
-    row = _require(store, resource_id)
-    recent = store.events(resource_id, limit=events)
-    if output == "json":
-        return json.dumps({**row_json(row), "events": [event_json(e) for e in recent]}, indent=2) + "\n"
-    fields = row_json(row)
-    width = max(len(name) for name in fields)
-    lines = [f"{name.ljust(width)}  {'-' if value is None else printable(str(value))}"
-             for name, value in fields.items()]
-    lines.append(f"\nlatest events ({len(recent)}):" if recent else "\nno events yet")
-    lines.extend(_event_line(event) for event in recent)
-    return "\n".join(lines) + "\n"
-
-
-def history(*, store: Any, resource_id: str, output: str) -> str:
-    _require(store, resource_id)
-    events = store.events(resource_id)
-    if output == "json":
-        return json.dumps([event_json(e) for e in events], indent=2) + "\n"
-    return "".join(_event_line(event) + "\n" for event in events)
-
-
-def _event_line(event: Event) -> str:
-    commit = f" @{event.desired_commit}" if event.desired_commit else ""
-    return printable(f"  {event.at}  {event.kind:<12} {event.message}{commit}")

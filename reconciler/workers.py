@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import StoreError
-from .models import Job, JobAction, JobResult, iso, utcnow
+from .models import Job, Action, JobResult, iso, utcnow
 from .retry import RetryPolicy, next_delay
 from .supervise import TRANSIENT, Crash, Outages, guarded_thread, retry_sync
 
@@ -177,12 +177,12 @@ class JobRunner:
                              error=f"not started: the previous run (process group {pgid}) survived SIGKILL")
 
     def _execute(self, job: Job) -> JobResult:
-        if job.action is JobAction.REPLACE:
+        if job.action is Action.REPLACE:
             first = self._script(job, spec=job.old_spec or job.spec, action="delete")
             if not first.ok:
                 return self._result(job, first, prefix="teardown of the old resource: ")
             return self._result(job, self._script(job, spec=job.spec, action="create"))
-        action = {JobAction.DELETE: "delete", JobAction.CREATE: "create"}.get(job.action, "update")
+        action = {Action.DELETE: "delete", Action.CREATE: "create"}.get(job.action, "update")
         return self._result(job, self._script(job, spec=job.spec, action=action))
 
     def _script(self, job: Job, *, spec: dict[str, Any], action: str) -> Any:

@@ -136,7 +136,8 @@ def test_environment_variables_pick_directory_and_database(project: Path, run_cl
     valid = run_cli("validate", cwd=project, env=env)
     assert valid.returncode == 0 and "2 resources, valid." in valid.stdout
     document = json.loads(run_cli("plan", "-o", "json", cwd=project, env=env).stdout)
-    assert document["waiting"] == [{"resource_id": "alpha", "reason": "a job is in progress", "hold": "in_progress"}]
+    assert document["waiting"] == [{"resource_id": "alpha", "reason": "a job is in progress", "reason_code": "in_flight",
+                                  "hold": "in_progress"}]
     status = json.loads(run_cli("status", "-o", "json", cwd=project, env=env).stdout)
     assert [r["resource_id"] for r in status] == ["alpha"]
 
@@ -221,6 +222,110 @@ def test_help_for_every_command(tmp_path: Path, run_cli, command: str) -> None:
     assert done.returncode == 0, done.stderr
     assert f"Usage: reconciler {command}" in done.stdout
     assert cli.main.commands[command].help.splitlines()[0][:30] in done.stdout
+    # every command shows an example of itself, and the settings it also takes after its name
+    assert f"Example:\n    reconciler {command}" in done.stdout
+    if command not in ("schema", "version"):
+        assert "--desired" in done.stdout and "--db" in done.stdout
+
+
+# --- settings before or after the subcommand, version, check's spellings (issue 14) ---------------
+
+
+def test_settings_after_the_subcommand(project: Path, run_cli, tmp_path: Path) -> None:
+    """`reconciler plan --desired ./desired`, as kubectl and helm users type it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = run_cli("validate", "--desired", str(project / "desired"), cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{project / 'desired'}: 2 resources, valid.\n"
+    db = tmp_path / "after.db"
+    plan = run_cli("plan", "-o", "json", "--desired", str(project / "desired"), "--db", str(db), cwd=elsewhere)
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["summary"]["create"] == 2 and not db.exists()
+
+
+@pytest.mark.parametrize("where", ["flag", "env"])
+def test_the_setting_after_the_subcommand_wins(project: Path, run_cli, where: str) -> None:
+    before = ["--desired", "nowhere"] if where == "flag" else []
+    env = {"RECONCILER_DESIRED": "nowhere"} if where == "env" else {}
+    done = run_cli(*before, "validate", "--desired", "desired", cwd=project, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "desired: 2 resources, valid.\n"
+    # and without the one after, the one before (or the environment) is used
+    assert "nowhere" in run_cli(*before, "validate", cwd=project, env=env).stderr
+
+
+def test_the_database_after_the_subcommand(project: Path, run_cli) -> None:
+    apply_all(project)
+    moved = project / "moved.db"
+    (project / "reconciler.db").rename(moved)
+    done = run_cli("--db", "missing.db", "status", "-o", "json", "--db", str(moved), cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert [row["resource_id"] for row in json.loads(done.stdout)] == ["alpha", "beta"]
+
+
+def test_work_dir_given_after_the_subcommand_is_absolute_too(tmp_path: Path) -> None:
+    settings = cli.Settings(desired=Path("d"), db="x.db", provision=Path("p"), work_dir=(tmp_path / "w"))
+    given = settings.given(desired=None, db="y.db", provision=None, work_dir=Path("rel"))
+    assert (given.desired, given.db, given.work_dir) == (Path("d"), "y.db", Path("rel").absolute())
+
+
+def test_version_command_matches_the_flag(tmp_path: Path, run_cli) -> None:
+    flag, command = run_cli("--version", cwd=tmp_path), run_cli("version", cwd=tmp_path)
+    assert flag.returncode == command.returncode == 0
+    assert command.stdout == flag.stdout and command.stdout.startswith("reconciler, version ")
+
+
+def test_check_spells_its_options_as_the_daemon_does(tmp_path: Path, run_cli) -> None:
+    shown = run_cli("check", "--help", cwd=tmp_path).stdout
+    assert "--check-timeout" in shown and "--check-concurrency" in shown
+    assert "--timeout" not in shown.replace("--check-timeout", "")  # the old spelling works, hidden
+    daemon = run_cli("daemon", "--help", cwd=tmp_path).stdout
+    assert "--check-timeout" in daemon and "--check-concurrency" in daemon
+
+
+@pytest.fixture
+def slow_url():
+    """A real HTTP server on 127.0.0.1 that answers 200 after 1.5 s."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            time.sleep(1.5)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(("flags", "healthy"), [
+    ((), True),  # 5 s by default: the slow answer counts
+    (("--check-timeout", "0.3"), False),
+    (("--timeout", "0.3"), False),  # the hidden alias of check's first spelling
+    (("--timeout", "0.3", "--check-timeout", "30"), True),  # given both, the new spelling wins
+])
+def test_check_timeout_and_its_hidden_alias(project: Path, run_cli, slow_url: str, flags, healthy: bool) -> None:
+    store = open_store(url=str(project / "reconciler.db"))
+    spec = ResourceSpec(resource_id="alpha", owner="acme", region="eu-west-1", deploy_ref="v1")
+    now = iso(utcnow())
+    store.enqueue(requests=[JobRequest("alpha", JobAction.CREATE, "t", spec.model_dump(), target_hash=spec_hash(spec))],
+                  now=now, commit=None)
+    (job,) = store.claim(worker="t", now=now, lease_until="9999", limit=1)
+    store.finish(job=job, worker="t", result=JobResult(True, 0, slow_url, None), now=now)
+    store.close()
+    done = run_cli("check", *flags, cwd=project)
+    assert (done.returncode, "1 healthy" in done.stdout) == ((0, True) if healthy else (1, False)), done.stdout
+    if not healthy:
+        assert "timed out" in done.stdout
 
 
 def test_top_level_help(tmp_path: Path, run_cli) -> None:

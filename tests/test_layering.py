@@ -33,6 +33,8 @@ ALLOWED: dict[str, set[str]] = {
     "render": {"plan", "models", "terminal"},
     "retry": set(),
     "status": {"models", "errors", "terminal"},
+    # how commands show their data (text or JSON), picked once per command; never sees a store
+    "views": {"models", "plan", "render", "status", "terminal"},
     "store": {"models", "errors", "store", "defects"},
     "runner": {"models", "errors", "terminal"},
     "health": {"models"},
@@ -53,7 +55,9 @@ ALLOWED: dict[str, set[str]] = {
                "runner", "systemd", "metrics", "api", "supervise", "settle", "watch", "targets"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
     "apply": {"engine", "workers", "render", "store", "models", "errors", "plan", "spec", "logs", "retry",
-              "runner", "terminal"},
+              "runner", "terminal", "options", "views"},
+    # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
+    "options": {"plan", "retry"},
     "api": {"engine", "store", "models", "errors", "logs", "spec", "plan", "status", "httpguard"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
     "httpguard": set(),

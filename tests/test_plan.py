@@ -13,7 +13,6 @@ import reconciler.plan as plan_module
 from reconciler.models import (
     DELETE_TARGET,
     Health,
-    JobAction,
     ObservedResource,
     ResourceSpec,
     ResourceStatus,
@@ -21,7 +20,7 @@ from reconciler.models import (
     iso,
     spec_hash,
 )
-from reconciler.plan import Action, PlanPolicy, compute_plan
+from reconciler.plan import Action, PlanPolicy, Reason, compute_plan
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 LATER = iso(NOW + timedelta(minutes=5))
@@ -61,17 +60,20 @@ BYSTANDERS = [spec(f"other-{i}") for i in range(3)]
 # --- creates ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("observed", "reason"), [
-    ([], "not yet created"),
-    ([row(spec(), ResourceStatus.DELETED, spec_hash=None, target_hash=None)], "declared again after deletion"),
-    ([row(spec(), ResourceStatus.ERRORED, spec_hash=None, target_hash="older")],
+@pytest.mark.parametrize(("observed", "code", "reason"), [
+    ([], Reason.NEW, "not yet created"),
+    ([row(spec(), ResourceStatus.DELETED, spec_hash=None, target_hash=None)], Reason.DECLARED_AGAIN,
+     "declared again after deletion"),
+    ([row(spec(), ResourceStatus.ERRORED, spec_hash=None, target_hash="older")], Reason.NOT_CREATED,
      "not yet created (the last attempt did not succeed)"),
-    ([row(spec(deploy_ref="v0"), ResourceStatus.DELETING, target_hash=DELETE_TARGET)],
+    ([row(spec(deploy_ref="v0"), ResourceStatus.DELETING, target_hash=DELETE_TARGET)], Reason.TEARDOWN_INTERRUPTED,
      "teardown was interrupted; declared again"),
 ], ids=["no-row", "tombstone", "never-succeeded", "interrupted-teardown"])
-def test_create(observed, reason) -> None:
+def test_create(observed, code: Reason, reason: str) -> None:
     change = only_change(plan_for([spec()], observed))
-    assert (change.action, change.reason, change.job_action) == (Action.CREATE, reason, JobAction.CREATE)
+    assert (change.action, change.reason, change.message, change.shown) == (Action.CREATE, code, reason, "create")
+    assert (change.applied_hash(), change.attempt) == (spec_hash(spec()), 1)
+    assert change.expected_version == (observed[0].version if observed else None)
     assert change.before is None and change.after == spec().model_dump()
 
 
@@ -83,15 +85,15 @@ def test_create(observed, reason) -> None:
 ])
 def test_in_place_update(field: str, value) -> None:
     change = only_change(plan_for([spec(**{field: value})], [row(spec())]))
-    assert change.action is Action.UPDATE and change.job_action is JobAction.UPDATE
+    assert (change.action, change.reason, change.shown) == (Action.UPDATE, Reason.SPEC_CHANGED, "update")
     assert change.changed == (field,)
-    assert change.reason == f"{field} changed"
+    assert change.message == f"{field} changed"
     assert change.before[field] == spec().model_dump()[field] and change.after[field] == value
 
 
 def test_update_lists_every_changed_field() -> None:
     change = only_change(plan_for([spec(owner="globex", deploy_ref="v2")], [row(spec())]))
-    assert change.changed == ("owner", "deploy_ref") and change.reason == "owner, deploy_ref changed"
+    assert change.changed == ("owner", "deploy_ref") and change.message == "owner, deploy_ref changed"
 
 
 @pytest.mark.parametrize(("fields", "reason"), [
@@ -102,7 +104,7 @@ def test_update_lists_every_changed_field() -> None:
 ])
 def test_replace(fields, reason: str) -> None:
     change = only_change(plan_for([spec(**fields)], [row(spec())]))
-    assert (change.action, change.reason, change.job_action) == (Action.REPLACE, reason, JobAction.REPLACE)
+    assert (change.action, change.reason, change.message) == (Action.REPLACE, Reason.REPLACE_FORCED, reason)
     assert set(change.changed) == set(fields)
 
 
@@ -110,7 +112,8 @@ def test_replace_of_a_protected_resource_is_blocked_and_kept() -> None:
     result = plan_for([spec(region="us-east-1", protected=True)], [row(spec(protected=True))])
     assert result.changes == ()
     assert [c.resource_id for c in result.kept] == ["acme-prod"]
-    assert result.kept[0].reason.startswith("protected: region forces replacement is blocked")
+    assert result.kept[0].reason is Reason.REPLACE_BLOCKED
+    assert result.kept[0].message.startswith("protected: region forces replacement is blocked")
 
 
 # --- deletes --------------------------------------------------------------------------------------
@@ -119,8 +122,9 @@ def test_replace_of_a_protected_resource_is_blocked_and_kept() -> None:
 def test_delete_when_no_longer_declared() -> None:
     result = plan_for(BYSTANDERS, [row(s) for s in BYSTANDERS] + [row(spec())])
     change = only_change(result)
-    assert (change.resource_id, change.action, change.job_action) == ("acme-prod", Action.DELETE, JobAction.DELETE)
-    assert change.reason == "no longer declared" and change.after is None
+    assert (change.resource_id, change.action, change.reason) == ("acme-prod", Action.DELETE, Reason.REMOVED)
+    assert change.message == "no longer declared" and change.after is None
+    assert (change.target_hash, change.attempt) == (DELETE_TARGET, 1)
     assert change.before == spec().model_dump()
     assert result.refusal is None and result.unchanged == 3
 
@@ -129,7 +133,8 @@ def test_protected_resource_is_kept_not_deleted() -> None:
     result = plan_for(BYSTANDERS, [row(s) for s in BYSTANDERS] + [row(spec(protected=True))])
     assert result.changes == () and result.deletes == 0
     assert [c.resource_id for c in result.kept] == ["acme-prod"]
-    assert result.kept[0].reason.startswith("protected: kept although no longer declared")
+    assert result.kept[0].reason is Reason.PROTECTED
+    assert result.kept[0].message.startswith("protected: kept although no longer declared")
 
 
 def test_tombstone_not_declared_is_ignored() -> None:
@@ -143,7 +148,7 @@ def test_failed_teardown_waits_for_its_backoff(next_attempt_at: str, action: Act
                  attempts=2, error="boom")
     result = plan_for(BYSTANDERS, [row(s) for s in BYSTANDERS] + [failed])
     if action is Action.NOOP:
-        assert result.changes == () and result.waiting[0].reason == f"teardown retry 3 at {LATER} (last error: boom)"
+        assert result.changes == () and result.waiting[0].message == f"teardown retry 3 at {LATER} (last error: boom)"
     else:
         assert only_change(result).action is Action.DELETE
 
@@ -155,38 +160,40 @@ def test_errored_before_backoff_elapsed_waits() -> None:
     errored = row(spec(), ResourceStatus.ERRORED, next_attempt_at=LATER, attempts=1, error="exit 3")
     result = plan_for([spec()], [errored])
     assert result.changes == ()
-    assert [(c.resource_id, c.reason) for c in result.waiting] == [
-        ("acme-prod", f"retry 2 at {LATER} (last error: exit 3)")]
+    assert [(c.resource_id, c.reason, c.message) for c in result.waiting] == [
+        ("acme-prod", Reason.BACKOFF, f"retry 2 at {LATER} (last error: exit 3)")]
 
 
 @pytest.mark.parametrize(("applied", "target", "job_action"), [
-    (spec(), spec(), JobAction.UPDATE),
-    (None, spec(), JobAction.CREATE),
-    (spec(region="us-east-1"), spec(), JobAction.REPLACE),
+    (spec(), spec(), Action.UPDATE),
+    (None, spec(), Action.CREATE),
+    (spec(region="us-east-1"), spec(), Action.REPLACE),
 ], ids=["same-spec", "never-applied", "failed-replace"])
-def test_errored_after_backoff_elapsed_retries(applied, target, job_action: JobAction) -> None:
+def test_errored_after_backoff_elapsed_retries(applied, target, job_action: Action) -> None:
     base = row(applied or target, ResourceStatus.ERRORED, next_attempt_at=EARLIER, attempts=2, error="exit 3",
                target_hash=spec_hash(target))
     if applied is None:
         base = replace(base, spec_hash=None, spec_json=None)
     change = only_change(plan_for([target], [base]))
-    assert (change.action, change.job_action) == (Action.RETRY, job_action)
-    assert change.reason == "attempt 3 after: exit 3"
+    assert (change.action, change.reason, change.shown) == (job_action, Reason.RETRY, "retry")
+    assert change.message == "attempt 3 after: exit 3" and change.attempt == 3
 
 
 def test_errored_with_a_changed_spec_updates_at_once() -> None:
     errored = row(spec(), ResourceStatus.ERRORED, target_hash=spec_hash(spec(deploy_ref="v2")),
                   next_attempt_at=LATER, attempts=4, error="exit 1")
     change = only_change(plan_for([spec(deploy_ref="v3")], [errored]))
-    assert (change.action, change.job_action, change.changed) == (Action.UPDATE, JobAction.UPDATE, ("deploy_ref",))
+    assert (change.action, change.reason, change.changed) == (Action.UPDATE, Reason.SPEC_CHANGED, ("deploy_ref",))
+    assert change.attempt == 1  # a new spec starts its attempts afresh
 
 
 @pytest.mark.parametrize("status", [ResourceStatus.PROVISIONING, ResourceStatus.ERRORED])
 def test_applied_spec_but_not_active_runs_provision_again(status: ResourceStatus) -> None:
     stuck = row(spec(), status, target_hash="something-else")
     change = only_change(plan_for([spec()], [stuck]))
-    assert (change.action, change.job_action) == (Action.RETRY, JobAction.UPDATE)
-    assert change.reason == f"{status} although its spec is applied; running provision again"
+    assert (change.action, change.reason, change.shown) == (Action.UPDATE, Reason.NOT_SETTLED, "retry")
+    assert change.message == f"{status} although its spec is applied; running provision again"
+    assert change.attempt == (stuck.attempts + 1 if status is ResourceStatus.ERRORED else 1)
 
 
 # --- in flight, no-op, targets -----------------------------------------------------------------------
@@ -196,7 +203,8 @@ def test_applied_spec_but_not_active_runs_provision_again(status: ResourceStatus
 def test_in_flight_resources_wait(desired) -> None:
     result = plan_for(desired + BYSTANDERS, [row(spec())] + [row(s) for s in BYSTANDERS], in_flight=["acme-prod"])
     assert result.changes == ()
-    assert [(c.resource_id, c.reason) for c in result.waiting] == [("acme-prod", "a job is in progress")]
+    assert [(c.resource_id, c.reason, c.message) for c in result.waiting] == [
+        ("acme-prod", Reason.IN_FLIGHT, "a job is in progress")]
 
 
 def test_noop_when_equal() -> None:
@@ -313,3 +321,36 @@ def test_holds_say_why_nothing_is_done_now(desired, observed, kwargs, hold, pend
     assert (str(note.hold), bool(result.pending), result.has_changes) == (hold, pending, False)
     assert note.retry_at == (LATER if hold == "retry" else None)
     assert summary_line(result).startswith("No changes to make now; 1 ")
+
+
+# --- a job is a projection of its change (issue 14) ------------------------------------------------
+
+
+@pytest.mark.parametrize(("desired", "observed", "policy", "expected"), [
+    ([spec()], [], PlanPolicy(), (Action.CREATE, "spec", None, "hash", 1, None)),
+    ([spec(deploy_ref="v2")], [row(spec(), version=4)], PlanPolicy(), (Action.UPDATE, "spec", None, "hash", 1, 4)),
+    ([spec(region="us-east-1")], [row(spec(), version=2)], PlanPolicy(), (Action.REPLACE, "spec", "old", "hash", 1, 2)),
+    ([], [row(spec(), version=7)], PlanPolicy(allow_mass_delete=True),
+     (Action.DELETE, "old", None, DELETE_TARGET, 1, 7)),
+    ([spec()], [row(spec(), ResourceStatus.ERRORED, next_attempt_at=EARLIER, attempts=2, error="x", version=9)],
+     PlanPolicy(), (Action.UPDATE, "spec", None, "hash", 3, 9)),
+    ([spec()], [row(spec(), health=Health.UNHEALTHY, consecutive_failures=3, version=5)],
+     PlanPolicy(self_heal=True), (Action.UPDATE, "spec", None, "hash", 1, 5)),
+], ids=["create", "update", "replace", "delete", "retry", "self-heal"])
+def test_a_job_is_a_projection_of_its_change(desired, observed, policy, expected) -> None:
+    from reconciler.engine import job_request
+
+    change = only_change(plan_for(desired, observed, policy=policy))
+    request = job_request(change)
+    action, spec_of, old_of, target, attempt, version = expected
+    named = {"spec": spec().model_dump() if not desired else desired[0].model_dump(),
+             "old": spec().model_dump(), None: None}
+    assert (request.action, request.spec, request.old_spec, request.attempt, request.expected_version) == (
+        action, named[spec_of], named[old_of], attempt, version)
+    assert request.target_hash == (spec_hash(desired[0]) if target == "hash" else target)
+    assert (request.reason, request.source) == (change.message, "file")
+
+
+def test_api_declared_changes_carry_their_source() -> None:
+    result = compute_plan({"acme-prod": spec()}, {}, now=NOW, api=["acme-prod"])
+    assert only_change(result).source == "api"

@@ -20,7 +20,7 @@ from ..models import (
     Event,
     Health,
     Job,
-    JobAction,
+    Action,
     JobRequest,
     JobResult,
     JobStatus,
@@ -61,7 +61,7 @@ def _resource(row: Any) -> ObservedResource:
 
 def _job(row: Any) -> Job:
     values = dict(row)
-    values["action"] = JobAction(values["action"])
+    values["action"] = Action(values["action"])
     values["status"] = JobStatus(values["status"])
     values["spec"] = json.loads(values.pop("spec_json")) if values.get("spec_json") else None
     values["old_spec"] = json.loads(values.pop("old_spec_json")) if values.get("old_spec_json") else None
@@ -290,7 +290,7 @@ class SQLStore:
                  now, request.target_hash, int(spec["protected"]), now, request.source),
             )
             return cursor.rowcount == 1
-        if request.action is JobAction.DELETE:
+        if request.action is Action.DELETE:
             cursor = conn.execute(
                 "UPDATE resources SET status = 'deleting', target_hash = ?, updated_at = ?, version = version + 1"
                 " WHERE resource_id = ? AND version = ?",
@@ -437,7 +437,7 @@ class SQLStore:
 
     @staticmethod
     def _succeeded(conn: Any, *, job: Job, result: JobResult, now: str) -> None:
-        if job.action is JobAction.DELETE:
+        if job.action is Action.DELETE:
             conn.execute(
                 "UPDATE resources SET status = 'deleted', url = NULL, spec_hash = NULL, target_hash = NULL,"
                 " error = NULL, attempts = 0, next_attempt_at = NULL, health = 'unknown',"
@@ -471,7 +471,7 @@ class SQLStore:
         if result.ok:
             message = f"{job.action} succeeded" + (f": {result.url}" if result.url else "")
             self._event(conn, job.resource_id, now, "succeeded", message, job.job_id, job.desired_commit, details)
-            if result.url and result.url != old_url and job.action is not JobAction.DELETE:
+            if result.url and result.url != old_url and job.action is not Action.DELETE:
                 self._event(conn, job.resource_id, now, "url_changed", f"{old_url or '-'} -> {result.url}",
                             job.job_id, job.desired_commit)
             return
