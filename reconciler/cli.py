@@ -496,8 +496,9 @@ def _lease_options() -> Callable[..., Any]:
         "leases", LeaseOptions,
         click.option("--busy-timeout", type=click.FloatRange(min=0.05), default=30.0, show_default=True,
                      envvar="RECONCILER_BUSY_TIMEOUT",
-                     help="SQLite: seconds a write waits for another process's lock before the daemon backs off "
-                          "and retries (/health then says degraded) [env: RECONCILER_BUSY_TIMEOUT]."),
+                     help="Seconds a store call waits (SQLite: for another process's write lock; PostgreSQL: "
+                          "for a pooled connection, at most 10) before the daemon backs off and retries "
+                          "(/health then says degraded) [env: RECONCILER_BUSY_TIMEOUT]."),
         click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
                      envvar="RECONCILER_LEASE_SECONDS",
                      help="A job's lease, renewed every min(a third of it, 5 s) while its script runs; a database "
