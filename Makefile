@@ -18,7 +18,7 @@ run: $(STAMP)
 # The seams first (types, lint), then the tests.
 test: $(STAMP)
 	$(BIN)/python -m mypy
-	$(BIN)/python -m ruff check reconciler bench
+	$(BIN)/python -m ruff check reconciler bench chaos
 	$(BIN)/python -m pytest
 
 # The measurements (bench/results.md), then the slow scale test: 100,000 resources end to end; then the

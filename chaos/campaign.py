@@ -11,16 +11,17 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from . import invariants, model as desired_model, ops
+from . import invariants, ops
+from . import model as desired_model
 from .invariants import Version, Violation
 from .observe import Records, Snapshot, read_runs, snapshot
 from .schedule import Step, dumps
 from .world import World, script_pids
-
 
 # A daemon started during a store fault may find out only this long after it ended (connect timeouts).
 STARTUP_SLACK = 15.0
@@ -119,7 +120,8 @@ class Campaign:
         started = time.monotonic()
         try:
             self._set_up()
-            for self.index, step in enumerate(self.steps):
+            for index, step in enumerate(self.steps):
+                self.index = index
                 self._repair(due=self.index)
                 self.note(f"step {self.index}: {step.text()}")
                 ops.OPERATIONS[step.kind](self, step.args)
@@ -196,7 +198,7 @@ class Campaign:
             self.note(f"repair: {entry[1]}")
             try:
                 entry[2]()
-            except Exception as exc:  # noqa: BLE001 - a repair that fails is noted; convergence then says more
+            except Exception as exc:
                 self.note(f"repair failed: {entry[1]}: {exc}")
 
     def _converge(self) -> tuple[bool, list[str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ def snapshot(*, db_url: str, at: float) -> Snapshot | None:
         if db_url.startswith("postgresql://"):
             return _from(_pg_rows(db_url), at=at)
         return _from(_sqlite_rows(Path(db_url)), at=at)
-    except Exception:  # noqa: BLE001 - any driver error: the store is unreadable during a fault
+    except Exception:
         return None
 
 
@@ -135,4 +135,4 @@ def iso_seconds(value: str | None) -> float | None:
     if not value:
         return None
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()

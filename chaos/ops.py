@@ -7,14 +7,17 @@ convergence is checked.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import random
 import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from . import model as desired_model
 from .model import FILES
@@ -136,7 +139,7 @@ def burst(c: Campaign, args: dict[str, Any]) -> None:
 
 def api_post(c: Campaign, args: dict[str, Any]) -> None:
     new, resource = desired_model.api_post(c.model, n=args["n"], value=args["value"], pick=args["pick"])
-    status, answer = c.world.http("POST", "/provisions", body=resource.spec(world=c.world.token))
+    status, _answer = c.world.http("POST", "/provisions", body=resource.spec(world=c.world.token))
     c.note(f"POST {resource.resource_id} → {status}")
     if 200 <= status < 300:
         c.version(new, what=f"POST {resource.resource_id}")
@@ -241,10 +244,8 @@ def kill_script(c: Campaign, args: dict[str, Any]) -> None:
         return
     pgid = groups[min(int(args["pick"] * len(groups)), len(groups) - 1)]
     c.note(f"kill -9 of script group {pgid}")
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)  # type: ignore[arg-type]
-    except ProcessLookupError:
-        pass
 
 
 def _pgid(pid: int) -> int | None:
@@ -380,12 +381,16 @@ def disk_readonly(c: Campaign, args: dict[str, Any]) -> None:
             lambda: subprocess.run(["mount", "-o", "remount,rw", disk], capture_output=True, check=True))
 
 
+def _edit_kind(kind: str, c: Campaign, args: dict[str, Any]) -> None:
+    edit(c, kind, args)
+
+
 def pause(c: Campaign, args: dict[str, Any]) -> None:
     time.sleep(args["seconds"])
 
 
 OPERATIONS: dict[str, Callable[[Campaign, dict[str, Any]], None]] = {
-    **{kind: (lambda kind: lambda c, args: edit(c, kind, args))(kind)
+    **{kind: functools.partial(_edit_kind, kind)
        for kind in ("add", "change_inplace", "change_replace", "remove", "rename", "move")},
     "burst": burst, "api_post": api_post, "api_delete": api_delete, "api_delete_file_owned": api_delete_file_owned,
     "apply": apply, "kill_apply": kill_apply, "check": check, "kill_daemon": kill_daemon,

@@ -9,6 +9,7 @@ them, so the same harness runs on every revision.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def base_env() -> dict[str, str]:
     return env
 
 
-@lru_cache(maxsize=None)
+@cache
 def known_options(command: str) -> frozenset[str]:
     """The long options `reconciler [command] --help` lists (empty command: the global ones)."""
     argv = [*reconciler_argv(), *([command] if command else []), "--help"]
@@ -189,10 +190,8 @@ class World:
         for slot in self.slots:
             self.stop_daemon(slot, sig=signal.SIGTERM, wait=20)
         for pid in script_pids(self.token):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     # --- the API --------------------------------------------------------------------------------
 
