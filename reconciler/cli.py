@@ -494,8 +494,9 @@ def _lease_options() -> Callable[..., Any]:
     return _grouped(
         "leases", LeaseOptions,
         _env_option("--busy-timeout", type=click.FloatRange(min=0.05), default=30.0, env="RECONCILER_BUSY_TIMEOUT",
-                    text="SQLite: seconds a write waits for another process's lock before the daemon backs off "
-                         "and retries (/health then says degraded)"),
+                    text="Seconds a store call waits (SQLite: for another process's write lock; PostgreSQL: "
+                         "for a pooled connection, at most 10) before the daemon backs off and retries "
+                         "(/health then says degraded)"),
         _env_option("--lease-seconds", type=click.FloatRange(min=0.5), default=30.0, env="RECONCILER_LEASE_SECONDS",
                     text="A job's lease, renewed every min(a third of it, 5 s) while its script runs; a database "
                          "outage shorter than the lease less that interval re-runs nothing"),

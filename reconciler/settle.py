@@ -27,6 +27,8 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
 
+from .defects import defect_enabled
+
 # Seconds a changed file must stay unchanged before its content counts (RECONCILER_SETTLE, --settle).
 DEFAULT_SETTLE = 0.15
 # How often to look again while git holds its index.lock (a crashed git can leave it for good).
@@ -159,6 +161,8 @@ class Settler:
 
     def wait(self, *, changed: Mapping[Path, Stamp | None], gone: Iterable[Path], strict: bool) -> float:
         """Seconds until every changed path (None: torn or unread) is settled and every gone path is gone."""
+        if defect_enabled("unsettled-read"):  # test-only, see reconciler/defects.py
+            return 0.0
         now, wall = self._clock(), self._wall()
         longest = 0.0
         for path, stamp in changed.items():

@@ -101,7 +101,7 @@ def open_store(*, url: str, create: bool = True, pool_size: int = 20, busy_timeo
     if is_postgres(url):
         from .postgres import PostgresStore
 
-        return PostgresStore(url=url, pool_size=pool_size)
+        return PostgresStore(url=url, pool_size=pool_size, wait=busy_timeout)
     from .sqlite import BUSY_TIMEOUT_S, SQLiteStore
 
     return SQLiteStore(path=sqlite_path(url), create=create,

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..defects import defect_enabled
 from ..errors import StoreError
 from ..models import (
     DELETE_TARGET,
@@ -348,6 +349,9 @@ class SQLStore:
                 " claims = claims + 1 WHERE job_id = ?",
                 (worker, lease_until, now, job.job_id),
             )
+            if defect_enabled("claim-forgets-old-run"):  # test-only, see reconciler/defects.py
+                conn.execute("UPDATE jobs SET script_pgid = NULL, script_host = NULL WHERE job_id = ?",
+                             (job.job_id,))
             # as claimed, still naming the previous run's process group: it may need ending first
             picked.append(replace(job, status=JobStatus.RUNNING, lease_owner=worker,
                                   lease_expires_at=lease_until, started_at=now, claims=job.claims + 1))

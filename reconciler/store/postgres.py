@@ -61,7 +61,7 @@ class PostgresStore(SQLStore):
     skip_locked = " FOR UPDATE SKIP LOCKED"
     for_update = " FOR UPDATE"
 
-    def __init__(self, *, url: str, pool_size: int = 20) -> None:
+    def __init__(self, *, url: str, pool_size: int = 20, wait: float | None = None) -> None:
         import psycopg
         from psycopg.rows import dict_row
         from psycopg_pool import ConnectionPool
@@ -76,7 +76,8 @@ class PostgresStore(SQLStore):
         except psycopg.Error as exc:
             reason = redact_message(_first_line(exc), url=url)
             raise StoreError(f"cannot use database {redact(url)}: {reason}") from None
-        self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=POOL_TIMEOUT_S,
+        timeout = min(POOL_TIMEOUT_S, wait or POOL_TIMEOUT_S)
+        self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=timeout,
                                    kwargs={"row_factory": dict_row, "autocommit": True, **KEEPALIVES})
 
     def close(self) -> None:

@@ -1,0 +1,142 @@
+"""The invariants, as pure functions of what the harness did and what the world recorded.
+
+- never two runs of one resource's script at once (the scripts' flock detector);
+- never a teardown of a resource declared in every desired state the system could have read between
+  the moment before its job was queued and the moment the script started (a replace excepted);
+- a row is `deleted` only after a teardown of it exited 0;
+- nothing lost: a script run that exited 0 has its job's outcome in the history, unless the process
+  that ran it was killed (kill -9) or the job was taken over and run again;
+- convergence (checked once the faults stop, see `convergence_gaps`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .observe import Records, Run, Snapshot, iso_seconds
+
+# How long before a job's creation the pass that queued it may have read desired/ (a pass on a busy
+# 2-core machine: load, plan, queue); the window only widens what counts as a legitimate read.
+READ_SLACK = 3.0
+# How long after a script exits its worker may take to record it (a store outage included).
+RECORD_SLACK = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """A desired state the harness made visible at `at` (files and API declarations together)."""
+
+    at: float
+    declared: frozenset[str]
+    what: str
+
+
+def overlaps(records: Records) -> list[Violation]:
+    """One violation per resource: how many runs found its lock taken, and the first of them."""
+    by_resource: dict[str, list[str]] = {}
+    for line in records.overlaps:
+        by_resource.setdefault(line.split()[2], []).append(line)
+    return [Violation("overlap", f"{rid}: {len(lines)} run(s) started while another run of it held its lock; "
+                      f"first: {lines[0]}") for rid, lines in sorted(by_resource.items())]
+
+
+def visible(versions: list[Version], *, start: float, end: float) -> list[Version]:
+    """Every version in force at some moment of [start, end]."""
+    before = [v for v in versions if v.at <= start]
+    return ([before[-1]] if before else []) + [v for v in versions if start < v.at <= end]
+
+
+def unwarranted_teardowns(records: Records, snap: Snapshot, versions: list[Version]) -> list[Violation]:
+    found = []
+    for run in records.runs:
+        job = snap.jobs.get(run.job_id) if run.teardown else None
+        if job is None or job["action"] == "replace":
+            continue
+        queued = iso_seconds(job["created_at"]) or run.started
+        states = visible(versions, start=queued - READ_SLACK, end=run.started)
+        if states and all(run.resource_id in state.declared for state in states):
+            found.append(Violation("unwarranted teardown", (
+                f"{run.resource_id} torn down (job {run.job_id}, script pid {run.pid}, started {run.started:.3f}) "
+                f"although every desired state visible since {queued - READ_SLACK:.3f} declared it: "
+                + "; ".join(f"{state.what} @{state.at:.3f}" for state in states[-4:]))))
+    return found
+
+
+def deleted_without_teardown(records: Records, snap: Snapshot) -> list[Violation]:
+    done = {run.resource_id for run in records.runs
+            if run.teardown and run.completed and run.ended is not None and run.ended <= snap.at}
+    return [Violation("deleted before its teardown succeeded", f"{rid} is deleted, no teardown of it exited 0")
+            for rid, row in snap.resources.items() if row["status"] == "deleted" and rid not in done]
+
+
+def lost_runs(records: Records, snap: Snapshot, *, killed: Iterable[int]) -> list[Violation]:
+    killed_pids = set(killed)
+    rerun = _rerun_jobs(records.runs)
+    found = []
+    for run in records.runs:
+        if not run.completed or run.ended is None or run.ended > snap.at - RECORD_SLACK:
+            continue
+        if run.worker in killed_pids or (run.job_id, run.pid) in rerun:
+            continue
+        job = snap.jobs.get(run.job_id)
+        kinds = snap.event_jobs.get(run.job_id, set())
+        wanted = {"succeeded", "failed"} if job is not None and job["action"] == "replace" else {"succeeded"}
+        if not kinds & wanted:
+            found.append(Violation("completed run not recorded", (
+                f"{run.resource_id} {run.action} (job {run.job_id}, pid {run.pid}, worker {run.worker}) exited 0 "
+                f"at {run.ended:.3f}; job is {job['status'] if job else 'missing'}, events {sorted(kinds)}")))
+    return found
+
+
+def _rerun_jobs(runs: list[Run]) -> set[tuple[str, int]]:
+    """(job, pid) of runs after which the same job was started again by someone (a takeover)."""
+    by_job: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:  # sorted by start
+        by_job.setdefault((run.job_id, run.action), []).append(run)
+    return {(run.job_id, run.pid) for group in by_job.values() for run in group[:-1]}
+
+
+def convergence_gaps(records: Records, snap: Snapshot, *, desired: dict[str, tuple[str, str]],
+                     ever: set[str], open_scripts: int) -> list[str]:
+    """What still differs from desired: [] when converged. `desired`: id → (deploy_ref, region)."""
+    gaps = []
+    last_ok = _last_completed(records.runs)
+    for rid, (ref, region) in sorted(desired.items()):
+        row = snap.resources.get(rid)
+        last = last_ok.get(rid)
+        if row is None or row["status"] != "active":
+            gaps.append(f"{rid}: {row['status'] if row else 'no row'}, want active")
+        elif (row["deploy_ref"], row["region"]) != (ref, region):
+            gaps.append(f"{rid}: row has {row['deploy_ref']}/{row['region']}, want {ref}/{region}")
+        elif last is None or last.teardown or (last.deploy_ref, last.region) != (ref, region):
+            gaps.append(f"{rid}: last completed run {last and (last.action, last.deploy_ref, last.region)}")
+        elif row["url"] != last.url:
+            gaps.append(f"{rid}: url {row['url']} is not the last provision's {last.url}")
+    for rid in sorted(ever - set(desired)):
+        row = snap.resources.get(rid)
+        if row is not None and row["status"] != "deleted":
+            gaps.append(f"{rid}: {row['status']}, want deleted (removed from desired)")
+    still_open = [job for job in snap.jobs.values() if job["status"] in ("queued", "running")]
+    if still_open:
+        gaps.append(f"{len(still_open)} open job(s): " + ", ".join(f"{j['resource_id']}:{j['action']}:{j['status']}"
+                                                                    for j in still_open[:5]))
+    if open_scripts:
+        gaps.append(f"{open_scripts} script process(es) still running")
+    return gaps
+
+
+def _last_completed(runs: list[Run]) -> dict[str, Run]:
+    last: dict[str, Run] = {}
+    for run in sorted((r for r in runs if r.completed and r.ended is not None), key=lambda r: r.ended or 0.0):
+        last[run.resource_id] = run
+    return last

@@ -1,0 +1,94 @@
+"""The schedule: a pure function of (seed, steps, backend) to a list of steps, and their text form.
+
+A step names what to do and carries its own random draws (`pick` chooses among the resources that
+exist when it runs), so any subset of a schedule is still a valid schedule: that is what lets a
+failure be shrunk by dropping steps.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# The operations and faults, with their weights. Faults that need a backend are filtered by `allowed`.
+WEIGHTS: dict[str, int] = {
+    # operations on the desired state (each written atomically, in slices, or committed and pulled)
+    "add": 8, "change_inplace": 8, "change_replace": 4, "remove": 5, "rename": 2, "move": 3, "burst": 2,
+    # other operations
+    "api_post": 3, "api_delete": 2, "api_delete_file_owned": 1, "apply": 4, "check": 1, "pause": 4,
+    # faults
+    "kill_daemon": 3, "term_daemon": 2, "kill_apply": 2, "kill_script": 3, "script_misbehaves": 6,
+    "hold_write_lock": 2, "restart_postgres": 2, "yaml_error": 2, "provision_away": 2, "disk_full": 1,
+    "disk_readonly": 1,
+}
+SQLITE_ONLY = {"hold_write_lock"}
+POSTGRES_ONLY = {"restart_postgres"}
+WRITE_MODES = ("atomic", "atomic", "slices", "pull")
+MISBEHAVIOURS = ("fail", "hang", "slowterm", "junk")
+REGIONS = ("eu-west-1", "us-east-1", "ap-south-1")
+OWNERS = ("acme", "globex", "initech")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One operation or fault; `args` holds its own random draws, so it means the same in any subset."""
+
+    kind: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def text(self) -> str:
+        inner = ", ".join(f"{key}={value!r}" for key, value in sorted(self.args.items()))
+        return f"{self.kind}({inner})"
+
+
+def allowed(*, backend: str) -> list[str]:
+    excluded = SQLITE_ONLY if backend == "postgres" else POSTGRES_ONLY
+    return [kind for kind in WEIGHTS if kind not in excluded]
+
+
+def generate(*, seed: int, steps: int, backend: str) -> list[Step]:
+    """The schedule for this seed: the same list on every machine and every run."""
+    rand = random.Random(f"chaos:{seed}:{backend}")
+    kinds = allowed(backend=backend)
+    weights = [WEIGHTS[kind] for kind in kinds]
+    return [_step(rand, kind=rand.choices(kinds, weights)[0], index=index) for index in range(steps)]
+
+
+def _step(rand: random.Random, *, kind: str, index: int) -> Step:
+    args: dict[str, Any] = {"pick": round(rand.random(), 4), "pause": round(rand.uniform(0.0, 0.4), 2)}
+    args.update(_ARGS.get(kind, lambda r, i: {})(rand, index))
+    return Step(kind=kind, args=args)
+
+
+def _edit(rand: random.Random, index: int) -> dict[str, Any]:
+    return {"write": rand.choice(WRITE_MODES), "n": index, "value": rand.randrange(1000)}
+
+
+_ARGS = {
+    "add": _edit, "change_inplace": lambda r, i: {**_edit(r, i), "field": r.choice(("deploy_ref", "owner", "params"))},
+    "change_replace": _edit, "remove": _edit, "rename": _edit, "move": _edit,
+    "burst": lambda r, i: {"n": i, "edits": r.randint(3, 6), "gap": round(r.uniform(0.01, 0.06), 3)},
+    "api_post": lambda r, i: {"n": i, "value": r.randrange(1000)},
+    "apply": lambda r, i: {"wait": r.random() < 0.4},
+    "kill_apply": lambda r, i: {"after": round(r.uniform(0.2, 1.5), 2)},
+    "pause": lambda r, i: {"seconds": round(r.uniform(0.5, 2.0), 2)},
+    "kill_daemon": lambda r, i: {"down": round(r.uniform(0.0, 1.5), 2), "again": r.random() < 0.4},
+    "term_daemon": lambda r, i: {"down": round(r.uniform(0.0, 1.0), 2)},
+    "script_misbehaves": lambda r, i: {"mode": r.choice(MISBEHAVIOURS)},
+    "hold_write_lock": lambda r, i: {"seconds": r.choice((1.0, 2.0, 7.0))},
+    "restart_postgres": lambda r, i: {"down": r.choice((0.5, 2.0, 7.0))},
+    "yaml_error": lambda r, i: {"steps": r.randint(1, 4)},
+    "provision_away": lambda r, i: {"steps": r.randint(1, 3)},
+    "disk_full": lambda r, i: {"steps": r.randint(1, 3)},
+    "disk_readonly": lambda r, i: {"steps": r.randint(1, 3)},
+}
+
+
+def dumps(steps: list[Step]) -> str:
+    return json.dumps([asdict(step) for step in steps], indent=None)
+
+
+def loads(text: str) -> list[Step]:
+    return [Step(kind=item["kind"], args=item["args"]) for item in json.loads(text)]
