@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-quick chaos clean
+.PHONY: run test test-unit test-integration test-e2e bench bench-quick chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,18 +15,28 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/reconciler daemon
 
-# The seams first (types, lint), then the tests.
+# The seams first (types, lint), then every tier (tests/unit, tests/integration, tests/e2e); each tier
+# alone below.
 test: $(STAMP)
 	$(BIN)/python -m mypy
 	$(BIN)/python -m ruff check reconciler bench chaos
 	$(BIN)/python -m pytest
 
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e
+
 # The measurements (bench/results.md), then the slow scale test: 100,000 resources end to end; then the
 # chaos campaign's self-test (re-introduced defects must be found and shrunk) and the long campaign.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow --timeout=3600 tests/test_scale.py
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow --timeout=3600 tests/test_chaos.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow --timeout=3600 tests/e2e/test_scale.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow --timeout=3600 tests/e2e/test_chaos.py
 	$(MAKE) chaos
 
 # The long chaos campaign (README: "Chaos"): many seeds, hundreds of steps, SQLite and PostgreSQL; a
@@ -45,7 +55,7 @@ chaos: $(STAMP)
 
 bench-quick: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench --quick
-	PATH="$(CURDIR)/$(BIN):$$PATH" RECONCILER_SCALE=2000 $(BIN)/python -m pytest -m slow tests/test_scale.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" RECONCILER_SCALE=2000 $(BIN)/python -m pytest -m slow tests/e2e/test_scale.py
 
 clean:
 	rm -rf $(VENV) reconciler.db reconciler.db-wal reconciler.db-shm .reconciler

@@ -1,6 +1,6 @@
 """Test-only switches that bring back known past defects, so the chaos campaign can show it finds them.
 
-Issue 13's self-test (`make bench`, tests/test_chaos.py) sets RECONCILER_TEST_DEFECT to a name below
+Issue 13's self-test (`make bench`, tests/e2e/test_chaos.py) sets RECONCILER_TEST_DEFECT to a name below
 and requires the seeded campaign to report the violation, its seed and a shrunk schedule. Nothing
 else may set it: with the variable unset (always, in production) every switch is off. Names:
 

@@ -1,6 +1,6 @@
 """The plan: a purely computational function from (desired, observed, now) to the changes to make.
 
-No I/O, no clock, no logging: everything it needs is an argument, so every rule of DESIGN.md's plan
+No I/O, no clock, no logging: everything it needs is an argument, so every rule of the plan
 table is a small parametrised test, and `plan`, `apply` and the daemon can never disagree.
 """
 

@@ -1,38 +1,12 @@
-"""Shared fixtures: running the real CLI as a subprocess against the code in this checkout."""
+"""The fixtures of every tier: daemon processes killed after the test, a real PostgreSQL 15 for the session.
+
+Helpers (running the CLI, writing projects, reading back) are plain functions in tests/support.py."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-from pathlib import Path
-from typing import Callable
 
 import pytest
-
-from tests.support import reconciler_argv
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a CLI run: this checkout first on the path, no inherited RECONCILER_* settings."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_") and k != "NO_COLOR"}
-    base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    base.update(env or {})
-    return base
-
-
-@pytest.fixture
-def run_cli() -> Callable[..., subprocess.CompletedProcess]:
-    """`run_cli("plan", "--desired", "d", cwd=tmp_path)`: `python -m reconciler.cli ...` in a real process."""
-
-    def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*reconciler_argv(), *map(str, args)],
-            cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=60, check=False,
-        )
-
-    return run
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""Shared helpers for tests that drive the real CLI against real scripts in tmp_path."""
+"""The one helper layer of the test tiers: the real CLI and daemon as subprocesses against real scripts in
+tmp_path, and what tests read back (the SQLite file, the scripts' run log, the daemon's JSON log).
+
+Fixtures (`daemons`, `pg_url`, `postgres_server`) live in tests/conftest.py; there is no second set of helpers.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+# the checkout under test (tests/ is one level below it, whichever tier a test file sits in)
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def reconciler_argv() -> list[str]:
     """The installed console script when there is one (as users run it), else the module."""
@@ -15,17 +22,25 @@ def reconciler_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "reconciler.cli"]
 
 
-def cli_env(project: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "NO_COLOR": "1", "RECONCILER_DESIRED": str(project / "desired"),
-           "RECONCILER_DB": str(project / "state.db"), "RECONCILER_PROVISION": str(project / "provision"),
-           "RECONCILER_WORK_DIR": str(project / "work"), "CONTROL": str(project / "control")}
-    env.pop("RECONCILER_LOG_FORMAT", None)
+def cli_env(project: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a CLI run: this checkout first on the path, no inherited RECONCILER_* settings
+    or NO_COLOR. With a `project`, its desired/, state.db, provision/ and work/ are named (and colour is
+    off); without one, the CLI uses its defaults relative to the working directory, as a user's would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_") and k != "NO_COLOR"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    if project is not None:
+        env.update({"NO_COLOR": "1", "RECONCILER_DESIRED": str(project / "desired"),
+                    "RECONCILER_DB": str(project / "state.db"), "RECONCILER_PROVISION": str(project / "provision"),
+                    "RECONCILER_WORK_DIR": str(project / "work"), "CONTROL": str(project / "control")})
     env.update(extra)
     return env
 
 
-def run_cli(project: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*reconciler_argv(), *args], cwd=project, env=cli_env(project, **env), text=True,
+def run_cli(project: Path, *args: str, timeout: float = 60, bare: bool = False,
+            **env: str) -> subprocess.CompletedProcess[str]:
+    """`reconciler *args` in `project`; `bare`: without the project's RECONCILER_* paths (the CLI's defaults)."""
+    return subprocess.run([*reconciler_argv(), *map(str, args)], cwd=project,
+                          env=cli_env(None if bare else project, **env), text=True,
                           capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -150,3 +165,17 @@ def fatal_error(stderr: str) -> str | None:
             if record.get("event") == "error" and record.get("error"):
                 return record["error"]
     return None
+
+
+def hold_write_lock(path: Path, seconds: float) -> subprocess.Popen:
+    """Another process takes SQLite's write lock (BEGIN IMMEDIATE) and keeps it for `seconds`."""
+    code = ("import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE')\n"
+            "print('held', flush=True)\n"
+            "time.sleep(float(sys.argv[2]))\n"
+            "c.execute('COMMIT')\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(seconds)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

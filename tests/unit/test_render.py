@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
-import subprocess
-import sys
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +13,6 @@ from reconciler.models import ObservedResource, ResourceSpec, ResourceStatus, ca
 from reconciler.plan import Plan, compute_plan
 from reconciler.render import FORMAT_VERSION, render_json, render_text, summary_line
 
-from .conftest import cli_env
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NOW = datetime(2024, 5, 1, tzinfo=timezone.utc)
@@ -118,37 +112,6 @@ def test_refusal_is_shown() -> None:
     plan = compute_plan({}, {"gone": row(gone)}, now=NOW)
     assert plan.refusal
     assert f"Refused: {plan.refusal}." in render_text(plan, colour=False)
-
-
-def _cli_on_a_tty(cwd: Path, *args: str, env: dict[str, str]) -> str:
-    """Run the CLI with stdout on a pseudo-terminal (where colour would be on) and return what it wrote."""
-    main, secondary = pty.openpty()
-    try:
-        done = subprocess.run([sys.executable, "-m", "reconciler.cli", *args], cwd=cwd, env=cli_env(env),
-                              stdout=secondary, stderr=subprocess.PIPE, timeout=60, check=False)
-        os.close(secondary)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(main)
-    assert done.returncode == 0, done.stderr
-    return b"".join(chunks).decode()
-
-
-def test_cli_colours_a_tty_unless_no_color(tmp_path: Path) -> None:
-    (tmp_path / "desired").mkdir()
-    (tmp_path / "desired" / "a.yaml").write_text("resource_id: a\nowner: o\nregion: r\ndeploy_ref: v1\n")
-    coloured = _cli_on_a_tty(tmp_path, "plan", env={})
-    plain = _cli_on_a_tty(tmp_path, "plan", env={"NO_COLOR": "1"})
-    assert "\x1b[" in coloured
-    assert "\x1b" not in plain and "Plan: 1 to create" in plain
 
 
 # --- JSON ----------------------------------------------------------------------------------------

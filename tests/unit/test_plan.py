@@ -1,4 +1,4 @@
-"""compute_plan as a table: every row of DESIGN.md's plan semantics, the extra rules, the mass-delete guard."""
+"""compute_plan as a table: every plan rule of docs/ARCHITECTURE.md, the extra rules, the mass-delete guard."""
 
 from __future__ import annotations
 

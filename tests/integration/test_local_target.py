@@ -14,8 +14,9 @@ from typing import Callable
 import pytest
 
 from reconciler.runner import ScriptOutcome, resolve_script, run_script
+from tests.support import ROOT
 
-PROVISION = Path(__file__).resolve().parent.parent / "provision"
+PROVISION = ROOT / "provision"
 
 
 def spec_for(resource_id: str, deploy_ref: str) -> dict:

@@ -75,35 +75,99 @@ def test_enqueue_claim_finish_records_row_job_and_events(store):
     assert store.in_flight() == set() and store.count_open() == 0
 
 
+def test_enqueue_writes_job_row_and_event_together(store):
+    queued = store.enqueue(requests=[request_for()], now=at(0), commit="abc123")
+    assert len(queued) == 1
+    job = store.get_job(queued[0])
+    assert (job.status, job.action, job.attempt, job.spec) == (JobStatus.QUEUED, JobAction.CREATE, 1, SPEC.model_dump())
+    row = store.get_resource("acme-prod")
+    assert row.status is ResourceStatus.PROVISIONING and row.target_hash == spec_hash(SPEC)
+    assert [(e.kind, e.job_id, e.desired_commit) for e in store.events("acme-prod")] == [("queued", queued[0], "abc123")]
+    assert store.in_flight() == {"acme-prod"}
+
+
+def test_request_planned_against_a_row_that_moved_on_is_skipped(store):
+    created(store)
+    seen = store.get_resource("acme-prod").version
+    updated = SPEC.model_copy(update={"deploy_ref": "v2"})
+    assert len(store.enqueue(requests=[request_for(updated, JobAction.UPDATE, seen)], now=at(10), commit=None)) == 1
+    job = claim_one(store, now=10)
+    assert store.finish(job=job, worker="w1", result=JobResult(True, 0, "http://127.0.0.1:8001/", None), now=at(11))
+    # a second planner that saw the row before that update must not run it again
+    assert store.enqueue(requests=[request_for(updated, JobAction.UPDATE, seen)], now=at(12), commit=None) == []
+    assert store.enqueue(requests=[request_for(updated)], now=at(12), commit=None) == []  # "no row" is stale too
+    assert store._tuples("SELECT COUNT(*) FROM jobs") == [(2,)]
+
 def test_one_open_job_per_resource_and_stale_plans_are_skipped(store):
     assert len(store.enqueue(requests=[request_for()], now=at(0), commit=None)) == 1
     assert store.enqueue(requests=[request_for()], now=at(1), commit=None) == []  # row exists now
+    assert [e.kind for e in store.events("acme-prod")] == ["queued"]
     with pytest.raises(Exception):  # the partial unique index, whatever the driver calls its error
         with store._write() as conn:
             conn.execute("INSERT INTO jobs (job_id, resource_id, action, status) VALUES ('x', 'acme-prod',"
                          " 'update', 'running')")
+    with store._write() as conn:  # a finished job does not count as open
+        conn.execute("INSERT INTO jobs (job_id, resource_id, action, status) VALUES ('y', 'acme-prod',"
+                     " 'update', 'failed')")
+    assert store._tuples("SELECT COUNT(*) FROM jobs WHERE resource_id = 'acme-prod'") == [(2,)]
     job = claim_one(store)
     store.finish(job=job, worker="w1", result=JobResult(True, 0, "http://u/", None), now=at(2))
     seen = store.get_resource("acme-prod").version
     changed = SPEC.model_copy(update={"deploy_ref": "v2"})
     assert len(store.enqueue(requests=[request_for(changed, JobAction.UPDATE, seen)], now=at(3), commit=None)) == 1
     assert store.enqueue(requests=[request_for(changed, JobAction.UPDATE, seen)], now=at(4), commit=None) == []
+    other = SPEC.model_copy(update={"resource_id": "other"})  # the rest of a batch is still enqueued
+    [queued] = store.enqueue(requests=[request_for(changed, JobAction.UPDATE, seen), request_for(other)], now=at(5),
+                             commit=None)
+    assert store.get_job(queued).resource_id == "other"
 
 
 def test_leases_claim_expire_renew_release(store):
     store.enqueue(requests=[request_for()], now=at(0), commit=None)
     job = claim_one(store, worker="w1", now=0, lease=10)
+    stored = store.get_job(job.job_id)
+    assert (stored.status, stored.lease_owner, stored.lease_expires_at, stored.claims) == (
+        JobStatus.RUNNING, "w1", at(10), 1)
     assert store.claim(worker="w2", now=at(5), lease_until=at(15)) == []
     assert store.renew(worker="w1", lease_until=at(20)) == 1
+    assert store.renew(worker="w2", lease_until=at(900)) == 0
+    assert store.get_job(job.job_id).lease_expires_at == at(20)
     assert store.claim(worker="w2", now=at(15), lease_until=at(25)) == []
-    again = claim_one(store, worker="w2", now=21)
+    assert store.claim(worker="w2", now=at(19.9), lease_until=at(25)) == []
+    again = claim_one(store, worker="w2", now=20)  # the moment the lease expires
     assert (again.job_id, again.claims) == (job.job_id, 2)
+    before_row, before_events = store.get_resource("acme-prod"), store.events("acme-prod")
     assert not store.finish(job=job, worker="w1", result=JobResult(True, 0, "http://u/", None), now=at(22))
+    assert store.get_resource("acme-prod") == before_row and store.events("acme-prod") == before_events
     store.release(job_id=job.job_id, worker="w2", now=at(23))
-    assert store.get_job(job.job_id).status is JobStatus.QUEUED
+    stored = store.get_job(job.job_id)
+    assert (stored.status, stored.lease_owner, stored.lease_expires_at, stored.run_after) == (
+        JobStatus.QUEUED, None, None, at(23))
     store.expire_lease(job_id=claim_one(store, worker="w3", now=24).job_id, worker="w3", now=at(24))
     assert claim_one(store, worker="w4", now=24.5).job_id == job.job_id
 
+
+def test_a_run_whose_lease_lapsed_and_was_claimed_again_by_the_same_owner_records_nothing(store):
+    """A store outage longer than the lease: a thread of the same process (same lease owner) claims the
+    job again; the first run's late finish must not record over the second run."""
+    store.enqueue(requests=[request_for()], now=at(0), commit=None)
+    stale = claim_one(store, worker="w1", now=0, lease=30)
+    fresh = claim_one(store, worker="w1", now=31, lease=30)
+    assert not store.finish(job=stale, worker="w1", result=JobResult(False, 1, None, "killed"), now=at(32))
+    assert store.get_job(fresh.job_id).status is JobStatus.RUNNING
+    assert store.finish(job=fresh, worker="w1", result=JobResult(True, 0, "http://y/", None), now=at(33))
+    assert [event.kind for event in store.events("acme-prod")].count("succeeded") == 1
+
+
+def test_finish_ok_with_the_same_url_records_no_url_change(store):
+    created(store)
+    updated = SPEC.model_copy(update={"deploy_ref": "v2"})
+    store.enqueue(requests=[request_for(updated, JobAction.UPDATE, store.get_resource("acme-prod").version)],
+                  now=at(10), commit=None)
+    job = claim_one(store, now=10)
+    assert store.finish(job=job, worker="w1", result=JobResult(True, 0, "http://127.0.0.1:8001/", None), now=at(11))
+    assert [e.kind for e in store.events("acme-prod")][-2:] == ["queued", "succeeded"]
+    assert store.get_resource("acme-prod").deploy_ref == "v2"
 
 def test_failure_then_delete_leaves_a_tombstone_with_history(store):
     store.enqueue(requests=[request_for()], now=at(0), commit=None)
@@ -112,11 +176,17 @@ def test_failure_then_delete_leaves_a_tombstone_with_history(store):
                         result=JobResult(False, 3, None, "exited 3", "boom", next_attempt_at=at(60)))
     row = store.get_resource("acme-prod")
     assert (row.status, row.error, row.attempts, row.next_attempt_at) == (ResourceStatus.ERRORED, "exited 3", 1, at(60))
+    assert row.spec_hash is None and store.get_job(job.job_id).status is JobStatus.FAILED
+    failed = store.events("acme-prod")[-1]
+    assert failed.kind == "failed" and "exited 3" in failed.message and failed.details["exit_code"] == 3
     store.enqueue(requests=[request_for(action=JobAction.DELETE, version=row.version)], now=at(2), commit=None)
+    assert store.get_resource("acme-prod").status is ResourceStatus.DELETING
     job = claim_one(store, now=2)
     assert store.finish(job=job, worker="w1", result=JobResult(True, 0, None, None), now=at(3))
-    assert store.get_resource("acme-prod").status is ResourceStatus.DELETED
+    row = store.get_resource("acme-prod")
+    assert (row.status, row.url, row.spec_hash, row.live) == (ResourceStatus.DELETED, None, None, False)
     assert [e.kind for e in store.events("acme-prod")][-2:] == ["queued", "succeeded"]
+    assert "acme-prod" in store.load_observed()
 
 
 def test_concurrent_claims_never_hand_one_job_to_two_workers(store):

@@ -1,6 +1,6 @@
 """The daemon's runnables one at a time (issue 14): a real SQLite store, real processes, no daemon around them.
 
-The subprocess tests (test_daemon.py and the like) show the parts working together; these show each
+The subprocess tests (e2e/test_daemon.py and the like) show the parts working together; these show each
 part's own rule cheaply: the pass loop coalesces, the election takes over a dead holder's lock and
 refuses a live one, the supervisor stops in reverse order, the drift loop checks only its subset.
 """
@@ -30,8 +30,8 @@ from reconciler.plan import PlanPolicy
 from reconciler.store import open_store
 from reconciler.supervise import Outages, Supervisor
 from reconciler.systemd import Notifier
+from tests.integration.test_store_backends import created
 from tests.support import make_project, write_resources
-from tests.test_store_backends import created
 
 
 def dead_pid() -> int:

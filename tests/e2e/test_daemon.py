@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import (
+    ROOT,
     db_rows,
     log_events,
     make_project,
@@ -24,7 +25,7 @@ from tests.support import (
     write_resources,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 
 
 @pytest.fixture

@@ -6,15 +6,21 @@ Every provision and teardown run is recorded by the scripts (tests/support.py), 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import log_events, make_project, runs, start_daemon, statuses, wait_for
+from tests.support import (
+    log_events,
+    make_project,
+    runs,
+    start_daemon,
+    statuses,
+    wait_for,
+)
+from tests.unit.test_settle import _document, _git, _old
 
 IDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
 
@@ -22,11 +28,6 @@ IDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
 @pytest.fixture
 def project(tmp_path):
     return make_project(tmp_path)
-
-
-def _document(rid: str, ref: str) -> str:
-    return (f"resource_id: {rid}\nowner: acme\nregion: eu-west-1\nruntime_target: local\n"
-            f"deploy_ref: {ref}\nparams: {{size: small}}\n")
 
 
 def _fleet(refs: dict[str, str]) -> str:
@@ -123,14 +124,6 @@ def test_a_real_delete_is_torn_down_after_the_settle(project, daemons):
     assert [run[1] for run in runs(project) if run[2] == "delete" and run[0] == "start"] == ["golf"]
 
 
-def _git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 @pytest.mark.parametrize("smudge, settle", [("0.3", "1.0"), ("1.5", "0.3")],
                          ids=["filter-within-settle", "filter-slower-than-settle"])
 def test_a_git_pull_of_a_multi_file_change_tears_nothing_down(tmp_path, daemons, smudge, settle):
@@ -184,88 +177,7 @@ def test_the_daemon_logs_that_it_waits_for_a_changing_file(project, daemons):
     assert proc.wait(timeout=20) == 0
 
 
-# --- the desired cache and the one-shot commands, on real files -------------------------------------
-
-from reconciler.spec import DesiredCache, Unsettled  # noqa: E402
-from reconciler.watch import IN_CLOSE_WRITE, IN_MODIFY, IN_MOVED_TO, WriteTracker  # noqa: E402
-
-
-def _old(path: Path) -> None:
-    """Backdate a file, as one written long ago."""
-    past = time.time() - 3600
-    os.utime(path, (past, past))
-
-
-def _write(desired: Path, name: str, ids: list[str], *, old: bool = True) -> Path:
-    path = desired / name
-    path.write_text("---\n".join(_document(rid, "v1") for rid in ids))
-    if old:
-        _old(path)
-    return path
-
-
-def _loads(cache: DesiredCache, desired: Path):
-    try:
-        return cache.load(directory=desired)
-    except Unsettled:
-        return None
-
-
-def test_the_cache_holds_a_young_file_until_it_settles(tmp_path):
-    desired = tmp_path / "desired"
-    desired.mkdir()
-    _write(desired, "a.yaml", ["alpha"], old=False)
-    cache = DesiredCache(settle=0.3)
-    with pytest.raises(Unsettled) as held:
-        cache.load(directory=desired)
-    assert held.value.files == [str(desired / "a.yaml").removeprefix(os.getcwd() + "/")] and held.value.wait > 0
-    assert list(wait_for(lambda: _loads(cache, desired), what="a.yaml settled").resources) == ["alpha"]
-
-
-def test_a_vanished_file_counts_as_gone_only_after_the_settle(tmp_path):
-    desired = tmp_path / "desired"
-    desired.mkdir()
-    _write(desired, "a.yaml", ["alpha"])
-    _write(desired, "b.yaml", ["bravo"])
-    cache = DesiredCache(settle=0.3)
-    assert set(cache.load(directory=desired).resources) == {"alpha", "bravo"}
-    (desired / "b.yaml").unlink()
-    with pytest.raises(Unsettled):
-        cache.load(directory=desired)
-    assert set(wait_for(lambda: _loads(cache, desired), what="b.yaml confirmed gone").resources) == {"alpha"}
-
-
-def test_an_atomic_save_counts_at_once_but_a_save_that_drops_resources_waits(tmp_path):
-    desired = tmp_path / "desired"
-    desired.mkdir()
-    _write(desired, "a.yaml", ["alpha", "bravo"])
-    tracker = WriteTracker()
-    tracker.active = True
-    cache = DesiredCache(settle=30, writes=tracker)  # only the watcher can make a young file count
-    cache.load(directory=desired)
-    _write(desired, ".b.tmp", ["charlie"], old=False).rename(desired / "b.yaml")
-    tracker.event(str(desired / "b.yaml"), IN_MOVED_TO)
-    assert set(cache.load(directory=desired).resources) == {"alpha", "bravo", "charlie"}
-    _write(desired, ".a.tmp", ["alpha"], old=False).rename(desired / "a.yaml")  # drops bravo
-    tracker.event(str(desired / "a.yaml"), IN_MOVED_TO)
-    with pytest.raises(Unsettled):
-        cache.load(directory=desired)
-
-
-def test_a_file_held_open_by_its_writer_never_counts_however_old(tmp_path):
-    desired = tmp_path / "desired"
-    desired.mkdir()
-    _write(desired, "a.yaml", ["alpha"])
-    tracker = WriteTracker()
-    tracker.active = True
-    cache = DesiredCache(settle=0.01, writes=tracker)
-    cache.load(directory=desired)
-    path = _write(desired, "a.yaml", ["alpha", "bravo"])  # old mtime: the clock alone would accept it
-    tracker.event(str(path), IN_MODIFY)
-    with pytest.raises(Unsettled):
-        cache.load(directory=desired)
-    tracker.event(str(path), IN_CLOSE_WRITE)
-    assert set(cache.load(directory=desired).resources) == {"alpha", "bravo"}
+# --- the one-shot commands wait too (the desired cache itself: unit/test_settle.py) -----------------------
 
 
 def test_plan_waits_for_a_file_being_written_in_slices(project):
@@ -313,19 +225,3 @@ def test_plan_waits_while_git_holds_the_index_lock(project):
     done = run_cli(project, "plan", RECONCILER_SETTLE="0.1")
     assert done.returncode == 0 and "Plan: 6 to create" in done.stdout
     assert time.monotonic() - started >= 1.0  # a lower bound: it waited for the lock to go
-
-
-def test_the_index_lock_of_a_worktree_is_found_through_its_gitdir_file(tmp_path):
-    from reconciler.settle import git_index_lock
-
-    main = tmp_path / "main"
-    main.mkdir()
-    _git(main, "init", "-q", "-b", "main")
-    (main / "desired").mkdir()
-    (main / "desired" / "a.yaml").write_text(_document("alpha", "v1"))
-    _git(main, "add", ".")
-    _git(main, "commit", "-q", "-m", "one")
-    _git(main, "worktree", "add", "-q", str(tmp_path / "wt"), "-b", "other")
-    assert git_index_lock(main / "desired") == (main / ".git" / "index.lock").resolve()
-    assert git_index_lock(tmp_path / "wt" / "desired") == (main / ".git" / "worktrees" / "wt" / "index.lock").resolve()
-    assert git_index_lock(tmp_path) is None

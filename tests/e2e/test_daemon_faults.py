@@ -18,8 +18,10 @@ import pytest
 
 from tests.pgserver import free_port
 from tests.support import (
+    ROOT,
     db_rows,
     fatal_error,
+    hold_write_lock,
     log_events,
     make_project,
     run_cli,
@@ -29,10 +31,8 @@ from tests.support import (
     wait_for,
     write_resources,
 )
-from tests.test_daemon import NotifySocket
-from tests.test_store_faults import hold_write_lock
+from tests.e2e.test_daemon import NotifySocket
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -8,32 +8,8 @@ import json
 
 import pytest
 
-from reconciler.store import redact
-from reconciler.terminal import has_control, printable, printable_lines
+from reconciler.terminal import has_control
 from tests.support import make_project, run_cli, wait_for, write_resources
-
-
-@pytest.mark.parametrize("given, shown", [
-    ("postgresql://app:hunter2@db.example/fleet", "postgresql://app:***@db.example/fleet"),
-    ("postgres://app:hunter2@db:5432/fleet?sslmode=require", "postgres://app:***@db:5432/fleet?sslmode=require"),
-    ("postgresql://:hunter2@db/fleet", "postgresql://:***@db/fleet"),
-    ("postgresql://app:hun%40ter2@db/fleet", "postgresql://app:***@db/fleet"),
-    ("postgresql://app:p@ss@db/fleet", "postgresql://app:***@db/fleet"),
-    ("postgresql://app:pa/ss@db/fleet", "postgresql://app:***@db/fleet"),
-    ("postgresql://db/fleet?user=app&password=hunter2", "postgresql://db/fleet?user=app&password=***"),
-    ("postgresql://db/fleet?password=hunter2&sslmode=require", "postgresql://db/fleet?password=***&sslmode=require"),
-    ("postgresql://db/fleet?%70assword=hunter2", "postgresql://db/fleet?%70assword=***"),
-    ("postgresql://db/fleet?sslpassword=hunter2", "postgresql://db/fleet?sslpassword=***"),
-    ("host=db dbname=fleet password=hunter2 user=app", "host=db dbname=fleet password=*** user=app"),
-    ("host=db password = 'hun ter\\'2' user=app", "host=db password = *** user=app"),
-    ("host=db PASSWORD=hunter2", "host=db PASSWORD=***"),
-    ("postgresql://app@db/fleet", "postgresql://app@db/fleet"),
-    ("state.db", "state.db"),
-    ("sqlite:////var/lib/reconciler/state.db", "sqlite:////var/lib/reconciler/state.db"),
-])
-def test_redact_hides_the_password_in_every_spelling(given, shown):
-    assert redact(given) == shown
-    assert "hunter2" not in redact(given) and "ter\\'2" not in redact(given)
 
 
 @pytest.mark.parametrize("url", [
@@ -46,23 +22,6 @@ def test_a_bad_database_url_never_prints_its_password(url, tmp_path):
     done = run_cli(tmp_path, "status", RECONCILER_DB=url)
     assert done.returncode == 1 and "Error: cannot use database" in done.stderr, done.stderr
     assert "hunter2" not in done.stderr and "zzter" not in done.stderr and "hun%" not in done.stderr
-
-
-@pytest.mark.parametrize("given, shown", [
-    ("plain text", "plain text"),
-    ("http://x/\x1b[2J", "http://x/\\x1b[2J"),
-    ("a\nb\rc\td", "a\\nb\\rc\\td"),
-    ("\x9b31m\x7f\x00", "\\x9b31m\\x7f\\x00"),
-    ("bidi \u202eevil", "bidi \\u202eevil"),
-    ("ünïcödé, 日本, non\u00a0breaking", "ünïcödé, 日本, non\u00a0breaking"),
-])
-def test_printable_escapes_control_characters(given, shown):
-    assert printable(given) == shown
-    assert has_control(given) is (given != shown)
-
-
-def test_printable_lines_keeps_line_breaks_only():
-    assert printable_lines("one\x1b[1A\ntwo\r\n") == "one\\x1b[1A\ntwo\\r\n"
 
 
 HOSTILE_PROVISION = """#!/usr/bin/env bash
@@ -90,7 +49,7 @@ def test_a_url_with_control_characters_is_refused_and_never_printed_raw(tmp_path
 
 
 def test_api_fields_with_control_characters_reach_the_terminal_escaped(tmp_path, daemons):
-    from tests.test_api import start_api_daemon
+    from tests.e2e.test_api import start_api_daemon
 
     project = make_project(tmp_path)
     write_resources(project, {"from-file": {"params": {"note": "\u009b2J\x7f"}}})

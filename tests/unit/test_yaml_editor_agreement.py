@@ -6,7 +6,6 @@ refuses. ruamel.yaml (typ='safe', YAML 1.2) stands in for the YAML language serv
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -15,8 +14,8 @@ from ruamel.yaml import YAML
 from reconciler.errors import SpecProblem
 from reconciler.spec import validate_document
 from reconciler.yamlfast import YamlProblem, load_documents
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((ROOT / "reconciler.schema.json").read_text())
 VALIDATOR = jsonschema.validators.validator_for(SCHEMA)(SCHEMA)  # the draft its $schema names
 

@@ -20,8 +20,8 @@ import pytest
 from chaos import invariants, model, schedule
 from chaos.observe import Records, Run, Snapshot, read_runs
 from tests import pgserver
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 # The short campaign: a few fixed seeds, about 60 s in all on this machine (2 cores, shared), chosen
 # so that together they run every operation, fault and misbehaviour at least once (test below).
 SHORT_SQLITE_SEEDS, SHORT_POSTGRES_SEEDS, SHORT_STEPS = "28,782", "888", 20

@@ -1,6 +1,7 @@
-"""DESIGN.md's layering, read from the source: lower layers never import higher ones.
+"""The layering of docs/ARCHITECTURE.md, read from the source: lower layers never import higher ones.
 
-A module that is not in the table fails the test, so every new module is placed in a layer on purpose.
+A module that is not in the table fails the test, so every new module is placed in a layer on purpose;
+the layering table in docs/ARCHITECTURE.md is generated from this one and checked against it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
+from tests.support import ROOT
+
+PACKAGE = ROOT / "reconciler"
 
 # module (top-level name; store.* counts as "store") → the reconciler modules it may import
 ALLOWED: dict[str, set[str]] = {
@@ -44,7 +47,7 @@ ALLOWED: dict[str, set[str]] = {
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
     "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets"},
-    # the other half of DESIGN.md's engine: claiming and running jobs (split when engine.py outgrew one job)
+    # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
     "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
     "liveness": {"runner"},
@@ -127,7 +130,7 @@ def modules() -> list[Path]:
 def violations(name: str, imported: set[str]) -> list[str]:
     key = "__init__" if name == "__init__" else layer(name)
     if key not in ALLOWED:
-        return [f"{name}: not in the layering table (add it to DESIGN.md and to ALLOWED)"]
+        return [f"{name}: not in the layering table (add it to ALLOWED and to docs/ARCHITECTURE.md)"]
     allowed = ALLOWED[key]
     if allowed is None:
         return []
@@ -156,7 +159,7 @@ def test_the_checker_sees_every_kind_of_import() -> None:
     assert reconciler_imports("store.sqlite", "from ..errors import E\nfrom .migrations import m\n") == {
         "errors", "store.migrations"}
     assert violations("store.sqlite", {"errors", "store.migrations"}) == []
-    assert violations("webhook", set()) == ["webhook: not in the layering table (add it to DESIGN.md and to ALLOWED)"]
+    assert violations("webhook", set()) == ["webhook: not in the layering table (add it to ALLOWED and to docs/ARCHITECTURE.md)"]
     assert violations("cli", {"engine", "store.sqlite"}) == []
 
 
@@ -179,3 +182,53 @@ def test_the_table_allows_only_imports_that_are_made() -> None:
 @pytest.mark.parametrize("path", modules(), ids=lambda p: module_name(p))
 def test_module_has_a_docstring(path: Path) -> None:
     assert (ast.get_docstring(ast.parse(path.read_text())) or "").strip(), module_name(path)
+
+
+# --- the table in docs/ARCHITECTURE.md is this table ---------------------------------------------------
+
+ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
+TABLE_START = "<!-- layering table: generated from ALLOWED in tests/unit/test_layering.py -->"
+TABLE_END = "<!-- end of layering table -->"
+
+
+def floors() -> dict[str, int]:
+    """Each module's floor: 1 for a module that imports none of ours, else one above the highest it may import."""
+    found: dict[str, int] = {}
+
+    def floor(name: str, path: tuple[str, ...] = ()) -> int:
+        if name in path:
+            raise AssertionError(f"the layering table has a cycle: {' -> '.join((*path, name))}")
+        if name not in found:
+            allowed = ALLOWED[name]
+            below = [floor(other, (*path, name)) for other in (ALLOWED if allowed is None else allowed)
+                     if other != name and other != "__init__"]
+            found[name] = 1 + max(below, default=0)
+        return found[name]
+
+    for name in ALLOWED:
+        floor(name)
+    return found
+
+
+def layering_table() -> str:
+    """ALLOWED as the Markdown table of docs/ARCHITECTURE.md (print it with `python -m tests.unit.test_layering`)."""
+    rows = ["| floor | module | may import |", "|---|---|---|"]
+    for name, floor in sorted(floors().items(), key=lambda item: (item[1], item[0])):
+        allowed = ALLOWED[name]
+        shown = "anything" if allowed is None else ", ".join(f"`{m}`" for m in sorted(allowed - {name})) or "—"
+        label = "`__init__` (the package marker)" if name == "__init__" else f"`{name}`"
+        rows.append(f"| {floor} | {label} | {shown} |")
+    return "\n".join(rows)
+
+
+def test_the_architecture_document_shows_this_table() -> None:
+    text = ARCHITECTURE.read_text()
+    assert TABLE_START in text and TABLE_END in text, f"{ARCHITECTURE}: the layering table's markers are missing"
+    shown = text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+    assert shown == layering_table(), (
+        "docs/ARCHITECTURE.md's layering table differs from ALLOWED: paste the output of "
+        "`python -m tests.unit.test_layering` between its markers")
+
+
+if __name__ == "__main__":
+    print(layering_table())

@@ -16,9 +16,9 @@ import pytest
 
 from reconciler.models import JobAction, JobRequest, JobResult, ResourceSpec, iso, spec_hash, utcnow
 from reconciler.store import open_store
-from tests.support import cli_env, make_project, reconciler_argv, run_cli, wait_for, write_resources
+from tests.support import ROOT, cli_env, make_project, reconciler_argv, run_cli, wait_for, write_resources
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 
 
 def _record(project: Path, *, rid: str, ok: bool, url: str | None = None, retry_in: float | None = None,

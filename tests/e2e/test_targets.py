@@ -9,7 +9,7 @@ import pytest
 from reconciler.errors import SpecError
 from reconciler.targets import known_targets, read_targets_file
 from tests.support import make_project, run_cli, runs, write_resources
-from tests.test_api import start_api_daemon
+from tests.e2e.test_api import start_api_daemon
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tests.support import make_project, run_cli, wait_for, write_resources
-from tests.test_api import start_api_daemon
-from tests.test_yaml_differential import EDGES
+from tests.e2e.test_api import start_api_daemon
+from tests.unit.test_yaml_differential import EDGES
 
 HEAD = "resource_id: web\nowner: acme\nregion: eu-west-1\ndeploy_ref: v1\n"
 

@@ -23,6 +23,7 @@ from reconciler.runner import (
     resolve_script,
     run_script,
 )
+from tests.support import ROOT
 
 SPEC = {
     "resource_id": "acme-prod",
@@ -291,7 +292,7 @@ def test_a_script_does_not_outlive_a_worker_killed_with_sigkill(tmp_path: Path) 
         from reconciler.runner import run_script
         run_script(script=Path({str(script)!r}), spec={SPEC!r}, action="create",
                    workdir=Path({str(tmp_path / 'work')!r}), needs_url=False, timeout=600)
-    """)], cwd=Path(__file__).resolve().parents[1])
+    """)], cwd=ROOT)
     pids = tmp_path / "work" / "script", tmp_path / "work" / "child"
     deadline = time.monotonic() + 10
     while not all(p.exists() and p.read_text().strip() for p in pids) and time.monotonic() < deadline:

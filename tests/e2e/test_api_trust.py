@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import cli_env, db_rows, make_project, reconciler_argv, run_cli, wait_for, write_resources
-from tests.test_api import SPEC, start_api_daemon
+from tests.e2e.test_api import SPEC, start_api_daemon
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -86,7 +86,7 @@ def test_mutations_wait_for_the_first_good_load_and_files_keep_their_ids(project
 
 def start_api_daemon_unready(project, daemons):
     """start_api_daemon waits for /health 200, which needs a good load: wait for any answer instead."""
-    from tests.test_api import Client, free_port
+    from tests.e2e.test_api import Client, free_port
     from tests.support import start_daemon
 
     port = free_port()
@@ -363,7 +363,7 @@ def test_owners_of_broken_files_come_from_their_last_parse_and_a_scan_of_the_tex
 def test_a_followers_api_knows_the_files_ids_too(tmp_path, pg_url, daemons):
     """On PostgreSQL only the leader plans; a follower's API must still refuse file-owned ids."""
     from tests.support import log_events, start_daemon
-    from tests.test_api import Client, free_port
+    from tests.e2e.test_api import Client, free_port
 
     project = make_project(tmp_path)
     write_resources(project, {"from-file": {}})
