@@ -123,26 +123,42 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
                         headers={"Retry-After": "5"})
 
 
-def _routes(app: FastAPI, plane: Plane) -> None:
-    store = plane.store
-    errors: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or wrong bearer token"},
-                                               404: {"description": "Unknown resource"},
-              409: {"description": "Declared by a file, or protected"},
-              413: {"description": "Request body over 1 MiB"},
-              503: {"description": "desired/ has not loaded yet; retry after Retry-After seconds"}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or wrong bearer token"},
+    404: {"description": "Unknown resource"},
+    409: {"description": "Declared by a file, or protected"},
+    413: {"description": "Request body over 1 MiB"},
+    503: {"description": "desired/ has not loaded yet; retry after Retry-After seconds"},
+}
 
-    @app.post("/provisions", status_code=202, response_model=Accepted, responses=errors)
+
+def _routes(app: FastAPI, plane: Plane) -> None:
+    """The endpoints, in the order they are matched: declare and jobs, reads, removal and history, the plane."""
+    _declare_routes(app, plane)
+    _read_routes(app, plane)
+    _remove_routes(app, plane)
+    _plane_routes(app, plane)
+
+
+def _accepted(plane: Plane, resource_id: str, result: Any) -> Accepted:
+    """202 with the job that carries the change; 409 when a rule held it back (nothing was written)."""
+    if result.held:
+        raise HTTPException(409, f"{resource_id}: {result.held}")
+    plane.jobs_queued()
+    job = result.job
+    return Accepted(job_id=job.job_id if job else None, resource_id=resource_id,
+                    status=str(job.status) if job else None)
+
+
+def _declare_routes(app: FastAPI, plane: Plane) -> None:
+    store = plane.store
+
+    @app.post("/provisions", status_code=202, response_model=Accepted, responses=ERRORS)
     def declare(spec: ResourceSpec) -> Accepted:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
         _known_target(plane, spec.runtime_target)
         _may_change(plane, spec.resource_id)
-        result = converge_one(store=store, resource_id=spec.resource_id, spec=spec)
-        if result.held:
-            raise HTTPException(409, f"{spec.resource_id}: {result.held}")
-        plane.jobs_queued()
-        job = result.job
-        return Accepted(job_id=job.job_id if job else None, resource_id=spec.resource_id,
-                        status=str(job.status) if job else None)
+        return _accepted(plane, spec.resource_id, converge_one(store=store, resource_id=spec.resource_id, spec=spec))
 
     @app.get("/provisions/jobs/{job_id}", response_model=JobView, responses={404: {"description": "Unknown job"}})
     async def job_status(job_id: str = Path(max_length=64)) -> JobView:
@@ -151,6 +167,10 @@ def _routes(app: FastAPI, plane: Plane) -> None:
         if job is None:
             raise HTTPException(404, f"no job {job_id!r}")
         return _job_view(job, store.get_resource(job.resource_id))
+
+
+def _read_routes(app: FastAPI, plane: Plane) -> None:
+    store = plane.store
 
     @app.get("/provisions", response_model=list[ResourceView])
     async def list_resources(owner: str | None = Query(None, max_length=200),
@@ -161,34 +181,34 @@ def _routes(app: FastAPI, plane: Plane) -> None:
         in_flight = store.in_flight()
         return [_resource_view(row, in_flight=row.resource_id in in_flight) for row in rows]
 
-    @app.get("/provisions/{resource_id}", response_model=ResourceView, responses=errors)
+    @app.get("/provisions/{resource_id}", response_model=ResourceView, responses=ERRORS)
     async def get_resource(resource_id: str = ResourceId) -> ResourceView:
         """One resource: the seed's fields, health, conditions and who declares it."""
         row = _row(store, resource_id)
         return _resource_view(row, in_flight=resource_id in store.in_flight())
 
-    @app.delete("/provisions/{resource_id}", status_code=202, response_model=Accepted, responses=errors)
+
+def _remove_routes(app: FastAPI, plane: Plane) -> None:
+    store = plane.store
+
+    @app.delete("/provisions/{resource_id}", status_code=202, response_model=Accepted, responses=ERRORS)
     def remove(resource_id: str = ResourceId) -> Accepted:
         """Remove an API-declared resource: teardown follows the usual finalizer path."""
         _may_change(plane, resource_id)
         row = store.get_resource(resource_id)
         if store.api_declaration(resource_id) is None and (row is None or not row.live):
             raise HTTPException(404, f"no resource {resource_id!r}")
-        result = converge_one(store=store, resource_id=resource_id, spec=None)
-        if result.held:
-            raise HTTPException(409, f"{resource_id}: {result.held}")
-        plane.jobs_queued()
-        job = result.job
-        return Accepted(job_id=job.job_id if job else None, resource_id=resource_id,
-                        status=str(job.status) if job else None)
+        return _accepted(plane, resource_id, converge_one(store=store, resource_id=resource_id, spec=None))
 
-    @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=errors)
+    @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=ERRORS)
     async def events(resource_id: str = ResourceId, limit: int | None = Query(None, ge=1, le=10_000)
                      ) -> list[EventView]:
         """The resource's history, oldest first (the latest `limit` when given)."""
         _row(store, resource_id)
         return [EventView(**event_json(event)) for event in store.events(resource_id, limit=limit)]
 
+
+def _plane_routes(app: FastAPI, plane: Plane) -> None:
     @app.get("/health", responses={503: {"description": "The daemon is not working"}})
     async def health() -> JSONResponse:
         """Fleet stats, the last pass, the desired commit and whether desired/ loads: 200 working, 503 not."""
