@@ -10,10 +10,12 @@ The ports import nothing but the row types, so a module on any floor may name th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .health import CheckResult
 from .models import Event, FleetCounts, Job, JobRequest, JobResult, ObservedResource
+
+if TYPE_CHECKING:  # health pulls in asyncio and ssl: a plan has no use for them at run time
+    from .health import CheckResult
 
 # whether the process `pid` on `host` is gone (then its lock is free to take)
 HolderDead = Callable[[Any, Any], bool]
