@@ -76,8 +76,8 @@ class SQLiteStore(SQLStore):
                     return
                 conn.execute("PRAGMA journal_mode=WAL")
                 return
-            except sqlite3.OperationalError:
-                if time.monotonic() > deadline:
+            except sqlite3.OperationalError as exc:  # only contention is worth waiting for (not a full disk)
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
 
