@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.runner import process_alive
+
 from reconciler.models import JobAction, JobRequest, JobResult, ResourceSpec, iso, spec_hash, utcnow
 from reconciler.store import open_store
 from tests.support import ROOT, cli_env, make_project, reconciler_argv, run_cli, wait_for, write_resources
@@ -183,11 +185,7 @@ def _local_script(name: str, *, workdir: Path, rid: str) -> subprocess.Completed
 
 
 def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return process_alive(pid=pid)  # the product's own check: exists and is not a zombie
 
 
 def test_tearing_down_a_never_stops_the_server_of_ab(tmp_path):

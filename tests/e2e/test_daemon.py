@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.runner import process_alive
+
 from tests.support import (
     ROOT,
     db_rows,
@@ -137,11 +139,7 @@ def test_sigterm_with_a_script_running_exits_cleanly_and_the_job_runs_on_next_st
 
 
 def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return process_alive(pid=pid)  # the product's own check: exists and is not a zombie
 
 
 def test_second_daemon_on_the_same_database_is_refused_and_kill_9_needs_no_unlock(project, daemons):
