@@ -104,6 +104,7 @@ class EventView(BaseModel):
     job_id: str | None
     desired_commit: str | None
     details: dict[str, Any] | None = None
+    actor: str | None = None  # who caused it (README: actors); null in events older than the column
 
 
 # Seconds a client is asked to wait while desired/ has not loaded yet (a pass follows every file save).

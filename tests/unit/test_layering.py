@@ -49,6 +49,8 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "actor"},
     # who caused a change (issue 15's audit): the actor strings, the git actor of desired/, attribution
     "actor": {"liveness", "plan"},
+    # `reconciler audit`: the fleet's events, and retention (archive first, then prune)
+    "audit": {"errors", "models", "ports", "store"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
     "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
