@@ -6,7 +6,8 @@ bounded a body's size. This plain ASGI layer sits in front of FastAPI instead:
 
 - the caller is authenticated from the headers alone: a presented bearer token must be one in force
   (else 401); a mutating method needs one once any token is configured, and so does every read but
-  /health and /metrics when the API listens beyond loopback (`open_reads` False). The principal
+  /health and /metrics when the API listens beyond loopback (`open_reads` False) or the request
+  came through a proxy (a Forwarded or X-Forwarded-For header: TLS is terminated in front). The principal
   found (scopes.py; None for a call let in without a token) is put into the ASGI scope as
   `scope["state"]["principal"]`, where a FastAPI handler reads it as `request.state.principal`;
   what it may do is the API's to decide (api.py);
@@ -71,8 +72,9 @@ class FrontDoor:
             return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         try:
+            open_reads = self.open_reads and not forwarded(headers)
             principal = authenticate(method=scope["method"], path=scope["path"], header=headers.get("authorization"),
-                                     tokens=self.keys(), open_reads=self.open_reads)
+                                     tokens=self.keys(), open_reads=open_reads)
             self._check_size(headers=headers)
             body = await self._read(receive)
             if body is None:
@@ -131,6 +133,12 @@ def authenticate(*, method: str, path: str, header: str | None, tokens: Keys | N
     if open_reads and (tokens is None or method in OPEN_METHODS):
         return None
     raise _unauthorised("a valid bearer token is required")
+
+
+def forwarded(headers: dict[str, str]) -> bool:
+    """Whether a proxy passed the request on (Forwarded, X-Forwarded-For): its client is not on loopback,
+    even when the proxy that connected is, so it is treated as a call from beyond loopback."""
+    return "forwarded" in headers or "x-forwarded-for" in headers
 
 
 def _unauthorised(message: str) -> Refused:

@@ -159,3 +159,60 @@ def test_the_front_door_decides_who_is_calling():
     for path in ("/health", "/metrics"):
         assert decide(path=path, tokens=tokens, open_reads=False) is None
         assert decide(path=path, header="Bearer wrong", tokens=tokens, open_reads=False) is None
+
+
+@pytest.mark.parametrize("address, loopback", [
+    ("127.0.0.1:7878", True), ("127.0.0.2:7878", True), ("[::1]:7878", True), ("localhost:7878", True),
+    (":7878", True), ("0.0.0.0:7878", False), ("192.0.2.1:80", False), ("[::]:7878", False),
+    ("api.example.com:443", False), ("[::ffff:127.0.0.1]:7878", False),
+])
+def test_which_addresses_are_loopback(address, loopback):
+    """Beyond loopback (anything not 127/8, ::1 or localhost), reads need a token and one must be configured."""
+    from reconciler.daemon import DaemonRefused
+    from reconciler.daemon.apiserver import bind_api, listen_address, loopback_only
+
+    assert listen_address(address)[2] is loopback and loopback_only(address) is loopback
+    if not loopback:
+        with pytest.raises(DaemonRefused, match="without --api-token-file or --api-tokens"):
+            bind_api(address=address, secured=False)
+
+
+def front_door(method: str, path: str, headers: dict[str, str], *, open_reads: bool = True) -> tuple[int, object]:
+    """One request through FrontDoor in process (plain ASGI messages): (status, the principal the app saw)."""
+    import asyncio
+
+    from reconciler.httpguard import FrontDoor
+
+    seen: list[object] = []
+
+    async def app(scope, receive, send):
+        seen.append(scope["state"]["principal"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    door = FrontDoor(app, keys=lambda: TokenSet.of([admin_entry(TOKEN)]), open_reads=open_reads)
+    scope = {"type": "http", "method": method, "path": path,
+             "headers": [(name.encode(), value.encode()) for name, value in headers.items()]}
+    asyncio.run(door(scope, receive, send))
+    return sent[0]["status"], seen[0] if seen else "not called"
+
+
+def test_the_front_door_hands_the_principal_to_the_app_and_treats_a_proxied_call_as_remote():
+    assert front_door("POST", "/provisions", {"authorization": f"Bearer {TOKEN}"}) == (
+        200, Principal(name="admin", scopes=ADMIN_SCOPES))
+    assert front_door("GET", "/provisions", {}) == (200, None)  # a token-less loopback read
+    assert front_door("POST", "/provisions", {}) == (401, "not called")  # refused before the app (or a body)
+    # a reverse proxy on this host connects from loopback; X-Forwarded-For / Forwarded say the client is not
+    assert front_door("GET", "/provisions", {"x-forwarded-for": "203.0.113.7"}) == (401, "not called")
+    assert front_door("GET", "/provisions/x/events", {"forwarded": "for=203.0.113.7"})[0] == 401
+    assert front_door("GET", "/health", {"x-forwarded-for": "203.0.113.7"}) == (200, None)
+    assert front_door("GET", "/provisions", {"x-forwarded-for": "203.0.113.7",
+                                             "authorization": f"Bearer {TOKEN}"})[0] == 200
