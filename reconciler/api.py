@@ -23,6 +23,7 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from .actor import api_actor
 from .engine import converge_one
 from .errors import StoreError
 from .httpguard import FrontDoor, Keys
@@ -169,7 +170,8 @@ def _declare_routes(app: FastAPI, plane: Plane) -> None:
             _authorise(principal, ScopeKind.WRITE, current)
         _known_target(plane, spec.runtime_target)
         _may_change(plane, spec.resource_id)
-        return _accepted(plane, spec.resource_id, converge_one(store=store, resource_id=spec.resource_id, spec=spec))
+        return _accepted(plane, spec.resource_id, converge_one(store=store, resource_id=spec.resource_id, spec=spec,
+                                                               actor=request_actor(request)))
 
     @app.get("/provisions/jobs/{job_id}", response_model=JobView, responses={404: {"description": "Unknown job"}})
     async def job_status(request: Request, job_id: str = Path(max_length=64)) -> JobView:
@@ -221,7 +223,8 @@ def _remove_routes(app: FastAPI, plane: Plane) -> None:
         row = store.get_resource(resource_id)
         if store.api_declaration(resource_id) is None and (row is None or not row.live):
             raise HTTPException(404, f"no resource {resource_id!r}")
-        return _accepted(plane, resource_id, converge_one(store=store, resource_id=resource_id, spec=None))
+        return _accepted(plane, resource_id, converge_one(store=store, resource_id=resource_id, spec=None,
+                                                          actor=request_actor(request)))
 
     @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=ERRORS)
     async def events(request: Request, resource_id: str = ResourceId,
@@ -272,9 +275,10 @@ def request_principal(request: Request) -> Principal | None:
 
 
 def request_actor(request: Request) -> str:
-    """The audit actor of a call: `api:<token name>`, `api:local` for a call without a token."""
+    """The audit actor of a call: `api:<token name>` (`api:admin` for --api-token-file's token), `api:local`
+    for a call the front door let in without a token."""
     principal = request_principal(request)
-    return f"api:{principal.name if principal is not None else 'local'}"
+    return api_actor(principal.name if principal is not None else None)
 
 
 def _authorise(principal: Principal | None, kind: ScopeKind, owner: str) -> None:

@@ -101,6 +101,8 @@ def test_scoped_tokens_beyond_loopback_with_reload(fleet):
         assert call("GET", path, token=acme)[0] == 200, path
     assert call("GET", "/provisions/beta-one/events", token=beta)[0] == 200
     assert call("DELETE", "/provisions/acme-one", token=acme)[0] == 202
+    # the audit actor is the token's name
+    assert actors(project, "acme-one") == {"api:team-acme"} and actors(project, "beta-one") == {"api:admin"}
 
     # SIGHUP: a token added to the file counts after the reload
     late, entry = create_token(project, "late", "read:owner=acme")
@@ -126,6 +128,11 @@ def test_scoped_tokens_beyond_loopback_with_reload(fleet):
 
     # no token and no hash ever in the daemon's log
     assert not leaks((project / "daemon.log").read_text(), {**tokens, "admin": ADMIN})
+
+
+def actors(project, resource_id: str) -> set[str]:
+    return {row["actor"] for row in db_rows(project, "SELECT actor FROM events WHERE resource_id = ? AND kind = "
+                                                     "'queued'", resource_id)}
 
 
 def ids(rows: list[dict]) -> list[str]:
