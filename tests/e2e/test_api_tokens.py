@@ -153,3 +153,11 @@ def test_a_bad_tokens_file_refuses_the_start(tmp_path):
     assert done.returncode == 1, done.stderr
     assert f"{bad}:5: sha256: the same token as 'ci'" in done.stderr
     assert not leaks(done.stderr + done.stdout, {"ci": token})
+
+
+def test_token_create_has_help_and_refuses_bad_input(tmp_path):
+    done = run_cli(tmp_path, "token", "create", "--help", bare=True)
+    assert done.returncode == 0 and "Example:\n    reconciler token create" in done.stdout and "--scope" in done.stdout
+    done = run_cli(tmp_path, "token", "create", "ci", "--scope", "reed", bare=True)
+    assert done.returncode == 1 and "'reed' is not a scope" in done.stderr and not done.stdout
+    assert run_cli(tmp_path, "token", "create", "ci", bare=True).returncode == 1  # --scope is required
