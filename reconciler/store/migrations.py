@@ -77,7 +77,21 @@ def _v3_api_desired(db: Any) -> None:
     db["jobs"].create_index(["resource_id", "created_at"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired]
+# Resources the daemon holds back because of policy.yaml (one row each, the pass's latest verdict), and
+# the owner of every job, so the hourly change budget counts a window of jobs per owner with an index.
+HOLD_COLUMNS: dict[str, Any] = {"resource_id": str, "owner": str, "rules": str, "message": str, "since": str,
+                                "updated_at": str}
+JOBS_BY_OWNER = "CREATE INDEX idx_jobs_created_at_owner ON jobs (created_at, owner)"
+
+
+def _v4_policy_holds(db: Any) -> None:
+    db["holds"].create(HOLD_COLUMNS, pk="resource_id", not_null=["owner", "rules", "since"])
+    db["jobs"].add_column("owner", str)
+    db.execute("UPDATE jobs SET owner = json_extract(COALESCE(spec_json, old_spec_json), '$.owner')")
+    db.execute(JOBS_BY_OWNER)
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_policy_holds]
 LATEST = len(MIGRATIONS)
 
 
@@ -136,6 +150,12 @@ PG_MIGRATIONS: list[list[str]] = [
     [
         _pg_table("api_desired", API_DESIRED_COLUMNS, pk="resource_id", not_null=("spec_json",)),
         "CREATE INDEX idx_jobs_resource_id_created_at ON jobs (resource_id, created_at)",
+    ],
+    [
+        _pg_table("holds", HOLD_COLUMNS, pk="resource_id", not_null=("owner", "rules", "since")),
+        "ALTER TABLE jobs ADD COLUMN owner TEXT",
+        "UPDATE jobs SET owner = COALESCE(spec_json, old_spec_json)::json->>'owner'",
+        JOBS_BY_OWNER,
     ],
 ]
 assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"
