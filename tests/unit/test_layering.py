@@ -55,6 +55,8 @@ ALLOWED: dict[str, set[str]] = {
     "supervise": {"errors", "retry"},
     "systemd": set(),
     "metrics": set(),
+    # issue 15: the daemon's policy.yaml — the last good load and why the latest failed (settle as desired/)
+    "policysource": {"errors", "settle"},
     "portable": {"ports", "errors", "models", "store"},
     # the daemon package (issue 14: a composition root and its runnables) hosts the API server and its
     # metrics, so it is the one layer above api; its modules import one another
