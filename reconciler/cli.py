@@ -397,7 +397,7 @@ def status(settings: Settings, resource_id: str | None, output: str) -> None:
         click.echo(view.resource(row=row, events=store.events(resource_id, limit=10)), nl=False)
         return
     click.echo(view.fleet(rows=read.rows(store=store), daemon=read.daemon_holder(store=store),
-                          database=store is not None), nl=False)
+                          database=store is not None, holds=read.holds(store=store)), nl=False)
 
 
 @main.command()
@@ -515,10 +515,14 @@ def _lease_options() -> Callable[..., Any]:
 @_run_options()
 @_api_options()
 @_lease_options()
+@_env_option("--policy", "policy", type=click.Path(path_type=Path, dir_okay=False), default=None,
+             env="RECONCILER_POLICY", metavar="FILE",
+             text="policy.yaml to enforce (default: policy.yaml in the directory holding desired/, if present); "
+                  "one that does not load refuses the start, a later bad save keeps the last good one")
 @_with_settings
 @_guarded
 def daemon(settings: Settings, loop: LoopOptions, checks: CheckOptions, run: RunOptions, serving: ApiOptions,
-           leases: LeaseOptions) -> None:
+           leases: LeaseOptions, policy: Path | None) -> None:
     """Run the controller: react to file saves, resync, health-check, and work the queue (for systemd).
 
     \b
@@ -534,7 +538,7 @@ def daemon(settings: Settings, loop: LoopOptions, checks: CheckOptions, run: Run
         parallelism=run.parallelism, timeout=run.timeout, stop_grace=loop.stop_grace,
         allow_mass_delete=loop.allow_mass_delete, retry=run.retry, api=serving.listen,
         api_token_file=serving.token_file, busy_timeout=leases.busy_timeout, lease_seconds=leases.lease_seconds,
-        lock_ttl=leases.lock_ttl, leader_ttl=leases.leader_ttl, settle=loop.settle,
+        lock_ttl=leases.lock_ttl, leader_ttl=leases.leader_ttl, settle=loop.settle, policy=policy,
     )
     sys.exit(run_daemon(options=options))
 

@@ -33,7 +33,7 @@ from ..models import (
 )
 
 if TYPE_CHECKING:
-    from ..ports import ApiStore, HealthStore, LockStore, PassStore, Portable, Queue, StatusReader
+    from ..ports import ApiStore, HealthStore, LockStore, PassStore, PolicyStore, Portable, Queue, StatusReader
 
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
                    "api_desired": "resource_id", "holds": "resource_id"}
@@ -508,7 +508,7 @@ class SQLStore:
 
     # --- policy: the hourly change budget and the resources held back --------------------------
 
-    def changes_started_since(self, *, since: str) -> dict[str, int]:
+    def jobs_per_owner(self, *, since: str) -> dict[str, int]:
         """Jobs created at or after `since`, per owner: the sliding window of `max_per_owner_per_hour`,
         read from the queue itself so every daemon (and apply) sharing the database shares the budget."""
         rows = self._tuples("SELECT owner, count(*) FROM jobs WHERE created_at >= ? GROUP BY owner", (since,))
@@ -647,5 +647,5 @@ if TYPE_CHECKING:  # mypy proves here that the one store class fits every consum
 
     def _fits_every_port(
         store: SQLStore,
-    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable]:
-        return store, store, store, store, store, store, store
+    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable, PolicyStore]:
+        return store, store, store, store, store, store, store, store

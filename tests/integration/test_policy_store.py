@@ -31,9 +31,9 @@ def test_the_window_counts_jobs_per_owner_from_any_store_on_the_database(url):
         first.enqueue(requests=[create("a1", "acme"), create("g1", "globex")], now=at(10), commit=None)
         second.enqueue(requests=[create("a2", "acme")], now=at(20), commit=None)
         first.enqueue(requests=[create("a0", "acme")], now=at(1), commit=None)  # before the window
-        assert second.changes_started_since(since=at(5)) == {"acme": 2, "globex": 1}
-        assert first.changes_started_since(since=at(15)) == {"acme": 1}
-        assert first.changes_started_since(since=at(30)) == {}
+        assert second.jobs_per_owner(since=at(5)) == {"acme": 2, "globex": 1}
+        assert first.jobs_per_owner(since=at(15)) == {"acme": 1}
+        assert first.jobs_per_owner(since=at(30)) == {}
     finally:
         first.close()
         second.close()
@@ -51,7 +51,7 @@ def test_a_delete_counts_against_the_owner_of_what_it_tears_down(url):
         version = store.get_resource("a1").version
         store.enqueue(requests=[JobRequest("a1", JobAction.DELETE, "removed", gone, None, "delete",
                                            expected_version=version)], now=at(10), commit=None)
-        assert store.changes_started_since(since=at(5)) == {"acme": 1}
+        assert store.jobs_per_owner(since=at(5)) == {"acme": 1}
     finally:
         store.close()
 
@@ -111,7 +111,7 @@ def test_holds_and_job_owners_survive_export_and_import(url, tmp_path):
             del row["owner"]  # an export made before jobs had an owner
         target = open_store(url=str(tmp_path / "copy.db"))
         target.import_rows(tables=rows, replace=False)
-        assert target.changes_started_since(since=at(0)) == {"acme": 1}
+        assert target.jobs_per_owner(since=at(0)) == {"acme": 1}
         assert set(target.holds()) == {"a2"}
         target.close()
     finally:

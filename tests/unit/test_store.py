@@ -154,6 +154,6 @@ def test_a_database_from_before_the_policy_opens_and_its_jobs_count_for_their_ow
         conn.execute("INSERT INTO jobs (job_id, resource_id, action, status, old_spec_json, created_at)"
                      " VALUES ('job-2', 'acme-prod', 'delete', 'queued', ?, ?)", (SPEC.model_dump_json(), at(6)))
     store = open_store(url=str(path))
-    assert store.changes_started_since(since=at(0)) == {"acme": 2}
+    assert store.jobs_per_owner(since=at(0)) == {"acme": 2}
     assert store.holds() == {}
     store.close()
