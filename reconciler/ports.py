@@ -29,6 +29,12 @@ class PlanReader(Protocol):
     def api_desired(self) -> dict[str, dict[str, Any]]: ...
 
 
+class BudgetReader(Protocol):
+    """What the policy's hourly change budget reads: jobs queued since a moment, per owner."""
+
+    def jobs_per_owner(self, *, since: str) -> dict[str, int]: ...
+
+
 class Enqueuer(Protocol):
     """Where a plan's changes become jobs, in one transaction."""
 

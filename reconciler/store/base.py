@@ -181,6 +181,13 @@ class SQLStore:
         rows = self._rows("SELECT resource_id FROM jobs WHERE status IN ('queued', 'running')")
         return {row["resource_id"] for row in rows}
 
+    def jobs_per_owner(self, *, since: str) -> dict[str, int]:
+        """Jobs queued at or after `since`, per owner of their resource: the policy's hourly change budget
+        (changes.max_per_owner_per_hour) counted from the shared database, so several daemons share it."""
+        rows = self._rows("SELECT r.owner AS owner, count(*) AS n FROM jobs j JOIN resources r"
+                          " ON r.resource_id = j.resource_id WHERE j.created_at >= ? GROUP BY r.owner", (since,))
+        return {row["owner"]: int(row["n"]) for row in rows}
+
     def latest_job(self, resource_id: str) -> Job | None:
         row = self._one("SELECT * FROM jobs WHERE resource_id = ? ORDER BY created_at DESC LIMIT 1", (resource_id,))
         return _job(row) if row else None

@@ -46,7 +46,9 @@ ALLOWED: dict[str, set[str]] = {
     "logs": set(),
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
-    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets"},
+    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy"},
+    # governance (issue 15): policy.yaml read (model, load) and evaluated (pure) against desired + plan
+    "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
     "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
