@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +27,8 @@ from .models import (
 )
 from .owners import FileOwners
 from .plan import API_SOURCE, Change, Plan, PlanPolicy, compute_plan
-from .ports import ConvergeStore, Enqueuer, PassStore, PlanReader
+from .policy import Governance, Policy, Rule, Verdict, evaluate, held_plan, refused_plan
+from .ports import BudgetReader, ConvergeStore, Enqueuer, PassStore, PlanReader
 from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
 from .targets import known_targets, target_problems
@@ -40,6 +41,7 @@ class PlanView:
     desired: DesiredState
     observed: dict[str, ObservedResource]
     plan: Plan
+    verdict: Verdict | None = None  # the policy's, when one governs the plan (its JSON `policy` section)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +67,50 @@ def read_one(*, store: ConvergeStore, resource_id: str) -> Fleet:
 
 
 def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targets: Iterable[str] = (),
-               now: datetime | None = None) -> PlanView:
+               now: datetime | None = None, governance: Governance | None = None) -> PlanView:
     """The one way to a plan (`plan`, `apply`, `destroy`, the daemon's pass, the API's converge).
 
     `desired` (files, or the last good state) plus the fleet's API-declared specs, planned against its
-    rows; `targets` narrows the plan and must each name a known resource.
+    rows; `targets` narrows the plan and must each name a known resource. With `governance`, the
+    policy's verdict is part of the view: the CLI's plan is refused on a blocking violation, the
+    daemon's holds the violators and defers what a budget does not allow yet (policy/evaluate.py).
     """
     full = with_api_desired(desired=desired, api=fleet.api)
+    rules = governed_rules(policy=policy, governance=governance)
     plan = compute_plan(full.resources, fleet.observed, now=now or utcnow(), in_flight=fleet.in_flight,
-                        policy=policy, targets=targets, hashes=full.hashes, api=api_declared(full))
+                        policy=rules, targets=targets, hashes=full.hashes, api=api_declared(full))
     require_known_ids(ids=targets, desired=full, observed=fleet.observed)
-    return PlanView(desired=full, observed=fleet.observed, plan=plan)
+    if governance is None or governance.policy is None:
+        return PlanView(desired=full, observed=fleet.observed, plan=plan)
+    verdict = evaluate(policy=governance.policy, desired=full.resources, observed=fleet.observed, plan=plan,
+                       started_last_hour=governance.started_last_hour, overrides=governance.overrides,
+                       budgets=governance.budgets, sources=full.sources, known_targets=governance.known_targets)
+    plan = held_plan(plan, verdict) if governance.budgets else refused_plan(plan, verdict)
+    return PlanView(desired=full, observed=fleet.observed, plan=plan, verdict=verdict)
+
+
+def governance(*, policy: Policy | None, store: BudgetReader | None, overrides: frozenset[Rule] = frozenset(),
+               budgets: bool = False, known_targets: frozenset[str] | None = None,
+               now: datetime | None = None) -> Governance:
+    """A `Governance` for one plan; the jobs per owner of the last hour are read only when the policy
+    has an hourly budget (a sliding window over the shared database's jobs)."""
+    started: dict[str, int] = {}
+    if policy is not None and policy.changes.max_per_owner_per_hour is not None and store is not None:
+        started = store.jobs_per_owner(since=iso((now or utcnow()) - timedelta(hours=1)))
+    return Governance(policy=policy, overrides=overrides, started_last_hour=started, budgets=budgets,
+                      known_targets=known_targets)
+
+
+def governed_rules(*, policy: PlanPolicy, governance: Governance | None) -> PlanPolicy:
+    """The plan's mass-delete guard with the policy's settings (changes.mass_delete), and its override."""
+    if governance is None:
+        return policy
+    allow = policy.allow_mass_delete or Rule.MASS_DELETE in governance.overrides
+    if governance.policy is None:
+        return replace(policy, allow_mass_delete=allow)
+    settings = governance.policy.changes.mass_delete
+    return replace(policy, allow_mass_delete=allow, mass_delete_minimum=settings.minimum,
+                   mass_delete_fraction=settings.fraction)
 
 
 # --- the desired source: files in desired/, checked against provision/, plus the API's declarations ----

@@ -12,17 +12,14 @@ good state plus the API's declarations), so a quota counts every resource, not t
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
 from typing import Any, Protocol
 
-from .engine import PlanView, Refusal, with_api_desired
+from .engine import PlanView, Refusal, governance, with_api_desired
 from .models import Hold, ObservedResource, ResourceSpec, iso, utcnow
 from .policy import Governance, Policy, Rule, Verdict, Violation, evaluate
 from .policysource import PolicySource
 from .ports import PolicyStore
 from .spec import DesiredState
-
-WINDOW = timedelta(hours=1)  # changes.max_per_owner_per_hour: a sliding window over the jobs created
 
 
 class GovernMetrics(Protocol):
@@ -74,8 +71,7 @@ class Governor:
         policy = self.source.policy
         if policy is None:
             return Governance(policy=None, overrides=self.overrides) if self.overrides else None
-        return Governance(policy=policy, overrides=self.overrides, started_last_hour=self._started(policy),
-                          budgets=True)
+        return governance(policy=policy, store=self.store, overrides=self.overrides, budgets=True)
 
     def record(self, view: PlanView) -> None:
         """The pass's holds into the store (events for new ones), the metrics, a log line when they change."""
@@ -114,18 +110,14 @@ class Governor:
         desired.pop(rid, None)
         desired.update(view.desired.resources)
         observed = self.store.load_observed()  # who is already live in each quota bucket
-        verdict = evaluate(policy=policy, desired=desired, observed=observed, plan=view.plan,
-                           started_last_hour=self._started(policy), budgets=True,
+        rules = governance(policy=policy, store=self.store, budgets=True,
                            overrides=self.overrides | {Rule.MASS_DELETE})  # an explicit one-resource call
+        verdict = evaluate(policy=policy, desired=desired, observed=observed, plan=view.plan,
+                           started_last_hour=rules.started_last_hour, budgets=True, overrides=rules.overrides)
         refusal = refusal_of(verdict=verdict, resource_id=rid)
         if refusal is not None and not refusal.budget:
             self.metrics.refused(rules=refusal.rules)
         return refusal
-
-    def _started(self, policy: Policy) -> Mapping[str, int]:
-        if policy.changes.max_per_owner_per_hour is None:
-            return {}
-        return self.store.jobs_per_owner(since=iso(utcnow() - WINDOW))
 
     def _warn(self, verdict: Verdict) -> None:
         """mode: warn (and reports of live resources over a tightened quota): logged when they change."""

@@ -29,6 +29,12 @@ class PlanReader(Protocol):
     def api_desired(self) -> dict[str, dict[str, Any]]: ...
 
 
+class BudgetReader(Protocol):
+    """What the policy's hourly change budget reads: jobs queued since a moment, per owner."""
+
+    def jobs_per_owner(self, *, since: str) -> dict[str, int]: ...
+
+
 class Enqueuer(Protocol):
     """Where a plan's changes become jobs, in one transaction."""
 
@@ -64,10 +70,9 @@ class HoldReader(Protocol):
     def holds(self) -> dict[str, Hold]: ...
 
 
-class PolicyStore(HoldReader, Protocol):
+class PolicyStore(HoldReader, BudgetReader, Protocol):
     """The daemon's policy (govern.py): the hourly change window, the holds, the API's declarations."""
 
-    def jobs_per_owner(self, *, since: str) -> dict[str, int]: ...
     def sync_holds(self, *, holds: Iterable[Hold], now: str, actor: str | None = None) -> list[str]: ...
     def api_desired(self) -> dict[str, dict[str, Any]]: ...
     def load_observed(self) -> dict[str, ObservedResource]: ...

@@ -109,6 +109,8 @@ _HELD_PHRASES = (
     (Hold.IN_PROGRESS, "resource has a job in progress", "resources have a job in progress"),
     (Hold.UNHEALTHY, "resource is unhealthy (self-heal is off)", "resources are unhealthy (self-heal is off)"),
     (Hold.PROTECTED, "protected resource kept as it is", "protected resources kept as they are"),
+    (Hold.POLICY, "resource held by the policy", "resources held by the policy"),
+    (Hold.BUDGET, "change waits for a change budget", "changes wait for a change budget"),
 )
 
 

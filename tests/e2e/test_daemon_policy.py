@@ -163,7 +163,7 @@ def test_two_daemons_on_postgresql_share_the_hourly_window(tmp_path, pg_url, dae
     daemons.append(first)
     wait_for(lambda: became_leader(project, "a.log"), what="a leader")
     wait_for(lambda: len(ran(project)) == 3, what="three changes started")
-    second, client = start_api_daemon(project, daemons, log_name="b.log", RECONCILER_DB=pg_url)
+    _second, client = start_api_daemon(project, daemons, log_name="b.log", RECONCILER_DB=pg_url)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     wait_for(lambda: client.call("GET", "/health")[1].get("daemon", {}).get("leading"), timeout=30,

@@ -46,7 +46,9 @@ ALLOWED: dict[str, set[str]] = {
     "logs": set(),
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
-    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets"},
+    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy"},
+    # governance (issue 15): policy.yaml read (model, load) and evaluated (pure) against desired + plan
+    "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
     "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
@@ -57,11 +59,14 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": set(),
     # issue 15: the daemon's policy.yaml — the last good load and why the latest failed (settle as desired/)
     "policysource": {"errors", "settle"},
+    # issue 15: the policy at work in the daemon (holds, budgets' window, metrics) and at the API's door
+    "govern": {"engine", "models", "policy", "policysource", "ports", "spec"},
     "portable": {"ports", "errors", "models", "store"},
     # the daemon package (issue 14: a composition root and its runnables) hosts the API server and its
     # metrics, so it is the one layer above api; its modules import one another
     "daemon": {"ports", "daemon", "engine", "workers", "store", "models", "errors", "logs", "plan", "retry", "runner",
-               "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift"},
+               "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift",
+               "govern", "policy", "policysource"},
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
