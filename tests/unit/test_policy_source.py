@@ -105,3 +105,50 @@ def test_metrics_show_quota_use_and_limit_per_owner_and_refusals_by_rule():
     assert 'reconciler_policy_refusals_total{rule="quotas.per_owner"} 2.0' in text
     assert 'reconciler_policy_refusals_total{rule="allowed.regions"} 1.0' in text
     assert 'reconciler_policy_held{rule="quotas.per_owner"} 1.0' in text
+
+
+# --- govern.py's pure part: a verdict as the daemon's holds and the API's refusal ------------------------
+
+
+def _verdict(text: str, desired: dict, *, started: dict | None = None):
+    from reconciler.models import utcnow
+    from reconciler.plan import compute_plan
+    from reconciler.policy import evaluate, parse_policy
+
+    rules = parse_policy(text=text, name="policy.yaml")
+    plan = compute_plan(desired, {}, now=utcnow())
+    return evaluate(policy=rules, desired=desired, observed={}, plan=plan, started_last_hour=started or {},
+                    budgets=True)
+
+
+def _spec(rid: str, owner: str = "acme", region: str = "eu-west-1"):
+    from reconciler.models import ResourceSpec
+
+    return ResourceSpec(resource_id=rid, owner=owner, region=region, deploy_ref="v1")
+
+
+def test_holds_name_every_rule_a_resource_breaks_and_where_it_is_written():
+    from reconciler.govern import by_rule, holds_of, refusal_of
+
+    desired = {rid: _spec(rid) for rid in ("a1", "a2")} | {"a3": _spec("a3", region="mars-1")}
+    verdict = _verdict("quotas:\n  per_owner: {acme: 2}\nallowed:\n  regions: [eu-west-1]\n", desired)
+    holds = holds_of(verdict=verdict, desired=desired, observed={})
+    assert [(h.resource_id, h.owner, h.rules) for h in holds] == [
+        ("a3", "acme", ("allowed.regions", "quotas.per_owner"))]
+    assert {v["policy"] for v in holds[0].details["violations"]} == {"policy.yaml:2", "policy.yaml:4"}
+    assert by_rule(holds) == {"allowed.regions": 1, "quotas.per_owner": 1}
+    refusal = refusal_of(verdict=verdict, resource_id="a3")
+    assert refusal is not None and refusal.rules == ("allowed.regions", "quotas.per_owner") and not refusal.budget
+    assert refusal.places == ("policy.yaml:2", "policy.yaml:4") and refusal_of(verdict=verdict, resource_id="a1") is None
+
+
+def test_a_used_up_budget_defers_rather_than_refuses():
+    from reconciler.govern import holds_of, refusal_of
+
+    desired = {rid: _spec(rid) for rid in ("a1", "a2", "a3")}
+    verdict = _verdict("changes:\n  max_per_owner_per_hour: 3\n", desired, started={"acme": 2})
+    holds = holds_of(verdict=verdict, desired=desired, observed={})
+    assert [(h.resource_id, h.rules, h.details["budget"]) for h in holds] == [
+        ("a2", ("changes.max_per_owner_per_hour",), True), ("a3", ("changes.max_per_owner_per_hour",), True)]
+    refusal = refusal_of(verdict=verdict, resource_id="a2")
+    assert refusal is not None and refusal.budget and refusal.places == ("policy.yaml:2",)
