@@ -14,6 +14,7 @@ API listens beyond loopback); the token and the body's size are checked in front
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
@@ -45,6 +46,7 @@ class Plane(Protocol):
     def jobs_queued(self) -> None: ...
     def metrics_text(self) -> tuple[bytes, str]: ...
     def admit(self, view: PlanView) -> Refusal | None: ...  # policy.yaml's verdict on one resource's plan
+    def serial(self) -> AbstractContextManager[Any]: ...  # held from the policy check to the write
 
 
 class Accepted(BaseModel):
@@ -168,8 +170,9 @@ def _declare_routes(app: FastAPI, plane: Plane) -> None:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
         _known_target(plane, spec.runtime_target)
         _may_change(plane, spec.resource_id)
-        return _accepted(plane, spec.resource_id, converge_one(store=store, resource_id=spec.resource_id, spec=spec,
-                                                               admit=plane.admit))
+        with plane.serial():
+            done = converge_one(store=store, resource_id=spec.resource_id, spec=spec, admit=plane.admit)
+        return _accepted(plane, spec.resource_id, done)
 
     @app.get("/provisions/jobs/{job_id}", response_model=JobView, responses={404: {"description": "Unknown job"}})
     async def job_status(job_id: str = Path(max_length=64)) -> JobView:
@@ -211,8 +214,9 @@ def _remove_routes(app: FastAPI, plane: Plane) -> None:
         row = store.get_resource(resource_id)
         if store.api_declaration(resource_id) is None and (row is None or not row.live):
             raise HTTPException(404, f"no resource {resource_id!r}")
-        return _accepted(plane, resource_id, converge_one(store=store, resource_id=resource_id, spec=None,
-                                                          admit=plane.admit))
+        with plane.serial():
+            done = converge_one(store=store, resource_id=resource_id, spec=None, admit=plane.admit)
+        return _accepted(plane, resource_id, done)
 
     @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=ERRORS)
     async def events(resource_id: str = ResourceId, limit: int | None = Query(None, ge=1, le=10_000)

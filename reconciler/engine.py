@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -300,6 +301,7 @@ class PlanGate(Protocol):
     def refresh(self) -> float: ...
     def governance(self) -> Governance | None: ...
     def record(self, view: PlanView) -> None: ...
+    def serial(self) -> AbstractContextManager[Any]: ...  # held while a plan is made and queued (the API too)
 
 
 class Reconciler:
@@ -352,13 +354,15 @@ class Reconciler:
         fleet = read_fleet(store=self.store)
         if self.last_good is None:
             return PassResult(0, None, load_error, self.store.counts(), None)
-        view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy,
-                          governance=self.gate.governance() if self.gate else None)
-        if self.gate is not None:
-            self.gate.record(view)
-        queued, verdict = 0, view.verdict
-        if view.plan.changes and not view.plan.refusal:
-            queued = len(enqueue(store=self.store, view=view, commit=desired_commit(directory=self.desired_dir)))
+        with self.gate.serial() if self.gate is not None else nullcontext():  # quotas: one admission at a time
+            view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy,
+                              governance=self.gate.governance() if self.gate else None)
+            if self.gate is not None:
+                self.gate.record(view)
+            queued, verdict = 0, view.verdict
+            if view.plan.changes and not view.plan.refusal:
+                queued = len(enqueue(store=self.store, view=view,
+                                     commit=desired_commit(directory=self.desired_dir)))
         return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed),
                           held=len(verdict.held) if verdict else 0, deferred=len(verdict.deferred) if verdict else 0)
 

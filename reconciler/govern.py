@@ -11,6 +11,7 @@ good state plus the API's declarations), so a quota counts every resource, not t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -41,6 +42,9 @@ class Governor:
         self.actor = actor
         self.overrides = frozenset({Rule.MASS_DELETE}) if allow_mass_delete else frozenset()
         self.held = 0  # resources held back or deferred by the last pass (/health)
+        # a pass's plan-and-queue and an API call's admit-and-declare take turns, so two admissions
+        # cannot each see the owner one under its quota (across daemons on PostgreSQL they still can)
+        self._serial = threading.Lock()
         self._synced: bool | None = None  # whether the holds table may hold rows (None: not known yet)
         self._reported: list[str] | None = None
         self._warned: frozenset[tuple[str, str | None]] = frozenset()
@@ -50,6 +54,9 @@ class Governor:
     @property
     def generation(self) -> int:
         return self.source.generation
+
+    def serial(self) -> threading.Lock:
+        return self._serial
 
     def refresh(self) -> float:
         """Re-read policy.yaml if it changed; log a load error (and its repair) once."""

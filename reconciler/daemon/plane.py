@@ -7,9 +7,11 @@ the lock from the election, outages from the supervisor's record, busy scripts f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +80,10 @@ class DaemonPlane:
         self.resync = resync
         self.counts = CountsCache(store=store, outages=outages)
         self.governor = governor
+
+    def serial(self) -> AbstractContextManager[Any]:
+        """Held by an API call from its policy check to its write, and by a pass while it plans and queues."""
+        return self.governor.serial() if self.governor is not None else contextlib.nullcontext()
 
     def admit(self, view: PlanView) -> Refusal | None:
         """policy.yaml's answer to one API call, counted against the whole declared fleet (govern.py)."""
