@@ -552,13 +552,14 @@ def check(settings: Settings, checks: CheckOptions) -> None:
     """
     import asyncio
 
+    from .actor import cli_actor
     from .drift import run_drift_pass
     from .store import open_store
     from .terminal import printable
 
     store = open_store(url=settings.db)
     report = asyncio.run(run_drift_pass(store=store, concurrency=checks.concurrency, timeout=checks.timeout,
-                                        unhealthy_after=checks.unhealthy_after))
+                                        unhealthy_after=checks.unhealthy_after, actor=cli_actor()))
     for failure in sorted(report.failures, key=lambda f: f.resource_id):
         click.echo(printable(f"✗ {failure.resource_id}: {failure.error} ({failure.url})"))
     for resource_id in report.turned_unhealthy:
@@ -602,6 +603,7 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
     Example:
       reconciler import --db postgresql://reconciler@db/fleet backup.json
     """
+    from .actor import cli_actor
     from .portable import import_document
     from .store import open_store, redact
 
@@ -610,7 +612,8 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
         from .coordination import refuse_while_daemon_runs
 
         refuse_while_daemon_runs(store=store, command="import --replace")
-    counts = import_document(store=store, text=source.read(), name=source.name, replace=replace)
+    counts = import_document(store=store, text=source.read(), name=source.name, replace=replace,
+                             actor=cli_actor())
     summary = ", ".join(f"{count} {table}" for table, count in counts.items())
     click.echo(f"Imported into {redact(settings.db)}: {summary}.")
 

@@ -77,7 +77,18 @@ def _v3_api_desired(db: Any) -> None:
     db["jobs"].create_index(["resource_id", "created_at"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired]
+# Who caused each event and each job (reconciler/actor.py: git:…, cli:…, api:…, daemon:…); NULL in rows
+# written before this version. The index on `at` serves `audit --since` and `audit prune --before`.
+ACTOR_COLUMN = "actor"
+
+
+def _v4_actor(db: Any) -> None:
+    db["events"].add_column(ACTOR_COLUMN, str)
+    db["jobs"].add_column(ACTOR_COLUMN, str)
+    db["events"].create_index(["at"])
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor]
 LATEST = len(MIGRATIONS)
 
 
@@ -136,6 +147,11 @@ PG_MIGRATIONS: list[list[str]] = [
     [
         _pg_table("api_desired", API_DESIRED_COLUMNS, pk="resource_id", not_null=("spec_json",)),
         "CREATE INDEX idx_jobs_resource_id_created_at ON jobs (resource_id, created_at)",
+    ],
+    [
+        f"ALTER TABLE events ADD COLUMN {ACTOR_COLUMN} TEXT",
+        f"ALTER TABLE jobs ADD COLUMN {ACTOR_COLUMN} TEXT",
+        "CREATE INDEX idx_events_at ON events (at)",
     ],
 ]
 assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"
