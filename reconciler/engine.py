@@ -42,6 +42,7 @@ class PlanView:
     observed: dict[str, ObservedResource]
     plan: Plan
     verdict: Verdict | None = None  # the policy's, when one governs the plan (its JSON `policy` section)
+    governance: Governance | None = None  # what governed it (the overrides' reason and actor, for the jobs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targe
                        started_last_hour=governance.started_last_hour, overrides=governance.overrides,
                        budgets=governance.budgets, sources=full.sources, known_targets=governance.known_targets)
     plan = held_plan(plan, verdict) if governance.budgets else refused_plan(plan, verdict)
-    return PlanView(desired=full, observed=fleet.observed, plan=plan, verdict=verdict)
+    return PlanView(desired=full, observed=fleet.observed, plan=plan, verdict=verdict, governance=governance)
 
 
 def governance(*, policy: Policy | None, store: BudgetReader | None, overrides: frozenset[Rule] = frozenset(),
@@ -180,7 +181,21 @@ def job_requests(*, view: PlanView, attribution: Attribution | None = None) -> l
     """One queue request per change of the plan (none when the plan is refused): a projection of it."""
     if view.plan.refusal:
         return []
-    return [job_request(change, attribution=attribution) for change in view.plan.changes]
+    requests = [job_request(change, attribution=attribution) for change in view.plan.changes]
+    governance, verdict = view.governance, view.verdict
+    if governance is None or verdict is None or not verdict.overridden:
+        return requests
+    return [_with_override(request, governance.override_details(verdict, request.resource_id))
+            for request in requests]
+
+
+def _with_override(request: JobRequest, details: dict[str, Any] | None) -> JobRequest:
+    """An override that let this change through is recorded in its queued event (with reason and actor)."""
+    if details is None:
+        return request
+    override = details["override"]
+    note = f" [override of {', '.join(override['rules'])} by {override['actor']}: {override['reason']}]"
+    return replace(request, reason=request.reason + note, details={**(request.details or {}), **details})
 
 
 def job_request(change: Change, *, attribution: Attribution | None = None) -> JobRequest:

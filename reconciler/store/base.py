@@ -197,13 +197,6 @@ class SQLStore:
         rows = self._rows("SELECT resource_id FROM jobs WHERE status IN ('queued', 'running')")
         return {row["resource_id"] for row in rows}
 
-    def jobs_per_owner(self, *, since: str) -> dict[str, int]:
-        """Jobs queued at or after `since`, per owner of their resource: the policy's hourly change budget
-        (changes.max_per_owner_per_hour) counted from the shared database, so several daemons share it."""
-        rows = self._rows("SELECT r.owner AS owner, count(*) AS n FROM jobs j JOIN resources r"
-                          " ON r.resource_id = j.resource_id WHERE j.created_at >= ? GROUP BY r.owner", (since,))
-        return {row["owner"]: int(row["n"]) for row in rows}
-
     def latest_job(self, resource_id: str) -> Job | None:
         row = self._one("SELECT * FROM jobs WHERE resource_id = ? ORDER BY created_at DESC LIMIT 1", (resource_id,))
         return _job(row) if row else None
@@ -565,6 +558,16 @@ class SQLStore:
             (resource_id, now, kind, message, job_id, commit, json.dumps(details) if details else None, actor),
         )
 
+
+    # --- policy: the hourly change budget and the resources held back --------------------------
+
+    def jobs_per_owner(self, *, since: str) -> dict[str, int]:
+        """Jobs created at or after `since`, per owner of their resource: the sliding window of
+        `max_per_owner_per_hour`, read from the queue itself so every daemon (and apply) sharing the
+        database shares the budget. (i15-govern keeps jobs.owner for this with an index: theirs wins.)"""
+        rows = self._rows("SELECT r.owner AS owner, count(*) AS n FROM jobs j JOIN resources r"
+                          " ON r.resource_id = j.resource_id WHERE j.created_at >= ? GROUP BY r.owner", (since,))
+        return {row["owner"]: int(row["n"]) for row in rows}
 
     # --- health ------------------------------------------------------------------------------
 

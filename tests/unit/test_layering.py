@@ -33,11 +33,11 @@ ALLOWED: dict[str, set[str]] = {
     "owners": {"spec"},
     "yamlcompat": set(),
     "plan": {"models"},
-    "render": {"plan", "models", "terminal"},
+    "render": {"plan", "models", "terminal", "policy"},
     "retry": set(),
     "status": {"ports", "models", "errors"},
     # how commands show their data (text or JSON), picked once per command; never sees a store
-    "views": {"models", "plan", "render", "status", "terminal"},
+    "views": {"models", "plan", "render", "status", "terminal", "policy"},
     "store": {"models", "errors", "store", "ports", "defects"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
     "ports": {"models", "health"},
@@ -68,9 +68,12 @@ ALLOWED: dict[str, set[str]] = {
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
-    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "actor"},
+    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "actor",
+              "policy", "policyrun"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
-    "options": {"plan", "retry"},
+    "options": {"plan", "retry", "policy"},
+    # the policy as the one-shot commands use it (validate, plan, apply, destroy, `policy check`)
+    "policyrun": {"actor", "engine", "models", "options", "plan", "policy", "ports", "spec", "targets"},
     "api": {"ports", "engine", "models", "errors", "status", "httpguard", "actor"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
     "httpguard": set(),
