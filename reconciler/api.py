@@ -21,6 +21,7 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from .actor import api_actor
 from .engine import PlanView, Refusal, converge_one
 from .errors import StoreError
 from .httpguard import FrontDoor
@@ -166,12 +167,13 @@ def _declare_routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
 
     @app.post("/provisions", status_code=202, response_model=Accepted, responses=ERRORS)
-    def declare(spec: ResourceSpec) -> Accepted:
+    def declare(spec: ResourceSpec, request: Request) -> Accepted:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
         _known_target(plane, spec.runtime_target)
         _may_change(plane, spec.resource_id)
         with plane.serial():
-            done = converge_one(store=store, resource_id=spec.resource_id, spec=spec, admit=plane.admit)
+            done = converge_one(store=store, resource_id=spec.resource_id, spec=spec, admit=plane.admit,
+                                actor=caller(request, plane))
         return _accepted(plane, spec.resource_id, done)
 
     @app.get("/provisions/jobs/{job_id}", response_model=JobView, responses={404: {"description": "Unknown job"}})
@@ -208,14 +210,15 @@ def _remove_routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
 
     @app.delete("/provisions/{resource_id}", status_code=202, response_model=Accepted, responses=ERRORS)
-    def remove(resource_id: str = ResourceId) -> Accepted:
+    def remove(request: Request, resource_id: str = ResourceId) -> Accepted:
         """Remove an API-declared resource: teardown follows the usual finalizer path."""
         _may_change(plane, resource_id)
         row = store.get_resource(resource_id)
         if store.api_declaration(resource_id) is None and (row is None or not row.live):
             raise HTTPException(404, f"no resource {resource_id!r}")
         with plane.serial():
-            done = converge_one(store=store, resource_id=resource_id, spec=None, admit=plane.admit)
+            done = converge_one(store=store, resource_id=resource_id, spec=None, admit=plane.admit,
+                                actor=caller(request, plane))
         return _accepted(plane, resource_id, done)
 
     @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=ERRORS)
@@ -238,6 +241,15 @@ def _plane_routes(app: FastAPI, plane: Plane) -> None:
         """Prometheus text format."""
         body, content_type = await asyncio.to_thread(plane.metrics_text)
         return Response(body, media_type=content_type)
+
+
+def caller(request: Request, plane: Plane) -> str:
+    """The audit actor of a call: the principal the front door authenticated (scoped tokens) when there is
+    one; else `api:admin` when the single token is configured (a change had to present it), `api:local`."""
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        return api_actor(principal.name)
+    return api_actor("admin" if plane.token else None)
 
 
 def _known_target(plane: Plane, name: str) -> None:

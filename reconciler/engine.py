@@ -6,7 +6,6 @@ they decide is decided elsewhere (the plan, the retry policy); they move data be
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
@@ -14,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from .actor import GIT_UNKNOWN, Attribution, GitActor, daemon_actor
 from .errors import ReconcilerError, SpecError, SpecProblem
 from .models import (
     Action,
@@ -43,6 +43,7 @@ class PlanView:
     observed: dict[str, ObservedResource]
     plan: Plan
     verdict: Verdict | None = None  # the policy's, when one governs the plan (its JSON `policy` section)
+    governance: Governance | None = None  # what governed it (the overrides' reason and actor, for the jobs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targe
                        started_last_hour=governance.started_last_hour, overrides=governance.overrides,
                        budgets=governance.budgets, sources=full.sources, known_targets=governance.known_targets)
     plan = held_plan(plan, verdict) if governance.budgets else refused_plan(plan, verdict)
-    return PlanView(desired=full, observed=fleet.observed, plan=plan, verdict=verdict)
+    return PlanView(desired=full, observed=fleet.observed, plan=plan, verdict=verdict, governance=governance)
 
 
 def governance(*, policy: Policy | None, store: BudgetReader | None, overrides: frozenset[Rule] = frozenset(),
@@ -163,38 +164,56 @@ def require_known_ids(*, ids: Iterable[str], desired: DesiredState, observed: di
 
 
 def desired_commit(*, directory: Path) -> str | None:
-    """The git commit of the desired directory, recorded with every event; None outside git."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    """The git commit of the desired directory, recorded with every event; None outside git.
+
+    Through `GitActor`, so a checkout owned by another user (the systemd layout) still has one."""
+    return GitActor(directory).commit()
+
+
+def file_attribution(*, git: GitActor, runner: str, files_version: Any = None) -> Attribution:
+    """Who is behind a plan made from desired/: the git actor for file changes, `runner` for the rest."""
+    return Attribution(files=git.describe(files_version=files_version) or GIT_UNKNOWN, runner=runner)
 
 
 # --- turning a plan into jobs -------------------------------------------------------------------
 
 
-def job_requests(*, view: PlanView) -> list[JobRequest]:
+def job_requests(*, view: PlanView, attribution: Attribution | None = None) -> list[JobRequest]:
     """One queue request per change of the plan (none when the plan is refused): a projection of it."""
     if view.plan.refusal:
         return []
-    return [job_request(change) for change in view.plan.changes]
+    requests = [job_request(change, attribution=attribution) for change in view.plan.changes]
+    governance, verdict = view.governance, view.verdict
+    if governance is None or verdict is None or not verdict.overridden:
+        return requests
+    return [_with_override(request, governance.override_details(verdict, request.resource_id))
+            for request in requests]
 
 
-def job_request(change: Change) -> JobRequest:
-    """What the queue needs of one change; the plan decided all of it."""
+def _with_override(request: JobRequest, details: dict[str, Any] | None) -> JobRequest:
+    """An override that let this change through is recorded in its queued event (with reason and actor)."""
+    if details is None:
+        return request
+    override = details["override"]
+    note = f" [override of {', '.join(override['rules'])} by {override['actor']}: {override['reason']}]"
+    return replace(request, reason=request.reason + note, details={**(request.details or {}), **details})
+
+
+def job_request(change: Change, *, attribution: Attribution | None = None) -> JobRequest:
+    """What the queue needs of one change; the plan decided all of it, `attribution` who is behind it."""
     spec = change.before if change.action is Action.DELETE else change.after
     old = change.before if change.action is Action.REPLACE else None
     return JobRequest(change.resource_id, change.action, change.message, spec, old, change.applied_hash(),
-                      change.attempt, change.expected_version, change.source)
+                      change.attempt, change.expected_version, change.source,
+                      attribution.actor(change) if attribution else None,
+                      attribution.details(change) if attribution else None)
 
 
-def enqueue(*, store: Enqueuer, view: PlanView, commit: str | None) -> list[str]:
+def enqueue(*, store: Enqueuer, view: PlanView, commit: str | None,
+            attribution: Attribution | None = None) -> list[str]:
     """Queue the plan's changes in one transaction; returns the new job ids."""
-    return store.enqueue(requests=job_requests(view=view), now=iso(utcnow()), commit=commit)
+    return store.enqueue(requests=job_requests(view=view, attribution=attribution), now=iso(utcnow()),
+                         commit=commit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,14 +241,14 @@ Admit = Callable[[PlanView], Refusal | None]
 
 
 def converge_one(*, store: ConvergeStore, resource_id: str, spec: ResourceSpec | None,
-                 admit: Admit | None = None) -> Converged:
+                 admit: Admit | None = None, actor: str | None = None) -> Converged:
     """Declare (`spec`) or withdraw (None) one API resource and queue its change now: the API's step.
 
     Planned first: when a rule holds the change back (protected) or `admit` refuses it (the policy),
     nothing is written and `held`/`refused` say why, so a refused call changes nothing. Otherwise the
-    declaration and the job are written in one transaction. The job is the new one, the one already
-    open, or (nothing to do) the latest. The plan sees only this row, so the fleet-wide mass-delete
-    rule does not apply to this explicit request.
+    declaration and the job are written in one transaction, with `actor` (the API caller) on the job
+    and its events. The job is the new one, the one already open, or (nothing to do) the latest. The
+    plan sees only this row, so the fleet-wide mass-delete rule does not apply to this explicit request.
     """
     desired = DesiredState(resources={resource_id: spec} if spec else {},
                            sources={resource_id: Source(API_SOURCE, 0)} if spec else {})
@@ -241,7 +260,7 @@ def converge_one(*, store: ConvergeStore, resource_id: str, spec: ResourceSpec |
     if refused is not None:
         return Converged(None, refused=refused)
     queued = store.declare_api(resource_id=resource_id, spec=spec.model_dump() if spec else None,
-                               requests=job_requests(view=view), now=iso(utcnow()))
+                               requests=job_requests(view=view), now=iso(utcnow()), actor=actor)
     return Converged(store.get_job(queued[0]) if queued else store.latest_job(resource_id))
 
 
@@ -319,6 +338,7 @@ class Reconciler:
         self.desired_dir = Path(desired_dir)
         self.provision_dir = provision_dir
         self.policy = policy
+        self.git = GitActor(self.desired_dir)  # the actor of file changes, cached per HEAD
         self.cache = DesiredCache(settle=settle, writes=writes)
         self.last_good: DesiredState | None = None
         self.unsettled: Unsettled | None = None
@@ -361,8 +381,10 @@ class Reconciler:
                 self.gate.record(view)
             queued, verdict = 0, view.verdict
             if view.plan.changes and not view.plan.refusal:
-                queued = len(enqueue(store=self.store, view=view,
-                                     commit=desired_commit(directory=self.desired_dir)))
+                attribution = file_attribution(git=self.git, runner=daemon_actor(),
+                                               files_version=self.cache.generation)
+                queued = len(enqueue(store=self.store, view=view, commit=self.git.commit(),
+                                     attribution=attribution))
         return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed),
                           held=len(verdict.held) if verdict else 0, deferred=len(verdict.deferred) if verdict else 0)
 

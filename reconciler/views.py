@@ -14,6 +14,7 @@ from typing import Protocol
 
 from .models import Event, Hold, ObservedResource
 from .plan import Plan
+from .policy import Verdict
 from .render import render_json, render_text
 from .status import Daemon, event_json, hold_json, row_json
 from .terminal import printable
@@ -27,7 +28,7 @@ class View(Protocol):
     @property
     def progress_to_stderr(self) -> bool: ...
 
-    def plan(self, plan: Plan) -> str: ...
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str: ...
 
     def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
               holds: dict[str, Hold] | None = None) -> str: ...
@@ -42,8 +43,8 @@ class TextView:
     colour: bool = False
     progress_to_stderr: bool = False
 
-    def plan(self, plan: Plan) -> str:
-        return render_text(plan, colour=self.colour)
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str:
+        return render_text(plan, colour=self.colour, verdict=verdict)
 
     def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
               holds: dict[str, Hold] | None = None) -> str:
@@ -66,8 +67,8 @@ class TextView:
 class JsonView:
     progress_to_stderr: bool = True
 
-    def plan(self, plan: Plan) -> str:
-        return render_json(plan)
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str:
+        return render_json(plan, verdict=verdict)
 
     def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
               holds: dict[str, Hold] | None = None) -> str:

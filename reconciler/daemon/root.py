@@ -14,6 +14,7 @@ import functools
 import os
 import signal
 
+from ..actor import daemon_actor
 from ..drift import DriftLoop, DriftReport, DriftSettings
 from ..engine import Reconciler
 from ..errors import SpecError
@@ -74,7 +75,8 @@ class Daemon:
                                settings=DriftSettings(interval=options.drift_interval,
                                                       concurrency=options.check_concurrency,
                                                       timeout=options.check_timeout,
-                                                      unhealthy_after=options.unhealthy_after),
+                                                      unhealthy_after=options.unhealthy_after,
+                                                      actor=daemon_actor()),
                                may_run=self.election.may_plan, on_report=self._drifted)
         self.watcher = DesiredWatcher(directory=options.desired, tracker=self.writes, on_change=self.passes.request,
                                       log=self.log)
@@ -89,7 +91,7 @@ class Daemon:
 
     def _governor(self) -> Governor:
         """policy.yaml, loaded now: one that does not load refuses the start (SpecError, file:line, exit 1)."""
-        from ..liveness import HOST
+        from ..actor import daemon_actor
         from ..policy import load_policy
         from ..policysource import PolicySource, policy_path
 
@@ -104,7 +106,7 @@ class Daemon:
         if source.policy is not None:
             self.log.info("policy loaded", policy=str(path))
         return Governor(source=source, store=self.store, metrics=self.metrics, log=self.log,
-                        allow_mass_delete=self.options.allow_mass_delete, actor=f"daemon:{HOST}")
+                        allow_mass_delete=self.options.allow_mass_delete, actor=daemon_actor())
 
     def _election(self) -> Election:
         if self.shared:

@@ -6,7 +6,7 @@ the daemon, `refused_plan` for the CLI). `plan_fleet` in engine.py calls it for 
 """
 
 from .evaluate import evaluate, held_plan, refused_plan
-from .load import POLICY_ENV, POLICY_FILE, default_policy_path, find_policy, load_policy, parse_policy
+from .load import POLICY_ENV, POLICY_FILE, PolicyError, default_policy_path, find_policy, load_policy, parse_policy
 from .model import (
     Governance,
     Held,
@@ -20,6 +20,6 @@ from .model import (
     Violation,
 )
 
-__all__ = ["POLICY_ENV", "POLICY_FILE", "Governance", "Held", "Mode", "Place", "Policy", "PolicyWarning", "Rule",
-           "Usage", "Verdict", "Violation", "default_policy_path", "evaluate", "find_policy", "held_plan",
-           "load_policy", "parse_policy", "refused_plan"]
+__all__ = ["POLICY_ENV", "POLICY_FILE", "Governance", "Held", "Mode", "Place", "Policy", "PolicyError",
+           "PolicyWarning", "Rule", "Usage", "Verdict", "Violation", "default_policy_path", "evaluate", "find_policy",
+           "held_plan", "load_policy", "parse_policy", "refused_plan"]

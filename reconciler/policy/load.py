@@ -9,6 +9,7 @@ default place is means no policy (None): no limits beyond today's mass-delete gu
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ MASS_DELETE_KEYS = ("minimum", "fraction")
 KEY_DEPTH = 4  # allowed.owners.<owner>.regions, quotas.per_owner_runtime_target.<owner>.<target>
 
 
+class PolicyError(SpecError):
+    """policy.yaml does not load: every problem with file, line and field (a SpecError, shown alike)."""
+
+
 def default_policy_path(*, desired: Path) -> Path:
     """policy.yaml in the directory that contains desired/, whatever the working directory."""
     return Path(desired).absolute().parent / POLICY_FILE
@@ -66,16 +71,16 @@ def find_policy(*, given: Path | None, desired: Path) -> Policy | None:
 
 def load_policy(*, path: Path) -> Policy:
     """Read and validate one policy file; SpecError with file:line for anything wrong."""
-    name = str(path)
+    name = _shown_path(path)
     try:
         with open_regular(path) as stream:
             data = stream.read()
     except FileNotFoundError:
-        raise SpecError([SpecProblem(name, 0, "", "no such policy file")]) from None
+        raise PolicyError([SpecProblem(name, 0, "", "no such policy file")]) from None
     except NotRegular as exc:
-        raise SpecError([SpecProblem(name, 0, "", str(exc.strerror))]) from None
+        raise PolicyError([SpecProblem(name, 0, "", str(exc.strerror))]) from None
     except OSError as exc:
-        raise SpecError([SpecProblem(name, 0, "", f"cannot read: {exc.strerror}")]) from None
+        raise PolicyError([SpecProblem(name, 0, "", f"cannot read: {exc.strerror}")]) from None
     return parse_policy(text=data, name=name)
 
 
@@ -84,17 +89,17 @@ def parse_policy(*, text: str | bytes, name: str) -> Policy:
     try:
         documents = [doc for doc in load_documents(text, key_depth=KEY_DEPTH) if doc.value is not None]
     except YamlProblem as exc:
-        raise SpecError([SpecProblem(name, exc.line, exc.field, exc.message, exc.column)]) from None
+        raise PolicyError([SpecProblem(name, exc.line, exc.field, exc.message, exc.column)]) from None
     if not documents:
         return Policy(file=name)
     doc = documents[0]
     if len(documents) > 1 or not isinstance(doc.value, dict):
-        raise SpecError([SpecProblem(name, doc.line, "", "expected one mapping with "
+        raise PolicyError([SpecProblem(name, doc.line, "", "expected one mapping with "
                                      + ", ".join(f"`{key}:`" for key in TOP_KEYS))])
     reader = _Reader(name=name, doc=doc)
     policy = reader.policy(doc.value)
     if reader.problems:
-        raise SpecError(reader.problems)
+        raise PolicyError(reader.problems)
     return policy
 
 
@@ -238,6 +243,12 @@ class _Reader:
             fraction = MASS_DELETE_FRACTION
         return MassDelete(minimum=minimum.value if minimum else MASS_DELETE_MINIMUM, fraction=float(fraction),
                           place=self.place("changes.mass_delete"))
+
+
+def _shown_path(path: Path) -> str:
+    """As a compiler prints paths: relative to the working directory when below it (spec.display_path)."""
+    text = os.path.relpath(path)
+    return str(path) if text.startswith("..") else text
 
 
 def _shown(value: Any) -> str:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 DEFAULT_KEY = "default"  # in a per-owner/region/target table: the limit of every name not listed
 # the mass-delete guard's built-in settings (plan.PlanPolicy's defaults)
@@ -259,6 +260,8 @@ class Governance:
     `changes.max_per_owner_per_hour`). `budgets` False (the CLI): a blocking violation refuses the
     plan as a whole; True (the daemon's pass, the API): violators are held and changes over a change
     limit deferred, the rest goes ahead. `known_targets`: for warnings about unknown runtime_targets.
+    `reason` and `actor`: why and by whom the overrides were asked for; the job of every resource an
+    override let through records them (`JobRequest.details["override"]`, see `override_details`).
     """
 
     policy: Policy | None
@@ -266,3 +269,13 @@ class Governance:
     started_last_hour: Mapping[str, int] = field(default_factory=lambda: _NO_STARTS)
     budgets: bool = False
     known_targets: frozenset[str] | None = None
+    reason: str | None = None
+    actor: str | None = None
+
+    def override_details(self, verdict: Verdict | None, resource_id: str) -> dict[str, Any] | None:
+        """`{"override": {"rules", "reason", "actor"}}` for a resource an override let through, else None.
+        The rules are the ones this resource exceeded (not every rule named on the command line)."""
+        rules = verdict.overridden.get(resource_id) if verdict is not None else None
+        if not rules:
+            return None
+        return {"override": {"rules": sorted(map(str, rules)), "reason": self.reason, "actor": self.actor}}

@@ -140,10 +140,10 @@ def test_a_database_from_before_the_policy_opens_and_its_jobs_count_for_their_ow
     """Issue 15's migration on an older file: the holds table appears, every old job gets its owner."""
     import sqlite_utils
 
-    from reconciler.store.migrations import MIGRATIONS, _v4_policy_holds
+    from reconciler.store.migrations import MIGRATIONS, _v5_policy_holds
 
     path = tmp_path / "old.db"
-    before = MIGRATIONS.index(_v4_policy_holds)
+    before = MIGRATIONS.index(_v5_policy_holds)
     with sqlite3.connect(path) as conn:
         db = sqlite_utils.Database(conn)
         for migration in MIGRATIONS[:before]:
