@@ -10,7 +10,6 @@ changes, so an idle pass can tell that nothing it decides from moved.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -94,10 +93,3 @@ class PolicySource(Generic[P]):
             return [str(problem) for problem in self.error.problems]
         return [str(self.error)]
 
-
-def policy_path(*, desired: Path, given: str | os.PathLike[str] | None) -> tuple[Path, bool]:
-    """The policy file and whether it was named: `--policy`/RECONCILER_POLICY, else policy.yaml in the
-    directory that holds desired/ (so CI and the daemon find the same file whatever their working directory)."""
-    if given:
-        return Path(given), True
-    return Path(desired).absolute().parent / "policy.yaml", False

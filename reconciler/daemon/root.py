@@ -92,10 +92,11 @@ class Daemon:
     def _governor(self) -> Governor:
         """policy.yaml, loaded now: one that does not load refuses the start (SpecError, file:line, exit 1)."""
         from ..actor import daemon_actor
-        from ..policy import load_policy
-        from ..policysource import PolicySource, policy_path
+        from ..policy import default_policy_path, load_policy
+        from ..policysource import PolicySource
 
-        path, named = policy_path(desired=self.options.desired, given=self.options.policy)
+        named = self.options.policy is not None
+        path = self.options.policy or default_policy_path(desired=self.options.desired)
         source = PolicySource(path=path, load=lambda file: load_policy(path=file), required=named,
                               settle=self.options.settle, writes=self.writes)
         try:

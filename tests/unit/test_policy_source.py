@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from reconciler.errors import SpecError, SpecProblem
-from reconciler.policysource import PolicySource, policy_path
+from reconciler.policysource import PolicySource
 
 
 def load(path: Path) -> int:
@@ -30,11 +30,6 @@ def aged(path: Path, text: str) -> None:
     path.write_text(text)
     past = time.time() - 60
     os.utime(path, (past, past))
-
-
-def test_the_policy_file_sits_beside_desired_unless_named(tmp_path):
-    assert policy_path(desired=tmp_path / "repo" / "desired", given=None) == (tmp_path / "repo" / "policy.yaml", False)
-    assert policy_path(desired=tmp_path / "desired", given="/etc/p.yaml") == (Path("/etc/p.yaml"), True)
 
 
 def test_a_policy_that_does_not_load_at_start_refuses_it(tmp_path):
@@ -139,7 +134,8 @@ def test_holds_name_every_rule_a_resource_breaks_and_where_it_is_written():
     assert by_rule(holds) == {"allowed.regions": 1, "quotas.per_owner": 1}
     refusal = refusal_of(verdict=verdict, resource_id="a3")
     assert refusal is not None and refusal.rules == ("allowed.regions", "quotas.per_owner") and not refusal.budget
-    assert refusal.places == ("policy.yaml:2", "policy.yaml:4") and refusal_of(verdict=verdict, resource_id="a1") is None
+    assert refusal.places == ("policy.yaml:2", "policy.yaml:4")
+    assert refusal_of(verdict=verdict, resource_id="a1") is None
 
 
 def test_a_used_up_budget_defers_rather_than_refuses():
