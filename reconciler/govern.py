@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from .defects import defect_enabled
 from .engine import PlanView, Refusal, governance, with_api_desired
 from .models import Hold, ObservedResource, ResourceSpec, iso, utcnow
 from .policy import Governance, Policy, Rule, Verdict, Violation, evaluate
@@ -76,7 +77,7 @@ class Governor:
     def governance(self) -> Governance | None:
         """What this pass is governed by: the policy in force and the hourly window (None: no policy)."""
         policy = self.source.policy
-        if policy is None:
+        if policy is None or defect_enabled("policy-ignored"):  # test-only, see reconciler/defects.py
             return Governance(policy=None, overrides=self.overrides) if self.overrides else None
         return governance(policy=policy, store=self.store, overrides=self.overrides, budgets=True)
 

@@ -116,3 +116,26 @@ def test_holds_and_job_owners_survive_export_and_import(url, tmp_path):
         target.close()
     finally:
         store.close()
+
+
+def test_a_postgresql_database_from_before_the_policy_migrates_and_counts_old_jobs(pg_url):
+    """The holds migration on an older PostgreSQL schema: every existing job gets its spec's owner."""
+    import psycopg
+
+    from reconciler.store.migrations import MIGRATIONS, PG_MIGRATIONS, _v5_policy_holds
+
+    before = MIGRATIONS.index(_v5_policy_holds)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE reconciler_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO reconciler_schema (version) VALUES (%s)", (before,))
+        for statements in PG_MIGRATIONS[:before]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute("INSERT INTO jobs (job_id, resource_id, action, status, spec_json, created_at)"
+                     " VALUES ('job-1', 'a1', 'create', 'succeeded', %s, %s)",
+                     (spec("a1", "acme").model_dump_json(), at(5)))
+    store = open_store(url=pg_url)
+    try:
+        assert store.jobs_per_owner(since=at(0)) == {"acme": 1} and store.holds() == {}
+    finally:
+        store.close()
