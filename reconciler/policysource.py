@@ -46,6 +46,10 @@ class PolicySource(Generic[P]):
             return
         self.policy, self._stamp = self._load(self.path), stamp
 
+    def forget(self) -> None:
+        """Read the file again at the next refresh, changed or not (SIGHUP)."""
+        self._stamp = None
+
     def refresh(self) -> float:
         """Load again if the file changed; seconds until a change still being written may count (0: none)."""
         if self.path is None:

@@ -159,9 +159,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
 
     def reload(self) -> None:
-        """SIGHUP: re-read target settings and every desired file; READY=1 follows the next pass."""
+        """SIGHUP: re-read target settings, every desired file and the policy; READY=1 follows the next pass."""
         self.reporter.reloading()
         self.workers.reload()
+        self.governor.source.forget()  # and policy.yaml
         self.passes.refresh("reload")
 
     def stop(self) -> None:

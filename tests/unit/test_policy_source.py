@@ -148,3 +148,16 @@ def test_a_used_up_budget_defers_rather_than_refuses():
         ("a2", ("changes.max_per_owner_per_hour",), True), ("a3", ("changes.max_per_owner_per_hour",), True)]
     refusal = refusal_of(verdict=verdict, resource_id="a2")
     assert refusal is not None and refusal.budget and refusal.places == ("policy.yaml:2",)
+
+
+def test_forget_reads_an_unchanged_file_again(tmp_path):
+    path = tmp_path / "policy.yaml"
+    aged(path, "limit: 5\n")
+    reads = []
+    source = PolicySource(path=path, load=lambda p: reads.append(p) or load(p))
+    source.start()
+    source.refresh()
+    assert len(reads) == 1
+    source.forget()
+    source.refresh()
+    assert len(reads) == 2 and source.policy == 5
