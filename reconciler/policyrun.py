@@ -62,15 +62,16 @@ class CheckReport:
     held: tuple[Violation, ...]  # violations holding a change now (the daemon would hold these)
     live: tuple[Violation, ...]  # live resources breaking a rule, reported (never torn down)
     over_quota: tuple[Violation, ...]  # buckets whose live resources exceed a quota
+    mode: Mode = Mode.ENFORCE  # what the file says (the check enforces it either way)
 
     @property
     def clean(self) -> bool:
         return not (self.held or self.live or self.over_quota or self.verdict.deferred)
 
     def json(self) -> dict[str, Any]:
-        line = _entry
-        return {"policy": verdict_json(self.verdict), "would_hold": [line(v) for v in self.held],
-                "live": [line(v) for v in self.live], "over_quota": [line(v) for v in self.over_quota]}
+        return {"policy": verdict_json(self.verdict), "mode_in_file": str(self.mode),
+                "would_hold": [_entry(v) for v in self.held], "live": [_entry(v) for v in self.live],
+                "over_quota": [_entry(v) for v in self.over_quota]}
 
 
 def check_policy(*, policy: Policy, desired: DesiredState, fleet: Fleet, store: BudgetReader | None,
@@ -86,7 +87,7 @@ def check_policy(*, policy: Policy, desired: DesiredState, fleet: Fleet, store: 
     live = tuple(v for v in verdict.violations if not v.blocking and v.resource_id is not None
                  and _is_live(rows.get(v.resource_id)))
     over = tuple(v for v in verdict.violations if v.resource_id is None and v.rule in QUOTA_RULES)
-    return CheckReport(view=view, verdict=verdict, held=held, live=live, over_quota=over)
+    return CheckReport(view=view, verdict=verdict, held=held, live=live, over_quota=over, mode=policy.mode)
 
 
 def _is_live(row: ObservedResource | None) -> bool:
@@ -101,7 +102,7 @@ def _entry(violation: Violation) -> dict[str, Any]:
 def check_text(report: CheckReport) -> str:
     """The text of `policy check`."""
     verdict, file = report.verdict, report.verdict.policy.file
-    out = [f"Policy {file} (checked as enforced; the file says {report.verdict.policy.mode}) against "
+    out = [f"Policy {file} (checked as enforced; the file says {report.mode}) against "
            f"{report.view.plan.live} live resources:"]
     sections = (("would hold (a change the daemon would not start)", report.held, "✗"),
                 ("live resources breaking a rule (kept as they are, reported)", report.live, "!"),
