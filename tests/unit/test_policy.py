@@ -379,3 +379,51 @@ def test_plan_fleet_refuses_for_the_cli_and_holds_for_the_daemon() -> None:
     assert [(n.resource_id, n.reason) for n in daemon.plan.waiting] == [("c", Reason.POLICY)]
     plain = plan_fleet(desired=DesiredState(resources=wanted), fleet=fleet, policy=PlanPolicy())
     assert plain.verdict is None and len(plain.plan.changes) == 3
+
+
+# --- the committed JSON Schema (policy.schema.json) agrees with the loader ----------------------------
+
+SCHEMA_EXAMPLES = [
+    (FULL, True),
+    ("", True),
+    ("mode: warn\n", True),
+    ("quotas: {per_owner_runtime_target: {default: {default: 3, aws: 1}}}\n", True),
+    ("allowed: {owners: {acme: {protected: false}}}\n", True),
+    ("changes: {mass_delete: {fraction: 1}}\n", True),
+    ("mode: strict\n", False),
+    ("quotas: {totl: 5}\n", False),
+    ("quotas: {total: -1}\n", False),
+    ("quotas: {total: 1.5}\n", False),
+    ("quotas: {per_owner: {acme: many}}\n", False),
+    ("quotas: {per_owner_runtime_target: {acme: 3}}\n", False),
+    ("allowed: {regions: eu-west-1}\n", False),
+    ("allowed: {regions: ['']}\n", False),
+    ("allowed: {deploy_ref: 3}\n", False),
+    ("allowed: {owners: {acme: {region: [x]}}}\n", False),
+    ("allowed: {owners: {acme: {protected: maybe}}}\n", False),
+    ("params: {required: size}\n", False),
+    ("changes: {max_per_plan: {replace: 1}}\n", False),
+    ("changes: {mass_delete: {fraction: 2}}\n", False),
+    ("changes: {max_per_owner_per_hour: true}\n", False),
+    ("unknown: 1\n", False),
+]
+
+
+@pytest.mark.parametrize(("text", "valid"), SCHEMA_EXAMPLES)
+def test_the_schema_and_the_loader_agree(text: str, valid: bool) -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    from tests.support import ROOT
+
+    schema = json.loads((ROOT / "policy.schema.json").read_text())
+    value = yaml.safe_load(text) or {}
+    by_schema = not list(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    try:
+        policy(text)
+        by_loader = True
+    except SpecError:
+        by_loader = False
+    assert (by_schema, by_loader) == (valid, valid)
