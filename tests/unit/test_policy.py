@@ -427,3 +427,20 @@ def test_the_schema_and_the_loader_agree(text: str, valid: bool) -> None:
     except SpecError:
         by_loader = False
     assert (by_schema, by_loader) == (valid, valid)
+
+
+def test_the_readme_lists_every_rule_code_and_the_schema_every_key() -> None:
+    import json
+
+    from reconciler.policy.load import ALLOWED_KEYS, CHANGES_KEYS, QUOTA_KEYS, TOP_KEYS
+    from tests.support import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    assert [rule for rule in Rule if f"`{rule}`" not in readme] == []
+    schema = json.loads((ROOT / "policy.schema.json").read_text())
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(schema)
+    props = schema["properties"]
+    assert (tuple(props), tuple(props["quotas"]["properties"]), tuple(props["allowed"]["properties"]),
+            tuple(props["changes"]["properties"])) == (TOP_KEYS, QUOTA_KEYS, ALLOWED_KEYS, CHANGES_KEYS)
