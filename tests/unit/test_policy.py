@@ -444,3 +444,22 @@ def test_the_readme_lists_every_rule_code_and_the_schema_every_key() -> None:
     props = schema["properties"]
     assert (tuple(props), tuple(props["quotas"]["properties"]), tuple(props["allowed"]["properties"]),
             tuple(props["changes"]["properties"])) == (TOP_KEYS, QUOTA_KEYS, ALLOWED_KEYS, CHANGES_KEYS)
+
+
+def test_the_plan_text_shows_the_verdict_capped_per_rule_and_the_json_every_violation() -> None:
+    from reconciler.render import plan_json, render_text
+
+    items = [spec(f"r{i:02d}") for i in range(30)]
+    plan, verdict = judge("quotas: {per_owner: {acme: 2}}", items)
+    shown = refused_plan(plan, verdict)
+    text = render_text(shown, colour=False, verdict=verdict)
+    assert "Policy policy.yaml (enforce): 28 blocking, 28 held." in text
+    assert text.count("✗ desired/f.yaml:") == 20
+    assert "policy.yaml: quotas.per_owner: … and 8 more (-o json lists every one)" in text
+    assert "Refused: the plan violates the policy in policy.yaml (28 violations of quotas.per_owner)" in text
+    section = plan_json(shown, verdict=verdict)["policy"]
+    assert len(section["violations"]) == 28 and section["usage"] == {"acme": {"count": 2, "limit": 2}}
+    assert section["violations"][0] | {"message": ""} == {
+        "rule": "quotas.per_owner", "resource_id": "r02", "message": "", "blocking": True, "overridden": False,
+        "resource_at": "desired/f.yaml:3", "rule_at": "policy.yaml:1"}
+    assert "policy" not in plan_json(plan)  # no policy: the JSON is as it was
