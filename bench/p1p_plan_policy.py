@@ -17,13 +17,15 @@ from .harness import Case, Ctx, Row, reconciler_argv, reconciler_env, run_checke
 ID = "P1p"
 TITLE = "plan -o json with a policy of 36 rules vs without"
 
-# 36 rules over every kind (quotas in each dimension, allowed values, params, change limits), all passed
+# 36 rules (limits and lists) over every kind (quotas in each dimension, allowed values, params, change limits), all passed
 # by the bench fleet (owners owner-00..owner-96, three regions, runtime_target local, deploy_ref v1.4.2)
 POLICY = """\
 mode: enforce
 quotas:
   total: 1000000
-  per_owner: {default: 5000, owner-01: 6000, owner-02: 6000, owner-03: 6000, owner-04: 6000, owner-05: 6000}
+  per_owner: {default: 5000, owner-01: 6000, owner-02: 6000, owner-03: 6000, owner-04: 6000, owner-05: 6000,
+              owner-06: 6000, owner-07: 6000, owner-08: 6000, owner-09: 6000, owner-10: 6000, owner-11: 6000,
+              owner-12: 6000}
   per_region: {eu-west-1: 400000, us-east-1: 400000, ap-south-1: 400000}
   per_runtime_target: {local: 1000000, aws: 1000}
   per_owner_runtime_target:
