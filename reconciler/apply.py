@@ -30,6 +30,8 @@ from .engine import (
 )
 from .models import utcnow
 from .options import Mode, PlanOptions, RunOptions
+from .policy import Policy
+from .policyrun import run_governance
 from .runner import dropped_env, read_pass_env
 from .spec import DesiredState
 from .store import open_store
@@ -52,6 +54,7 @@ class ApplyOptions:
     view: View
     yes: bool = False
     mode: Mode = Mode.APPLY
+    policy: Policy | None = None  # policy.yaml in force (loaded before anything is opened or queued)
 
 
 def run_apply(*, settings: Any, options: ApplyOptions) -> int:
@@ -59,7 +62,7 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     config = _engine_config(settings=settings, options=options, store=store)  # bad settings: before any queueing
     expire_dead_leases(store=store, now=utcnow())
     view = _plan(settings=settings, options=options, store=store)
-    click.echo(options.view.plan(view.plan), nl=False)
+    click.echo(options.view.plan(view.plan, verdict=view.verdict), nl=False)
     if view.plan.refusal:
         return 1
     scope = plan_scope(view.plan)
@@ -120,7 +123,9 @@ def _plan(*, settings: Any, options: ApplyOptions, store: SQLStore) -> PlanView:
     fleet = read_fleet(store=store, with_api=not destroy)
     desired = DesiredState(resources={}) if destroy else load_files(
         directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
-    return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets)
+    governed = run_governance(policy=options.policy, store=store, planning=options.plan, provision=settings.provision)
+    return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets,
+                      governance=governed)
 
 
 def _confirmed(*, options: ApplyOptions) -> bool:

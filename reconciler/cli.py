@@ -36,6 +36,7 @@ class Settings:
     provision: Path
     work_dir: Path
     settle: float = 0.15  # RECONCILER_SETTLE: seconds a changed desired file must stay unchanged
+    policy: Path | None = None  # --policy / RECONCILER_POLICY; None: policy.yaml beside desired/, if there
 
     def given(self, **here: Any) -> Settings:
         """These settings with the ones given after the subcommand (not None) in their place: those win."""
@@ -64,7 +65,8 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         except SpecError as exc:
             _spec_problems(exc)
             count = len(exc.problems)
-            _fail(f"{count} problem{'s' if count != 1 else ''} in the desired state; nothing was changed")
+            where = "the policy file" if type(exc).__name__ == "PolicyError" else "the desired state"
+            _fail(f"{count} problem{'s' if count != 1 else ''} in {where}; nothing was changed")
         except ReconcilerError as exc:
             _fail(str(exc))
 
@@ -141,6 +143,9 @@ _SETTINGS = (
      "Directory of provision/teardown scripts"),
     ("--work-dir", "work_dir", dict(type=click.Path(path_type=Path), default=".reconciler/work"), "RECONCILER_WORK_DIR",
      "Per-resource working directories for the scripts"),
+    ("--policy", "policy", dict(type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE"),
+     "RECONCILER_POLICY", "Policy file (quotas, allowed values, change limits); default: policy.yaml in the "
+     "directory that contains --desired, when it exists"),
 )
 
 
@@ -193,7 +198,7 @@ def _grouped(into: str, build: Callable[..., Any], *options: Callable[..., Any])
 @_main_settings
 @click.version_option(package_name="reconciler")
 @click.pass_context
-def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: Path) -> None:
+def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: Path, policy: Path | None) -> None:
     """Reconcile desired/ (YAML in git) with the observed fleet by running your provisioning scripts."""
     from .settle import settle_from_env
 
@@ -202,7 +207,8 @@ def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: 
     except ValueError as exc:
         _fail(str(exc))
     # Absolute: scripts run inside their work dir, so a relative RECONCILER_WORKDIR would nest twice.
-    ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir.absolute(), settle=settle)
+    ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir.absolute(), settle=settle,
+                       policy=policy)
 
 
 
@@ -215,15 +221,43 @@ def _view(output: str) -> View:
 
 
 def _plan_options(*, into: str = "planning") -> Callable[..., Any]:
-    from .options import PlanOptions
-
     return _grouped(
-        into, PlanOptions,
+        into, _planning,
         click.option("--target", "targets", multiple=True, metavar="ID",
                      help="Limit to this resource id (repeatable)."),
         click.option("--allow-mass-delete", is_flag=True,
-                     help="Allow a plan that deletes every live resource or more than max(10, 25%)."),
+                     help="Allow a plan that deletes every live resource or more than max(10, 25%) "
+                          "(the override of policy rule changes.mass_delete)."),
+        *_override_options(),
     )
+
+
+def _override_options() -> list[Callable[..., Any]]:
+    return [click.option("--override", "overrides", multiple=True, metavar="RULE",
+                         help="Let this run exceed one policy rule, by the code its violation printed "
+                              "(e.g. quotas.per_owner; repeatable); needs --reason."),
+            click.option("--reason", metavar="TEXT", default=None,
+                         help="Why the overrides are needed: recorded with them, and the actor, in the events "
+                              "of every resource they let through.")]
+
+
+def _planning(*, targets: tuple[str, ...] = (), allow_mass_delete: bool = False, overrides: tuple[str, ...] = (),
+              reason: str | None = None) -> PlanOptions:
+    """PlanOptions from the flags; an unknown rule code lists the known ones, an override needs a reason."""
+    from .options import PlanOptions
+    from .policy import Rule
+
+    codes = [str(rule) for rule in Rule]
+    unknown = [name for name in overrides if name not in codes]
+    if unknown:
+        raise click.UsageError(f"--override {unknown[0]}: no such policy rule; the rule codes are: "
+                               + ", ".join(codes))
+    if overrides and not (reason or "").strip():
+        raise click.UsageError("--override needs --reason TEXT: why this run may exceed the rule (it is recorded)")
+    if reason is not None and not overrides:
+        raise click.UsageError("--reason goes with --override RULE")
+    return PlanOptions(targets=targets, allow_mass_delete=allow_mass_delete,
+                       overrides=frozenset(Rule(name) for name in overrides), reason=reason)
 
 
 _output_option = click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Plan format.")
@@ -233,18 +267,40 @@ _output_option = click.option("--output", "-o", type=OUTPUT, default="text", sho
 @_with_settings
 @_guarded
 def validate(settings: Settings) -> None:
-    """Check desired/ without touching the database (for pre-commit hooks and CI).
+    """Check desired/ (and the policy, when there is one) without touching the database (for pre-commit
+    hooks and CI). Policy violations are errors (exit 1) unless the policy says `mode: warn`.
 
     \b
     Example:
-      reconciler validate --desired ./desired
+      reconciler validate --desired ./desired --policy ./policy.yaml
     """
     from .engine import load_files
+    from .policyrun import policy_in_force, validate_verdict
 
-    state = load_files(directory=settings.desired, settle=settings.settle,
-                       provision_dir=settings.provision if settings.provision.is_dir() else None)
+    provision = settings.provision if settings.provision.is_dir() else None
+    state = load_files(directory=settings.desired, settle=settings.settle, provision_dir=provision)
+    policy = policy_in_force(given=settings.policy, desired=settings.desired)
     count = len(state.resources)
-    click.echo(f"{settings.desired}: {count} resource{'s' if count != 1 else ''}, valid.")
+    found = f"{settings.desired}: {count} resource{'s' if count != 1 else ''}"
+    if policy is None:
+        click.echo(f"{found}, valid.")
+        return
+    verdict = validate_verdict(policy=policy, desired=state, provision=provision)
+    _policy_lines(verdict)
+    blocking = len(verdict.blocking)
+    if blocking:
+        _fail(f"{blocking} violation{'s' if blocking != 1 else ''} of the policy in {policy.file}")
+    click.echo(f"{found}, valid; policy {policy.file} ({policy.mode}): "
+               f"{len(verdict.violations)} reported, {len(verdict.warnings)} warnings.")
+
+
+def _policy_lines(verdict: Any) -> None:
+    """Every violation and warning on stderr: `error:` blocks, `warning:` is reported only."""
+    from .policy.report import verdict_lines
+    from .terminal import printable
+
+    for severity, line in verdict_lines(verdict):
+        click.echo(printable(f"{'error' if severity == 'error' else 'warning'}: {line}"), err=True)
 
 
 @main.command()
@@ -266,14 +322,19 @@ def plan(settings: Settings, output: str, planning: PlanOptions, detailed_exitco
 
 def _show_plan(*, settings: Settings, view: View, planning: PlanOptions, detailed_exitcode: bool) -> None:
     from .engine import load_files, plan_fleet, read_fleet
+    from .policyrun import policy_in_force, run_governance
 
-    fleet = read_fleet(store=_read_store(settings))
+    store = _read_store(settings)
+    fleet = read_fleet(store=store)
     desired = load_files(directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
-    planned = plan_fleet(desired=desired, fleet=fleet, policy=planning.policy(), targets=planning.targets).plan
-    click.echo(view.plan(planned), nl=False)
-    if planned.refusal:
+    policy = policy_in_force(given=settings.policy, desired=settings.desired)
+    governance = run_governance(policy=policy, store=store, planning=planning, provision=settings.provision)
+    planned = plan_fleet(desired=desired, fleet=fleet, policy=planning.policy(), targets=planning.targets,
+                         governance=governance)
+    click.echo(view.plan(planned.plan, verdict=planned.verdict), nl=False)
+    if planned.plan.refusal:
         sys.exit(1)
-    if detailed_exitcode and (planned.has_changes or planned.pending):
+    if detailed_exitcode and (planned.plan.has_changes or planned.plan.pending):
         sys.exit(2)
 
 
@@ -348,8 +409,11 @@ def _apply(*, settings: Settings, planning: PlanOptions, run: RunOptions, yes: b
            destroy: bool) -> NoReturn:
     from .apply import ApplyOptions, run_apply
     from .options import Mode
+    from .policyrun import policy_in_force
 
-    options = ApplyOptions(plan=planning, run=run, view=view, yes=yes, mode=Mode.DESTROY if destroy else Mode.APPLY)
+    policy = policy_in_force(given=settings.policy, desired=settings.desired)
+    options = ApplyOptions(plan=planning, run=run, view=view, yes=yes, mode=Mode.DESTROY if destroy else Mode.APPLY,
+                           policy=policy)
     sys.exit(run_apply(settings=settings, options=options))
 
 
@@ -357,23 +421,27 @@ def _apply(*, settings: Settings, planning: PlanOptions, run: RunOptions, yes: b
 @click.option("--target", "targets", multiple=True, metavar="ID", help="Limit to this resource id (repeatable).")
 @_yes_option
 @_run_options()
+@_grouped("exceeding", lambda *, overrides, reason: (overrides, reason), *_override_options())
 @_with_settings
 @_guarded
-def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: RunOptions) -> None:
+def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: RunOptions,
+            exceeding: tuple[tuple[str, ...], str | None]) -> None:
     """Tear down every resource (or --target ones) as if desired/ were empty; protected ones are kept.
 
-    Refused while a daemon holds the database: its next pass would create everything again.
+    Refused while a daemon holds the database: its next pass would create everything again. The policy's
+    rules on deletes hold (protected owners, changes.max_per_plan.delete); --override exceeds one.
 
     \b
     Example:
       reconciler destroy --target acme-staging --yes
     """
-    from .options import PlanOptions
     from .views import TextView
 
     _refuse_while_daemon_runs(settings=settings, command="destroy")
-    _apply(settings=settings, planning=PlanOptions(targets=targets, allow_mass_delete=True), run=run, yes=yes,
-           view=TextView(colour=_colour()), destroy=True)
+    overrides, reason = exceeding
+    planning = replace(_planning(targets=targets, allow_mass_delete=True, overrides=overrides, reason=reason),
+                       mass_delete_by="destroy")
+    _apply(settings=settings, planning=planning, run=run, yes=yes, view=TextView(colour=_colour()), destroy=True)
 
 
 @main.command()
@@ -397,7 +465,7 @@ def status(settings: Settings, resource_id: str | None, output: str) -> None:
         click.echo(view.resource(row=row, events=store.events(resource_id, limit=10)), nl=False)
         return
     click.echo(view.fleet(rows=read.rows(store=store), daemon=read.daemon_holder(store=store),
-                          database=store is not None), nl=False)
+                          database=store is not None, holds=read.holds(store=store)), nl=False)
 
 
 @main.command()
@@ -597,7 +665,7 @@ def daemon(settings: Settings, loop: LoopOptions, checks: CheckOptions, run: Run
         allow_mass_delete=loop.allow_mass_delete, retry=run.retry, api=serving.listen,
         api_token_file=serving.token_file, api_tokens=serving.tokens, busy_timeout=leases.busy_timeout,
         lease_seconds=leases.lease_seconds,
-        lock_ttl=leases.lock_ttl, leader_ttl=leases.leader_ttl, settle=loop.settle,
+        lock_ttl=leases.lock_ttl, leader_ttl=leases.leader_ttl, settle=loop.settle, policy=settings.policy,
     )
     sys.exit(run_daemon(options=options))
 
@@ -729,6 +797,51 @@ def token_create(name: str, scopes: list[Any], output: str) -> None:
     click.echo(f"Token for {name} (shown this once; nothing stores it):\n\n  {secret}\n\n"
                "Add this entry to the tokens file (--api-tokens), then reload the daemon (SIGHUP):\n")
     click.echo(entry, nl=False)
+@main.group("policy", cls=_UsageExit1)
+def policy_group() -> None:
+    """Inspect policy.yaml (--policy FILE) against the fleet.
+
+    \b
+    Example:
+      reconciler policy check --policy ./policy.yaml
+    """
+
+
+@policy_group.command("check")
+@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+@_with_settings
+@_guarded
+def policy_check(settings: Settings, output: str) -> None:
+    """List what the policy, enforced, would hold now, and the live resources that break it (exit 1 if any).
+
+    Evaluates as the daemon's pass would, even for a policy in `mode: warn`, so a policy can be tried
+    before it is enforced. Live resources over a quota are reported, never torn down.
+
+    \b
+    Example:
+      reconciler policy check --policy ./new-policy.yaml -o json
+    """
+    from .engine import load_files, read_fleet
+    from .errors import ReconcilerError
+    from .policy import default_policy_path
+    from .policyrun import check_policy, check_text, policy_in_force
+
+    policy = policy_in_force(given=settings.policy, desired=settings.desired)
+    if policy is None:
+        raise ReconcilerError(f"no policy: {default_policy_path(desired=settings.desired)} does not exist "
+                              "(name one with --policy FILE)")
+    store = _read_store(settings)
+    desired = load_files(directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
+    report = check_policy(policy=policy, desired=desired, fleet=read_fleet(store=store), store=store,
+                          provision=settings.provision)
+    if output == "json":
+        click.echo(json.dumps(report.json(), indent=2))
+    else:
+        from .terminal import printable_lines
+
+        click.echo(printable_lines(check_text(report)), nl=False)
+    if not report.clean:
+        sys.exit(1)
 
 
 @main.command()

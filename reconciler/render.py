@@ -9,7 +9,8 @@ JSON shape (format_version "1.0"; fields are only ever added):
      "kept":    [{"resource_id", "reason", "reason_code", "hold"}],   # protected, skipped
      "waiting": [{"resource_id", "reason", "reason_code", "hold", "retry_at"?}],  # in progress, backoff, unhealthy
      "summary": {"create", "update", "replace", "delete", "retry", "unchanged"},
-     "refused": null | "why the plan is refused"}
+     "refused": null | "why the plan is refused",
+     "policy": {...}}  # only when a policy.yaml governs the plan: policy/report.py's verdict_json
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 from .models import REPLACE_FIELDS
 from .plan import Change, Hold, Plan, Reason
+from .policy import Verdict
+from .policy.report import verdict_json, verdict_lines, verdict_summary
 from .terminal import printable
 
 FORMAT_VERSION = "1.0"
@@ -43,8 +46,8 @@ class _Paint:
         return f"\x1b[{_COLOUR[style]}m{text}\x1b[0m" if self.colour else text
 
 
-def plan_json(plan: Plan) -> dict[str, Any]:
-    return {
+def plan_json(plan: Plan, *, verdict: Verdict | None = None) -> dict[str, Any]:
+    shown = {
         "format_version": FORMAT_VERSION,
         "changes": [
             {"resource_id": c.resource_id, "action": c.shown, "before": c.before, "after": c.after,
@@ -56,6 +59,9 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "summary": summary_counts(plan),
         "refused": plan.refusal,
     }
+    if verdict is not None:
+        shown["policy"] = verdict_json(verdict)
+    return shown
 
 
 def _held_json(change: Change) -> dict[str, Any]:
@@ -66,11 +72,11 @@ def _held_json(change: Change) -> dict[str, Any]:
     return entry
 
 
-def render_json(plan: Plan) -> str:
+def render_json(plan: Plan, *, verdict: Verdict | None = None) -> str:
     # Compact, and encoded by pydantic-core in Rust: 2x the json module at 100k changes; pipe to jq to read.
     import pydantic_core
 
-    return pydantic_core.to_json(plan_json(plan)).decode() + "\n"
+    return pydantic_core.to_json(plan_json(plan, verdict=verdict)).decode() + "\n"
 
 
 def summary_counts(plan: Plan) -> dict[str, int]:
@@ -109,11 +115,14 @@ _HELD_PHRASES = (
     (Hold.IN_PROGRESS, "resource has a job in progress", "resources have a job in progress"),
     (Hold.UNHEALTHY, "resource is unhealthy (self-heal is off)", "resources are unhealthy (self-heal is off)"),
     (Hold.PROTECTED, "protected resource kept as it is", "protected resources kept as they are"),
+    (Hold.POLICY, "resource held by the policy", "resources held by the policy"),
+    (Hold.BUDGET, "change waits for a change budget", "changes wait for a change budget"),
 )
 
 
-def render_text(plan: Plan, *, colour: bool) -> str:
-    """Resources declared through the HTTP API rather than by a file are marked as such."""
+def render_text(plan: Plan, *, colour: bool, verdict: Verdict | None = None) -> str:
+    """Resources declared through the HTTP API rather than by a file are marked as such; the policy's
+    verdict, when one governs the plan, follows the summary."""
     paint = _Paint(colour=colour)
     out: list[str] = []
     if plan.changes:
@@ -122,9 +131,22 @@ def render_text(plan: Plan, *, colour: bool) -> str:
     out.extend(_note(change, paint, "kept") for change in plan.kept)
     out.extend(_note(change, paint, "waiting") for change in plan.waiting)
     out.append(paint(summary_line(plan), "bold"))
+    if verdict is not None and (verdict.violations or verdict.warnings or verdict.deferred):
+        out.append(policy_text(verdict, paint))
     if plan.refusal:
         out.append(paint(f"\nRefused: {plan.refusal}.", "-"))
     return "\n".join(out) + "\n"
+
+
+_SEVERITY = {"error": ("✗", "-"), "warning": ("!", "warn"), "override": ("~", "~")}
+
+
+def policy_text(verdict: Verdict, paint: _Paint) -> str:
+    lines = [paint(verdict_summary(verdict), "bold")]
+    for severity, line in verdict_lines(verdict):
+        symbol, style = _SEVERITY[severity]
+        lines.append(paint(printable(f"  {symbol} {line}"), style))
+    return "\n".join(lines)
 
 
 def _note(change: Change, paint: _Paint, kind: str) -> str:

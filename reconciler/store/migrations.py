@@ -88,7 +88,22 @@ def _v4_actor(db: Any) -> None:
     db["events"].create_index(["at"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor]
+# Resources the daemon holds back because of policy.yaml (one row each, the pass's latest verdict), and
+# the owner of every job, so the hourly change budget counts a window of jobs per owner with an index.
+HOLD_COLUMNS: dict[str, Any] = {"resource_id": str, "owner": str, "rules": str, "message": str, "since": str,
+                                "updated_at": str}
+JOBS_BY_OWNER = "CREATE INDEX idx_jobs_created_at_owner ON jobs (created_at, owner)"
+
+
+def _v5_policy_holds(db: Any) -> None:
+    db["holds"].create(HOLD_COLUMNS, pk="resource_id", not_null=["owner", "rules", "since"])
+    db["jobs"].add_column("owner", str)
+    db.execute("UPDATE jobs SET owner = json_extract(COALESCE(spec_json, old_spec_json), '$.owner')")
+    db.execute(JOBS_BY_OWNER)
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor,
+                                          _v5_policy_holds]
 LATEST = len(MIGRATIONS)
 
 
@@ -152,6 +167,12 @@ PG_MIGRATIONS: list[list[str]] = [
         f"ALTER TABLE events ADD COLUMN {ACTOR_COLUMN} TEXT",
         f"ALTER TABLE jobs ADD COLUMN {ACTOR_COLUMN} TEXT",
         "CREATE INDEX idx_events_at ON events (at)",
+    ],
+    [
+        _pg_table("holds", HOLD_COLUMNS, pk="resource_id", not_null=("owner", "rules", "since")),
+        "ALTER TABLE jobs ADD COLUMN owner TEXT",
+        "UPDATE jobs SET owner = COALESCE(spec_json, old_spec_json)::json->>'owner'",
+        JOBS_BY_OWNER,
     ],
 ]
 assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"

@@ -33,11 +33,11 @@ ALLOWED: dict[str, set[str]] = {
     "owners": {"spec"},
     "yamlcompat": set(),
     "plan": {"models"},
-    "render": {"plan", "models", "terminal"},
+    "render": {"plan", "models", "terminal", "policy"},
     "retry": set(),
     "status": {"ports", "models", "errors"},
     # how commands show their data (text or JSON), picked once per command; never sees a store
-    "views": {"models", "plan", "render", "status", "terminal"},
+    "views": {"models", "plan", "render", "status", "terminal", "policy"},
     "store": {"models", "errors", "store", "ports", "defects"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
     "ports": {"models", "health"},
@@ -46,7 +46,9 @@ ALLOWED: dict[str, set[str]] = {
     "logs": set(),
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
-    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "actor"},
+    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy", "actor"},
+    # governance (issue 15): policy.yaml read (model, load) and evaluated (pure) against desired + plan
+    "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle"},
     # who caused a change (issue 15's audit): the actor strings, the git actor of desired/, attribution
     "actor": {"liveness", "plan"},
     # `reconciler audit`: the fleet's events, and retention (archive first, then prune)
@@ -59,18 +61,25 @@ ALLOWED: dict[str, set[str]] = {
     "supervise": {"errors", "retry"},
     "systemd": set(),
     "metrics": set(),
+    # issue 15: the daemon's policy.yaml — the last good load and why the latest failed (settle as desired/)
+    "policysource": {"errors", "settle"},
+    # issue 15: the policy at work in the daemon (holds, budgets' window, metrics) and at the API's door
+    "govern": {"defects", "engine", "models", "policy", "policysource", "ports", "spec"},
     "portable": {"ports", "errors", "models", "store"},
     # the daemon package (issue 14: a composition root and its runnables) hosts the API server and its
     # metrics, so it is the one layer above api; its modules import one another
     "daemon": {"ports", "daemon", "engine", "workers", "store", "models", "errors", "logs", "plan", "retry", "runner",
                "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift",
-               "tokens", "actor"},
+               "tokens", "govern", "policy", "policysource", "actor"},
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
-    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "actor"},
+    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "actor",
+              "policy", "policyrun"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
-    "options": {"plan", "retry"},
+    "options": {"plan", "retry", "policy"},
+    # the policy as the one-shot commands use it (validate, plan, apply, destroy, `policy check`)
+    "policyrun": {"actor", "engine", "models", "options", "plan", "policy", "ports", "spec", "targets"},
     "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: only the principal it finds
     "httpguard": {"scopes"},
