@@ -29,6 +29,7 @@ from .models import (
 from .owners import FileOwners
 from .plan import API_SOURCE, Change, Plan, PlanPolicy, compute_plan
 from .policy import Governance, Policy, Rule, Verdict, evaluate, held_plan, refused_plan
+from .policy.model import BUILT_IN
 from .ports import BudgetReader, ConvergeStore, Enqueuer, PassStore, PlanReader
 from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
@@ -82,11 +83,15 @@ def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targe
     plan = compute_plan(full.resources, fleet.observed, now=now or utcnow(), in_flight=fleet.in_flight,
                         policy=rules, targets=targets, hashes=full.hashes, api=api_declared(full))
     require_known_ids(ids=targets, desired=full, observed=fleet.observed)
-    if governance is None or governance.policy is None:
+    if governance is None or (governance.policy is None and not governance.overrides):
         return PlanView(desired=full, observed=fleet.observed, plan=plan)
-    verdict = evaluate(policy=governance.policy, desired=full.resources, observed=fleet.observed, plan=plan,
-                       started_last_hour=governance.started_last_hour, overrides=governance.overrides,
+    # without a policy file only the built-in rule (the mass-delete guard) is evaluated: an override of it
+    # is still recorded; a verdict with nothing to say is left out
+    verdict = evaluate(policy=governance.policy or BUILT_IN, desired=full.resources, observed=fleet.observed,
+                       plan=plan, started_last_hour=governance.started_last_hour, overrides=governance.overrides,
                        budgets=governance.budgets, sources=full.sources, known_targets=governance.known_targets)
+    if governance.policy is None and not verdict.violations:
+        return PlanView(desired=full, observed=fleet.observed, plan=plan)
     plan = held_plan(plan, verdict) if governance.budgets else refused_plan(plan, verdict)
     return PlanView(desired=full, observed=fleet.observed, plan=plan, verdict=verdict, governance=governance)
 

@@ -59,7 +59,7 @@ def plan_json(plan: Plan, *, verdict: Verdict | None = None) -> dict[str, Any]:
         "summary": summary_counts(plan),
         "refused": plan.refusal,
     }
-    if verdict is not None:
+    if verdict is not None and not verdict.policy.built_in:  # no policy file: no section, as before
         shown["policy"] = verdict_json(verdict)
     return shown
 
@@ -131,7 +131,8 @@ def render_text(plan: Plan, *, colour: bool, verdict: Verdict | None = None) -> 
     out.extend(_note(change, paint, "kept") for change in plan.kept)
     out.extend(_note(change, paint, "waiting") for change in plan.waiting)
     out.append(paint(summary_line(plan), "bold"))
-    if verdict is not None and (verdict.violations or verdict.warnings or verdict.deferred):
+    if verdict is not None and not verdict.policy.built_in and (verdict.violations or verdict.warnings
+                                                                or verdict.deferred):
         out.append(policy_text(verdict, paint))
     if plan.refusal:
         out.append(paint(f"\nRefused: {plan.refusal}.", "-"))
