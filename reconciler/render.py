@@ -6,10 +6,11 @@ JSON consumers and the daemon's logs.
 JSON shape (format_version "1.0"; fields are only ever added):
     {"format_version": "1.0",
      "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source"}],
-     "kept":    [{"resource_id", "reason", "reason_code", "hold"}],   # protected, skipped
+     "kept":    [{"resource_id", "reason", "reason_code", "hold", "suspension"?}],  # protected, suspended
      "waiting": [{"resource_id", "reason", "reason_code", "hold", "retry_at"?}],  # in progress, backoff, unhealthy
      "summary": {"create", "update", "replace", "delete", "retry", "unchanged"},
-     "refused": null | "why the plan is refused"}
+     "refused": null | "why the plan is refused",
+     "fleet_suspension": null | {"reason", "actor", "since", "until", "file"}}  # `suspend --all` in force
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "waiting": [_held_json(c) for c in plan.waiting],
         "summary": summary_counts(plan),
         "refused": plan.refusal,
+        "fleet_suspension": plan.fleet_suspension.as_json() if plan.fleet_suspension else None,
     }
 
 
@@ -63,6 +65,8 @@ def _held_json(change: Change) -> dict[str, Any]:
              "hold": str(change.hold) if change.hold else None}
     if change.retry_at:
         entry["retry_at"] = change.retry_at
+    if change.suspension is not None:
+        entry["suspension"] = change.suspension.as_json()
     return entry
 
 
@@ -109,6 +113,7 @@ _HELD_PHRASES = (
     (Hold.IN_PROGRESS, "resource has a job in progress", "resources have a job in progress"),
     (Hold.UNHEALTHY, "resource is unhealthy (self-heal is off)", "resources are unhealthy (self-heal is off)"),
     (Hold.PROTECTED, "protected resource kept as it is", "protected resources kept as they are"),
+    (Hold.SUSPENDED, "suspended resource left alone", "suspended resources left alone"),
 )
 
 
@@ -116,6 +121,9 @@ def render_text(plan: Plan, *, colour: bool) -> str:
     """Resources declared through the HTTP API rather than by a file are marked as such."""
     paint = _Paint(colour=colour)
     out: list[str] = []
+    if plan.fleet_suspension is not None:
+        fleet = plan.fleet_suspension.describe().replace("suspended", "The fleet is suspended", 1)
+        out.append(paint(printable(f"{fleet}: nothing is started until `reconciler resume --all`.\n"), "warn"))
     if plan.changes:
         out.append("reconciler will perform the following actions:\n")
         out.extend(_block(change, paint) for change in plan.changes)
@@ -128,7 +136,8 @@ def render_text(plan: Plan, *, colour: bool) -> str:
 
 
 def _note(change: Change, paint: _Paint, kind: str) -> str:
-    text = printable(f"  # {change.resource_id}: {kind}, {change.message}")
+    kind = "" if change.hold is Hold.SUSPENDED else f"{kind}, "  # its message starts with "suspended"
+    text = printable(f"  # {change.resource_id}: {kind}{change.message}")
     return paint(text, "warn" if kind == "kept" else "dim") + "\n"
 
 
