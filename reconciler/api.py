@@ -156,6 +156,9 @@ def _declare_routes(app: FastAPI, plane: Plane) -> None:
     @app.post("/provisions", status_code=202, response_model=Accepted, responses=ERRORS)
     def declare(spec: ResourceSpec) -> Accepted:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
+        if spec.suspend is not None:  # not part of the spec: it would be dropped silently
+            raise HTTPException(422, "suspend: declare a suspension in the resource's file or with "
+                                     "`reconciler suspend`; the API does not store it")
         _known_target(plane, spec.runtime_target)
         _may_change(plane, spec.resource_id)
         return _accepted(plane, spec.resource_id, converge_one(store=store, resource_id=spec.resource_id, spec=spec))

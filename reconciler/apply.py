@@ -19,6 +19,7 @@ import click
 
 from .engine import (
     PlanView,
+    cancel_suspended,
     desired_commit,
     enqueue,
     load_files,
@@ -51,6 +52,7 @@ class ApplyOptions:
     view: View
     yes: bool = False
     mode: Mode = Mode.APPLY
+    actor: str | None = None  # who runs it (`cli:<user>@<host>`), for the audit trail
 
 
 def run_apply(*, settings: Any, options: ApplyOptions) -> int:
@@ -61,6 +63,7 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     click.echo(options.view.plan(view.plan), nl=False)
     if view.plan.refusal:
         return 1
+    cancel_suspended(store=store, plan=view.plan, in_flight=store.in_flight(), actor=options.actor)
     scope = plan_scope(view.plan)
     if not scope:
         return 0
@@ -105,6 +108,8 @@ def _plan(*, settings: Any, options: ApplyOptions, store: SQLStore) -> PlanView:
     """Apply plans desired/ plus the API's declarations; destroy plans as if nothing were declared."""
     destroy = options.mode is Mode.DESTROY
     fleet = read_fleet(store=store, with_api=not destroy)
+    if destroy:  # an explicit operator action: it tears down its scope although the fleet is suspended
+        fleet = replace(fleet, suspensions=fleet.suspensions.without_fleet())
     desired = DesiredState(resources={}) if destroy else load_files(
         directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
     return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets)
@@ -129,7 +134,8 @@ def _engine_config(*, settings: Any, options: ApplyOptions, store: SQLStore) -> 
     return EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.run.timeout,
                         retry=options.run.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
                         guard_orphans=store.kind != "sqlite",
-                        pass_env=read_pass_env(provision_dir=settings.provision))
+                        pass_env=read_pass_env(provision_dir=settings.provision),
+                        fleet_override=options.mode is Mode.DESTROY)
 
 
 def _note_dropped_env(config: EngineConfig) -> None:

@@ -340,3 +340,26 @@ class JobResult:
     output_tail: str = ""
     duration: float = 0.0
     next_attempt_at: str | None = None
+
+
+class PassRequestStatus(StrEnum):
+    """A `reconciler reconcile` request's life: written, taken by the planning daemon, answered."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PassRequest:
+    """A pass asked for by `reconciler reconcile [ID…]`: a row the planning daemon polls and answers."""
+
+    request_id: str
+    resource_ids: tuple[str, ...] | None  # None: the whole fleet
+    actor: str | None
+    requested_at: str
+    status: PassRequestStatus = PassRequestStatus.PENDING
+    job_ids: tuple[str, ...] = ()  # the jobs the pass queued for its scope, and those already open there
+    notes: tuple[str, ...] = ()  # why ids in its scope got no job (suspended, in backoff, protected, …)
+    error: str | None = None

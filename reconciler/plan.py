@@ -72,6 +72,7 @@ RETRIES = frozenset({Reason.RETRY, Reason.NOT_SETTLED, Reason.SELF_HEAL})
 # Holds under which the plan still has work to do, only later (`plan --detailed-exitcode` exits 2).
 PENDING = frozenset({Hold.IN_PROGRESS, Hold.RETRY})
 API_SOURCE = "api"
+NONE_SUSPENDED = Suspensions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,7 @@ def compute_plan(
     targets: Iterable[str] = (),
     hashes: Mapping[str, str] | None = None,
     api: Iterable[str] = (),
-    suspensions: Suspensions = Suspensions(),
+    suspensions: Suspensions = NONE_SUSPENDED,
 ) -> Plan:
     """Compare desired with observed; `in_flight` ids have an open job and are left to it.
 

@@ -61,8 +61,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 
 
 def _held_json(change: Change) -> dict[str, Any]:
-    entry = {"resource_id": change.resource_id, "reason": change.message, "reason_code": str(change.reason),
-             "hold": str(change.hold) if change.hold else None}
+    entry: dict[str, Any] = {"resource_id": change.resource_id, "reason": change.message,
+                             "reason_code": str(change.reason), "hold": str(change.hold) if change.hold else None}
     if change.retry_at:
         entry["retry_at"] = change.retry_at
     if change.suspension is not None:
@@ -123,7 +123,7 @@ def render_text(plan: Plan, *, colour: bool) -> str:
     out: list[str] = []
     if plan.fleet_suspension is not None:
         fleet = plan.fleet_suspension.describe().replace("suspended", "The fleet is suspended", 1)
-        out.append(paint(printable(f"{fleet}: nothing is started until `reconciler resume --all`.\n"), "warn"))
+        out.append(paint(printable(f"{fleet}: nothing is started until `reconciler resume --all`."), "warn") + "\n")
     if plan.changes:
         out.append("reconciler will perform the following actions:\n")
         out.extend(_block(change, paint) for change in plan.changes)

@@ -16,7 +16,9 @@ import signal
 
 from ..drift import DriftLoop, DriftReport, DriftSettings
 from ..engine import Reconciler
+from ..liveness import HOST
 from ..logs import get_logger
+from ..models import PassRequest
 from ..plan import PlanPolicy
 from ..supervise import Outages, Runnable, Supervisor
 from ..systemd import Notifier
@@ -29,6 +31,7 @@ from .passes import PassLoop
 from .plane import DaemonPlane
 from .pool import Workers
 from .reporter import SystemdReporter
+from .requests import PassRequestPoller
 from .watcher import DesiredWatcher
 
 
@@ -54,7 +57,8 @@ class Daemon:
         self.reconciler = Reconciler(store=self.store, desired_dir=options.desired, settle=options.settle,
                                      policy=PlanPolicy(allow_mass_delete=options.allow_mass_delete,
                                                        self_heal=options.self_heal),
-                                     writes=self.writes, provision_dir=options.provision)
+                                     writes=self.writes, provision_dir=options.provision,
+                                     actor=f"daemon:{HOST}")
         self.metrics = Metrics()
         self.election = self._election()
         configure = functools.partial(engine_config, options=options, guard_orphans=self.store.kind != "sqlite")
@@ -66,7 +70,10 @@ class Daemon:
                                         busy_timeout=options.busy_timeout, log=self.log)
         self.passes = PassLoop(reconciler=self.reconciler, election=self.election, outages=self.outages,
                                reporter=self.reporter, metrics=self.metrics, wake_workers=self.workers.pool.wake,
-                               desired=options.desired, resync=options.resync, log=self.log)
+                               desired=options.desired, resync=options.resync, log=self.log,
+                               requests=self.store)
+        self.asked = PassRequestPoller(store=self.store, may_plan=self.election.may_plan,
+                                       on_requests=self._asked, outages=self.outages, log=self.log)
         self.drift = DriftLoop(store=self.store, outages=self.outages, log=self.log, metrics=self.metrics,
                                settings=DriftSettings(interval=options.drift_interval,
                                                       concurrency=options.check_concurrency,
@@ -91,14 +98,17 @@ class Daemon:
 
     def _runnables(self) -> list[Runnable]:
         """In start order; they stop in reverse (the API first, the lock and systemd last)."""
-        parts: list[Runnable | None] = [self.reporter, self.election, self.workers, self.passes, self.drift,
-                                        self.watcher, self.api]
+        parts: list[Runnable | None] = [self.reporter, self.election, self.workers, self.passes, self.asked,
+                                        self.drift, self.watcher, self.api]
         return [part for part in parts if part is not None]
 
     # --- what a part tells another built after it ---
 
     def _finished(self, item: Finished) -> None:
         self.passes.job_finished(item)
+
+    def _asked(self, requests: list[PassRequest]) -> None:
+        self.passes.demand(requests)  # `reconciler reconcile`: answered by the next pass
 
     def _drifted(self, report: DriftReport) -> None:
         self.passes.refresh("drift")  # the pass after a drift pass sees the health it recorded
