@@ -647,7 +647,7 @@ def suspend(settings: Settings, resource_ids: tuple[str, ...], fleet: bool, reas
     reviewed way; this one is immediate.
 
     \b
-    Examples:
+    Example:
       reconciler suspend acme-prod --reason "INC-42: tenant migrating" --until 2h
       reconciler suspend --all --reason "INC-43: provider outage"
     """
@@ -673,7 +673,7 @@ def resume(settings: Settings, resource_ids: tuple[str, ...], fleet: bool, reaso
     A running daemon is asked for a pass of the resumed resources at once.
 
     \b
-    Examples:
+    Example:
       reconciler resume acme-prod --reason "INC-42 closed"
       reconciler resume --all
     """
@@ -702,7 +702,7 @@ def reconcile(settings: Settings, resource_ids: tuple[str, ...], wait: bool, tim
     0 when the pass ran (with --wait: and every job succeeded), 1 otherwise or with no daemon.
 
     \b
-    Examples:
+    Example:
       reconciler reconcile acme-prod --wait
       reconciler reconcile
     """
