@@ -101,8 +101,8 @@ _ARGS = {
     "disk_full": lambda r, i: {"steps": r.randint(1, 3)},
     "disk_readonly": lambda r, i: {"steps": r.randint(1, 3)},
     # a resource suspended for a few seconds (--until) or until resumed some steps later
-    "suspend": lambda r, i: {"until": r.choice((None, 2, 5)), "steps": r.randint(1, 4)},
-    "suspend_all": lambda r, i: {"steps": r.randint(1, 3)},
+    "suspend": lambda r, i: {"until": r.choice((None, 3, 8)), "steps": r.randint(2, 5)},
+    "suspend_all": lambda r, i: {"steps": r.randint(2, 4)},
 }
 
 
