@@ -9,8 +9,6 @@ then waits for the answer and, with `--wait`, for its jobs.
 from __future__ import annotations
 
 import difflib
-import getpass
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,15 +21,6 @@ from .suspensions import Suspension, parse_until
 
 POLL_SECONDS = 0.2
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-
-
-def cli_actor() -> str:
-    """`cli:<user>@<host>`: the agreed actor of a command line (reconciler/actor.py once merged)."""
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):
-        user = "unknown"
-    return f"cli:{user}@{socket.gethostname()}"
 
 
 @dataclass(frozen=True, slots=True)

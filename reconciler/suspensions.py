@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .models import ResourceSpec, iso
+from .models import FLEET_ID, ResourceSpec, iso
 
-# the resource_id of events about the whole fleet (`suspend --all`), which no resource has
-FLEET_ID = "*"
+__all__ = ["FLEET_ID", "Suspension", "Suspensions", "declared_in_files", "parse_until"]
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _DURATIONS = re.compile(r"(\d+[smhdw])+")

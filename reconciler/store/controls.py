@@ -45,7 +45,8 @@ class Controls:
         def _scope(self, resource_ids: Iterable[str] | None) -> tuple[str, tuple[Any, ...]]: ...
         @staticmethod
         def _event(conn: Connection, resource_id: str, now: str, kind: str, message: str,
-                   job_id: str | None, commit: str | None, details: dict[str, Any] | None = None) -> None: ...
+                   job_id: str | None, commit: str | None, details: dict[str, Any] | None = None,
+                   actor: str | None = None) -> None: ...
 
     # --- reading ---
 
@@ -78,7 +79,7 @@ class Controls:
                     " ON CONFLICT(resource_id) DO UPDATE SET reason = excluded.reason, actor = excluded.actor,"
                     " since = excluded.since, until = excluded.until", (resource_id, reason, actor, now, until))
                 self._event(conn, resource_id, now, "suspended", _said("suspended", actor, reason, until), None,
-                            None, {"actor": actor, "reason": reason, "until": until})
+                            None, {"reason": reason, "until": until}, actor)
             return self._cancel_in(conn, resource_ids=ids, now=now, why=f"suspended by {actor}: {reason}",
                                    actor=actor)
 
@@ -91,7 +92,7 @@ class Controls:
                 if gone:
                     lifted.append(resource_id)
                     self._event(conn, resource_id, now, "resumed", _said("resumed", actor, reason, None), None,
-                                None, {"actor": actor, "reason": reason})
+                                None, {"reason": reason}, actor)
         return lifted
 
     def suspend_fleet(self, *, reason: str, actor: str, until: str | None, now: str) -> list[str]:
@@ -102,7 +103,7 @@ class Controls:
                 " ON CONFLICT(name) DO UPDATE SET reason = excluded.reason, actor = excluded.actor,"
                 " since = excluded.since, until = excluded.until", (FLEET_SUSPENDED, reason, actor, now, until))
             self._event(conn, FLEET_ID, now, "suspended", _said("fleet suspended", actor, reason, until), None,
-                        None, {"actor": actor, "reason": reason, "until": until})
+                        None, {"reason": reason, "until": until}, actor)
             return self._cancel_in(conn, resource_ids=None, now=now, why=f"fleet suspended by {actor}: {reason}",
                                    actor=actor)
 
@@ -112,7 +113,7 @@ class Controls:
             gone = conn.execute("DELETE FROM fleet_flags WHERE name = ?", (FLEET_SUSPENDED,)).rowcount
             if gone:
                 self._event(conn, FLEET_ID, now, "resumed", _said("fleet resumed", actor, reason, None), None,
-                            None, {"actor": actor, "reason": reason})
+                            None, {"reason": reason}, actor)
         return bool(gone)
 
     def cancel_queued(self, *, resource_ids: Iterable[str], now: str, why: str, actor: str | None) -> list[str]:
@@ -136,7 +137,7 @@ class Controls:
                 " next_attempt_at = NULL, updated_at = ?, version = version + 1"
                 " WHERE resource_id = ? AND status IN ('provisioning', 'deleting')", (error, now, job["resource_id"]))
             self._event(conn, job["resource_id"], now, "cancelled", f"{job['action']} {error}", job["job_id"],
-                        job["desired_commit"], {"actor": actor})
+                        job["desired_commit"], {"why": why}, actor)
         return [job["job_id"] for job in cancelled]
 
     # --- passes on demand ---
@@ -150,7 +151,7 @@ class Controls:
                          " VALUES (?, ?, ?, ?, 'pending')", (request_id, ids, actor, now))
             for resource_id in json.loads(ids) if ids else [FLEET_ID]:
                 self._event(conn, resource_id, now, "pass_requested", f"pass requested by {actor}", None, None,
-                            {"actor": actor, "request_id": request_id})
+                            {"request_id": request_id}, actor)
         return request_id
 
     def pending_requests(self, *, limit: int = 20) -> list[PassRequest]:

@@ -77,6 +77,17 @@ def _v3_api_desired(db: Any) -> None:
     db["jobs"].create_index(["resource_id", "created_at"])
 
 
+# Who caused each event and each job (reconciler/actor.py: git:…, cli:…, api:…, daemon:…); NULL in rows
+# written before this version. The index on `at` serves `audit --since` and `audit prune --before`.
+ACTOR_COLUMN = "actor"
+
+
+def _v4_actor(db: Any) -> None:
+    db["events"].add_column(ACTOR_COLUMN, str)
+    db["jobs"].add_column(ACTOR_COLUMN, str)
+    db["events"].create_index(["at"])
+
+
 # Issue 16: operator controls. A resource suspended by `reconciler suspend` (a file's `suspend:` lives in
 # the file); the fleet's flags (`suspend --all`: name "suspended"); a pass asked for by `reconciler reconcile`.
 SUSPENSION_COLUMNS: dict[str, Any] = {"resource_id": str, "reason": str, "actor": str, "since": str, "until": str}
@@ -87,14 +98,15 @@ PASS_REQUEST_COLUMNS: dict[str, Any] = {
 }
 
 
-def _v4_operator_controls(db: Any) -> None:
+def _v5_operator_controls(db: Any) -> None:
     db["suspensions"].create(SUSPENSION_COLUMNS, pk="resource_id", not_null=["reason", "actor", "since"])
     db["fleet_flags"].create(FLEET_FLAG_COLUMNS, pk="name", not_null=["reason", "actor", "since"])
     db["pass_requests"].create(PASS_REQUEST_COLUMNS, pk="request_id", not_null=["requested_at", "status"])
     db["pass_requests"].create_index(["status"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_operator_controls]
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor,
+                                        _v5_operator_controls]
 LATEST = len(MIGRATIONS)
 
 
@@ -153,6 +165,11 @@ PG_MIGRATIONS: list[list[str]] = [
     [
         _pg_table("api_desired", API_DESIRED_COLUMNS, pk="resource_id", not_null=("spec_json",)),
         "CREATE INDEX idx_jobs_resource_id_created_at ON jobs (resource_id, created_at)",
+    ],
+    [
+        f"ALTER TABLE events ADD COLUMN {ACTOR_COLUMN} TEXT",
+        f"ALTER TABLE jobs ADD COLUMN {ACTOR_COLUMN} TEXT",
+        "CREATE INDEX idx_events_at ON events (at)",
     ],
     [
         _pg_table("suspensions", SUSPENSION_COLUMNS, pk="resource_id", not_null=("reason", "actor", "since")),

@@ -63,8 +63,9 @@ def test_suspend_holds_one_resource_against_apply_and_the_daemon_cancels_its_que
 
     assert run_cli(project, "resume", "a", "--reason", "INC-1 over").returncode == 0
     wait_for(lambda: ran(project, "a", "update", "v2"), timeout=30, what="a updated once resumed")
-    kinds = [event["kind"] for event in db_rows(project, "SELECT kind FROM events WHERE resource_id = 'a'")]
-    assert "suspended" in kinds and "resumed" in kinds
+    actors = {event["kind"]: event["actor"] for event in
+              db_rows(project, "SELECT kind, actor FROM events WHERE resource_id = 'a'")}
+    assert actors["suspended"].startswith("cli:") and actors["resumed"].startswith("cli:")
 
     # a queued job is cancelled, a running one finishes, and a short --until lapses by itself
     (project / "control" / "hold").touch()

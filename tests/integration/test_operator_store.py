@@ -31,7 +31,8 @@ def test_suspend_cancels_the_queued_job_puts_the_row_back_and_records_who_and_wh
     row = store.get_resource("acme-prod")
     assert row.status is ResourceStatus.ACTIVE and row.target_hash == row.spec_hash  # what it was: nothing ran
     kinds = {event.kind: event for event in store.events("acme-prod")}
-    assert kinds["suspended"].details == {"actor": ACTOR, "reason": "INC-42", "until": None}
+    assert kinds["suspended"].details == {"reason": "INC-42", "until": None}
+    assert kinds["suspended"].actor == ACTOR and kinds["cancelled"].actor == ACTOR
     assert "cancelled before it ran: suspended by cli:ann@ops: INC-42" in kinds["cancelled"].message
     held = store.suspensions()
     assert held.resources["acme-prod"].reason == "INC-42" and held.fleet is None
@@ -54,7 +55,7 @@ def test_the_fleet_flag_holds_every_job_except_for_destroys_workers(store):  # n
     cancelled = store.suspend_fleet(reason="outage", actor=ACTOR, until=None, now=at(1))
     assert len(cancelled) == 1 and store.in_flight() == set()
     assert store.fleet_suspension(now=at(2)).reason == "outage"
-    assert [event.kind for event in store.events("*")] == ["suspended"]
+    assert [(event.kind, event.actor) for event in store.events("*")] == [("suspended", ACTOR)]
 
     store.enqueue(requests=[request_for(OTHER)], now=at(2), commit=None)
     assert store.claim(worker="w", now=at(3), lease_until=at(30)) == []
