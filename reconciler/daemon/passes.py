@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from .reporter import SystemdReporter
 from .wakeups import WakeUps
 
 RESYNC_JITTER = 0.1  # each resync comes the interval, give or take this fraction of it, after the last
+REQUESTS_KEPT = 86400.0  # answered `reconciler reconcile` requests are kept a day, then forgotten
 
 
 class PassMetrics(Protocol):
@@ -170,6 +171,7 @@ class PassLoop:
                                              error=error, now=iso(utcnow()))
                 self.log.info("pass on demand answered", request_id=request.request_id, actor=request.actor,
                               resources=list(scope) or "all", jobs=len(job_ids), error=error)
+        self.requests.prune_requests(before=iso(utcnow() - timedelta(seconds=REQUESTS_KEPT)))
 
     def _answer(self, scope: tuple[str, ...]) -> tuple[list[str], list[str], str | None]:
         try:

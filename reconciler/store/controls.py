@@ -174,6 +174,12 @@ class Controls:
                          " error = ? WHERE request_id = ?",
                          (str(status), now, json.dumps(list(job_ids)), json.dumps(list(notes)), error, request_id))
 
+    def prune_requests(self, *, before: str) -> int:
+        """Forget answered requests older than `before` (the daemon keeps a day of them)."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM pass_requests WHERE status IN ('done', 'failed') AND done_at < ?",
+                                (before,)).rowcount
+
     def get_request(self, request_id: str) -> PassRequest | None:
         row = self._one("SELECT * FROM pass_requests WHERE request_id = ?", (request_id,))
         return _request(row) if row else None

@@ -76,6 +76,8 @@ def test_a_pass_request_goes_pending_running_done_and_is_taken_once(store):  # n
     answer = store.get_request(request_id)
     assert (answer.status, answer.job_ids, answer.notes) == (PassRequestStatus.DONE, ("job-1",), ("a: suspended",))
     assert [event.kind for event in store.events("a")] == ["pass_requested"]
+    assert store.prune_requests(before=at(2)) == 0 and store.prune_requests(before=at(3)) == 1
+    assert store.get_request(request_id) is None
 
 
 def test_a_database_of_the_previous_schema_migrates_and_keeps_its_rows(tmp_path):
