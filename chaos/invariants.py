@@ -72,9 +72,14 @@ def touched_while_suspended(records: Records, snap: Snapshot, held: Iterable[Hel
                 what = "the fleet" if window.resource_id is None else window.resource_id
                 found.append(Violation("touched while suspended", (
                     f"{run.resource_id} {run.action} (job {run.job_id}, pid {run.pid}) started {run.started:.3f} "
-                    f"while {what} was suspended ({window.start:.3f} to {end:.3f}); job queued {queued}, "
+                    f"while {what} was suspended ({_window(window)}); job queued {queued}, "
                     f"claimed {claimed}")))
     return found
+
+
+def _window(held: Held) -> str:
+    # an open window is named without its moving end, so each violation is reported once
+    return f"{held.start:.3f} to {held.end:.3f}" if held.end is not None else f"since {held.start:.3f}"
 
 
 def overlaps(records: Records) -> list[Violation]:

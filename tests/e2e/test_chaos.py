@@ -182,7 +182,11 @@ SELF_TEST = {
     "claim-forgets-old-run": ("12570", "12", "sqlite", "overlap"),
     # desired files written in slices (truncate, then pieces) while the daemon watches
     "unsettled-read": ("1", "12", "sqlite", "unwarranted teardown"),
+    # issue 16: suspensions read by no plan and no claim; the schedule's own suspend steps meet edits
+    "suspension-ignored": ("1", "30", "sqlite", "touched while suspended"),
 }
+# the defects found before the operator controls existed: their seeds' schedules as they were then
+WITHOUT_CONTROLS = {"claim-forgets-old-run", "unsettled-read"}
 
 
 @pytest.mark.slow
@@ -190,8 +194,9 @@ SELF_TEST = {
 @pytest.mark.parametrize("defect", sorted(SELF_TEST))
 def test_the_campaign_finds_a_reintroduced_defect(tmp_path: Path, defect: str) -> None:
     seed, steps, backend, kind = SELF_TEST[defect]
+    controls = ("--no-controls",) if defect in WITHOUT_CONTROLS else ()
     done, results = run_chaos(tmp_path, "--seed", seed, "--steps", steps, "--backend", backend, "--defect", defect,
-                              "--no-controls", "--shrink", "--shrink-kind", kind, "--shrink-budget", "900", timeout=3500)
+                              *controls, "--shrink", "--shrink-kind", kind, "--shrink-budget", "900", timeout=3500)
     assert done.returncode == 1
     (item,) = results["results"]
     assert item["seed"] == int(seed) and any(v.startswith(kind) for v in item["violations"])
