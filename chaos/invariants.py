@@ -9,6 +9,8 @@
 - no limit exceeded without a recorded override: a job that brings a resource into an owner's quota
   bucket (a create, or a change of owner) never makes the owner's resources exceed the loosest
   per-owner quota of the policies in force around it, unless its `queued` event records an override;
+- a suspended resource is never touched: no run of it starts while it (or the fleet) is suspended,
+  except of a job claimed before the suspension (a running job finishes);
 - convergence (checked once the faults stop, see `convergence_gaps`).
 """
 
@@ -24,6 +26,8 @@ from .observe import Records, Run, Snapshot, iso_seconds
 READ_SLACK = 3.0
 # How long after a script exits its worker may take to record it (a store outage included).
 RECORD_SLACK = 20.0
+# How long after a claim made just before a suspension its script may take to start (the start gate).
+SUSPEND_SLACK = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,43 @@ class Version:
     at: float
     declared: frozenset[str]
     what: str
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A suspension the harness set: one resource's (or, with None, the fleet's), from `start` until `end`."""
+
+    key: int
+    resource_id: str | None
+    start: float
+    end: float | None = None  # None: still in force
+
+
+def touched_while_suspended(records: Records, snap: Snapshot, held: Iterable[Held]) -> list[Violation]:
+    """Runs that started inside a suspension's window, of a job queued or claimed inside it."""
+    found = []
+    for window in held:
+        end = window.end if window.end is not None else snap.at
+        for run in records.runs:
+            inside = window.start + SUSPEND_SLACK < run.started < end
+            if window.resource_id not in (None, run.resource_id) or not inside:
+                continue
+            job = snap.jobs.get(run.job_id)
+            if job is None:
+                continue
+            queued, claimed = iso_seconds(job["created_at"]), iso_seconds(job.get("started_at"))
+            if (queued and queued > window.start) or (claimed and window.start < claimed < end):
+                what = "the fleet" if window.resource_id is None else window.resource_id
+                found.append(Violation("touched while suspended", (
+                    f"{run.resource_id} {run.action} (job {run.job_id}, pid {run.pid}) started {run.started:.3f} "
+                    f"while {what} was suspended ({_window(window)}); job queued {queued}, "
+                    f"claimed {claimed}")))
+    return found
+
+
+def _window(held: Held) -> str:
+    # an open window is named without its moving end, so each violation is reported once
+    return f"{held.start:.3f} to {held.end:.3f}" if held.end is not None else f"since {held.start:.3f}"
 
 
 def overlaps(records: Records) -> list[Violation]:

@@ -176,6 +176,9 @@ def _declare_routes(app: FastAPI, plane: Plane) -> None:
     @app.post("/provisions", status_code=202, response_model=Accepted, responses=ERRORS)
     def declare(spec: ResourceSpec, request: Request) -> Accepted:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
+        if spec.suspend is not None:  # not part of the spec: it would be dropped silently
+            raise HTTPException(422, "suspend: declare a suspension in the resource's file or with "
+                                     "`reconciler suspend`; the API does not store it")
         principal = request_principal(request)
         _authorise(principal, ScopeKind.WRITE, spec.owner)
         current = _current_owner(store, spec.resource_id)

@@ -20,6 +20,7 @@ import click
 from .actor import Attribution, GitActor, cli_actor
 from .engine import (
     PlanView,
+    cancel_suspended,
     enqueue,
     file_attribution,
     load_files,
@@ -65,6 +66,7 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     click.echo(options.view.plan(view.plan, verdict=view.verdict), nl=False)
     if view.plan.refusal:
         return 1
+    cancel_suspended(store=store, plan=view.plan, in_flight=store.in_flight(), actor=cli_actor())
     scope = plan_scope(view.plan)
     if not scope:
         return 0
@@ -121,6 +123,8 @@ def _plan(*, settings: Any, options: ApplyOptions, store: SQLStore) -> PlanView:
     """Apply plans desired/ plus the API's declarations; destroy plans as if nothing were declared."""
     destroy = options.mode is Mode.DESTROY
     fleet = read_fleet(store=store, with_api=not destroy)
+    if destroy:  # an explicit operator action: it tears down its scope although the fleet is suspended
+        fleet = replace(fleet, suspensions=fleet.suspensions.without_fleet())
     desired = DesiredState(resources={}) if destroy else load_files(
         directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
     governed = run_governance(policy=options.policy, store=store, planning=options.plan, provision=settings.provision)
@@ -147,7 +151,8 @@ def _engine_config(*, settings: Any, options: ApplyOptions, store: SQLStore) -> 
     return EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.run.timeout,
                         retry=options.run.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
                         guard_orphans=store.kind != "sqlite",
-                        pass_env=read_pass_env(provision_dir=settings.provision))
+                        pass_env=read_pass_env(provision_dir=settings.provision),
+                        fleet_override=options.mode is Mode.DESTROY)
 
 
 def _note_dropped_env(config: EngineConfig) -> None:

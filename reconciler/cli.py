@@ -749,6 +749,165 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
     click.echo(f"Imported into {redact(settings.db)}: {summary}.")
 
 
+# --- operator controls (issue 16): suspend, resume, a pass on demand --------------------------------
+
+
+_ids_argument = click.argument("resource_ids", nargs=-1, metavar="[ID]...")
+_all_option = click.option("--all", "fleet", is_flag=True,
+                           help="The whole fleet, including resources declared later (the incident switch).")
+
+
+def _operand(resource_ids: tuple[str, ...], fleet: bool, *, command: str) -> tuple[str, ...]:
+    """IDs or --all, never both, never neither (a usage error, exit 1)."""
+    if bool(resource_ids) == fleet:
+        raise click.UsageError(f"name the resources to {command} (ID...) or pass --all, not both and not neither")
+    return resource_ids
+
+
+@main.command()
+@_ids_argument
+@_all_option
+@click.option("--reason", required=True, help="Why (shown by plan and status, recorded in the audit trail).")
+@click.option("--until", default=None, metavar="TIME|DURATION",
+              help="Lapse by itself then: a duration (90s, 30m, 2h, 1d, 1h30m) or an ISO-8601 time with a zone.")
+@_with_settings
+@_guarded
+def suspend(settings: Settings, resource_ids: tuple[str, ...], fleet: bool, reason: str, until: str | None) -> None:
+    """Leave resources alone: no provision, teardown or self-heal by apply or the daemon (checks go on).
+
+    Queued jobs of them are cancelled; a running script finishes. With --all the fleet is suspended:
+    the daemon keeps planning (for display) and checking, and starts nothing, so `destroy` and
+    `import --replace` are allowed beside it. A suspension in a resource's file (`suspend:`) is the
+    reviewed way; this one is immediate.
+
+    \b
+    Example:
+      reconciler suspend acme-prod --reason "INC-42: tenant migrating" --until 2h
+      reconciler suspend --all --reason "INC-43: provider outage"
+    """
+    from . import operations
+    from .actor import cli_actor
+
+    ids = _operand(resource_ids, fleet, command="suspend")
+    with _control_store(settings) as (store, daemon):
+        declared = _declared(settings) if ids else operations.Declared(frozenset(), {})
+        lines = operations.suspend(store=store, ids=ids, reason=reason, until=until, actor=cli_actor(),
+                                   declared=declared, daemon=daemon)
+    _say_lines(lines)
+
+
+@main.command()
+@_ids_argument
+@_all_option
+@click.option("--reason", default=None, help="Why (recorded in the audit trail).")
+@_with_settings
+@_guarded
+def resume(settings: Settings, resource_ids: tuple[str, ...], fleet: bool, reason: str | None) -> None:
+    """Lift suspensions set by `reconciler suspend` (exit 1 for one declared by `suspend:` in a file).
+
+    A running daemon is asked for a pass of the resumed resources at once.
+
+    \b
+    Example:
+      reconciler resume acme-prod --reason "INC-42 closed"
+      reconciler resume --all
+    """
+    from . import operations
+    from .actor import cli_actor
+
+    ids = _operand(resource_ids, fleet, command="resume")
+    with _control_store(settings) as (store, daemon):
+        declared = _declared(settings) if ids else operations.Declared(frozenset(), {})
+        lines = operations.resume(store=store, ids=ids, reason=reason, actor=cli_actor(),
+                                  declared=declared, daemon=daemon)
+    _say_lines(lines)
+
+
+@main.command()
+@click.argument("resource_ids", nargs=-1, metavar="[ID]...")
+@click.option("--wait", is_flag=True, help="Also wait for the jobs the pass queued (and those already open).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+              help="Seconds to wait for the daemon's answer, and with --wait for the jobs.")
+@_with_settings
+@_guarded
+def reconcile(settings: Settings, resource_ids: tuple[str, ...], wait: bool, timeout: float) -> None:
+    """Ask the running daemon for a pass now (all resources, or these IDs), like `flux reconcile`.
+
+    The request goes through the database, so it needs no API address or token; the daemon that
+    plans (the lock holder on SQLite, the leader on PostgreSQL) answers within about a second. Exit
+    0 when the pass ran (with --wait: and every job succeeded), 1 otherwise or with no daemon.
+
+    \b
+    Example:
+      reconciler reconcile acme-prod --wait
+      reconciler reconcile
+    """
+    from . import operations
+    from .actor import cli_actor
+    from .terminal import printable
+
+    with _control_store(settings) as (store, daemon):
+        if not daemon:
+            raise ReconcilerError("no daemon holds this database, so nobody would answer: start one "
+                                  "(reconciler daemon), or run `reconciler apply` to reconcile here")
+        answer = operations.ask_for_pass(store=store, ids=resource_ids, actor=cli_actor(),
+                                         timeout=timeout)
+        if answer.error:
+            raise ReconcilerError(f"the daemon's pass failed: {answer.error}")
+        jobs = ", ".join(answer.job_ids) if answer.job_ids else "none"
+        click.echo(f"Pass done ({answer.request_id}): {len(answer.job_ids)} job(s): {jobs}")
+        for note in answer.notes:
+            click.echo(printable(f"  # {note}"))
+        if not wait or not answer.job_ids:
+            return
+        waited = operations.wait_for_jobs(store=store, job_ids=answer.job_ids, timeout=timeout,
+                                          on_end=lambda job: click.echo(printable(_job_line(job))))
+    if waited.timed_out:
+        left = [job.job_id for job in waited.jobs if job.status.value in ("queued", "running")]
+        _fail(f"{len(left)} job(s) still open after {timeout:g} s: {', '.join(left)}")
+    if not waited.ok:
+        sys.exit(1)
+
+
+def _job_line(job: Any) -> str:
+    mark = {"succeeded": "✓", "failed": "✗", "cancelled": "-"}.get(job.status.value, "?")
+    return f"{mark} {job.resource_id}: {job.action} {job.status.value}" + (f": {job.error}" if job.error else "")
+
+
+@contextlib.contextmanager
+def _control_store(settings: Settings) -> Iterator[tuple[Any, bool]]:
+    """The store of suspend/resume/reconcile (created if missing) and whether a daemon holds it."""
+    from .coordination import live_daemon
+    from .store import open_store
+
+    store = open_store(url=settings.db)
+    try:
+        yield store, live_daemon(store=store) is not None
+    finally:
+        store.close()
+
+
+def _declared(settings: Settings) -> Any:
+    """The ids desired/ declares and the ones its files suspend; if it does not load, only the database counts."""
+    from .engine import load_files
+    from .operations import Declared
+    from .suspensions import declared_in_files
+
+    try:
+        state = load_files(directory=settings.desired, settle=settings.settle)
+    except SpecError:
+        return Declared(frozenset(), {}, loaded=False)
+    where = {rid: f"{source.file}:{source.line}" for rid, source in state.sources.items()}
+    return Declared(frozenset(state.resources), declared_in_files(resources=state.resources, where=where))
+
+
+def _say_lines(lines: list[str]) -> None:
+    from .terminal import printable
+
+    for line in lines:
+        click.echo(printable(line))
+
+
 @main.group(cls=_UsageExit1)
 def token() -> None:
     """Make API tokens for the daemon's tokens file (--api-tokens).

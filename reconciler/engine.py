@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from .policy.model import BUILT_IN
 from .ports import BudgetReader, ConvergeStore, Enqueuer, PassStore, PlanReader
 from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
+from .suspensions import Suspensions, declared_in_files
 from .targets import known_targets, target_problems
 
 
@@ -49,24 +50,29 @@ class PlanView:
 
 @dataclass(frozen=True, slots=True)
 class Fleet:
-    """What a plan reads from the store: observed rows, ids with an open job, API-declared specs."""
+    """What a plan reads from the store: observed rows, ids with an open job, API-declared specs, suspensions."""
 
     observed: dict[str, ObservedResource]
     in_flight: set[str]
     api: dict[str, dict[str, Any]]
+    suspensions: Suspensions = field(default_factory=Suspensions)
 
 
 def read_fleet(*, store: PlanReader | None, with_api: bool = True) -> Fleet:
     """The whole fleet (None: no database yet, an empty fleet); `with_api=False` leaves API declarations out."""
     if store is None:
         return Fleet({}, set(), {})
-    return Fleet(store.load_observed(), store.in_flight(), store.api_desired() if with_api else {})
+    return Fleet(store.load_observed(), store.in_flight(), store.api_desired() if with_api else {},
+                 store.suspensions())
 
 
 def read_one(*, store: ConvergeStore, resource_id: str) -> Fleet:
     """One resource's row and open job only: the API's one-resource step reads no more than that."""
     row = store.get_resource(resource_id)
-    return Fleet({resource_id: row} if row else {}, store.in_flight() & {resource_id}, {})
+    held = store.suspensions()
+    own = {resource_id: held.resources[resource_id]} if resource_id in held.resources else {}
+    return Fleet({resource_id: row} if row else {}, store.in_flight() & {resource_id}, {},
+                 Suspensions(own, held.fleet))
 
 
 def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targets: Iterable[str] = (),
@@ -74,14 +80,16 @@ def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targe
     """The one way to a plan (`plan`, `apply`, `destroy`, the daemon's pass, the API's converge).
 
     `desired` (files, or the last good state) plus the fleet's API-declared specs, planned against its
-    rows; `targets` narrows the plan and must each name a known resource. With `governance`, the
-    policy's verdict is part of the view: the CLI's plan is refused on a blocking violation, the
-    daemon's holds the violators and defers what a budget does not allow yet (policy/evaluate.py).
+    rows and suspensions (the store's and the files' `suspend:`); `targets` narrows the plan and must
+    each name a known resource. With `governance`, the policy's verdict is part of the view: the CLI's
+    plan is refused on a blocking violation, the daemon's holds the violators and defers what a budget
+    does not allow yet (policy/evaluate.py).
     """
     full = with_api_desired(desired=desired, api=fleet.api)
     rules = governed_rules(policy=policy, governance=governance)
     plan = compute_plan(full.resources, fleet.observed, now=now or utcnow(), in_flight=fleet.in_flight,
-                        policy=rules, targets=targets, hashes=full.hashes, api=api_declared(full))
+                        policy=rules, targets=targets, hashes=full.hashes, api=api_declared(full),
+                        suspensions=all_suspensions(desired=full, fleet=fleet))
     require_known_ids(ids=targets, desired=full, observed=fleet.observed)
     if governance is None or (governance.policy is None and not governance.overrides):
         return PlanView(desired=full, observed=fleet.observed, plan=plan)
@@ -118,6 +126,15 @@ def governed_rules(*, policy: PlanPolicy, governance: Governance | None) -> Plan
     settings = governance.policy.changes.mass_delete
     return replace(policy, allow_mass_delete=allow, mass_delete_minimum=settings.minimum,
                    mass_delete_fraction=settings.fraction)
+
+
+def all_suspensions(*, desired: DesiredState, fleet: Fleet) -> Suspensions:
+    """The store's suspensions plus the files' `suspend:` blocks (named by file:line)."""
+    held = {rid: spec for rid, spec in desired.resources.items() if spec.suspend is not None}
+    if not held:  # the common case: no file suspends anything (a 100k fleet pays one scan)
+        return fleet.suspensions
+    where = {rid: f"{desired.sources[rid].file}:{desired.sources[rid].line}" for rid in held if rid in desired.sources}
+    return fleet.suspensions.with_files(declared_in_files(resources=held, where=where))
 
 
 # --- the desired source: files in desired/, checked against provision/, plus the API's declarations ----
@@ -269,6 +286,22 @@ def converge_one(*, store: ConvergeStore, resource_id: str, spec: ResourceSpec |
     return Converged(store.get_job(queued[0]) if queued else store.latest_job(resource_id))
 
 
+def cancel_suspended(*, store: PassStore, plan: Plan, in_flight: set[str], actor: str | None) -> list[str]:
+    """Cancel the queued jobs of resources the plan found suspended by their own suspension (a file's
+    `suspend:` is first seen by a plan; the store's were cancelled when set, this closes any race).
+
+    The fleet's flag cancels nothing here: `suspend --all` did when it was set, and `destroy` queues
+    its own teardowns while it is on. Returns the cancelled job ids.
+    """
+    cancelled: list[str] = []
+    for change in plan.suspended:
+        suspension = change.suspension
+        if change.resource_id in in_flight and suspension is not None and suspension is not plan.fleet_suspension:
+            cancelled += store.cancel_queued(resource_ids=[change.resource_id], now=iso(utcnow()),
+                                             why=suspension.describe(), actor=actor)
+    return cancelled
+
+
 def plan_scope(plan: Plan) -> set[str]:
     """Ids whose jobs an apply of this plan waits for: its changes and the ones already in progress."""
     return {change.resource_id for change in plan.changes + plan.waiting}
@@ -308,6 +341,8 @@ class PassResult:
     skipped: bool = False  # nothing it reads had changed since the last pass: the same plan holds
     # desired files still being written (or just vanished): planned from the last good state instead
     unsettled: Unsettled | None = None
+    job_ids: tuple[str, ...] = ()  # the jobs this pass queued
+    next_expiry: str | None = None  # the earliest suspension to lapse: a pass is due then
     held: int = 0  # changes the policy holds back (govern.py)
     deferred: int = 0  # changes a policy budget pushed to a later pass
 
@@ -337,9 +372,10 @@ class Reconciler:
 
     def __init__(self, *, store: PassStore, desired_dir: Path, policy: PlanPolicy, settle: float = DEFAULT_SETTLE,
                  writes: WriteHints | None = None, provision_dir: Path | None = None,
-                 gate: PlanGate | None = None) -> None:
+                 gate: PlanGate | None = None, actor: str | None = None) -> None:
         self.store = store
         self.gate = gate
+        self.actor = actor  # who this controller is in the audit trail (`daemon:<host>`)
         self.desired_dir = Path(desired_dir)
         self.provision_dir = provision_dir
         self.policy = policy
@@ -365,32 +401,48 @@ class Reconciler:
         and its changes were queued then. That keeps an idle resync at 10k resources to a few queries.
         """
         load_error = self._load()
-        key = (self.cache.generation, load_error is None, self.store.fingerprint(),
-               self.gate.generation if self.gate else None)
+        key = self._key(load_error)
         last = self._last_result
-        if (key == self._last_key and last is not None and not _retry_due(last.next_retry_at)
-                and not last.deferred):
-            return replace(last, queued=0, skipped=True, unsettled=self.unsettled)
+        due = last is not None and (_retry_due(last.next_retry_at) or _retry_due(last.next_expiry))
+        if key == self._last_key and last is not None and not due and not last.deferred:
+            return replace(last, queued=0, skipped=True, unsettled=self.unsettled, job_ids=())
         result = replace(self._plan_and_queue(load_error), unsettled=self.unsettled)
         self._last_key, self._last_result = key, result
         return result
 
-    def _plan_and_queue(self, load_error: SpecError | None) -> PassResult:
+    def reconcile_now(self, *, targets: Iterable[str] = ()) -> PassResult:
+        """A pass asked for (`reconciler reconcile`): planned whatever the fingerprint says, narrowed to
+        `targets` when given (ReconcilerError for an unknown id); a whole pass counts as the last pass."""
+        load_error = self._load()
+        result = replace(self._plan_and_queue(load_error, targets=tuple(targets)), unsettled=self.unsettled)
+        if not targets:
+            self._last_key, self._last_result = self._key(load_error), result
+        return result
+
+    def _key(self, load_error: SpecError | None) -> tuple[Any, ...]:
+        """What a pass's plan depends on: files, their loading, the rows and jobs, the policy in force."""
+        return (self.cache.generation, load_error is None, self.store.fingerprint(),
+                self.gate.generation if self.gate else None)
+
+    def _plan_and_queue(self, load_error: SpecError | None, *, targets: tuple[str, ...] = ()) -> PassResult:
         fleet = read_fleet(store=self.store)
         if self.last_good is None:
             return PassResult(0, None, load_error, self.store.counts(), None)
         with self.gate.serial() if self.gate is not None else nullcontext():  # quotas: one admission at a time
-            view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy,
+            view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy, targets=targets,
                               governance=self.gate.governance() if self.gate else None)
-            if self.gate is not None:
+            if self.gate is not None and not targets:  # a narrowed pass sees only some holds: not the set
                 self.gate.record(view)
-            queued, verdict = 0, view.verdict
+            cancel_suspended(store=self.store, plan=view.plan, in_flight=fleet.in_flight, actor=self.actor)
+            queued: list[str] = []
             if view.plan.changes and not view.plan.refusal:
                 attribution = file_attribution(git=self.git, runner=daemon_actor(),
                                                files_version=self.cache.generation)
-                queued = len(enqueue(store=self.store, view=view, commit=self.git.commit(),
-                                     attribution=attribution))
-        return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed),
+                queued = enqueue(store=self.store, view=view, commit=self.git.commit(), attribution=attribution)
+        verdict = view.verdict
+        expiry = all_suspensions(desired=view.desired, fleet=fleet).next_expiry(iso(utcnow()))
+        return PassResult(len(queued), view.plan, load_error, self.store.counts(), _next_retry(fleet.observed),
+                          job_ids=tuple(queued), next_expiry=expiry,
                           held=len(verdict.held) if verdict else 0, deferred=len(verdict.deferred) if verdict else 0)
 
     def refresh_desired(self) -> None:

@@ -6,11 +6,12 @@ JSON consumers and the daemon's logs.
 JSON shape (format_version "1.0"; fields are only ever added):
     {"format_version": "1.0",
      "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source"}],
-     "kept":    [{"resource_id", "reason", "reason_code", "hold"}],   # protected, skipped
+     "kept":    [{"resource_id", "reason", "reason_code", "hold", "suspension"?}],  # protected, suspended
      "waiting": [{"resource_id", "reason", "reason_code", "hold", "retry_at"?}],  # in progress, backoff, unhealthy
      "summary": {"create", "update", "replace", "delete", "retry", "unchanged"},
      "refused": null | "why the plan is refused",
-     "policy": {...}}  # only when a policy.yaml governs the plan: policy/report.py's verdict_json
+     "policy": {...},  # only when a policy.yaml governs the plan: policy/report.py's verdict_json
+     "fleet_suspension": null | {"reason", "actor", "since", "until", "file"}}  # `suspend --all` in force
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def plan_json(plan: Plan, *, verdict: Verdict | None = None) -> dict[str, Any]:
         "waiting": [_held_json(c) for c in plan.waiting],
         "summary": summary_counts(plan),
         "refused": plan.refusal,
+        "fleet_suspension": plan.fleet_suspension.as_json() if plan.fleet_suspension else None,
     }
     if verdict is not None and not verdict.policy.built_in:  # no policy file: no section, as before
         shown["policy"] = verdict_json(verdict)
@@ -65,10 +67,12 @@ def plan_json(plan: Plan, *, verdict: Verdict | None = None) -> dict[str, Any]:
 
 
 def _held_json(change: Change) -> dict[str, Any]:
-    entry = {"resource_id": change.resource_id, "reason": change.message, "reason_code": str(change.reason),
-             "hold": str(change.hold) if change.hold else None}
+    entry: dict[str, Any] = {"resource_id": change.resource_id, "reason": change.message,
+                             "reason_code": str(change.reason), "hold": str(change.hold) if change.hold else None}
     if change.retry_at:
         entry["retry_at"] = change.retry_at
+    if change.suspension is not None:
+        entry["suspension"] = change.suspension.as_json()
     return entry
 
 
@@ -117,6 +121,7 @@ _HELD_PHRASES = (
     (Hold.PROTECTED, "protected resource kept as it is", "protected resources kept as they are"),
     (Hold.POLICY, "resource held by the policy", "resources held by the policy"),
     (Hold.BUDGET, "change waits for a change budget", "changes wait for a change budget"),
+    (Hold.SUSPENDED, "suspended resource left alone", "suspended resources left alone"),
 )
 
 
@@ -125,6 +130,9 @@ def render_text(plan: Plan, *, colour: bool, verdict: Verdict | None = None) -> 
     verdict, when one governs the plan, follows the summary."""
     paint = _Paint(colour=colour)
     out: list[str] = []
+    if plan.fleet_suspension is not None:
+        fleet = plan.fleet_suspension.describe().replace("suspended", "The fleet is suspended", 1)
+        out.append(paint(printable(f"{fleet}: nothing is started until `reconciler resume --all`."), "warn") + "\n")
     if plan.changes:
         out.append("reconciler will perform the following actions:\n")
         out.extend(_block(change, paint) for change in plan.changes)
@@ -151,7 +159,8 @@ def policy_text(verdict: Verdict, paint: _Paint) -> str:
 
 
 def _note(change: Change, paint: _Paint, kind: str) -> str:
-    text = printable(f"  # {change.resource_id}: {kind}, {change.message}")
+    kind = "" if change.hold is Hold.SUSPENDED else f"{kind}, "  # its message starts with "suspended"
+    text = printable(f"  # {change.resource_id}: {kind}{change.message}")
     return paint(text, "warn" if kind == "kept" else "dim") + "\n"
 
 

@@ -20,6 +20,7 @@ from ..engine import Reconciler
 from ..errors import SpecError
 from ..govern import Governor
 from ..logs import get_logger
+from ..models import PassRequest
 from ..plan import PlanPolicy
 from ..supervise import Outages, Runnable, Supervisor
 from ..systemd import Notifier
@@ -32,6 +33,7 @@ from .passes import PassLoop
 from .plane import DaemonPlane
 from .pool import Workers
 from .reporter import SystemdReporter
+from .requests import PassRequestPoller
 from .watcher import DesiredWatcher, PolicyWatcher
 
 
@@ -59,7 +61,9 @@ class Daemon:
         self.reconciler = Reconciler(store=self.store, desired_dir=options.desired, settle=options.settle,
                                      policy=PlanPolicy(allow_mass_delete=options.allow_mass_delete,
                                                        self_heal=options.self_heal),
-                                     writes=self.writes, provision_dir=options.provision, gate=self.governor)
+                                     writes=self.writes, provision_dir=options.provision, gate=self.governor,
+                                     actor=daemon_actor())
+        self.metrics = Metrics()
         self.election = self._election()
         configure = functools.partial(engine_config, options=options, guard_orphans=self.store.kind != "sqlite")
         self.workers = Workers(pool=WorkerPool(store=self.store, config=configure(), parallelism=options.parallelism,
@@ -70,7 +74,10 @@ class Daemon:
                                         busy_timeout=options.busy_timeout, log=self.log)
         self.passes = PassLoop(reconciler=self.reconciler, election=self.election, outages=self.outages,
                                reporter=self.reporter, metrics=self.metrics, wake_workers=self.workers.pool.wake,
-                               desired=options.desired, resync=options.resync, log=self.log)
+                               desired=options.desired, resync=options.resync, log=self.log,
+                               requests=self.store)
+        self.asked = PassRequestPoller(store=self.store, may_plan=self.election.may_plan,
+                                       on_requests=self._asked, outages=self.outages, log=self.log)
         self.drift = DriftLoop(store=self.store, outages=self.outages, log=self.log, metrics=self.metrics,
                                settings=DriftSettings(interval=options.drift_interval,
                                                       concurrency=options.check_concurrency,
@@ -120,14 +127,17 @@ class Daemon:
 
     def _runnables(self) -> list[Runnable]:
         """In start order; they stop in reverse (the API first, the lock and systemd last)."""
-        parts: list[Runnable | None] = [self.reporter, self.election, self.workers, self.passes, self.drift,
-                                        self.watcher, self.policy_watcher, self.api]
+        parts: list[Runnable | None] = [self.reporter, self.election, self.workers, self.passes, self.asked,
+                                        self.drift, self.watcher, self.policy_watcher, self.api]
         return [part for part in parts if part is not None]
 
     # --- what a part tells another built after it ---
 
     def _finished(self, item: Finished) -> None:
         self.passes.job_finished(item)
+
+    def _asked(self, requests: list[PassRequest]) -> None:
+        self.passes.demand(requests)  # `reconciler reconcile`: answered by the next pass
 
     def _drifted(self, report: DriftReport) -> None:
         self.passes.refresh("drift")  # the pass after a drift pass sees the health it recorded

@@ -31,23 +31,30 @@ from ..models import (
     ObservedResource,
     ResourceStatus,
     canonical_json,
+    iso,
+    utcnow,
 )
+from .controls import Controls, held_clause
 
 if TYPE_CHECKING:
     from ..ports import (
         ApiStore,
         AuditStore,
+        FleetFlagReader,
         HealthStore,
         LockStore,
+        PassRequests,
         PassStore,
         PolicyStore,
         Portable,
         Queue,
         StatusReader,
+        SuspensionStore,
     )
 
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
-                   "api_desired": "resource_id", "holds": "resource_id"}
+                   "api_desired": "resource_id", "holds": "resource_id", "suspensions": "resource_id",
+                   "fleet_flags": "name"}
 _JOB_FIELDS = Job.__slots__
 # the row's columns are the dataclass's fields, in order: one decoder reads every SELECT of them
 _RESOURCE_COLUMNS = ", ".join(ObservedResource.__slots__)
@@ -98,7 +105,7 @@ class Connection(Protocol):
     def executemany(self, sql: str, rows: Any, /) -> Any: ...
 
 
-class SQLStore:
+class SQLStore(Controls):
     """The store interface. Subclasses provide `_read`, `_write`, `_scope` and the locking spellings."""
 
     # appended to SELECTs that pick rows to change: PostgreSQL locks them, SQLite's writer lock already has
@@ -199,7 +206,9 @@ class SQLStore:
             " (SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')),"
             " (SELECT sum(claims) FROM jobs WHERE status IN ('queued', 'running')),"
             " (SELECT max(created_at) FROM jobs),"
-            " (SELECT count(*) FROM api_desired), (SELECT max(updated_at) FROM api_desired)")[0])
+            " (SELECT count(*) FROM api_desired), (SELECT max(updated_at) FROM api_desired),"
+            " (SELECT count(*) FROM suspensions), (SELECT max(since) FROM suspensions),"
+            " (SELECT count(*) FROM fleet_flags), (SELECT max(since) FROM fleet_flags)")[0])
 
     def get_resource(self, resource_id: str) -> ObservedResource | None:
         rows = self._tuples(f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE resource_id = ?", (resource_id,))
@@ -389,25 +398,30 @@ class SQLStore:
         return cursor.rowcount == 1
 
     def claim(self, *, worker: str, now: str, lease_until: str, resource_ids: Iterable[str] | None = None,
-              limit: int = 1) -> list[Job]:
-        """Take up to `limit` runnable jobs (queued and due, or running under an expired lease)."""
+              limit: int = 1, fleet_override: bool = False) -> list[Job]:
+        """Take up to `limit` runnable jobs (queued and due, or running under an expired lease).
+
+        A suspended resource's jobs are never claimed, nor any while the fleet is suspended, unless
+        `fleet_override` (`destroy`, which tears down its scope although the fleet is suspended).
+        """
         with self._write() as conn:
             return self._claim_in(conn, worker=worker, now=now, lease_until=lease_until,
-                                  resource_ids=resource_ids, limit=limit)
+                                  resource_ids=resource_ids, limit=limit, fleet_override=fleet_override)
 
     def _claim_in(self, conn: Connection, *, worker: str, now: str, lease_until: str,
-                  resource_ids: Iterable[str] | None, limit: int) -> list[Job]:
+                  resource_ids: Iterable[str] | None, limit: int, fleet_override: bool = False) -> list[Job]:
         scope, args = self._scope(resource_ids)
+        held, held_args = held_clause(now=now, fleet_override=fleet_override)
         rows = conn.execute(
-            f"SELECT * FROM jobs WHERE status = 'queued' AND run_after <= ?{scope}"
+            f"SELECT * FROM jobs WHERE status = 'queued' AND run_after <= ?{scope}{held}"
             # ordered by the (status, run_after) index alone: a second sort key made every claim sort
             # all queued jobs (they share one run_after), which at 100k queued was the whole cost
-            f" ORDER BY run_after LIMIT ?{self.skip_locked}", (now, *args, limit)).fetchall()
+            f" ORDER BY run_after LIMIT ?{self.skip_locked}", (now, *args, *held_args, limit)).fetchall()
         if len(rows) < limit:
             rows += conn.execute(
-                f"SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at <= ?{scope}"
+                f"SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at <= ?{scope}{held}"
                 f" ORDER BY lease_expires_at LIMIT ?{self.skip_locked}",
-                (now, *args, limit - len(rows))).fetchall()
+                (now, *args, *held_args, limit - len(rows))).fetchall()
         picked = []
         for job in map(_job, rows):
             # script_pgid/script_host keep naming the previous run until the new one records its own
@@ -430,9 +444,12 @@ class SQLStore:
         """(job_id, lease_owner) of every running job: cheap enough to ask every few seconds."""
         return self._tuples("SELECT job_id, lease_owner FROM jobs WHERE status = 'running'")
 
-    def count_open(self, *, resource_ids: Iterable[str] | None = None) -> int:
+    def count_open(self, *, resource_ids: Iterable[str] | None = None, fleet_override: bool = False) -> int:
+        """Open jobs an apply waits for: running ones, and queued ones no suspension holds (none would run)."""
         scope, args = self._scope(resource_ids)
-        return self._count(f"SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running'){scope}", args)
+        held, held_args = held_clause(now=iso(utcnow()), fleet_override=fleet_override)
+        return self._count(f"SELECT count(*) AS n FROM jobs WHERE (status = 'running' OR (status = 'queued'{held}))"
+                           f"{scope}", (*held_args, *args))
 
     def record_script(self, *, job_id: str, worker: str, pgid: int, host: str, now: str) -> bool:
         """Remember which process group runs the job, before the script is let go (the start gate)."""
@@ -488,12 +505,13 @@ class SQLStore:
             return self._finish_in(conn, job=job, worker=worker, result=result, now=now)
 
     def finish_and_claim(self, *, job: Job, worker: str, result: JobResult, now: str, lease_until: str,
-                         resource_ids: Iterable[str] | None = None) -> tuple[bool, Job | None]:
+                         resource_ids: Iterable[str] | None = None,
+                         fleet_override: bool = False) -> tuple[bool, Job | None]:
         """`finish`, then `claim` the worker's next job in the same transaction (one commit, not two)."""
         with self._write() as conn:
             recorded = self._finish_in(conn, job=job, worker=worker, result=result, now=now)
             picked = self._claim_in(conn, worker=worker, now=now, lease_until=lease_until,
-                                    resource_ids=resource_ids, limit=1)
+                                    resource_ids=resource_ids, limit=1, fleet_override=fleet_override)
         return recorded, (picked[0] if picked else None)
 
     def _finish_in(self, conn: Connection, *, job: Job, worker: str, result: JobResult, now: str) -> bool:
@@ -717,3 +735,6 @@ if TYPE_CHECKING:  # mypy proves here that the one store class fits every consum
     ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable, AuditStore,
                PolicyStore]:
         return store, store, store, store, store, store, store, store, store
+
+    def _fits_the_controls(store: SQLStore) -> tuple[SuspensionStore, PassRequests, FleetFlagReader]:
+        return store, store, store

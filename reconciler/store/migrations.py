@@ -102,8 +102,25 @@ def _v5_policy_holds(db: Any) -> None:
     db.execute(JOBS_BY_OWNER)
 
 
+# Issue 16: operator controls. A resource suspended by `reconciler suspend` (a file's `suspend:` lives in
+# the file); the fleet's flags (`suspend --all`: name "suspended"); a pass asked for by `reconciler reconcile`.
+SUSPENSION_COLUMNS: dict[str, Any] = {"resource_id": str, "reason": str, "actor": str, "since": str, "until": str}
+FLEET_FLAG_COLUMNS: dict[str, Any] = {"name": str, "reason": str, "actor": str, "since": str, "until": str}
+PASS_REQUEST_COLUMNS: dict[str, Any] = {
+    "request_id": str, "resource_ids_json": str, "actor": str, "requested_at": str, "status": str,
+    "picked_at": str, "done_at": str, "job_ids_json": str, "notes_json": str, "error": str,
+}
+
+
+def _v6_operator_controls(db: Any) -> None:
+    db["suspensions"].create(SUSPENSION_COLUMNS, pk="resource_id", not_null=["reason", "actor", "since"])
+    db["fleet_flags"].create(FLEET_FLAG_COLUMNS, pk="name", not_null=["reason", "actor", "since"])
+    db["pass_requests"].create(PASS_REQUEST_COLUMNS, pk="request_id", not_null=["requested_at", "status"])
+    db["pass_requests"].create_index(["status"])
+
+
 MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor,
-                                          _v5_policy_holds]
+                                          _v5_policy_holds, _v6_operator_controls]
 LATEST = len(MIGRATIONS)
 
 
@@ -173,6 +190,12 @@ PG_MIGRATIONS: list[list[str]] = [
         "ALTER TABLE jobs ADD COLUMN owner TEXT",
         "UPDATE jobs SET owner = COALESCE(spec_json, old_spec_json)::json->>'owner'",
         JOBS_BY_OWNER,
+    ],
+    [
+        _pg_table("suspensions", SUSPENSION_COLUMNS, pk="resource_id", not_null=("reason", "actor", "since")),
+        _pg_table("fleet_flags", FLEET_FLAG_COLUMNS, pk="name", not_null=("reason", "actor", "since")),
+        _pg_table("pass_requests", PASS_REQUEST_COLUMNS, pk="request_id", not_null=("requested_at", "status")),
+        "CREATE INDEX idx_pass_requests_status ON pass_requests (status)",
     ],
 ]
 assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"

@@ -32,21 +32,22 @@ ALLOWED: dict[str, set[str]] = {
     # which file owns which id, also while files fail to load (issue 11: the API's ownership check)
     "owners": {"spec"},
     "yamlcompat": set(),
-    "plan": {"models"},
+    "plan": {"models", "suspensions"},
     "render": {"plan", "models", "terminal", "policy"},
     "retry": set(),
     "status": {"ports", "models", "errors"},
     # how commands show their data (text or JSON), picked once per command; never sees a store
     "views": {"models", "plan", "render", "status", "terminal", "policy"},
-    "store": {"models", "errors", "store", "ports", "defects"},  # ports: only to prove (for mypy) the store fits them
+    "store": {"models", "errors", "store", "ports", "defects", "suspensions"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
-    "ports": {"models", "health"},
+    "ports": {"models", "health", "suspensions"},
     "runner": {"models", "errors", "terminal"},
     "health": set(),
     "logs": set(),
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
-    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy", "actor"},
+    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy", "actor",
+               "suspensions"},
     # governance (issue 15): policy.yaml read (model, load) and evaluated (pure) against desired + plan
     "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle"},
     # who caused a change (issue 15's audit): the actor strings, the git actor of desired/, attribution
@@ -89,6 +90,10 @@ ALLOWED: dict[str, set[str]] = {
     "tokens": {"errors", "scopes", "settle"},
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
     "coordination": {"ports", "daemon", "models", "errors", "liveness"},
+    # suspensions (issue 16): who left which resource (or the fleet) alone, until when; pure
+    "suspensions": {"models"},
+    # the operator's controls as commands: suspend, resume, reconcile (issue 16)
+    "operations": {"ports", "models", "errors", "suspensions"},
     "cli": None,  # type: ignore[dict-item]  # anything
 }
 
