@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as evolve
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -49,6 +50,8 @@ class Reason(StrEnum):
     UNHEALTHY = "unhealthy"  # failing health checks, and self-heal is off: observed only
     PROTECTED = "protected"  # no longer declared, kept by `protected: true`
     REPLACE_BLOCKED = "replace_blocked"  # a replacement blocked by `protected: true`
+    REPLACE_REQUESTED = "replace_requested"  # `apply --replace ID`, `reconciler replace`, the API's replace
+    UNMANAGED = "unmanaged"  # forgotten (`forget --force`) while still declared: never created again
 
 
 class Hold(StrEnum):
@@ -57,11 +60,14 @@ class Hold(StrEnum):
     IN_PROGRESS = "in_progress"
     RETRY = "retry"
     UNHEALTHY = "unhealthy"
-    PROTECTED = "protected"  # kept, by design: the only hold listed under `kept`
+    PROTECTED = "protected"  # kept, by design: listed under `kept`
+    UNMANAGED = "unmanaged"  # kept, forgotten by an operator: listed under `kept`
 
 
 HOLDS = {Reason.IN_FLIGHT: Hold.IN_PROGRESS, Reason.BACKOFF: Hold.RETRY, Reason.UNHEALTHY: Hold.UNHEALTHY,
-         Reason.PROTECTED: Hold.PROTECTED, Reason.REPLACE_BLOCKED: Hold.PROTECTED}
+         Reason.PROTECTED: Hold.PROTECTED, Reason.REPLACE_BLOCKED: Hold.PROTECTED, Reason.UNMANAGED: Hold.UNMANAGED}
+# Holds listed under `kept` (by design, not work still to come).
+KEPT = frozenset({Hold.PROTECTED, Hold.UNMANAGED})
 # Reasons shown as "retry" (JSON `"action": "retry"`, `~ … will be retried`): running a spec again.
 RETRIES = frozenset({Reason.RETRY, Reason.NOT_SETTLED, Reason.SELF_HEAL})
 # Holds under which the plan still has work to do, only later (`plan --detailed-exitcode` exits 2).
@@ -97,6 +103,8 @@ class Change:
     attempt: int = 1  # retries count up, for backoff
     source: str = "file"  # who declares it: "file" or "api"
     retry_at: str | None = None  # Reason.BACKOFF: when the next attempt is due
+    # a create whose target offers observe.sh: the job adopts the resource if it already exists
+    or_adopt: bool = False
     # a create's spec, hashed only if it is queued: a create needs no hash to be decided, and a dry
     # run of a new 100k fleet would otherwise hash every spec for nothing
     spec: ResourceSpec | None = field(default=None, compare=False, repr=False)
@@ -127,6 +135,8 @@ class Plan:
     unchanged: int = 0
     live: int = 0
     refusal: str | None = None
+    # forgotten rows kept unmanaged whose id is no longer declared: from now on a declaration creates them
+    released: tuple[str, ...] = ()
 
     def count(self, action: Action) -> int:
         return sum(1 for change in self.changes if change.action is action)
@@ -155,22 +165,30 @@ def compute_plan(
     targets: Iterable[str] = (),
     hashes: Mapping[str, str] | None = None,
     api: Iterable[str] = (),
+    replace: Iterable[str] = (),
+    observable: Iterable[str] = (),
 ) -> Plan:
     """Compare desired with observed; `in_flight` ids have an open job and are left to it.
 
     `targets`, when given, narrows the plan to those ids; safety limits still count the whole fleet.
     `hashes` may carry spec hashes computed earlier (by id); missing ones are computed here.
     `api` names the desired ids declared through the HTTP API rather than by a file.
+    `replace` names ids an operator asked to replace (teardown, then provision) although nothing changed.
+    `observable` names the runtime targets that offer observe.sh: their creates may adopt instead.
     """
-    rules = _Rules(stamp=iso(now), policy=policy, hashes=hashes or {}, api=frozenset(api))
-    busy, only = frozenset(in_flight), frozenset(targets)
+    rules = _Rules(stamp=iso(now), policy=policy, hashes=hashes or {}, api=frozenset(api),
+                   replace=frozenset(replace))
+    busy, only, adoptable = frozenset(in_flight), frozenset(targets), frozenset(observable)
     changes: list[Change] = []
     kept: list[Change] = []
     waiting: list[Change] = []
+    released: list[str] = []
     ids = desired.keys() | observed.keys()
     for resource_id in sorted(ids & only if only else ids):
         row = observed.get(resource_id)
         if row is not None and not row.live and resource_id not in desired:
+            if row.unmanaged:
+                released.append(resource_id)
             continue
         if resource_id in busy:
             waiting.append(Change(resource_id, Action.NOOP, Reason.IN_FLIGHT, "a job is in progress"))
@@ -182,16 +200,18 @@ def compute_plan(
             change = rules.for_removed(row)
         else:  # every id is desired or observed
             continue
+        if change.action is Action.CREATE and change.spec is not None and change.spec.runtime_target in adoptable:
+            change = evolve(change, or_adopt=True)
         if change.action is not Action.NOOP:
             changes.append(change)
-        elif change.hold is Hold.PROTECTED:
+        elif change.hold in KEPT:
             kept.append(change)
         elif change.hold is not None:
             waiting.append(change)
     live = sum(1 for row in observed.values() if row.live)
     considered = desired.keys() | {r for r, row in observed.items() if row.live}
     unchanged = len(considered & only if only else considered) - len(changes) - len(kept) - len(waiting)
-    plan = Plan(tuple(changes), tuple(kept), tuple(waiting), unchanged, live)
+    plan = Plan(tuple(changes), tuple(kept), tuple(waiting), unchanged, live, released=tuple(released))
     return _with_safety(plan, policy)
 
 
@@ -206,15 +226,21 @@ class _Rules:
     policy: PlanPolicy
     hashes: Mapping[str, str]
     api: frozenset[str]
+    replace: frozenset[str] = frozenset()
 
     def for_desired(self, spec: ResourceSpec, row: ObservedResource | None) -> Change:
         known = self.hashes.get(spec.resource_id)
         source = API_SOURCE if spec.resource_id in self.api else "file"
+        if row is not None and row.status is ResourceStatus.FORGOTTEN:
+            return _forgotten(spec, row, known, source)
         if row is None or not row.live:
             reason, message = (Reason.DECLARED_AGAIN, "declared again after deletion") if row is not None else (
                 Reason.NEW, "not yet created")
             return _create(spec, row, known, source, reason, message)
         wanted = known or spec_hash(spec)
+        if (spec.resource_id in self.replace and row.spec_hash is not None
+                and row.status is not ResourceStatus.DELETING):
+            return _replace_requested(spec, row, wanted, source)
         if row.spec_hash == wanted and row.status is ResourceStatus.ACTIVE:
             if row.health is Health.UNHEALTHY:
                 return self._unhealthy(spec, row, wanted, source)
@@ -277,6 +303,28 @@ def _create(spec: ResourceSpec, row: ObservedResource | None, wanted: str | None
                   row.version if row is not None else None, 1, source, spec=spec)
 
 
+def _forgotten(spec: ResourceSpec, row: ObservedResource, known: str | None, source: str) -> Change:
+    """A forgotten row: kept unmanaged while it stays declared; once released, a declaration creates it."""
+    if row.unmanaged:
+        return Change(row.resource_id, Action.NOOP, Reason.UNMANAGED,
+                      "forgotten, not managed although declared (adopt it, or remove it from desired/)",
+                      row.applied_spec())
+    return _create(spec, row, known, source, Reason.DECLARED_AGAIN, "declared again after it was forgotten")
+
+
+def _replace_requested(spec: ResourceSpec, row: ObservedResource, wanted: str, source: str) -> Change:
+    """An operator's replace: teardown of the applied spec, then provision of the declared one."""
+    before, after = row.applied_spec(), spec.model_dump()
+    changed = tuple(name for name in after if before.get(name) != after[name])
+    message = "replace requested" + (f"; {', '.join(changed)} changed" if changed else "")
+    if before.get("protected"):
+        return Change(row.resource_id, Action.NOOP, Reason.REPLACE_BLOCKED,
+                      f"{PROTECTED}replace requested is blocked; set protected: false and apply first", before,
+                      after, changed)
+    return Change(row.resource_id, Action.REPLACE, Reason.REPLACE_REQUESTED, message, before, after, changed,
+                  wanted, row.version, 1, source)
+
+
 def _next_attempt(row: ObservedResource) -> int:
     """A spec run again after a failure counts up (for backoff); otherwise it is a fresh first attempt."""
     return row.attempts + 1 if row.status is ResourceStatus.ERRORED else 1
@@ -308,5 +356,4 @@ def _with_safety(plan: Plan, policy: PlanPolicy) -> Plan:
         refusal = f"the plan would delete {deletes} of {live} live resources (more than {limit})"
     else:
         return plan
-    return Plan(plan.changes, plan.kept, plan.waiting, plan.unchanged, plan.live,
-                refusal + "; pass --allow-mass-delete if that is what you want")
+    return evolve(plan, refusal=refusal + "; pass --allow-mass-delete if that is what you want")

@@ -5,8 +5,8 @@ JSON consumers and the daemon's logs.
 
 JSON shape (format_version "1.0"; fields are only ever added):
     {"format_version": "1.0",
-     "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source"}],
-     "kept":    [{"resource_id", "reason", "reason_code", "hold"}],   # protected, skipped
+     "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source", "or_adopt"?}],
+     "kept":    [{"resource_id", "reason", "reason_code", "hold"}],   # protected or forgotten, skipped
      "waiting": [{"resource_id", "reason", "reason_code", "hold", "retry_at"?}],  # in progress, backoff, unhealthy
      "summary": {"create", "update", "replace", "delete", "retry", "unchanged"},
      "refused": null | "why the plan is refused"}
@@ -48,7 +48,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "changes": [
             {"resource_id": c.resource_id, "action": c.shown, "before": c.before, "after": c.after,
-             "reason": c.message, "reason_code": str(c.reason), "changed": list(c.changed), "source": c.source}
+             "reason": c.message, "reason_code": str(c.reason), "changed": list(c.changed), "source": c.source,
+             **({"or_adopt": True} if c.or_adopt else {})}
             for c in plan.changes
         ],
         "kept": [_held_json(c) for c in plan.kept],
@@ -109,6 +110,7 @@ _HELD_PHRASES = (
     (Hold.IN_PROGRESS, "resource has a job in progress", "resources have a job in progress"),
     (Hold.UNHEALTHY, "resource is unhealthy (self-heal is off)", "resources are unhealthy (self-heal is off)"),
     (Hold.PROTECTED, "protected resource kept as it is", "protected resources kept as they are"),
+    (Hold.UNMANAGED, "forgotten resource kept unmanaged", "forgotten resources kept unmanaged"),
 )
 
 
@@ -134,7 +136,8 @@ def _note(change: Change, paint: _Paint, kind: str) -> str:
 
 def _block(change: Change, paint: _Paint) -> str:
     symbol = _SYMBOL[change.shown]
-    head = paint(f"  # {change.resource_id} {_HEADLINE[change.shown]}", "bold") + f" ({change.message})"
+    headline = _HEADLINE[change.shown] + (" (or adopted)" if change.or_adopt else "")
+    head = paint(f"  # {change.resource_id} {headline}", "bold") + f" ({change.message})"
     head += " [declared via the API]" if change.source == "api" else ""
     lines = [head, f"{paint(symbol.rjust(3), symbol)} resource \"{change.resource_id}\" {{"]
     lines.extend(_attributes(change, paint))
