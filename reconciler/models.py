@@ -298,6 +298,18 @@ class JobRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Adoption:
+    """One existing resource to record as active from its declared spec, without running provision."""
+
+    resource_id: str
+    spec: dict[str, Any]
+    spec_hash: str
+    url: str
+    created_at: str | None = None  # when it was really created (None: now)
+    source: str = "file"
+
+
+@dataclass(frozen=True, slots=True)
 class JobResult:
     """How a job ended, as the store records it."""
 

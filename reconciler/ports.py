@@ -9,10 +9,10 @@ The ports import nothing but the row types, so a module on any floor may name th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .models import Event, FleetCounts, Job, JobRequest, JobResult, ObservedResource
+from .models import Adoption, Event, FleetCounts, Job, JobRequest, JobResult, ObservedResource
 
 if TYPE_CHECKING:  # health pulls in asyncio and ssl: a plan has no use for them at run time
     from .health import CheckResult
@@ -30,9 +30,10 @@ class PlanReader(Protocol):
 
 
 class Enqueuer(Protocol):
-    """Where a plan's changes become jobs, in one transaction."""
+    """Where a plan's changes become jobs, in one transaction (and forgotten ids no longer declared are released)."""
 
     def enqueue(self, *, requests: Iterable[JobRequest], now: str, commit: str | None) -> list[str]: ...
+    def release_forgotten(self, *, resource_ids: Iterable[str], now: str) -> None: ...
 
 
 class JobReader(Protocol):
@@ -120,3 +121,12 @@ class Portable(Protocol):
     def kind(self) -> str: ...
     def export_rows(self) -> dict[str, list[dict[str, Any]]]: ...
     def import_rows(self, *, tables: dict[str, list[dict[str, Any]]], replace: bool) -> dict[str, int]: ...
+
+
+class Lifecycle(JobReader, Protocol):
+    """The operator's transitions (`forget`, `adopt`): all or nothing, each with actor and reason."""
+
+    def load_observed(self) -> dict[str, ObservedResource]: ...
+    def in_flight(self) -> set[str]: ...
+    def forget(self, *, resource_ids: Sequence[str], reason: str, actor: str, now: str) -> None: ...
+    def adopt(self, *, adoptions: Sequence[Adoption], actor: str, reason: str | None, now: str) -> int: ...

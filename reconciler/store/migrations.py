@@ -77,7 +77,15 @@ def _v3_api_desired(db: Any) -> None:
     db["jobs"].create_index(["resource_id", "created_at"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired]
+def _add_unmanaged(db: Any) -> None:
+    """Issue 16's forget: 1 while a forgotten row's id is still declared (the plan keeps it unmanaged).
+
+    Also the marker that this database may hold `forgotten` rows, a status older releases cannot read:
+    they refuse the newer schema instead of failing on the row."""
+    db["resources"].add_column("unmanaged", int, not_null_default=0)
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _add_unmanaged]
 LATEST = len(MIGRATIONS)
 
 
@@ -137,6 +145,7 @@ PG_MIGRATIONS: list[list[str]] = [
         _pg_table("api_desired", API_DESIRED_COLUMNS, pk="resource_id", not_null=("spec_json",)),
         "CREATE INDEX idx_jobs_resource_id_created_at ON jobs (resource_id, created_at)",
     ],
+    ["ALTER TABLE resources ADD COLUMN unmanaged BIGINT NOT NULL DEFAULT 0"],  # _add_unmanaged
 ]
 assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"
 
