@@ -30,7 +30,7 @@ from .plan import API_SOURCE, Change, Plan, PlanPolicy, compute_plan
 from .ports import ConvergeStore, Enqueuer, PassStore, PlanReader
 from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
-from .targets import known_targets, target_problems
+from .targets import known_targets, observing_targets, target_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +65,35 @@ def read_one(*, store: ConvergeStore, resource_id: str) -> Fleet:
 
 
 def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targets: Iterable[str] = (),
-               now: datetime | None = None) -> PlanView:
+               now: datetime | None = None, replace: Iterable[str] = (),
+               observable: Iterable[str] = ()) -> PlanView:
     """The one way to a plan (`plan`, `apply`, `destroy`, the daemon's pass, the API's converge).
 
     `desired` (files, or the last good state) plus the fleet's API-declared specs, planned against its
-    rows; `targets` narrows the plan and must each name a known resource.
+    rows; `targets` narrows the plan and must each name a known resource; `replace` ids must each name
+    a declared, managed resource; `observable` names the targets offering observe.sh (see targets.py).
     """
     full = with_api_desired(desired=desired, api=fleet.api)
     plan = compute_plan(full.resources, fleet.observed, now=now or utcnow(), in_flight=fleet.in_flight,
-                        policy=policy, targets=targets, hashes=full.hashes, api=api_declared(full))
+                        policy=policy, targets=targets, hashes=full.hashes, api=api_declared(full),
+                        replace=replace, observable=observable)
     require_known_ids(ids=targets, desired=full, observed=fleet.observed)
+    require_replaceable(ids=replace, desired=full, observed=fleet.observed)
     return PlanView(desired=full, observed=fleet.observed, plan=plan)
+
+
+def require_replaceable(*, ids: Iterable[str], desired: DesiredState,
+                        observed: dict[str, ObservedResource]) -> None:
+    """`--replace ID` must name a declared resource that exists: replacing nothing would only create it."""
+    for resource_id in ids:
+        row = observed.get(resource_id)
+        if resource_id not in desired.resources:
+            raise ReconcilerError(f"--replace {resource_id}: not declared in desired/ (or through the API); "
+                                  "nothing to provision again")
+        if row is None or not row.live or row.spec_hash is None:
+            state = "forgotten; adopt it first" if row is not None and row.status is ResourceStatus.FORGOTTEN \
+                else "not created yet; apply creates it"
+            raise ReconcilerError(f"--replace {resource_id}: {state}")
 
 
 # --- the desired source: files in desired/, checked against provision/, plus the API's declarations ----
@@ -157,7 +175,12 @@ def job_request(change: Change) -> JobRequest:
 
 
 def enqueue(*, store: Enqueuer, view: PlanView, commit: str | None) -> list[str]:
-    """Queue the plan's changes in one transaction; returns the new job ids."""
+    """Queue the plan's changes in one transaction; returns the new job ids.
+
+    Forgotten ids the plan found no longer declared are released first (declaring them again creates them).
+    """
+    if view.plan.released:
+        store.release_forgotten(resource_ids=view.plan.released, now=iso(utcnow()))
     return store.enqueue(requests=job_requests(view=view), now=iso(utcnow()), commit=commit)
 
 
@@ -275,11 +298,15 @@ class Reconciler:
         fleet = read_fleet(store=self.store)
         if self.last_good is None:
             return PassResult(0, None, load_error, self.store.counts(), None)
-        view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy)
+        view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy, observable=self.observable())
         queued = 0
-        if view.plan.changes and not view.plan.refusal:
+        if (view.plan.changes or view.plan.released) and not view.plan.refusal:
             queued = len(enqueue(store=self.store, view=view, commit=desired_commit(directory=self.desired_dir)))
         return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed))
+
+    def observable(self) -> frozenset[str]:
+        """The targets whose creates may adopt (observe.sh), shown in the plan as `create (or adopt)`."""
+        return observing_targets(provision_dir=self.provision_dir) if self.provision_dir else frozenset()
 
     def refresh_desired(self) -> None:
         """Load desired/ without planning (a follower, whose API still needs to know the files' ids)."""
