@@ -56,7 +56,7 @@ def _json_lines(*, text: str, name: str) -> tuple[list[AdoptRow], list[str]]:
             continue
         try:
             value = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             problems.append(f"{name}:{number}: not a JSON object ({exc.msg})")
             continue
         if not isinstance(value, dict):

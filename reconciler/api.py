@@ -20,8 +20,8 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from .engine import converge_one
-from .errors import StoreError
+from .engine import converge_one, replace_one
+from .errors import ReconcilerError, StoreError
 from .httpguard import FrontDoor
 from .models import RESOURCE_ID_PATTERN, Action, Job, JobStatus, ObservedResource, ResourceSpec
 from .ports import ApiStore
@@ -39,6 +39,7 @@ class Plane(Protocol):
     def store(self) -> ApiStore: ...
 
     def desired_pending(self) -> str | None: ...  # why desired/ has not loaded well once yet; None once it has
+    def declared(self, resource_id: str) -> tuple[ResourceSpec, str] | None: ...  # its spec and "file" or "api"
     def file_source(self, resource_id: str) -> str | None: ...  # the file:line declaring it, broken files too
     def unknown_target(self, name: str) -> str | None: ...  # why no provision/ script handles it; None if one does
     def health_report(self) -> tuple[dict[str, Any], bool]: ...
@@ -126,7 +127,7 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong bearer token"},
     404: {"description": "Unknown resource"},
-    409: {"description": "Declared by a file, or protected"},
+    409: {"description": "Declared by a file, protected, a job is open, or not created yet (replace)"},
     413: {"description": "Request body over 1 MiB"},
     503: {"description": "desired/ has not loaded yet; retry after Retry-After seconds"},
 }
@@ -200,6 +201,24 @@ def _remove_routes(app: FastAPI, plane: Plane) -> None:
             raise HTTPException(404, f"no resource {resource_id!r}")
         return _accepted(plane, resource_id, converge_one(store=store, resource_id=resource_id, spec=None))
 
+    @app.post("/provisions/{resource_id}/replace", status_code=202, response_model=Accepted, responses=ERRORS)
+    def replace(resource_id: str = ResourceId) -> Accepted:
+        """Replace a resource (teardown, then provision) although nothing changed; declared by a file or here."""
+        _desired_loaded(plane)
+        declared = plane.declared(resource_id)
+        if declared is None:
+            if store.get_resource(resource_id) is None:
+                raise HTTPException(404, f"no resource {resource_id!r}")
+            raise HTTPException(409, f"{resource_id} is not declared (in desired/ or through the API)")
+        spec, source = declared
+        try:
+            result = replace_one(store=store, spec=spec, source=source)
+        except StoreError:
+            raise
+        except ReconcilerError as exc:
+            raise HTTPException(409, str(exc).removeprefix("--replace ")) from None
+        return _accepted(plane, resource_id, result)
+
     @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=ERRORS)
     async def events(resource_id: str = ResourceId, limit: int | None = Query(None, ge=1, le=10_000)
                      ) -> list[EventView]:
@@ -232,14 +251,19 @@ def _known_target(plane: Plane, name: str) -> None:
 
 def _may_change(plane: Plane, resource_id: str) -> None:
     """503 until desired/ has loaded once (ownership unknown), 409 when a file declares the id."""
+    _desired_loaded(plane)
+    source = plane.file_source(resource_id)
+    if source is not None:
+        raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")
+
+
+def _desired_loaded(plane: Plane) -> None:
+    """503 until desired/ has loaded once: which ids the files declare is not known before."""
     pending = plane.desired_pending()
     if pending is not None:
         raise HTTPException(503, f"desired/ has not loaded yet ({pending}); changes through the API wait for "
                                  "its first good load, so that ids the files declare are known",
                             headers={"Retry-After": str(RETRY_AFTER)})
-    source = plane.file_source(resource_id)
-    if source is not None:
-        raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")
 
 
 def _row(store: ApiStore, resource_id: str) -> ObservedResource:

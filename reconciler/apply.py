@@ -25,6 +25,7 @@ from .engine import (
     plan_fleet,
     plan_scope,
     read_fleet,
+    release,
     target_timeouts,
 )
 from .models import utcnow
@@ -32,6 +33,7 @@ from .options import Mode, PlanOptions, RunOptions
 from .runner import dropped_env, read_pass_env
 from .spec import DesiredState
 from .store import open_store
+from .targets import observing_targets
 from .terminal import printable, printable_lines
 from .views import View
 from .workers import EngineConfig, Finished, WorkerPool, expire_dead_leases
@@ -61,6 +63,7 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     click.echo(options.view.plan(view.plan), nl=False)
     if view.plan.refusal:
         return 1
+    release(store=store, view=view)
     scope = plan_scope(view.plan)
     if not scope:
         return 0
@@ -107,7 +110,8 @@ def _plan(*, settings: Any, options: ApplyOptions, store: SQLStore) -> PlanView:
     fleet = read_fleet(store=store, with_api=not destroy)
     desired = DesiredState(resources={}) if destroy else load_files(
         directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
-    return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets)
+    return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets,
+                      replace=options.plan.replace, observable=observing_targets(provision_dir=settings.provision))
 
 
 def _confirmed(*, options: ApplyOptions) -> bool:

@@ -223,6 +223,8 @@ def _plan_options(*, into: str = "planning") -> Callable[..., Any]:
                      help="Limit to this resource id (repeatable)."),
         click.option("--allow-mass-delete", is_flag=True,
                      help="Allow a plan that deletes every live resource or more than max(10, 25%)."),
+        click.option("--replace", "replace", multiple=True, metavar="ID",
+                     help="Replace this resource (teardown, then provision) although nothing changed (repeatable)."),
     )
 
 
@@ -266,10 +268,12 @@ def plan(settings: Settings, output: str, planning: PlanOptions, detailed_exitco
 
 def _show_plan(*, settings: Settings, view: View, planning: PlanOptions, detailed_exitcode: bool) -> None:
     from .engine import load_files, plan_fleet, read_fleet
+    from .targets import observing_targets
 
     fleet = read_fleet(store=_read_store(settings))
     desired = load_files(directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
-    planned = plan_fleet(desired=desired, fleet=fleet, policy=planning.policy(), targets=planning.targets).plan
+    planned = plan_fleet(desired=desired, fleet=fleet, policy=planning.policy(), targets=planning.targets,
+                         replace=planning.replace, observable=observing_targets(provision_dir=settings.provision)).plan
     click.echo(view.plan(planned), nl=False)
     if planned.refusal:
         sys.exit(1)
@@ -374,6 +378,51 @@ def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: RunOpt
     _refuse_while_daemon_runs(settings=settings, command="destroy")
     _apply(settings=settings, planning=PlanOptions(targets=targets, allow_mass_delete=True), run=run, yes=yes,
            view=TextView(colour=_colour()), destroy=True)
+
+
+@main.command("replace")
+@click.argument("resource_ids", nargs=-1, required=True, metavar="ID...")
+@_output_option
+@_yes_option
+@_run_options()
+@_with_settings
+@_guarded
+def replace_(settings: Settings, resource_ids: tuple[str, ...], output: str, yes: bool, run: RunOptions) -> None:
+    """Tear down and provision these resources again although nothing changed (a broken tenant, a rotated
+    credential): `apply --target ID --replace ID` for each ID, one job per resource.
+
+    \b
+    Example:
+      reconciler replace acme-prod --yes
+    """
+    from .options import PlanOptions
+
+    _apply(settings=settings, planning=PlanOptions(targets=resource_ids, replace=resource_ids), run=run, yes=yes,
+           view=_view(output), destroy=False)
+
+
+@main.command()
+@click.argument("resource_ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--reason", required=True, metavar="TEXT", help="Why (recorded in the resource's history).")
+@click.option("--force", is_flag=True,
+              help="Also forget ids still declared: the plan then keeps them unmanaged (never created again) "
+                   "until they are adopted again or removed from desired/.")
+@_yes_option
+@_with_settings
+@_guarded
+def forget(settings: Settings, resource_ids: tuple[str, ...], reason: str, force: bool, yes: bool) -> None:
+    """Drop resources from management WITHOUT teardown (handed to another system); their rows become
+    `forgotten` and keep their history. Refused while declared (unless --force) or while a job is open.
+
+    \b
+    Example:
+      reconciler forget acme-legacy --reason "moved to team X's tooling" --yes
+    """
+    from .lifecycle import Operator, cli_actor
+    from .lifecycle import forget as forget_resources
+
+    sys.exit(forget_resources(settings=settings, resource_ids=resource_ids, force=force, yes=yes,
+                              operator=Operator(actor=cli_actor(), reason=reason)))
 
 
 @main.command()
@@ -568,6 +617,41 @@ def check(settings: Settings, checks: CheckOptions) -> None:
                f"{counts['turned_unhealthy']} turned unhealthy.")
     if report.failures:  # any failed check of this run, whatever --unhealthy-after says about the state
         sys.exit(1)
+
+
+@main.command()
+@click.argument("resource_id", required=False)
+@click.option("--url", metavar="URL", help="The existing resource's URL (with ID).")
+@click.option("--from", "from_file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Adopt every row of FILE in one transaction: CSV with a header, or JSON lines "
+                   "(resource_id, url, optional created_at and spec fields, which must equal desired/).")
+@click.option("--dry-run", is_flag=True, help="Check and show what would be adopted; write nothing.")
+@click.option("--check", "check_now", is_flag=True,
+              help="Health-check each adopted URL once (else the drift loop does).")
+@click.option("--reason", metavar="TEXT", default=None, help="Why (recorded in each resource's history).")
+@_check_options()
+@_with_settings
+@_guarded
+def adopt(settings: Settings, resource_id: str | None, url: str | None, from_file: Path | None, dry_run: bool,
+          check_now: bool, reason: str | None, checks: CheckOptions) -> None:
+    """Record resources that already exist (made by running the script by hand) as active from their
+    declared spec, without running provision. Every row is checked first; any bad row adopts nothing.
+
+    \b
+    Examples:
+      reconciler adopt acme-prod --url https://acme.example.com/
+      reconciler adopt --from fleet.csv --dry-run
+    """
+    from .adoption import AdoptRow
+    from .lifecycle import Operator, cli_actor, read_adoption_file
+    from .lifecycle import adopt as adopt_rows
+
+    if (from_file is None) == (resource_id is None) or (resource_id is not None) != (url is not None):
+        raise click.UsageError("give either ID --url URL, or --from FILE")
+    rows = read_adoption_file(path=from_file) if from_file is not None else [
+        AdoptRow(0, {"resource_id": resource_id, "url": url})]
+    sys.exit(adopt_rows(settings=settings, rows=rows, name=str(from_file or ""), dry_run=dry_run,
+                        check=checks if check_now else None, operator=Operator(actor=cli_actor(), reason=reason)))
 
 
 @main.command("export")

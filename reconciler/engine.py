@@ -77,8 +77,8 @@ def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targe
     plan = compute_plan(full.resources, fleet.observed, now=now or utcnow(), in_flight=fleet.in_flight,
                         policy=policy, targets=targets, hashes=full.hashes, api=api_declared(full),
                         replace=replace, observable=observable)
-    require_known_ids(ids=targets, desired=full, observed=fleet.observed)
     require_replaceable(ids=replace, desired=full, observed=fleet.observed)
+    require_known_ids(ids=targets, desired=full, observed=fleet.observed)
     return PlanView(desired=full, observed=fleet.observed, plan=plan)
 
 
@@ -175,13 +175,16 @@ def job_request(change: Change) -> JobRequest:
 
 
 def enqueue(*, store: Enqueuer, view: PlanView, commit: str | None) -> list[str]:
-    """Queue the plan's changes in one transaction; returns the new job ids.
-
-    Forgotten ids the plan found no longer declared are released first (declaring them again creates them).
-    """
-    if view.plan.released:
-        store.release_forgotten(resource_ids=view.plan.released, now=iso(utcnow()))
+    """Queue the plan's changes in one transaction; returns the new job ids."""
     return store.enqueue(requests=job_requests(view=view), now=iso(utcnow()), commit=commit)
+
+
+def release(*, store: Enqueuer, view: PlanView) -> None:
+    """Forgotten ids the plan found no longer declared: declaring them again from now on creates them.
+
+    Bookkeeping, not an action on a resource: `apply` does it before asking, the daemon on every pass."""
+    if view.plan.released and not view.plan.refusal:
+        store.release_forgotten(resource_ids=view.plan.released, now=iso(utcnow()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +212,25 @@ def converge_one(*, store: ConvergeStore, resource_id: str, spec: ResourceSpec |
     queued = store.declare_api(resource_id=resource_id, spec=spec.model_dump() if spec else None,
                                requests=job_requests(view=view), now=iso(utcnow()))
     return Converged(store.get_job(queued[0]) if queued else store.latest_job(resource_id))
+
+
+def replace_one(*, store: ConvergeStore, spec: ResourceSpec, source: str) -> Converged:
+    """Queue one resource's replacement now (the API's replace): teardown, then provision, as one job.
+
+    Planned first with the id as requested: a rule that holds it back (protected, an open job) says why
+    in `held` and nothing is written; one that refuses it (not created yet, forgotten) raises.
+    """
+    resource_id = spec.resource_id
+    desired = DesiredState(resources={resource_id: spec}, sources={resource_id: Source(source, 0)})
+    view = plan_fleet(desired=desired, fleet=read_one(store=store, resource_id=resource_id),
+                      policy=PlanPolicy(allow_mass_delete=True), replace=[resource_id])
+    held = view.plan.kept + view.plan.waiting
+    if held:
+        return Converged(None, held[0].message)
+    queued = store.enqueue(requests=job_requests(view=view), now=iso(utcnow()), commit=None)
+    if not queued:
+        return Converged(None, "its row changed meanwhile (another job was queued); try again")
+    return Converged(store.get_job(queued[0]))
 
 
 def plan_scope(plan: Plan) -> set[str]:
@@ -300,7 +322,8 @@ class Reconciler:
             return PassResult(0, None, load_error, self.store.counts(), None)
         view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy, observable=self.observable())
         queued = 0
-        if (view.plan.changes or view.plan.released) and not view.plan.refusal:
+        release(store=self.store, view=view)
+        if view.plan.changes and not view.plan.refusal:
             queued = len(enqueue(store=self.store, view=view, commit=desired_commit(directory=self.desired_dir)))
         return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed))
 

@@ -17,10 +17,11 @@ from .retry import RetryPolicy
 
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
-    """What to plan: `--target` ids (none: the whole fleet) and the mass-delete override."""
+    """What to plan: `--target` ids (none: the whole fleet), the mass-delete override, `--replace` ids."""
 
     targets: tuple[str, ...] = ()
     allow_mass_delete: bool = False
+    replace: tuple[str, ...] = ()
 
     def policy(self, *, self_heal: bool = False) -> PlanPolicy:
         return PlanPolicy(allow_mass_delete=self.allow_mass_delete, self_heal=self_heal)

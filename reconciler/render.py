@@ -5,7 +5,8 @@ JSON consumers and the daemon's logs.
 
 JSON shape (format_version "1.0"; fields are only ever added):
     {"format_version": "1.0",
-     "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source", "or_adopt"?}],
+     "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source",
+                  "or_adopt"?}],   # or_adopt: true when the target's observe.sh may adopt it instead
      "kept":    [{"resource_id", "reason", "reason_code", "hold"}],   # protected or forgotten, skipped
      "waiting": [{"resource_id", "reason", "reason_code", "hold", "retry_at"?}],  # in progress, backoff, unhealthy
      "summary": {"create", "update", "replace", "delete", "retry", "unchanged"},

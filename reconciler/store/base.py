@@ -543,6 +543,11 @@ class SQLStore:
             return f"{resource_id}: a job is open; wait for it to finish, then forget it"
         return None
 
+    def managed_ids(self) -> set[str]:
+        """Ids of live rows (a tombstone or a forgotten row is not managed): what adopt must not overwrite."""
+        return {row[0] for row in self._tuples(
+            "SELECT resource_id FROM resources WHERE status NOT IN ('deleted', 'forgotten')")}
+
     def release_forgotten(self, *, resource_ids: Iterable[str], now: str) -> None:
         """Forgotten ids no longer declared: from now on declaring them again creates them (plan.released)."""
         scope, args = self._scope(resource_ids)
