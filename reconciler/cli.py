@@ -638,7 +638,7 @@ def adopt(settings: Settings, resource_id: str | None, url: str | None, from_fil
     declared spec, without running provision. Every row is checked first; any bad row adopts nothing.
 
     \b
-    Examples:
+    Example:
       reconciler adopt acme-prod --url https://acme.example.com/
       reconciler adopt --from fleet.csv --dry-run
     """

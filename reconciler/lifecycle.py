@@ -120,7 +120,8 @@ def adopt(*, settings: Any, rows: list[AdoptRow], name: str, dry_run: bool, chec
     """Adopt the rows (every one checked first; any bad row adopts nothing), then optionally check them once."""
     store = open_store(url=settings.db)
     try:
-        checked = check_adoptions(settings=settings, store=store, rows=rows, name=name)
+        declared = load_declared(settings=settings, store=store)
+        checked = check_adoptions(declared=declared, store=store, rows=rows, name=name)
         if checked.problems:
             for problem in checked.problems:
                 click.echo(f"error: {problem}", err=True)
@@ -139,9 +140,8 @@ def adopt(*, settings: Any, rows: list[AdoptRow], name: str, dry_run: bool, chec
     return 0
 
 
-def check_adoptions(*, settings: Any, store: Lifecycle, rows: list[AdoptRow], name: str) -> Checked:
-    """Every row against desired/ (loaded once) and the ids the store manages now."""
-    declared = load_declared(settings=settings, store=store)
+def check_adoptions(*, declared: DesiredState, store: Lifecycle, rows: list[AdoptRow], name: str) -> Checked:
+    """Every row against the declared state (loaded once, by the caller) and the ids the store manages now."""
     api = {rid for rid, source in declared.sources.items() if source.file == "api"}
     return check_rows(rows=rows, desired=declared.resources, managed=store.managed_ids(), name=name,
                       hashes=declared.hashes, api=api)
