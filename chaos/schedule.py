@@ -18,6 +18,8 @@ WEIGHTS: dict[str, int] = {
     "add": 8, "change_inplace": 8, "change_replace": 4, "remove": 5, "rename": 2, "move": 3, "burst": 2,
     # other operations
     "api_post": 3, "api_delete": 2, "api_delete_file_owned": 1, "apply": 4, "check": 1, "pause": 4,
+    # operator controls (issue 16): replace through the API, forget through the CLI
+    "replace": 2, "forget": 2,
     # faults
     "kill_daemon": 3, "term_daemon": 2, "kill_apply": 2, "kill_script": 3, "script_misbehaves": 6,
     "hold_write_lock": 2, "restart_postgres": 2, "yaml_error": 2, "provision_away": 2, "disk_full": 1,
@@ -28,6 +30,8 @@ POSTGRES_ONLY = {"restart_postgres"}
 WRITE_MODES = ("atomic", "atomic", "slices", "pull")
 MISBEHAVIOURS = ("fail", "hang", "slowterm", "junk")
 REGIONS = ("eu-west-1", "us-east-1", "ap-south-1")
+# forget: undeclare first, then forget (a race with the daemon's teardown), or forget while declared (--force)
+FORGET_MODES = ("undeclare", "force")
 OWNERS = ("acme", "globex", "initech")
 
 
@@ -77,6 +81,7 @@ _ARGS = {
     "kill_daemon": lambda r, i: {"down": round(r.uniform(0.0, 1.5), 2), "again": r.random() < 0.4},
     "term_daemon": lambda r, i: {"down": round(r.uniform(0.0, 1.0), 2)},
     "script_misbehaves": lambda r, i: {"mode": r.choice(MISBEHAVIOURS)},
+    "forget": lambda r, i: {"first": r.choice(FORGET_MODES), "n": i},
     "hold_write_lock": lambda r, i: {"seconds": r.choice((1.0, 2.0, 7.0))},
     "restart_postgres": lambda r, i: {"down": r.choice((0.5, 2.0, 7.0))},
     "yaml_error": lambda r, i: {"steps": r.randint(1, 4)},

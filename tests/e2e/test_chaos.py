@@ -24,7 +24,7 @@ from tests.support import ROOT
 
 # The short campaign: a few fixed seeds, about 60 s in all on this machine (2 cores, shared), chosen
 # so that together they run every operation, fault and misbehaviour at least once (test below).
-SHORT_SQLITE_SEEDS, SHORT_POSTGRES_SEEDS, SHORT_STEPS = "28,782", "888", 20
+SHORT_SQLITE_SEEDS, SHORT_POSTGRES_SEEDS, SHORT_STEPS = "1100,2992", "41", 20
 
 
 def _env() -> dict[str, str]:
@@ -110,6 +110,18 @@ def test_a_teardown_is_warranted_only_by_a_state_that_dropped_the_resource() -> 
             "j3": {"action": "replace", "created_at": "1970-01-01T00:02:29.000000Z"}}
     found = invariants.unwarranted_teardowns(records, _snap(at=300.0, jobs=jobs), versions)
     assert [v.detail.split()[0] for v in found] == ["a"]  # b was removed; a's replace is allowed
+
+
+def test_a_forgotten_resource_is_never_torn_down_after_its_forget() -> None:
+    records = Records(runs=[_run("a", "delete", "j1", pid=1, started=99.0),
+                            _run("a", "delete", "j2", pid=2, started=101.0),
+                            _run("b", "delete", "j3", pid=3, started=101.0)], overlaps=[])
+    found = invariants.forgotten_teardowns(records, {"a": 100.0})
+    assert [(v.kind, v.detail.split()[0]) for v in found] == [("forgotten resource torn down", "a")]
+    snap = _snap(at=200.0, resources={"a": {"status": "forgotten"}, "b": {"status": "active"}})
+    gaps = invariants.convergence_gaps(Records(runs=[], overlaps=[]), snap, desired={}, ever={"a", "b"},
+                                       open_scripts=0, forgotten=frozenset({"a", "b"}))
+    assert gaps == ["b: active, want forgotten"]
 
 
 def test_deleted_rows_need_a_teardown_that_exited_0_and_completed_runs_need_their_record() -> None:
