@@ -11,6 +11,7 @@ spec — the file records what exists, the declaration stays the truth.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from collections.abc import Collection, Mapping
@@ -148,15 +149,14 @@ def _row_problems(*, row: AdoptRow, desired: Mapping[str, ResourceSpec], managed
 
 def _differing(*, values: Mapping[str, Any], spec: ResourceSpec) -> list[str]:
     """Spec fields the row gives that differ from the declaration (CSV cells are text: params as JSON)."""
-    declared = spec.model_dump()
     found = []
     for field in SPEC_FIELDS:
         if field == "resource_id" or field not in values:
             continue
-        given = _typed(field, values[field])
-        if given != declared[field]:
+        declared = getattr(spec, field)
+        if _typed(field, values[field]) != declared:
             found.append(f"{field} is {printable(json.dumps(values[field], ensure_ascii=False))} here but "
-                         f"{printable(json.dumps(declared[field], ensure_ascii=False))} in desired/")
+                         f"{printable(json.dumps(declared, ensure_ascii=False))} in desired/")
     return found
 
 
@@ -177,6 +177,17 @@ def _created_at(value: Any) -> tuple[str | None, list[str]]:
     """The timestamp normalised to the store's form, or why it is not one (it needs a UTC offset)."""
     if value is None or value == "":
         return None, []
+    if isinstance(value, str):  # a fleet adopted at once often shares a few timestamps: parse each once
+        return _created_at_text(value)
+    return _parse_created_at(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _created_at_text(value: str) -> tuple[str | None, list[str]]:
+    return _parse_created_at(value)
+
+
+def _parse_created_at(value: Any) -> tuple[str | None, list[str]]:
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:

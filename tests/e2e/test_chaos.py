@@ -24,7 +24,7 @@ from tests.support import ROOT
 
 # The short campaign: a few fixed seeds, about 60 s in all on this machine (2 cores, shared), chosen
 # so that together they run every operation, fault and misbehaviour at least once (test below).
-SHORT_SQLITE_SEEDS, SHORT_POSTGRES_SEEDS, SHORT_STEPS = "1100,2992", "41", 20
+SHORT_SQLITE_SEEDS, SHORT_POSTGRES_SEEDS, SHORT_STEPS = "28,782", "888", 20
 
 
 def _env() -> dict[str, str]:

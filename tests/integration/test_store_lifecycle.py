@@ -3,6 +3,7 @@ release of a forgotten id, an adopt found by observe.sh, and an old-schema datab
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -116,3 +117,20 @@ def test_an_old_schema_database_migrates_and_reads_unmanaged_as_false(tmp_path) 
     store = open_store(url=str(path))
     assert store.get_resource("old").unmanaged is False
     store.close()
+
+
+def test_a_forgotten_row_survives_export_and_import_across_backends(tmp_path, pg_url) -> None:
+    from reconciler.portable import export_document, import_document
+
+    source = open_store(url=str(tmp_path / "from.db"))
+    created(source)
+    source.forget(resource_ids=["acme-prod"], reason="r", actor=ACTOR, now=at(5))
+    document = json.dumps(export_document(store=source))
+    source.close()
+    for url in (pg_url, str(tmp_path / "to.db")):
+        target = open_store(url=url)
+        import_document(store=target, text=document, name="backup.json", replace=False)
+        row = target.get_resource("acme-prod")
+        assert (row.status, row.unmanaged, row.live) == (ResourceStatus.FORGOTTEN, True, False)
+        assert target.events("acme-prod")[-1].kind == "forgotten"
+        target.close()
