@@ -20,6 +20,7 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from .actor import api_actor
 from .engine import converge_one, replace_one
 from .errors import ReconcilerError, StoreError
 from .httpguard import FrontDoor
@@ -104,6 +105,7 @@ class EventView(BaseModel):
     job_id: str | None
     desired_commit: str | None
     details: dict[str, Any] | None = None
+    actor: str | None = None  # who caused it (README: actors); null in events older than the column
 
 
 # Seconds a client is asked to wait while desired/ has not loaded yet (a pass follows every file save).
@@ -155,11 +157,12 @@ def _declare_routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
 
     @app.post("/provisions", status_code=202, response_model=Accepted, responses=ERRORS)
-    def declare(spec: ResourceSpec) -> Accepted:
+    def declare(spec: ResourceSpec, request: Request) -> Accepted:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
         _known_target(plane, spec.runtime_target)
         _may_change(plane, spec.resource_id)
-        return _accepted(plane, spec.resource_id, converge_one(store=store, resource_id=spec.resource_id, spec=spec))
+        return _accepted(plane, spec.resource_id, converge_one(store=store, resource_id=spec.resource_id, spec=spec,
+                                                               actor=caller(request, plane)))
 
     @app.get("/provisions/jobs/{job_id}", response_model=JobView, responses={404: {"description": "Unknown job"}})
     async def job_status(job_id: str = Path(max_length=64)) -> JobView:
@@ -193,16 +196,17 @@ def _remove_routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
 
     @app.delete("/provisions/{resource_id}", status_code=202, response_model=Accepted, responses=ERRORS)
-    def remove(resource_id: str = ResourceId) -> Accepted:
+    def remove(request: Request, resource_id: str = ResourceId) -> Accepted:
         """Remove an API-declared resource: teardown follows the usual finalizer path."""
         _may_change(plane, resource_id)
         row = store.get_resource(resource_id)
         if store.api_declaration(resource_id) is None and (row is None or not row.live):
             raise HTTPException(404, f"no resource {resource_id!r}")
-        return _accepted(plane, resource_id, converge_one(store=store, resource_id=resource_id, spec=None))
+        return _accepted(plane, resource_id, converge_one(store=store, resource_id=resource_id, spec=None,
+                                                          actor=caller(request, plane)))
 
     @app.post("/provisions/{resource_id}/replace", status_code=202, response_model=Accepted, responses=ERRORS)
-    def replace(resource_id: str = ResourceId) -> Accepted:
+    def replace(request: Request, resource_id: str = ResourceId) -> Accepted:
         """Replace a resource (teardown, then provision) although nothing changed; declared by a file or here."""
         _desired_loaded(plane)
         declared = plane.declared(resource_id)
@@ -212,7 +216,7 @@ def _remove_routes(app: FastAPI, plane: Plane) -> None:
             raise HTTPException(409, f"{resource_id} is not declared (in desired/ or through the API)")
         spec, source = declared
         try:
-            result = replace_one(store=store, spec=spec, source=source)
+            result = replace_one(store=store, spec=spec, source=source, actor=caller(request, plane))
         except StoreError:
             raise
         except ReconcilerError as exc:
@@ -239,6 +243,15 @@ def _plane_routes(app: FastAPI, plane: Plane) -> None:
         """Prometheus text format."""
         body, content_type = await asyncio.to_thread(plane.metrics_text)
         return Response(body, media_type=content_type)
+
+
+def caller(request: Request, plane: Plane) -> str:
+    """The audit actor of a call: the principal the front door authenticated (scoped tokens) when there is
+    one; else `api:admin` when the single token is configured (a change had to present it), `api:local`."""
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        return api_actor(principal.name)
+    return api_actor("admin" if plane.token else None)
 
 
 def _known_target(plane: Plane, name: str) -> None:

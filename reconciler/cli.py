@@ -418,7 +418,8 @@ def forget(settings: Settings, resource_ids: tuple[str, ...], reason: str, force
     Example:
       reconciler forget acme-legacy --reason "moved to team X's tooling" --yes
     """
-    from .lifecycle import Operator, cli_actor
+    from .actor import cli_actor
+    from .lifecycle import Operator
     from .lifecycle import forget as forget_resources
 
     sys.exit(forget_resources(settings=settings, resource_ids=resource_ids, force=force, yes=yes,
@@ -467,6 +468,63 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
     read.resource(store=store, resource_id=resource_id)
     assert store is not None, "read.resource refuses a missing database"
     click.echo(_view(output).history(events=store.events(resource_id)), nl=False)
+
+
+@main.group(cls=_UsageExit1, invoke_without_command=True)
+@click.option("--since", metavar="DATE|DURATION",
+              help="Only events at or after this: 2026-01-31, an ISO-8601 time, or back from now (90m, 12h, 7d).")
+@click.option("--actor", metavar="TEXT", help="Only events whose actor contains TEXT (any case), e.g. cli:ada.")
+@click.option("--owner", metavar="OWNER", help="Only events of this owner's resources.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Show the newest LIMIT events (oldest first).")
+@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+@_with_settings
+@_guarded
+def audit(settings: Settings, since: str | None, actor: str | None, owner: str | None, limit: int,
+          output: str) -> None:
+    """List the fleet's events across resources, newest last, each with its actor (who caused it).
+
+    Events are append-only; `audit prune` is the one way to retire old ones (to an archive).
+
+    \b
+    Example:
+      reconciler audit --since 7d --owner acme --actor git:
+    """
+    if click.get_current_context().invoked_subcommand is not None:
+        return
+    from .audit import list_events, parse_moment
+    from .models import utcnow
+
+    moment = parse_moment(since, option="--since", now=utcnow()) if since is not None else None
+    events = list_events(store=_read_store(settings), since=moment, actor=actor, owner=owner, limit=limit)
+    click.echo(_view(output).audit(events=events), nl=False)
+
+
+@audit.command("prune")
+@click.option("--before", required=True, metavar="DATE|DURATION",
+              help="Prune events older than this: 2026-01-31, an ISO-8601 time, or back from now (90d).")
+@click.option("--archive", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="New JSON file the pruned events are written to first (never overwritten).")
+@_with_settings
+@_guarded
+def audit_prune(settings: Settings, before: str, archive: Path) -> None:
+    """Retire events older than --before: archive them to a new JSON file, then delete them in one
+    transaction and record the prune (with who ran it) as an event of its own.
+
+    \b
+    Example:
+      reconciler audit prune --before 180d --archive events-2026-h1.json
+    """
+    from .actor import cli_actor
+    from .audit import parse_moment, prune
+    from .models import utcnow
+    from .store import open_store
+
+    now = utcnow()
+    moment = parse_moment(before, option="--before", now=now)
+    store = open_store(url=settings.db, create=False)
+    done = prune(store=store, before=moment, archive=archive, actor=cli_actor(), now=now, kind=store.kind)
+    click.echo(f"Pruned {done.count} events older than {moment}; archived to {done.archive}.")
 
 
 def _check_options(*, aliases: bool = False) -> Callable[..., Any]:
@@ -601,13 +659,14 @@ def check(settings: Settings, checks: CheckOptions) -> None:
     """
     import asyncio
 
+    from .actor import cli_actor
     from .drift import run_drift_pass
     from .store import open_store
     from .terminal import printable
 
     store = open_store(url=settings.db)
     report = asyncio.run(run_drift_pass(store=store, concurrency=checks.concurrency, timeout=checks.timeout,
-                                        unhealthy_after=checks.unhealthy_after))
+                                        unhealthy_after=checks.unhealthy_after, actor=cli_actor()))
     for failure in sorted(report.failures, key=lambda f: f.resource_id):
         click.echo(printable(f"✗ {failure.resource_id}: {failure.error} ({failure.url})"))
     for resource_id in report.turned_unhealthy:
@@ -642,8 +701,9 @@ def adopt(settings: Settings, resource_id: str | None, url: str | None, from_fil
       reconciler adopt acme-prod --url https://acme.example.com/
       reconciler adopt --from fleet.csv --dry-run
     """
+    from .actor import cli_actor
     from .adoption import AdoptRow
-    from .lifecycle import Operator, cli_actor, read_adoption_file
+    from .lifecycle import Operator, read_adoption_file
     from .lifecycle import adopt as adopt_rows
 
     if (from_file is None) == (resource_id is None) or (resource_id is not None) != (url is not None):
@@ -686,6 +746,7 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
     Example:
       reconciler import --db postgresql://reconciler@db/fleet backup.json
     """
+    from .actor import cli_actor
     from .portable import import_document
     from .store import open_store, redact
 
@@ -694,7 +755,8 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
         from .coordination import refuse_while_daemon_runs
 
         refuse_while_daemon_runs(store=store, command="import --replace")
-    counts = import_document(store=store, text=source.read(), name=source.name, replace=replace)
+    counts = import_document(store=store, text=source.read(), name=source.name, replace=replace,
+                             actor=cli_actor())
     summary = ", ".join(f"{count} {table}" for table, count in counts.items())
     click.echo(f"Imported into {redact(settings.db)}: {summary}.")
 

@@ -37,18 +37,6 @@ class Operator:
     reason: str | None = None
 
 
-def cli_actor() -> str:
-    """`cli:<user>@<host>`, the agreed actor of a command line (reconciler/actor.py once issue 15 lands)."""
-    import getpass
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"cli:{user}@{socket.gethostname()}"
-
-
 def load_declared(*, settings: Any, store: Lifecycle | None) -> DesiredState:
     """desired/ plus the API's declarations: what may be adopted, and what forget must not leave declared."""
     files = load_files(directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)

@@ -14,6 +14,7 @@ import functools
 import os
 import signal
 
+from ..actor import daemon_actor
 from ..drift import DriftLoop, DriftReport, DriftSettings
 from ..engine import Reconciler
 from ..logs import get_logger
@@ -71,7 +72,8 @@ class Daemon:
                                settings=DriftSettings(interval=options.drift_interval,
                                                       concurrency=options.check_concurrency,
                                                       timeout=options.check_timeout,
-                                                      unhealthy_after=options.unhealthy_after),
+                                                      unhealthy_after=options.unhealthy_after,
+                                                      actor=daemon_actor()),
                                may_run=self.election.may_plan, on_report=self._drifted)
         self.watcher = DesiredWatcher(directory=options.desired, tracker=self.writes, on_change=self.passes.request,
                                       log=self.log)

@@ -77,6 +77,17 @@ def _v3_api_desired(db: Any) -> None:
     db["jobs"].create_index(["resource_id", "created_at"])
 
 
+# Who caused each event and each job (reconciler/actor.py: git:…, cli:…, api:…, daemon:…); NULL in rows
+# written before this version. The index on `at` serves `audit --since` and `audit prune --before`.
+ACTOR_COLUMN = "actor"
+
+
+def _v4_actor(db: Any) -> None:
+    db["events"].add_column(ACTOR_COLUMN, str)
+    db["jobs"].add_column(ACTOR_COLUMN, str)
+    db["events"].create_index(["at"])
+
+
 def _add_unmanaged(db: Any) -> None:
     """Issue 16's forget: 1 while a forgotten row's id is still declared (the plan keeps it unmanaged).
 
@@ -85,7 +96,7 @@ def _add_unmanaged(db: Any) -> None:
     db["resources"].add_column("unmanaged", int, not_null_default=0)
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _add_unmanaged]
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor, _add_unmanaged]
 LATEST = len(MIGRATIONS)
 
 
@@ -144,6 +155,11 @@ PG_MIGRATIONS: list[list[str]] = [
     [
         _pg_table("api_desired", API_DESIRED_COLUMNS, pk="resource_id", not_null=("spec_json",)),
         "CREATE INDEX idx_jobs_resource_id_created_at ON jobs (resource_id, created_at)",
+    ],
+    [
+        f"ALTER TABLE events ADD COLUMN {ACTOR_COLUMN} TEXT",
+        f"ALTER TABLE jobs ADD COLUMN {ACTOR_COLUMN} TEXT",
+        "CREATE INDEX idx_events_at ON events (at)",
     ],
     ["ALTER TABLE resources ADD COLUMN unmanaged BIGINT NOT NULL DEFAULT 0"],  # _add_unmanaged
 ]

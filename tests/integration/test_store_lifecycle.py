@@ -38,7 +38,7 @@ def test_forget_keeps_the_row_and_its_history_and_is_not_live(store) -> None:
     assert (row.status, row.live, row.unmanaged, row.url) == (ResourceStatus.FORGOTTEN, False, True,
                                                               "http://127.0.0.1:8001/")
     last = store.events("acme-prod")[-1]
-    assert (last.kind, last.details["actor"], last.details["reason"]) == ("forgotten", ACTOR, "handed to team X")
+    assert (last.kind, last.actor, last.details["reason"]) == ("forgotten", ACTOR, "handed to team X")
     assert [e.kind for e in store.events("acme-prod")][:2] == ["queued", "started"]
     assert store.counts().live == 0 and store.counts().statuses["forgotten"] == 1
 
@@ -80,7 +80,7 @@ def test_adopt_a_fleet_in_one_transaction_over_tombstones_and_forgotten_rows(sto
     assert rows["t-0001"].created_at == at(10)
     assert (rows["acme-prod"].unmanaged, rows["acme-prod"].generation) == (False, 2)
     event = store.events("t-0005")[-1]
-    assert (event.kind, event.details["actor"], event.details["reason"]) == ("adopted", ACTOR, "brownfield")
+    assert (event.kind, event.actor, event.details["reason"]) == ("adopted", ACTOR, "brownfield")
 
 
 def test_adopt_writes_nothing_when_one_id_is_already_managed(store) -> None:

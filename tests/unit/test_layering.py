@@ -46,7 +46,11 @@ ALLOWED: dict[str, set[str]] = {
     "logs": set(),
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
-    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets"},
+    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "actor"},
+    # who caused a change (issue 15's audit): the actor strings, the git actor of desired/, attribution
+    "actor": {"liveness", "plan"},
+    # `reconciler audit`: the fleet's events, and retention (archive first, then prune)
+    "audit": {"errors", "models", "ports", "store"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
     "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
@@ -59,11 +63,13 @@ ALLOWED: dict[str, set[str]] = {
     # the daemon package (issue 14: a composition root and its runnables) hosts the API server and its
     # metrics, so it is the one layer above api; its modules import one another
     "daemon": {"ports", "daemon", "engine", "workers", "store", "models", "errors", "logs", "plan", "retry", "runner",
-               "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift"},
+               "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift",
+               "actor"},
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
-    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "targets"},
+    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "targets",
+              "actor"},
     # issue 16: reading and checking an adoption file (pure but for the runner's URL rule)
     "adoption": {"models", "runner", "terminal"},
     # issue 16: the forget and adopt commands (checked first, then one transaction, actor and reason)
@@ -71,7 +77,7 @@ ALLOWED: dict[str, set[str]] = {
                   "drift"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
     "options": {"plan", "retry"},
-    "api": {"ports", "engine", "models", "errors", "status", "httpguard"},
+    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "actor"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
     "httpguard": set(),
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
