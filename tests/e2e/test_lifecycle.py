@@ -41,6 +41,8 @@ def test_replace_runs_teardown_then_provision_once_and_plan_shows_it(project) ->
     assert done.returncode == 0, done.stderr
     assert ledger(project) == [("acme", "delete"), ("acme", "create")]
     assert statuses(project) == {"acme": "active", "beta": "active"}
+    (job,) = db_rows(project, "SELECT action, actor FROM jobs WHERE resource_id = 'acme' AND action = 'replace'")
+    assert job["actor"].startswith("cli:")  # the operator who asked, not the files' git actor
     again = run_cli(project, "apply", "--yes", "--replace", "beta", "--replace", "acme")
     assert again.returncode == 0, again.stderr
     assert sorted(ledger(project)[2:]) == [("acme", "create"), ("acme", "delete"), ("beta", "create"),
@@ -67,6 +69,8 @@ def test_forget_leaves_the_resource_running_and_the_row_forgotten_with_history(p
     assert ledger(project) == []  # never torn down
     history = run_cli(project, "history", "acme")
     assert "forgotten by cli:" in history.stdout and "to team X" in history.stdout
+    (event,) = db_rows(project, "SELECT actor, details_json FROM events WHERE kind = 'forgotten'")
+    assert event["actor"].startswith("cli:") and json.loads(event["details_json"]) == {"reason": "to team X"}
 
 
 def test_forget_of_a_declared_id_needs_force_then_stays_unmanaged_until_undeclared(project) -> None:
@@ -187,3 +191,5 @@ def test_api_replace(project, daemons) -> None:
         client.call("GET", f"/provisions/jobs/{body['job_id']}")[1]), what="the replace to succeed")
     assert job["action"] == "replace"
     assert ledger(project) == [("acme", "delete"), ("acme", "create")]
+    queued = db_rows(project, "SELECT actor FROM events WHERE job_id = ? AND kind = 'queued'", body["job_id"])
+    assert queued == [{"actor": "api:local"}]
