@@ -124,7 +124,8 @@ def _plan(*, settings: Any, options: ApplyOptions, store: SQLStore) -> PlanView:
     desired = DesiredState(resources={}) if destroy else load_files(
         directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
     return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets,
-                      replace=options.plan.replace, observable=observing_targets(provision_dir=settings.provision))
+                      replace=options.plan.replace, observable=observing_targets(provision_dir=settings.provision),
+                      replace_reason=options.plan.replace_reason)
 
 
 def _confirmed(*, options: ApplyOptions) -> bool:

@@ -382,23 +382,26 @@ def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: RunOpt
 
 @main.command("replace")
 @click.argument("resource_ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--reason", metavar="TEXT", default=None,
+              help="Why (shown in the plan and recorded in each resource's history).")
 @_output_option
 @_yes_option
 @_run_options()
 @_with_settings
 @_guarded
-def replace_(settings: Settings, resource_ids: tuple[str, ...], output: str, yes: bool, run: RunOptions) -> None:
+def replace_(settings: Settings, resource_ids: tuple[str, ...], reason: str | None, output: str, yes: bool,
+             run: RunOptions) -> None:
     """Tear down and provision these resources again although nothing changed (a broken tenant, a rotated
     credential): `apply --target ID --replace ID` for each ID, one job per resource.
 
     \b
     Example:
-      reconciler replace acme-prod --yes
+      reconciler replace acme-prod --reason "rotated its credential" --yes
     """
     from .options import PlanOptions
 
-    _apply(settings=settings, planning=PlanOptions(targets=resource_ids, replace=resource_ids), run=run, yes=yes,
-           view=_view(output), destroy=False)
+    _apply(settings=settings, planning=PlanOptions(targets=resource_ids, replace=resource_ids, replace_reason=reason),
+           run=run, yes=yes, view=_view(output), destroy=False)
 
 
 @main.command()

@@ -66,7 +66,7 @@ def read_one(*, store: ConvergeStore, resource_id: str) -> Fleet:
 
 def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targets: Iterable[str] = (),
                now: datetime | None = None, replace: Iterable[str] = (),
-               observable: Iterable[str] = ()) -> PlanView:
+               observable: Iterable[str] = (), replace_reason: str | None = None) -> PlanView:
     """The one way to a plan (`plan`, `apply`, `destroy`, the daemon's pass, the API's converge).
 
     `desired` (files, or the last good state) plus the fleet's API-declared specs, planned against its
@@ -76,7 +76,7 @@ def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targe
     full = with_api_desired(desired=desired, api=fleet.api)
     plan = compute_plan(full.resources, fleet.observed, now=now or utcnow(), in_flight=fleet.in_flight,
                         policy=policy, targets=targets, hashes=full.hashes, api=api_declared(full),
-                        replace=replace, observable=observable)
+                        replace=replace, observable=observable, replace_reason=replace_reason)
     require_replaceable(ids=replace, desired=full, observed=fleet.observed)
     require_known_ids(ids=targets, desired=full, observed=fleet.observed)
     return PlanView(desired=full, observed=fleet.observed, plan=plan)

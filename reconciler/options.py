@@ -22,6 +22,7 @@ class PlanOptions:
     targets: tuple[str, ...] = ()
     allow_mass_delete: bool = False
     replace: tuple[str, ...] = ()
+    replace_reason: str | None = None  # `replace --reason`: recorded with each requested replace
 
     def policy(self, *, self_heal: bool = False) -> PlanPolicy:
         return PlanPolicy(allow_mass_delete=self.allow_mass_delete, self_heal=self_heal)

@@ -167,6 +167,7 @@ def compute_plan(
     api: Iterable[str] = (),
     replace: Iterable[str] = (),
     observable: Iterable[str] = (),
+    replace_reason: str | None = None,
 ) -> Plan:
     """Compare desired with observed; `in_flight` ids have an open job and are left to it.
 
@@ -175,9 +176,10 @@ def compute_plan(
     `api` names the desired ids declared through the HTTP API rather than by a file.
     `replace` names ids an operator asked to replace (teardown, then provision) although nothing changed.
     `observable` names the runtime targets that offer observe.sh: their creates may adopt instead.
+    `replace_reason` is the operator's why, shown with (and recorded by) each requested replace.
     """
     rules = _Rules(stamp=iso(now), policy=policy, hashes=hashes or {}, api=frozenset(api),
-                   replace=frozenset(replace))
+                   replace=frozenset(replace), replace_reason=replace_reason)
     busy, only, adoptable = frozenset(in_flight), frozenset(targets), frozenset(observable)
     changes: list[Change] = []
     kept: list[Change] = []
@@ -227,6 +229,7 @@ class _Rules:
     hashes: Mapping[str, str]
     api: frozenset[str]
     replace: frozenset[str] = frozenset()
+    replace_reason: str | None = None
 
     def for_desired(self, spec: ResourceSpec, row: ObservedResource | None) -> Change:
         known = self.hashes.get(spec.resource_id)
@@ -240,7 +243,7 @@ class _Rules:
         wanted = known or spec_hash(spec)
         if (spec.resource_id in self.replace and row.spec_hash is not None
                 and row.status is not ResourceStatus.DELETING):
-            return _replace_requested(spec, row, wanted, source)
+            return _replace_requested(spec, row, wanted, source, self.replace_reason)
         if row.spec_hash == wanted and row.status is ResourceStatus.ACTIVE:
             if row.health is Health.UNHEALTHY:
                 return self._unhealthy(spec, row, wanted, source)
@@ -312,11 +315,12 @@ def _forgotten(spec: ResourceSpec, row: ObservedResource, known: str | None, sou
     return _create(spec, row, known, source, Reason.DECLARED_AGAIN, "declared again after it was forgotten")
 
 
-def _replace_requested(spec: ResourceSpec, row: ObservedResource, wanted: str, source: str) -> Change:
+def _replace_requested(spec: ResourceSpec, row: ObservedResource, wanted: str, source: str,
+                       why: str | None) -> Change:
     """An operator's replace: teardown of the applied spec, then provision of the declared one."""
     before, after = row.applied_spec(), spec.model_dump()
     changed = tuple(name for name in after if before.get(name) != after[name])
-    message = "replace requested" + (f"; {', '.join(changed)} changed" if changed else "")
+    message = "replace requested" + (f": {why}" if why else "") + (f"; {', '.join(changed)} changed" if changed else "")
     if before.get("protected"):
         return Change(row.resource_id, Action.NOOP, Reason.REPLACE_BLOCKED,
                       f"{PROTECTED}replace requested is blocked; set protected: false and apply first", before,

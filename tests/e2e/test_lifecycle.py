@@ -37,12 +37,15 @@ def test_replace_runs_teardown_then_provision_once_and_plan_shows_it(project) ->
     shown = run_cli(project, "plan", "--replace", "acme")
     assert shown.returncode == 0 and "-/+ resource \"acme\"" in shown.stdout and "(replace requested)" in shown.stdout
     assert ledger(project) == []  # plan runs nothing
-    done = run_cli(project, "replace", "acme", "--yes")
+    done = run_cli(project, "replace", "acme", "--reason", "rotated its credential", "--yes")
     assert done.returncode == 0, done.stderr
+    assert "(replace requested: rotated its credential)" in done.stdout
     assert ledger(project) == [("acme", "delete"), ("acme", "create")]
     assert statuses(project) == {"acme": "active", "beta": "active"}
     (job,) = db_rows(project, "SELECT action, actor FROM jobs WHERE resource_id = 'acme' AND action = 'replace'")
     assert job["actor"].startswith("cli:")  # the operator who asked, not the files' git actor
+    (queued,) = db_rows(project, "SELECT message FROM events WHERE kind = 'queued' AND message LIKE 'replace%'")
+    assert queued["message"] == "replace queued: replace requested: rotated its credential"
     again = run_cli(project, "apply", "--yes", "--replace", "beta", "--replace", "acme")
     assert again.returncode == 0, again.stderr
     assert sorted(ledger(project)[2:]) == [("acme", "create"), ("acme", "delete"), ("beta", "create"),
@@ -193,3 +196,12 @@ def test_api_replace(project, daemons) -> None:
     assert ledger(project) == [("acme", "delete"), ("acme", "create")]
     queued = db_rows(project, "SELECT actor FROM events WHERE job_id = ? AND kind = 'queued'", body["job_id"])
     assert queued == [{"actor": "api:local"}]
+
+
+def test_adopt_check_health_checks_the_adopted_url_once(tmp_path) -> None:
+    project = make_project(tmp_path)
+    write_resources(project, {"gamma": {}})
+    done = run_cli(project, "adopt", "gamma", "--url", "http://127.0.0.1:9/gamma", "--check", "--check-timeout", "1")
+    assert done.returncode == 1 and "Checked 1: 0 healthy, 1 failed." in done.stdout, done.stdout + done.stderr
+    (row,) = db_rows(project)
+    assert (row["status"], row["consecutive_failures"]) == ("active", 1) and row["last_check_at"]
