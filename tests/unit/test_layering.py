@@ -64,7 +64,7 @@ ALLOWED: dict[str, set[str]] = {
     # metrics, so it is the one layer above api; its modules import one another
     "daemon": {"ports", "daemon", "engine", "workers", "store", "models", "errors", "logs", "plan", "retry", "runner",
                "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift",
-               "actor"},
+               "tokens", "actor"},
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
@@ -77,9 +77,13 @@ ALLOWED: dict[str, set[str]] = {
                   "drift"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
     "options": {"plan", "retry"},
-    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "actor"},
-    # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
-    "httpguard": set(),
+    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor"},
+    # the API's front door (token, body cap, JSON edges) as ASGI middleware: only the principal it finds
+    "httpguard": {"scopes"},
+    # who calls the API and what they may do (issue 15): scopes, the principal, the permission rule; pure
+    "scopes": set(),
+    # the API's tokens: the tokens file, the admin token, new tokens, the daemon's keyring (issue 15)
+    "tokens": {"errors", "scopes", "settle"},
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
     "coordination": {"ports", "daemon", "models", "errors", "liveness"},
     "cli": None,  # type: ignore[dict-item]  # anything
