@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from tests.e2e.test_api import start_api_daemon
-from tests.support import db_rows, make_project, run_cli, runs, statuses, wait_for, write_resources
+from tests.support import db_rows, make_project, run_cli, runs, start_daemon, statuses, wait_for, write_resources
 
 
 @pytest.fixture
@@ -205,3 +205,30 @@ def test_adopt_check_health_checks_the_adopted_url_once(tmp_path) -> None:
     assert done.returncode == 1 and "Checked 1: 0 healthy, 1 failed." in done.stdout, done.stdout + done.stderr
     (row,) = db_rows(project)
     assert (row["status"], row["consecutive_failures"]) == ("active", 1) and row["last_check_at"]
+
+
+def test_api_replace_needs_a_write_scope_for_the_resources_owner(project, daemons) -> None:
+    from tests.e2e.test_api import Client, free_port
+    from tests.e2e.test_api_tokens import create_token
+
+    tokens = {name: create_token(project, name, scope) for name, scope in
+              (("team-acme", "write:owner=acme"), ("team-beta", "write:owner=beta"))}
+    (project / "tokens.yaml").write_text("".join(entry for _, entry in tokens.values()))
+    port = free_port()
+    daemons.append(start_daemon(project, "--api", f"127.0.0.1:{port}", "--api-tokens", str(project / "tokens.yaml")))
+    client = Client(f"http://127.0.0.1:{port}")
+    wait_for(lambda: _answers(client), what="the API to answer")
+    status, body = client.call("POST", "/provisions/acme/replace", token=tokens["team-beta"][0])
+    assert status == 403 and "write:owner=acme" in body["detail"], body
+    status, body = client.call("POST", "/provisions/acme/replace", token=tokens["team-acme"][0])
+    assert status == 202, body
+    wait_for(lambda: ("acme", "create") in ledger(project), what="the replace to provision again")
+    (job,) = db_rows(project, "SELECT actor FROM jobs WHERE job_id = ?", body["job_id"])
+    assert job["actor"] == "api:team-acme"
+
+
+def _answers(client) -> bool:
+    try:
+        return client.call("GET", "/health")[0] == 200
+    except OSError:
+        return False
