@@ -105,8 +105,12 @@ def confirmed(*, yes: bool, verb: str) -> bool:
 
 def adopt(*, settings: Any, rows: list[AdoptRow], name: str, dry_run: bool, check: CheckOptions | None,
           operator: Operator) -> int:
-    """Adopt the rows (every one checked first; any bad row adopts nothing), then optionally check them once."""
-    store = open_store(url=settings.db)
+    """Adopt the rows (every one checked first; any bad row adopts nothing), then optionally check them once.
+
+    A dry run only reads: a database that does not exist yet is not created (it manages nothing)."""
+    from .store import exists
+
+    store = open_store(url=settings.db) if not dry_run or exists(settings.db) else None
     try:
         declared = load_declared(settings=settings, store=store)
         checked = check_adoptions(declared=declared, store=store, rows=rows, name=name)
@@ -115,7 +119,7 @@ def adopt(*, settings: Any, rows: list[AdoptRow], name: str, dry_run: bool, chec
                 click.echo(f"error: {problem}", err=True)
             count = len(checked.problems)
             raise ReconcilerError(f"{count} bad row{'s' if count != 1 else ''}; nothing was adopted")
-        if dry_run:
+        if dry_run or store is None:
             _show_adoptions(checked)
             return 0
         store.adopt(adoptions=checked.adoptions, actor=operator.actor, reason=operator.reason, now=iso(utcnow()))
@@ -124,14 +128,18 @@ def adopt(*, settings: Any, rows: list[AdoptRow], name: str, dry_run: bool, chec
         if check is not None:
             return _check_adopted(store=store, ids=[a.resource_id for a in checked.adoptions], check=check)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     return 0
 
 
-def check_adoptions(*, declared: DesiredState, store: Lifecycle, rows: list[AdoptRow], name: str) -> Checked:
-    """Every row against the declared state (loaded once, by the caller) and the ids the store manages now."""
+def check_adoptions(*, declared: DesiredState, store: Lifecycle | None, rows: list[AdoptRow],
+                    name: str) -> Checked:
+    """Every row against the declared state (loaded once, by the caller) and the ids the store manages now
+    (None: no database yet, nothing managed)."""
     api = {rid for rid, source in declared.sources.items() if source.file == "api"}
-    return check_rows(rows=rows, desired=declared.resources, managed=store.managed_ids(), name=name,
+    managed = store.managed_ids() if store is not None else set()
+    return check_rows(rows=rows, desired=declared.resources, managed=managed, name=name,
                       hashes=declared.hashes, api=api)
 
 
