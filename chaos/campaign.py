@@ -79,6 +79,7 @@ class Campaign:
         self.found: dict[str, Violation] = {}
         self.skipped: dict[str, str] = {}
         self.repairs: list[tuple[int, str, Callable[[], Any]]] = []
+        self.forgotten: dict[str, float] = {}  # id → when the `forget` that succeeded started
         self.store_faults = 0  # store faults in force (stopped server, held lock, full or read-only disk)
         self.store_back_at = 0.0  # when the last one ended
         self.index = 0
@@ -180,7 +181,8 @@ class Campaign:
         checks = [invariants.unwarranted_teardowns(records, snap, self.versions),
                   invariants.deleted_without_teardown(records, snap),
                   invariants.quota_exceeded(snap, self.policies, self.versions),
-                  invariants.touched_while_suspended(records, snap, self.holds)]
+                  invariants.touched_while_suspended(records, snap, self.holds),
+                  invariants.forgotten_teardowns(records, self.forgotten)]
         # a run cannot be recorded while the store is away: judge only once it has been back a while
         if final or (not self.store_faults and time.time() - self.store_back_at > invariants.RECORD_SLACK):
             killed = [pid for _, pid, what in self.world.killed if "SIGKILL" in what]
@@ -241,7 +243,8 @@ class Campaign:
             snap = self.snapshot()
             if snap is not None:
                 gaps = invariants.convergence_gaps(self.records(), snap, desired=want, ever=ever,
-                                                   open_scripts=len(script_pids(self.world.token)))
+                                                   open_scripts=len(script_pids(self.world.token)),
+                                                   forgotten=frozenset(self.forgotten))
                 if not gaps:
                     self.note(f"converged in {self.settings.converge_limit - (deadline - time.monotonic()):.1f} s")
                     return True, []

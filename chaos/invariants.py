@@ -4,6 +4,7 @@
 - never a teardown of a resource declared in every desired state the system could have read between
   the moment before its job was queued and the moment the script started (a replace excepted);
 - a row is `deleted` only after a teardown of it exited 0;
+- a forgotten resource's teardown never runs (after the `forget` that succeeded);
 - nothing lost: a script run that exited 0 has its job's outcome in the history, unless the process
   that ran it was killed (kill -9) or the job was taken over and run again;
 - no limit exceeded without a recorded override: a job that brings a resource into an owner's quota
@@ -125,6 +126,15 @@ def unwarranted_teardowns(records: Records, snap: Snapshot, versions: list[Versi
     return found
 
 
+def forgotten_teardowns(records: Records, forgotten: dict[str, float]) -> list[Violation]:
+    """`forgotten`: id → when the `forget` that succeeded started; no teardown of it may start after that."""
+    return [Violation("forgotten resource torn down",
+                      f"{run.resource_id} forgotten at {forgotten[run.resource_id]:.3f}, teardown started "
+                      f"{run.started:.3f} (job {run.job_id}, pid {run.pid})")
+            for run in records.runs if run.teardown and run.resource_id in forgotten
+            and run.started > forgotten[run.resource_id]]
+
+
 def deleted_without_teardown(records: Records, snap: Snapshot) -> list[Violation]:
     done = {run.resource_id for run in records.runs
             if run.teardown and run.completed and run.ended is not None and run.ended <= snap.at}
@@ -160,8 +170,9 @@ def _rerun_jobs(runs: list[Run]) -> set[tuple[str, int]]:
 
 
 def convergence_gaps(records: Records, snap: Snapshot, *, desired: dict[str, tuple[str, str]],
-                     ever: set[str], open_scripts: int) -> list[str]:
-    """What still differs from desired: [] when converged. `desired`: id → (deploy_ref, region)."""
+                     ever: set[str], open_scripts: int, forgotten: frozenset[str] = frozenset()) -> list[str]:
+    """What still differs from desired: [] when converged. `desired`: id → (deploy_ref, region); a forgotten
+    id stays `forgotten`."""
     gaps = []
     last_ok = _last_completed(records.runs)
     for rid, (ref, region) in sorted(desired.items()):
@@ -175,7 +186,11 @@ def convergence_gaps(records: Records, snap: Snapshot, *, desired: dict[str, tup
             gaps.append(f"{rid}: last completed run {last and (last.action, last.deploy_ref, last.region)}")
         elif row["url"] != last.url:
             gaps.append(f"{rid}: url {row['url']} is not the last provision's {last.url}")
-    for rid in sorted(ever - set(desired)):
+    for rid in sorted(forgotten):
+        row = snap.resources.get(rid)
+        if row is None or row["status"] != "forgotten":
+            gaps.append(f"{rid}: {row['status'] if row else 'no row'}, want forgotten")
+    for rid in sorted(ever - set(desired) - forgotten):
         row = snap.resources.get(rid)
         if row is not None and row["status"] != "deleted":
             gaps.append(f"{rid}: {row['status']}, want deleted (removed from desired)")

@@ -167,6 +167,39 @@ def api_delete_file_owned(c: Campaign, args: dict[str, Any]) -> None:
         c.violation("API changed a file-owned resource", f"DELETE /provisions/{rid} answered {status}: {answer}")
 
 
+# --- operator controls (issue 16) -----------------------------------------------------------------
+
+
+def replace(c: Campaign, args: dict[str, Any]) -> None:
+    """POST /provisions/{id}/replace of a file-declared resource: one job, teardown then provision."""
+    ids = sorted(c.model.files)
+    if not ids:
+        return
+    rid = ids[min(int(args["pick"] * len(ids)), len(ids) - 1)]
+    status, answer = c.world.http("POST", f"/provisions/{rid}/replace")
+    c.note(f"replace {rid} → {status} {answer if status >= 300 else ''}")
+
+
+def forget(c: Campaign, args: dict[str, Any]) -> None:
+    """`reconciler forget`: of a resource just removed from desired/ (racing the daemon's teardown), or of
+    one still declared (--force); when it succeeds, its teardown must never run (invariants)."""
+    ids = sorted(c.model.files)
+    if len(ids) <= desired_model.MIN_FILE_RESOURCES:
+        return
+    rid = ids[min(int(args["pick"] * len(ids)), len(ids) - 1)]
+    force = args["first"] == "force"
+    if not force:
+        write_model(c, desired_model.without(c.model, rid), mode="atomic", what=f"remove {rid} to forget it")
+    started = time.time()
+    code = c.world.run_forget(rid, force=force)
+    c.note(f"forget {rid} ({args['first']}) exit {code}")
+    if code != 0:
+        return
+    c.forgotten[rid] = started
+    if force:
+        write_model(c, desired_model.without(c.model, rid), mode="atomic", what=f"remove forgotten {rid}")
+
+
 # --- apply and check ------------------------------------------------------------------------------
 
 
@@ -493,6 +526,7 @@ OPERATIONS: dict[str, Callable[[Campaign, dict[str, Any]], None]] = {
     **{kind: functools.partial(_edit_kind, kind)
        for kind in ("add", "change_inplace", "change_replace", "remove", "rename", "move")},
     "burst": burst, "api_post": api_post, "api_delete": api_delete, "api_delete_file_owned": api_delete_file_owned,
+    "replace": replace, "forget": forget,
     "apply": apply, "kill_apply": kill_apply, "check": check, "kill_daemon": kill_daemon,
     "term_daemon": term_daemon, "kill_script": kill_script, "script_misbehaves": script_misbehaves,
     "hold_write_lock": hold_write_lock, "restart_postgres": restart_postgres, "yaml_error": yaml_error,

@@ -25,8 +25,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from .actor import api_actor
-from .engine import PlanView, Refusal, converge_one
-from .errors import StoreError
+from .engine import PlanView, Refusal, converge_one, replace_one
+from .errors import ReconcilerError, StoreError
 from .httpguard import FrontDoor, Keys
 from .models import RESOURCE_ID_PATTERN, Action, Hold, Job, JobStatus, ObservedResource, ResourceSpec
 from .ports import ApiStore
@@ -46,6 +46,7 @@ class Plane(Protocol):
     def store(self) -> ApiStore: ...
 
     def desired_pending(self) -> str | None: ...  # why desired/ has not loaded well once yet; None once it has
+    def declared(self, resource_id: str) -> tuple[ResourceSpec, str] | None: ...  # its spec and "file" or "api"
     def file_source(self, resource_id: str) -> str | None: ...  # the file:line declaring it, broken files too
     def unknown_target(self, name: str) -> str | None: ...  # why no provision/ script handles it; None if one does
     def health_report(self) -> tuple[dict[str, Any], bool]: ...
@@ -140,7 +141,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "The token's scopes do not cover this owner, or policy.yaml refuses it (the rule codes "
                          "and their place in it)"},
     404: {"description": "Unknown resource"},
-    409: {"description": "Declared by a file, or protected"},
+    409: {"description": "Declared by a file, protected, a job is open, or not created yet (replace)"},
     413: {"description": "Request body over 1 MiB"},
     429: {"description": "The owner's hourly change budget (policy.yaml) is used up; retry after Retry-After"},
     503: {"description": "desired/ has not loaded yet; retry after Retry-After seconds"},
@@ -248,6 +249,27 @@ def _remove_routes(app: FastAPI, plane: Plane) -> None:
                                 actor=request_actor(request))
         return _accepted(plane, resource_id, done)
 
+    @app.post("/provisions/{resource_id}/replace", status_code=202, response_model=Accepted, responses=ERRORS)
+    def replace(request: Request, resource_id: str = ResourceId) -> Accepted:
+        """Replace a resource (teardown, then provision) although nothing changed; declared by a file or here."""
+        _desired_loaded(plane)
+        declared = plane.declared(resource_id)
+        if declared is None:
+            if store.get_resource(resource_id) is None:
+                raise HTTPException(404, f"no resource {resource_id!r}")
+            raise HTTPException(409, f"{resource_id} is not declared (in desired/ or through the API)")
+        spec, source = declared
+        principal = request_principal(request)
+        for owner in {spec.owner, _current_owner(store, resource_id) or spec.owner}:  # what it is, what it becomes
+            _authorise(principal, ScopeKind.WRITE, owner)
+        try:
+            result = replace_one(store=store, spec=spec, source=source, actor=request_actor(request))
+        except StoreError:
+            raise
+        except ReconcilerError as exc:
+            raise HTTPException(409, str(exc).removeprefix("--replace ")) from None
+        return _accepted(plane, resource_id, result)
+
     @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=ERRORS)
     async def events(request: Request, resource_id: str = ResourceId,
                      limit: int | None = Query(None, ge=1, le=10_000)) -> list[EventView]:
@@ -280,14 +302,19 @@ def _known_target(plane: Plane, name: str) -> None:
 
 def _may_change(plane: Plane, resource_id: str) -> None:
     """503 until desired/ has loaded once (ownership unknown), 409 when a file declares the id."""
+    _desired_loaded(plane)
+    source = plane.file_source(resource_id)
+    if source is not None:
+        raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")
+
+
+def _desired_loaded(plane: Plane) -> None:
+    """503 until desired/ has loaded once: which ids the files declare is not known before."""
     pending = plane.desired_pending()
     if pending is not None:
         raise HTTPException(503, f"desired/ has not loaded yet ({pending}); changes through the API wait for "
                                  "its first good load, so that ids the files declare are known",
                             headers={"Retry-After": str(RETRY_AFTER)})
-    source = plane.file_source(resource_id)
-    if source is not None:
-        raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")
 
 
 def request_principal(request: Request) -> Principal | None:

@@ -27,6 +27,7 @@ from .engine import (
     plan_fleet,
     plan_scope,
     read_fleet,
+    release,
     target_timeouts,
 )
 from .models import utcnow
@@ -36,6 +37,7 @@ from .policyrun import run_governance
 from .runner import dropped_env, read_pass_env
 from .spec import DesiredState
 from .store import open_store
+from .targets import observing_targets
 from .terminal import printable, printable_lines
 from .views import View
 from .workers import EngineConfig, Finished, WorkerPool, expire_dead_leases
@@ -67,6 +69,7 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     if view.plan.refusal:
         return 1
     cancel_suspended(store=store, plan=view.plan, in_flight=store.in_flight(), actor=cli_actor())
+    release(store=store, view=view)
     scope = plan_scope(view.plan)
     if not scope:
         return 0
@@ -129,7 +132,9 @@ def _plan(*, settings: Any, options: ApplyOptions, store: SQLStore) -> PlanView:
         directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
     governed = run_governance(policy=options.policy, store=store, planning=options.plan, provision=settings.provision)
     return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets,
-                      governance=governed)
+                      governance=governed, replace=options.plan.replace,
+                      observable=observing_targets(provision_dir=settings.provision),
+                      replace_reason=options.plan.replace_reason)
 
 
 def _confirmed(*, options: ApplyOptions) -> bool:

@@ -228,6 +228,8 @@ def _plan_options(*, into: str = "planning") -> Callable[..., Any]:
         click.option("--allow-mass-delete", is_flag=True,
                      help="Allow a plan that deletes every live resource or more than max(10, 25%) "
                           "(the override of policy rule changes.mass_delete)."),
+        click.option("--replace", "replace", multiple=True, metavar="ID",
+                     help="Replace this resource (teardown, then provision) although nothing changed (repeatable)."),
         *_override_options(),
     )
 
@@ -242,7 +244,7 @@ def _override_options() -> list[Callable[..., Any]]:
 
 
 def _planning(*, targets: tuple[str, ...] = (), allow_mass_delete: bool = False, overrides: tuple[str, ...] = (),
-              reason: str | None = None) -> PlanOptions:
+              reason: str | None = None, replace: tuple[str, ...] = ()) -> PlanOptions:
     """PlanOptions from the flags; an unknown rule code lists the known ones, an override needs a reason."""
     from .options import PlanOptions
     from .policy import Rule
@@ -257,7 +259,7 @@ def _planning(*, targets: tuple[str, ...] = (), allow_mass_delete: bool = False,
     if reason is not None and not overrides:
         raise click.UsageError("--reason goes with --override RULE")
     return PlanOptions(targets=targets, allow_mass_delete=allow_mass_delete,
-                       overrides=frozenset(Rule(name) for name in overrides), reason=reason)
+                       overrides=frozenset(Rule(name) for name in overrides), reason=reason, replace=replace)
 
 
 _output_option = click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Plan format.")
@@ -323,6 +325,7 @@ def plan(settings: Settings, output: str, planning: PlanOptions, detailed_exitco
 def _show_plan(*, settings: Settings, view: View, planning: PlanOptions, detailed_exitcode: bool) -> None:
     from .engine import load_files, plan_fleet, read_fleet
     from .policyrun import policy_in_force, run_governance
+    from .targets import observing_targets
 
     store = _read_store(settings)
     fleet = read_fleet(store=store)
@@ -330,7 +333,8 @@ def _show_plan(*, settings: Settings, view: View, planning: PlanOptions, detaile
     policy = policy_in_force(given=settings.policy, desired=settings.desired)
     governance = run_governance(policy=policy, store=store, planning=planning, provision=settings.provision)
     planned = plan_fleet(desired=desired, fleet=fleet, policy=planning.policy(), targets=planning.targets,
-                         governance=governance)
+                         governance=governance, replace=planning.replace,
+                         observable=observing_targets(provision_dir=settings.provision))
     click.echo(view.plan(planned.plan, verdict=planned.verdict), nl=False)
     if planned.plan.refusal:
         sys.exit(1)
@@ -442,6 +446,55 @@ def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: RunOpt
     planning = replace(_planning(targets=targets, allow_mass_delete=True, overrides=overrides, reason=reason),
                        mass_delete_by="destroy")
     _apply(settings=settings, planning=planning, run=run, yes=yes, view=TextView(colour=_colour()), destroy=True)
+
+
+@main.command("replace")
+@click.argument("resource_ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--reason", metavar="TEXT", default=None,
+              help="Why (shown in the plan and recorded in each resource's history).")
+@_output_option
+@_yes_option
+@_run_options()
+@_with_settings
+@_guarded
+def replace_(settings: Settings, resource_ids: tuple[str, ...], reason: str | None, output: str, yes: bool,
+             run: RunOptions) -> None:
+    """Tear down and provision these resources again although nothing changed (a broken tenant, a rotated
+    credential): `apply --target ID --replace ID` for each ID, one job per resource.
+
+    \b
+    Example:
+      reconciler replace acme-prod --reason "rotated its credential" --yes
+    """
+    from .options import PlanOptions
+
+    _apply(settings=settings, planning=PlanOptions(targets=resource_ids, replace=resource_ids, replace_reason=reason),
+           run=run, yes=yes, view=_view(output), destroy=False)
+
+
+@main.command()
+@click.argument("resource_ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--reason", required=True, metavar="TEXT", help="Why (recorded in the resource's history).")
+@click.option("--force", is_flag=True,
+              help="Also forget ids still declared: the plan then keeps them unmanaged (never created again) "
+                   "until they are adopted again or removed from desired/.")
+@_yes_option
+@_with_settings
+@_guarded
+def forget(settings: Settings, resource_ids: tuple[str, ...], reason: str, force: bool, yes: bool) -> None:
+    """Drop resources from management WITHOUT teardown (handed to another system); their rows become
+    `forgotten` and keep their history. Refused while declared (unless --force) or while a job is open.
+
+    \b
+    Example:
+      reconciler forget acme-legacy --reason "moved to team X's tooling" --yes
+    """
+    from .actor import cli_actor
+    from .lifecycle import Operator
+    from .lifecycle import forget as forget_resources
+
+    sys.exit(forget_resources(settings=settings, resource_ids=resource_ids, force=force, yes=yes,
+                              operator=Operator(actor=cli_actor(), reason=reason)))
 
 
 @main.command()
@@ -700,6 +753,42 @@ def check(settings: Settings, checks: CheckOptions) -> None:
                f"{counts['turned_unhealthy']} turned unhealthy.")
     if report.failures:  # any failed check of this run, whatever --unhealthy-after says about the state
         sys.exit(1)
+
+
+@main.command()
+@click.argument("resource_id", required=False)
+@click.option("--url", metavar="URL", help="The existing resource's URL (with ID).")
+@click.option("--from", "from_file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Adopt every row of FILE in one transaction: CSV with a header, or JSON lines "
+                   "(resource_id, url, optional created_at and spec fields, which must equal desired/).")
+@click.option("--dry-run", is_flag=True, help="Check and show what would be adopted; write nothing.")
+@click.option("--check", "check_now", is_flag=True,
+              help="Health-check each adopted URL once (else the drift loop does).")
+@click.option("--reason", metavar="TEXT", default=None, help="Why (recorded in each resource's history).")
+@_check_options()
+@_with_settings
+@_guarded
+def adopt(settings: Settings, resource_id: str | None, url: str | None, from_file: Path | None, dry_run: bool,
+          check_now: bool, reason: str | None, checks: CheckOptions) -> None:
+    """Record resources that already exist (made by running the script by hand) as active from their
+    declared spec, without running provision. Every row is checked first; any bad row adopts nothing.
+
+    \b
+    Example:
+      reconciler adopt acme-prod --url https://acme.example.com/
+      reconciler adopt --from fleet.csv --dry-run
+    """
+    from .actor import cli_actor
+    from .adoption import AdoptRow
+    from .lifecycle import Operator, read_adoption_file
+    from .lifecycle import adopt as adopt_rows
+
+    if (from_file is None) == (resource_id is None) or (resource_id is not None) != (url is not None):
+        raise click.UsageError("give either ID --url URL, or --from FILE")
+    rows = read_adoption_file(path=from_file) if from_file is not None else [
+        AdoptRow(0, {"resource_id": resource_id, "url": url})]
+    sys.exit(adopt_rows(settings=settings, rows=rows, name=str(from_file or ""), dry_run=dry_run,
+                        check=checks if check_now else None, operator=Operator(actor=cli_actor(), reason=reason)))
 
 
 @main.command("export")

@@ -34,7 +34,7 @@ from .ports import BudgetReader, ConvergeStore, Enqueuer, PassStore, PlanReader
 from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
 from .suspensions import Suspensions, declared_in_files
-from .targets import known_targets, target_problems
+from .targets import known_targets, observing_targets, target_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +76,24 @@ def read_one(*, store: ConvergeStore, resource_id: str) -> Fleet:
 
 
 def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targets: Iterable[str] = (),
-               now: datetime | None = None, governance: Governance | None = None) -> PlanView:
+               now: datetime | None = None, governance: Governance | None = None, replace: Iterable[str] = (),
+               observable: Iterable[str] = (), replace_reason: str | None = None) -> PlanView:
     """The one way to a plan (`plan`, `apply`, `destroy`, the daemon's pass, the API's converge).
 
     `desired` (files, or the last good state) plus the fleet's API-declared specs, planned against its
     rows and suspensions (the store's and the files' `suspend:`); `targets` narrows the plan and must
-    each name a known resource. With `governance`, the policy's verdict is part of the view: the CLI's
-    plan is refused on a blocking violation, the daemon's holds the violators and defers what a budget
-    does not allow yet (policy/evaluate.py).
+    each name a known resource; `replace` ids must each name a declared, managed resource; `observable`
+    names the targets offering observe.sh (see targets.py). With `governance`, the policy's verdict is
+    part of the view: the CLI's plan is refused on a blocking violation, the daemon's holds the
+    violators and defers what a budget does not allow yet (policy/evaluate.py).
     """
     full = with_api_desired(desired=desired, api=fleet.api)
     rules = governed_rules(policy=policy, governance=governance)
     plan = compute_plan(full.resources, fleet.observed, now=now or utcnow(), in_flight=fleet.in_flight,
                         policy=rules, targets=targets, hashes=full.hashes, api=api_declared(full),
-                        suspensions=all_suspensions(desired=full, fleet=fleet))
+                        suspensions=all_suspensions(desired=full, fleet=fleet), replace=replace,
+                        observable=observable, replace_reason=replace_reason)
+    require_replaceable(ids=replace, desired=full, observed=fleet.observed)
     require_known_ids(ids=targets, desired=full, observed=fleet.observed)
     if governance is None or (governance.policy is None and not governance.overrides):
         return PlanView(desired=full, observed=fleet.observed, plan=plan)
@@ -135,6 +139,20 @@ def all_suspensions(*, desired: DesiredState, fleet: Fleet) -> Suspensions:
         return fleet.suspensions
     where = {rid: f"{desired.sources[rid].file}:{desired.sources[rid].line}" for rid in held if rid in desired.sources}
     return fleet.suspensions.with_files(declared_in_files(resources=held, where=where))
+
+
+def require_replaceable(*, ids: Iterable[str], desired: DesiredState,
+                        observed: dict[str, ObservedResource]) -> None:
+    """`--replace ID` must name a declared resource that exists: replacing nothing would only create it."""
+    for resource_id in ids:
+        row = observed.get(resource_id)
+        if resource_id not in desired.resources:
+            raise ReconcilerError(f"--replace {resource_id}: not declared in desired/ (or through the API); "
+                                  "nothing to provision again")
+        if row is None or not row.live or row.spec_hash is None:
+            state = "forgotten; adopt it first" if row is not None and row.status is ResourceStatus.FORGOTTEN \
+                else "not created yet; apply creates it"
+            raise ReconcilerError(f"--replace {resource_id}: {state}")
 
 
 # --- the desired source: files in desired/, checked against provision/, plus the API's declarations ----
@@ -238,6 +256,14 @@ def enqueue(*, store: Enqueuer, view: PlanView, commit: str | None,
                          commit=commit)
 
 
+def release(*, store: Enqueuer, view: PlanView) -> None:
+    """Forgotten ids the plan found no longer declared: declaring them again from now on creates them.
+
+    Bookkeeping, not an action on a resource: `apply` does it before asking, the daemon on every pass."""
+    if view.plan.released and not view.plan.refusal:
+        store.release_forgotten(resource_ids=view.plan.released, now=iso(utcnow()))
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why policy.yaml refuses a change asked for through the API: the rule codes, what each violation
@@ -300,6 +326,25 @@ def cancel_suspended(*, store: PassStore, plan: Plan, in_flight: set[str], actor
             cancelled += store.cancel_queued(resource_ids=[change.resource_id], now=iso(utcnow()),
                                              why=suspension.describe(), actor=actor)
     return cancelled
+
+
+def replace_one(*, store: ConvergeStore, spec: ResourceSpec, source: str, actor: str | None = None) -> Converged:
+    """Queue one resource's replacement now (the API's replace): teardown, then provision, as one job.
+
+    Planned first with the id as requested: a rule that holds it back (protected, an open job) says why
+    in `held` and nothing is written; one that refuses it (not created yet, forgotten) raises.
+    """
+    resource_id = spec.resource_id
+    desired = DesiredState(resources={resource_id: spec}, sources={resource_id: Source(source, 0)})
+    view = plan_fleet(desired=desired, fleet=read_one(store=store, resource_id=resource_id),
+                      policy=PlanPolicy(allow_mass_delete=True), replace=[resource_id])
+    held = view.plan.kept + view.plan.waiting
+    if held:
+        return Converged(None, held[0].message)
+    queued = store.enqueue(requests=job_requests(view=view), now=iso(utcnow()), commit=None, actor=actor)
+    if not queued:
+        return Converged(None, "its row changed meanwhile (another job was queued); try again")
+    return Converged(store.get_job(queued[0]))
 
 
 def plan_scope(plan: Plan) -> set[str]:
@@ -430,10 +475,11 @@ class Reconciler:
             return PassResult(0, None, load_error, self.store.counts(), None)
         with self.gate.serial() if self.gate is not None else nullcontext():  # quotas: one admission at a time
             view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy, targets=targets,
-                              governance=self.gate.governance() if self.gate else None)
+                              governance=self.gate.governance() if self.gate else None, observable=self.observable())
             if self.gate is not None and not targets:  # a narrowed pass sees only some holds: not the set
                 self.gate.record(view)
             cancel_suspended(store=self.store, plan=view.plan, in_flight=fleet.in_flight, actor=self.actor)
+            release(store=self.store, view=view)
             queued: list[str] = []
             if view.plan.changes and not view.plan.refusal:
                 attribution = file_attribution(git=self.git, runner=daemon_actor(),
@@ -444,6 +490,10 @@ class Reconciler:
         return PassResult(len(queued), view.plan, load_error, self.store.counts(), _next_retry(fleet.observed),
                           job_ids=tuple(queued), next_expiry=expiry,
                           held=len(verdict.held) if verdict else 0, deferred=len(verdict.deferred) if verdict else 0)
+
+    def observable(self) -> frozenset[str]:
+        """The targets whose creates may adopt (observe.sh), shown in the plan as `create (or adopt)`."""
+        return observing_targets(provision_dir=self.provision_dir) if self.provision_dir else frozenset()
 
     def refresh_desired(self) -> None:
         """Load desired/ without planning (a follower, whose API still needs to know the files' ids)."""

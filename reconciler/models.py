@@ -138,6 +138,12 @@ class ResourceStatus(StrEnum):
     ERRORED = "errored"
     DELETING = "deleting"
     DELETED = "deleted"
+    # dropped from management without a teardown (`reconciler forget`): not live, keeps its history
+    FORGOTTEN = "forgotten"
+
+
+# statuses of rows the controller no longer manages: a tombstone, or a forgotten resource
+UNMANAGED_STATUSES = frozenset({"deleted", "forgotten"})
 
 
 class Health(StrEnum):
@@ -207,7 +213,7 @@ class FleetCounts:
 
     @property
     def live(self) -> int:
-        return sum(count for status, count in self.statuses.items() if status != ResourceStatus.DELETED)
+        return sum(count for status, count in self.statuses.items() if status not in UNMANAGED_STATUSES)
 
     @property
     def unhealthy(self) -> int:
@@ -245,10 +251,12 @@ class ObservedResource:
     source: str = "file"
     version: int = 0
     updated_at: str | None = None
+    # a forgotten row whose id is still declared: the plan keeps it unmanaged until it is undeclared
+    unmanaged: bool = False
 
     @property
     def live(self) -> bool:
-        return self.status is not ResourceStatus.DELETED
+        return self.status is not ResourceStatus.DELETED and self.status is not ResourceStatus.FORGOTTEN
 
     def applied_spec(self) -> dict[str, Any]:
         """The spec the last successful run applied (or, before any, the columns we have)."""
@@ -354,6 +362,18 @@ class JobRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Adoption:
+    """One existing resource to record as active from its declared spec, without running provision."""
+
+    resource_id: str
+    spec: dict[str, Any]
+    spec_hash: str
+    url: str
+    created_at: str | None = None  # when it was really created (None: now)
+    source: str = "file"
+
+
+@dataclass(frozen=True, slots=True)
 class JobResult:
     """How a job ended, as the store records it."""
 
@@ -364,6 +384,8 @@ class JobResult:
     output_tail: str = ""
     duration: float = 0.0
     next_attempt_at: str | None = None
+    # a create whose target's observe.sh found the resource already there: adopted, not provisioned
+    adopted: bool = False
 
 
 class PassRequestStatus(StrEnum):

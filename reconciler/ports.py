@@ -9,10 +9,10 @@ The ports import nothing but the row types, so a module on any floor may name th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .models import Event, FleetCounts, Hold, Job, JobRequest, JobResult, ObservedResource, PassRequest
+from .models import Adoption, Event, FleetCounts, Hold, Job, JobRequest, JobResult, ObservedResource, PassRequest
 
 if TYPE_CHECKING:  # health pulls in asyncio and ssl: a plan has no use for them at run time
     from .health import CheckResult
@@ -38,10 +38,11 @@ class BudgetReader(Protocol):
 
 
 class Enqueuer(Protocol):
-    """Where a plan's changes become jobs, in one transaction."""
+    """Where a plan's changes become jobs, in one transaction (and forgotten ids no longer declared are released)."""
 
     def enqueue(self, *, requests: Iterable[JobRequest], now: str, commit: str | None,
                 actor: str | None = None) -> list[str]: ...
+    def release_forgotten(self, *, resource_ids: Iterable[str], now: str) -> None: ...
 
 
 class JobReader(Protocol):
@@ -53,8 +54,11 @@ class JobReader(Protocol):
 
 
 class ConvergeStore(JobReader, Protocol):
-    """The API's single-resource step: plan one row, then declare and queue in one transaction."""
+    """The API's single-resource step: plan one row, then declare and queue in one transaction (or, for a
+    replace, only queue)."""
 
+    def enqueue(self, *, requests: Iterable[JobRequest], now: str, commit: str | None,
+                actor: str | None = None) -> list[str]: ...
     def in_flight(self) -> set[str]: ...
     def suspensions(self) -> Suspensions: ...
     def declare_api(self, *, resource_id: str, spec: dict[str, Any] | None, requests: Iterable[JobRequest],
@@ -193,3 +197,14 @@ class PassRequests(Protocol):
     def get_request(self, request_id: str) -> PassRequest | None: ...
     def prune_requests(self, *, before: str) -> int: ...
     def get_job(self, job_id: str) -> Job | None: ...
+
+
+class Lifecycle(JobReader, Protocol):
+    """The operator's transitions (`forget`, `adopt`): all or nothing, each with actor and reason."""
+
+    def load_observed(self) -> dict[str, ObservedResource]: ...
+    def in_flight(self) -> set[str]: ...
+    def managed_ids(self) -> set[str]: ...
+    def api_desired(self) -> dict[str, dict[str, Any]]: ...
+    def forget(self, *, resource_ids: Sequence[str], reason: str, actor: str, now: str) -> None: ...
+    def adopt(self, *, adoptions: Sequence[Adoption], actor: str, reason: str | None, now: str) -> int: ...

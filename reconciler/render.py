@@ -5,8 +5,9 @@ JSON consumers and the daemon's logs.
 
 JSON shape (format_version "1.0"; fields are only ever added):
     {"format_version": "1.0",
-     "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source"}],
-     "kept":    [{"resource_id", "reason", "reason_code", "hold", "suspension"?}],  # protected, suspended
+     "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source",
+                  "or_adopt"?}],   # or_adopt: true when the target's observe.sh may adopt it instead
+     "kept":    [{"resource_id", "reason", "reason_code", "hold", "suspension"?}],  # protected, suspended, forgotten
      "waiting": [{"resource_id", "reason", "reason_code", "hold", "retry_at"?}],  # in progress, backoff, unhealthy
      "summary": {"create", "update", "replace", "delete", "retry", "unchanged"},
      "refused": null | "why the plan is refused",
@@ -52,7 +53,8 @@ def plan_json(plan: Plan, *, verdict: Verdict | None = None) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "changes": [
             {"resource_id": c.resource_id, "action": c.shown, "before": c.before, "after": c.after,
-             "reason": c.message, "reason_code": str(c.reason), "changed": list(c.changed), "source": c.source}
+             "reason": c.message, "reason_code": str(c.reason), "changed": list(c.changed), "source": c.source,
+             **({"or_adopt": True} if c.or_adopt else {})}
             for c in plan.changes
         ],
         "kept": [_held_json(c) for c in plan.kept],
@@ -122,6 +124,7 @@ _HELD_PHRASES = (
     (Hold.POLICY, "resource held by the policy", "resources held by the policy"),
     (Hold.BUDGET, "change waits for a change budget", "changes wait for a change budget"),
     (Hold.SUSPENDED, "suspended resource left alone", "suspended resources left alone"),
+    (Hold.UNMANAGED, "forgotten resource kept unmanaged", "forgotten resources kept unmanaged"),
 )
 
 
@@ -166,7 +169,8 @@ def _note(change: Change, paint: _Paint, kind: str) -> str:
 
 def _block(change: Change, paint: _Paint) -> str:
     symbol = _SYMBOL[change.shown]
-    head = paint(f"  # {change.resource_id} {_HEADLINE[change.shown]}", "bold") + f" ({change.message})"
+    headline = _HEADLINE[change.shown] + (" (or adopted)" if change.or_adopt else "")
+    head = paint(f"  # {change.resource_id} {headline}", "bold") + f" ({change.message})"
     head += " [declared via the API]" if change.source == "api" else ""
     lines = [head, f"{paint(symbol.rjust(3), symbol)} resource \"{change.resource_id}\" {{"]
     lines.extend(_attributes(change, paint))

@@ -15,7 +15,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -174,6 +174,10 @@ class JobRunner:
                              error=f"not started: the previous run (process group {pgid}) survived SIGKILL")
 
     def _execute(self, job: Job) -> JobResult:
+        if job.action is Action.CREATE:
+            adopted = self._observe(job)
+            if adopted is not None:
+                return adopted
         if job.action is Action.REPLACE:
             first = self._script(job, spec=job.old_spec or job.spec, action="delete")
             if not first.ok:
@@ -182,13 +186,33 @@ class JobRunner:
         action = {Action.DELETE: "delete", Action.CREATE: "create"}.get(job.action, "update")
         return self._result(job, self._script(job, spec=job.spec, action=action))
 
-    def _script(self, job: Job, *, spec: dict[str, Any] | None, action: str) -> ScriptOutcome:
+    def _observe(self, job: Job) -> JobResult | None:
+        """Adopt-or-create: a target's observe.sh says whether the resource already exists.
+
+        Exit 0 with a URL: it exists, and the job ends as adopted (no provision). Exit 3: it does not,
+        and provision runs (None). Anything else fails the job like a failed script, retried later.
+        """
+        from .runner import OBSERVE_ABSENT, observe_script
+
+        spec = job.spec or {}
+        script = observe_script(provision_dir=self.config.provision_dir, runtime_target=spec.get("runtime_target", ""))
+        if script is None:
+            return None
+        outcome = self._script(job, spec=job.spec, action="observe", script=script)
+        if outcome.exit_code == OBSERVE_ABSENT:
+            return None
+        result = self._result(job, outcome, prefix="observe.sh: ")
+        return replace(result, adopted=True) if result.ok else result
+
+    def _script(self, job: Job, *, spec: dict[str, Any] | None, action: str,
+                script: Path | None = None) -> ScriptOutcome:
         from .runner import resolve_script, run_script
 
         if spec is None:
             raise ValueError(f"job {job.job_id} carries no spec to run its script with")
         target = spec["runtime_target"]
-        script = resolve_script(provision_dir=self.config.provision_dir, runtime_target=target, action=action)
+        if script is None:
+            script = resolve_script(provision_dir=self.config.provision_dir, runtime_target=target, action=action)
         return run_script(
             script=script, spec=spec, action=action, workdir=self.config.work_dir / job.resource_id,
             timeout=self.config.timeout_for(target), grace=self.config.grace, needs_url=action != "delete",

@@ -29,6 +29,7 @@ from .reporter import SystemdReporter
 if TYPE_CHECKING:
     from ..govern import Governor
     from ..metrics import Metrics
+    from ..models import ResourceSpec
     from ..store.base import SQLStore
     from ..tokens import Keyring, TokenSet
 
@@ -113,6 +114,17 @@ class DaemonPlane:
         desired = self.reconciler.last_good
         source = desired.sources.get(resource_id) if desired else None
         return str(source) if source is not None and source.file != API_SOURCE else None
+
+    def declared(self, resource_id: str) -> tuple[ResourceSpec, str] | None:
+        """The spec a replace provisions again: the files' (last good state), else the API's declaration."""
+        from ..models import ResourceSpec
+        from ..plan import API_SOURCE
+
+        desired = self.reconciler.last_good
+        if desired is not None and resource_id in desired.resources:
+            return desired.resources[resource_id], "file"
+        spec = self.store.api_declaration(resource_id)
+        return (ResourceSpec.model_validate(spec), API_SOURCE) if spec is not None else None
 
     def jobs_queued(self) -> None:
         self.pool.wake()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,7 +19,9 @@ from ..errors import StoreConflict, StoreError
 from ..models import (
     DELETE_TARGET,
     FLEET_ID,
+    UNMANAGED_STATUSES,
     Action,
+    Adoption,
     Event,
     FleetCounts,
     Health,
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
         AuditStore,
         FleetFlagReader,
         HealthStore,
+        Lifecycle,
         LockStore,
         PassRequests,
         PassStore,
@@ -63,6 +66,7 @@ _HEALTH = {health.value: health for health in Health}
 _AT_STATUS = ObservedResource.__slots__.index("status")
 _AT_HEALTH = ObservedResource.__slots__.index("health")
 _AT_PROTECTED = ObservedResource.__slots__.index("protected")
+_AT_UNMANAGED = ObservedResource.__slots__.index("unmanaged")
 
 
 def _resource(row: Any) -> ObservedResource:
@@ -70,6 +74,7 @@ def _resource(row: Any) -> ObservedResource:
     values[_AT_STATUS] = _STATUS[values[_AT_STATUS]]
     values[_AT_HEALTH] = _HEALTH[values[_AT_HEALTH] or "unknown"]
     values[_AT_PROTECTED] = bool(values[_AT_PROTECTED])
+    values[_AT_UNMANAGED] = bool(values[_AT_UNMANAGED])
     return ObservedResource(*values)
 
 
@@ -240,7 +245,7 @@ class SQLStore(Controls):
         for status, state, count in self._tuples(
                 "SELECT status, health, count(*) FROM resources GROUP BY status, health"):
             counts.statuses[status] += count
-            if status != "deleted":
+            if status not in UNMANAGED_STATUSES:
                 counts.health[state or "unknown"] += count
         return counts
 
@@ -389,8 +394,9 @@ class SQLStore(Controls):
             return cursor.rowcount == 1
         cursor = conn.execute(
             "UPDATE resources SET status = 'provisioning', target_hash = ?, protected = ?, updated_at = ?,"
-            # a tombstone declared again starts a new life
-            " created_at = CASE WHEN status = 'deleted' THEN ? ELSE created_at END, version = version + 1,"
+            # a tombstone (or a released forgotten row) declared again starts a new life
+            " created_at = CASE WHEN status IN ('deleted', 'forgotten') THEN ? ELSE created_at END,"
+            " version = version + 1, unmanaged = 0,"
             " source = ? WHERE resource_id = ? AND version = ?",
             (request.target_hash, int(spec["protected"]), now, now, request.source, request.resource_id,
              request.expected_version),
@@ -568,10 +574,14 @@ class SQLStore(Controls):
                        old_url: str | None) -> None:
         details = {"exit_code": result.exit_code, "output_tail": result.output_tail[-2000:],
                    "duration_s": round(result.duration, 3)}
-        if result.ok:
+        if result.ok and result.adopted:
+            self._event(conn, job.resource_id, now, "adopted", f"{job.action}: observe.sh found it; adopted: "
+                        f"{result.url}", job.job_id, job.desired_commit, details, job.actor)
+        elif result.ok:
             message = f"{job.action} succeeded" + (f": {result.url}" if result.url else "")
             self._event(conn, job.resource_id, now, "succeeded", message, job.job_id, job.desired_commit, details,
                         job.actor)
+        if result.ok:
             if result.url and result.url != old_url and job.action is not Action.DELETE:
                 self._event(conn, job.resource_id, now, "url_changed", f"{old_url or '-'} -> {result.url}",
                             job.job_id, job.desired_commit, None, job.actor)
@@ -634,6 +644,77 @@ class SQLStore(Controls):
                 self._event(conn, rid, now, "held", f"held back by policy ({', '.join(hold.rules)}): {hold.message}",
                             None, None, {"rules": list(hold.rules), **hold.details}, actor=actor)
         return noted
+
+    # --- operator transitions: forget, adopt (issue 16) ----------------------------------------
+
+    def forget(self, *, resource_ids: Sequence[str], reason: str, actor: str, now: str) -> None:
+        """Drop managed rows from management without a teardown, all or none (StoreConflict names why).
+
+        The row stays (status `forgotten`, history kept, `unmanaged` until its id is no longer declared);
+        a row with an open job is refused: its job would act on a resource nobody manages any more.
+        """
+        with self._write() as conn:
+            problems = [problem for rid in resource_ids if (problem := self._unforgettable(conn, rid))]
+            if problems:
+                raise StoreConflict("nothing was forgotten: " + "; ".join(problems))
+            for resource_id in resource_ids:
+                conn.execute(
+                    "UPDATE resources SET status = 'forgotten', unmanaged = 1, error = NULL, attempts = 0,"
+                    " next_attempt_at = NULL, health = 'unknown', consecutive_failures = 0, updated_at = ?,"
+                    " version = version + 1 WHERE resource_id = ?", (now, resource_id))
+                self._event(conn, resource_id, now, "forgotten", f"forgotten by {actor}: {reason} (no teardown ran)",
+                            None, None, {"reason": reason}, actor)
+
+    def _unforgettable(self, conn: Connection, resource_id: str) -> str | None:
+        row = conn.execute(f"SELECT status FROM resources WHERE resource_id = ?{self.for_update}",
+                           (resource_id,)).fetchone()
+        if row is None:
+            return f"{resource_id}: no such resource"
+        if row["status"] in UNMANAGED_STATUSES:
+            return f"{resource_id}: not managed ({row['status']})"
+        if conn.execute("SELECT 1 FROM jobs WHERE resource_id = ? AND status IN ('queued', 'running')",
+                        (resource_id,)).fetchone():
+            return f"{resource_id}: a job is open; wait for it to finish, then forget it"
+        return None
+
+    def managed_ids(self) -> set[str]:
+        """Ids of live rows (a tombstone or a forgotten row is not managed): what adopt must not overwrite."""
+        return {row[0] for row in self._tuples(
+            "SELECT resource_id FROM resources WHERE status NOT IN ('deleted', 'forgotten')")}
+
+    def release_forgotten(self, *, resource_ids: Iterable[str], now: str) -> None:
+        """Forgotten ids no longer declared: from now on declaring them again creates them (plan.released)."""
+        scope, args = self._scope(resource_ids)
+        with self._write() as conn:
+            conn.execute("UPDATE resources SET unmanaged = 0, updated_at = ?, version = version + 1"
+                         f" WHERE status = 'forgotten' AND unmanaged = 1{scope}", (now, *args))
+
+    def adopt(self, *, adoptions: Sequence[Adoption], actor: str, reason: str | None, now: str) -> int:
+        """Record existing resources as active from their declared specs, in one transaction, all or none.
+
+        A new id gets a row; a tombstone or forgotten row starts a new life; an id managed meanwhile
+        fails the whole call (StoreConflict), so nothing is half-adopted. Health is left unknown.
+        """
+        with self._write() as conn:
+            conn.executemany(_ADOPT, [
+                (a.resource_id, a.spec["owner"], a.spec["region"], a.spec["runtime_target"], a.spec["deploy_ref"],
+                 a.url, a.created_at or now, a.spec_hash, a.spec_hash, canonical_json(a.spec),
+                 int(a.spec["protected"]), a.source, now) for a in adoptions])
+            scope, args = self._scope([a.resource_id for a in adoptions])
+            done = conn.execute("SELECT count(*) AS n FROM resources WHERE status = 'active' AND updated_at = ?"
+                                f" AND unmanaged = 0{scope}", (now, *args)).fetchone()["n"]
+            if done != len(adoptions):
+                managed = conn.execute(f"SELECT resource_id FROM resources WHERE updated_at <> ?{scope}"
+                                       " ORDER BY resource_id LIMIT 10", (now, *args)).fetchall()
+                raise StoreConflict("nothing was adopted: already managed: "
+                                    + ", ".join(row["resource_id"] for row in managed))
+            details = json.dumps({"reason": reason}) if reason else None
+            conn.executemany(
+                "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json, actor)"
+                " VALUES (?, ?, 'adopted', ?, NULL, NULL, ?, ?)",
+                [(a.resource_id, now, f"adopted by {actor}: {a.url}" + (f" ({reason})" if reason else ""), details,
+                  actor) for a in adoptions])
+        return len(adoptions)
 
     # --- health ------------------------------------------------------------------------------
 
@@ -713,6 +794,21 @@ def _job_owner(request: JobRequest) -> str | None:
     return str(spec["owner"]) if spec and "owner" in spec else None
 
 
+# an adopted row: active from its declared spec, health unknown; over a tombstone or forgotten row only
+_ADOPT = (
+    "INSERT INTO resources (resource_id, owner, region, runtime_target, deploy_ref, status, url, created_at,"
+    " spec_hash, target_hash, spec_json, generation, health, protected, source, updated_at, version, unmanaged)"
+    " VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, 1, 'unknown', ?, ?, ?, 1, 0)"
+    " ON CONFLICT (resource_id) DO UPDATE SET owner = excluded.owner, region = excluded.region,"
+    " runtime_target = excluded.runtime_target, deploy_ref = excluded.deploy_ref, status = 'active',"
+    " url = excluded.url, created_at = excluded.created_at, last_seen = NULL, spec_hash = excluded.spec_hash,"
+    " target_hash = excluded.target_hash, spec_json = excluded.spec_json,"
+    " generation = resources.generation + 1, error = NULL, attempts = 0, next_attempt_at = NULL,"
+    " health = 'unknown', consecutive_failures = 0, last_check_at = NULL, protected = excluded.protected,"
+    " source = excluded.source, updated_at = excluded.updated_at, version = resources.version + 1,"
+    " unmanaged = 0 WHERE resources.status IN ('deleted', 'forgotten')")
+
+
 def _next_health(*, ok: bool, health: str, failures: int, unhealthy_after: int) -> tuple[str, int]:
     if ok:
         return "healthy", 0
@@ -733,8 +829,8 @@ if TYPE_CHECKING:  # mypy proves here that the one store class fits every consum
     def _fits_every_port(
         store: SQLStore,
     ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable, AuditStore,
-               PolicyStore]:
-        return store, store, store, store, store, store, store, store, store
+               PolicyStore, Lifecycle]:
+        return store, store, store, store, store, store, store, store, store, store
 
     def _fits_the_controls(store: SQLStore) -> tuple[SuspensionStore, PassRequests, FleetFlagReader]:
         return store, store, store

@@ -119,8 +119,16 @@ def _v6_operator_controls(db: Any) -> None:
     db["pass_requests"].create_index(["status"])
 
 
+def _v7_unmanaged(db: Any) -> None:
+    """Issue 16's forget: 1 while a forgotten row's id is still declared (the plan keeps it unmanaged).
+
+    Also the marker that this database may hold `forgotten` rows, a status older releases cannot read:
+    they refuse the newer schema instead of failing on the row."""
+    db["resources"].add_column("unmanaged", int, not_null_default=0)
+
+
 MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor,
-                                          _v5_policy_holds, _v6_operator_controls]
+                                          _v5_policy_holds, _v6_operator_controls, _v7_unmanaged]
 LATEST = len(MIGRATIONS)
 
 
@@ -197,6 +205,7 @@ PG_MIGRATIONS: list[list[str]] = [
         _pg_table("pass_requests", PASS_REQUEST_COLUMNS, pk="request_id", not_null=("requested_at", "status")),
         "CREATE INDEX idx_pass_requests_status ON pass_requests (status)",
     ],
+    ["ALTER TABLE resources ADD COLUMN unmanaged BIGINT NOT NULL DEFAULT 0"],  # _v7_unmanaged
 ]
 assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"
 

@@ -113,6 +113,18 @@ def test_a_teardown_is_warranted_only_by_a_state_that_dropped_the_resource() -> 
     assert [v.detail.split()[0] for v in found] == ["a"]  # b was removed; a's replace is allowed
 
 
+def test_a_forgotten_resource_is_never_torn_down_after_its_forget() -> None:
+    records = Records(runs=[_run("a", "delete", "j1", pid=1, started=99.0),
+                            _run("a", "delete", "j2", pid=2, started=101.0),
+                            _run("b", "delete", "j3", pid=3, started=101.0)], overlaps=[])
+    found = invariants.forgotten_teardowns(records, {"a": 100.0})
+    assert [(v.kind, v.detail.split()[0]) for v in found] == [("forgotten resource torn down", "a")]
+    snap = _snap(at=200.0, resources={"a": {"status": "forgotten"}, "b": {"status": "active"}})
+    gaps = invariants.convergence_gaps(Records(runs=[], overlaps=[]), snap, desired={}, ever={"a", "b"},
+                                       open_scripts=0, forgotten=frozenset({"a", "b"}))
+    assert gaps == ["b: active, want forgotten"]
+
+
 def test_deleted_rows_need_a_teardown_that_exited_0_and_completed_runs_need_their_record() -> None:
     records = Records(runs=[_run("a", "delete", "j1", pid=1, started=1.0, ended=2.0, code=3),
                             _run("b", "create", "j2", pid=2, started=1.0, ended=2.0),

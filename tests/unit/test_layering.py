@@ -75,8 +75,13 @@ ALLOWED: dict[str, set[str]] = {
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
-    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "actor",
-              "policy", "policyrun"},
+    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "targets",
+              "actor", "policy", "policyrun"},
+    # issue 16: reading and checking an adoption file (pure but for the runner's URL rule)
+    "adoption": {"models", "runner", "terminal"},
+    # issue 16: the forget and adopt commands (checked first, then one transaction, actor and reason)
+    "lifecycle": {"adoption", "engine", "errors", "models", "options", "ports", "spec", "store", "terminal",
+                  "drift"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
     "options": {"plan", "retry", "policy"},
     # the policy as the one-shot commands use it (validate, plan, apply, destroy, `policy check`)
