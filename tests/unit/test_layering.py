@@ -35,9 +35,11 @@ ALLOWED: dict[str, set[str]] = {
     "plan": {"models"},
     "render": {"plan", "models", "terminal"},
     "retry": set(),
-    "status": {"ports", "models", "errors"},
+    # why a row is out of sync, in one line (issue 16): the MESSAGE of `status`, the API's Ready condition
+    "outofsync": {"models", "plan"},
+    "status": {"ports", "models", "errors", "outofsync"},
     # how commands show their data (text or JSON), picked once per command; never sees a store
-    "views": {"models", "plan", "render", "status", "terminal"},
+    "views": {"models", "plan", "render", "status", "terminal", "outofsync"},
     "store": {"models", "errors", "store", "ports", "defects"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
     "ports": {"models", "health"},
