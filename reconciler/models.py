@@ -300,3 +300,19 @@ class JobResult:
     output_tail: str = ""
     duration: float = 0.0
     next_attempt_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PassBeat:
+    """What the planning daemon last saw, written after each pass (table `daemon_passes`) so `status`
+    can show the daemon's view: when it last passed and whether desired/ loads for it."""
+
+    holder: str  # the daemon's worker id (host:pid:token)
+    host: str
+    pid: int
+    at: str  # when the pass ended
+    desired_loads: bool
+    desired_resources: int  # in the state it plans from (the last good one while desired/ fails)
+    desired_files: int
+    desired_error: str | None = None  # the first problem, file:line, while desired/ does not load
+    desired_commit: str | None = None

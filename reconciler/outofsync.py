@@ -124,7 +124,8 @@ def _in_progress(facts: Facts) -> Message | None:
         since = f", started {age(job.started_at, now=facts.now)} ago" if job.started_at else ""
         text = f"{job.action} running{attempt}{since}"
     else:
-        text = f"{job.action} queued{attempt}{_until(job.run_after, facts.now) if job.run_after else ''}"
+        due = _until(job.run_after, facts.now)
+        text = f"{job.action} queued{attempt}{'' if due == ' (due now)' else due}"
     return Message(OutOfSync.IN_PROGRESS, text + _last_error(facts.row))
 
 

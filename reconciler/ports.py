@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .models import Event, FleetCounts, Job, JobRequest, JobResult, ObservedResource
+from .models import Event, FleetCounts, Job, JobRequest, JobResult, ObservedResource, PassBeat
 
 if TYPE_CHECKING:  # health pulls in asyncio and ssl: a plan has no use for them at run time
     from .health import CheckResult
@@ -102,6 +102,18 @@ class StatusReader(LockReader, Protocol):
     def load_observed(self) -> dict[str, ObservedResource]: ...
     def get_resource(self, resource_id: str) -> ObservedResource | None: ...
     def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]: ...
+    def open_jobs(self) -> dict[str, Job]: ...
+    def last_pass(self, *, name: str = "controller") -> PassBeat | None: ...
+
+
+class SurveyStore(PlanReader, StatusReader, Protocol):
+    """`status`: the rows, their open jobs and what a plan reads, the daemon's lock and its last pass."""
+
+
+class PassRecorder(Protocol):
+    """The planning daemon records each pass (its view of desired/) for `status`."""
+
+    def record_pass(self, *, beat: PassBeat, name: str = "controller") -> None: ...
 
 
 class ApiStore(ConvergeStore, Protocol):
@@ -111,6 +123,7 @@ class ApiStore(ConvergeStore, Protocol):
                        health: str | None = None) -> list[ObservedResource]: ...
     def api_declaration(self, resource_id: str) -> dict[str, Any] | None: ...
     def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]: ...
+    def open_jobs(self) -> dict[str, Job]: ...
 
 
 class Portable(Protocol):

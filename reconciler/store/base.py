@@ -27,15 +27,26 @@ from ..models import (
     JobResult,
     JobStatus,
     ObservedResource,
+    PassBeat,
     ResourceStatus,
     canonical_json,
 )
 
 if TYPE_CHECKING:
-    from ..ports import ApiStore, HealthStore, LockStore, PassStore, Portable, Queue, StatusReader
+    from ..ports import (
+        ApiStore,
+        HealthStore,
+        LockStore,
+        PassRecorder,
+        PassStore,
+        Portable,
+        Queue,
+        StatusReader,
+        SurveyStore,
+    )
 
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
-                   "api_desired": "resource_id"}
+                   "api_desired": "resource_id", "daemon_passes": "name"}
 _JOB_FIELDS = Job.__slots__
 # the row's columns are the dataclass's fields, in order: one decoder reads every SELECT of them
 _RESOURCE_COLUMNS = ", ".join(ObservedResource.__slots__)
@@ -180,6 +191,11 @@ class SQLStore:
         """Ids of resources with an open (queued or running) job."""
         rows = self._rows("SELECT resource_id FROM jobs WHERE status IN ('queued', 'running')")
         return {row["resource_id"] for row in rows}
+
+    def open_jobs(self) -> dict[str, Job]:
+        """The open (queued or running) job of each resource that has one, by resource id."""
+        rows = self._rows("SELECT * FROM jobs WHERE status IN ('queued', 'running')")
+        return {row["resource_id"]: _job(row) for row in rows}
 
     def latest_job(self, resource_id: str) -> Job | None:
         row = self._one("SELECT * FROM jobs WHERE resource_id = ? ORDER BY created_at DESC LIMIT 1", (resource_id,))
@@ -533,6 +549,29 @@ class SQLStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)", events)
         return turned
 
+    # --- the planning daemon's last pass (what `status` shows as the daemon's view) -------------
+
+    def record_pass(self, *, beat: PassBeat, name: str = "controller") -> None:
+        """Replace the row of `name` with this pass (one small upsert after each pass)."""
+        values = (name, beat.holder, beat.host, beat.pid, beat.at, int(beat.desired_loads), beat.desired_resources,
+                  beat.desired_files, beat.desired_error, beat.desired_commit)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO daemon_passes (name, holder, host, pid, at, desired_loads, desired_resources,"
+                " desired_files, desired_error, desired_commit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, host = excluded.host,"
+                " pid = excluded.pid, at = excluded.at, desired_loads = excluded.desired_loads,"
+                " desired_resources = excluded.desired_resources, desired_files = excluded.desired_files,"
+                " desired_error = excluded.desired_error, desired_commit = excluded.desired_commit", values)
+
+    def last_pass(self, *, name: str = "controller") -> PassBeat | None:
+        row = self._one("SELECT * FROM daemon_passes WHERE name = ?", (name,))
+        if row is None:
+            return None
+        return PassBeat(row["holder"], row["host"] or "", int(row["pid"] or 0), row["at"], bool(row["desired_loads"]),
+                        int(row["desired_resources"] or 0), int(row["desired_files"] or 0), row["desired_error"],
+                        row["desired_commit"])
+
     # --- the single-daemon lock ---------------------------------------------------------------
 
     def acquire_lock(self, *, name: str, holder: str, pid: int, host: str, now: str, until: str,
@@ -585,5 +624,6 @@ if TYPE_CHECKING:  # mypy proves here that the one store class fits every consum
 
     def _fits_every_port(
         store: SQLStore,
-    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable]:
-        return store, store, store, store, store, store, store
+    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable, SurveyStore,
+               PassRecorder]:
+        return store, store, store, store, store, store, store, store, store

@@ -77,7 +77,18 @@ def _v3_api_desired(db: Any) -> None:
     db["jobs"].create_index(["resource_id", "created_at"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired]
+# The planning daemon's last pass, one row per role ("controller"): what `status` shows as its view.
+DAEMON_PASS_COLUMNS: dict[str, Any] = {
+    "name": str, "holder": str, "host": str, "pid": int, "at": str, "desired_loads": int,
+    "desired_resources": int, "desired_files": int, "desired_error": str, "desired_commit": str,
+}
+
+
+def _v4_daemon_passes(db: Any) -> None:
+    db["daemon_passes"].create(DAEMON_PASS_COLUMNS, pk="name", not_null=["holder", "at"])
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_daemon_passes]
 LATEST = len(MIGRATIONS)
 
 
@@ -137,6 +148,7 @@ PG_MIGRATIONS: list[list[str]] = [
         _pg_table("api_desired", API_DESIRED_COLUMNS, pk="resource_id", not_null=("spec_json",)),
         "CREATE INDEX idx_jobs_resource_id_created_at ON jobs (resource_id, created_at)",
     ],
+    [_pg_table("daemon_passes", DAEMON_PASS_COLUMNS, pk="name", not_null=("holder", "at"))],
 ]
 assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"
 

@@ -69,6 +69,8 @@ ALLOWED: dict[str, set[str]] = {
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
     "options": {"plan", "retry"},
     "api": {"ports", "engine", "models", "errors", "status", "httpguard"},
+    # what `status` knows of the fleet (issue 16): the rows, a read-only plan, each row's verdict
+    "survey": {"engine", "errors", "outofsync", "plan", "ports", "spec", "status"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
     "httpguard": set(),
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)

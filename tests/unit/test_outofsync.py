@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -23,7 +23,7 @@ from reconciler.models import (
 from reconciler.outofsync import OutOfSync, Ready, age, humanise, ready, status_message
 from reconciler.plan import Change, Reason, compute_plan
 
-NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 LATER = iso(NOW + timedelta(minutes=4))
 EARLIER = iso(NOW - timedelta(minutes=5))
 
