@@ -23,7 +23,9 @@ from pydantic import BaseModel
 from .engine import converge_one
 from .errors import StoreError
 from .httpguard import FrontDoor
-from .models import RESOURCE_ID_PATTERN, Action, Job, JobStatus, ObservedResource, ResourceSpec
+from .models import RESOURCE_ID_PATTERN, Action, Job, JobStatus, ObservedResource, ResourceSpec, utcnow
+from .outofsync import status_message
+from .plan import Change, Reason
 from .ports import ApiStore
 from .status import event_json, row_json
 
@@ -44,6 +46,7 @@ class Plane(Protocol):
     def health_report(self) -> tuple[dict[str, Any], bool]: ...
     def jobs_queued(self) -> None: ...
     def metrics_text(self) -> tuple[bytes, str]: ...
+    def plan_notes(self) -> dict[str, Change] | None: ...  # the last pass's changes and notes by id; None: no plan
 
 
 class Accepted(BaseModel):
@@ -178,14 +181,14 @@ def _read_routes(app: FastAPI, plane: Plane) -> None:
                              health: str | None = Query(None, pattern="^[a-z]+$")) -> list[ResourceView]:
         """Every resource row, optionally filtered by owner, status and health."""
         rows = store.list_resources(owner=owner, status=status, health=health)
-        in_flight = store.in_flight()
-        return [_resource_view(row, in_flight=row.resource_id in in_flight) for row in rows]
+        jobs, notes = store.open_jobs(), plane.plan_notes()
+        return [_resource_view(row, job=jobs.get(row.resource_id), notes=notes) for row in rows]
 
     @app.get("/provisions/{resource_id}", response_model=ResourceView, responses=ERRORS)
     async def get_resource(resource_id: str = ResourceId) -> ResourceView:
         """One resource: the seed's fields, health, conditions and who declares it."""
         row = _row(store, resource_id)
-        return _resource_view(row, in_flight=resource_id in store.in_flight())
+        return _resource_view(row, job=store.open_jobs().get(resource_id), notes=plane.plan_notes())
 
 
 def _remove_routes(app: FastAPI, plane: Plane) -> None:
@@ -257,16 +260,25 @@ def _job_view(job: Job, row: ObservedResource | None) -> JobView:
                    url=row.url if done and row is not None else None)
 
 
-def _resource_view(row: ObservedResource, *, in_flight: bool) -> ResourceView:
-    return ResourceView(**row_json(row), conditions=conditions(row, in_flight=in_flight))
+def _resource_view(row: ObservedResource, *, job: Job | None, notes: dict[str, Change] | None) -> ResourceView:
+    note = notes.get(row.resource_id) if notes is not None else None
+    if note is not None and (note.expected_version not in (None, row.version) or note.reason is Reason.IN_FLIGHT):
+        note = None  # planned against an older row (the pass after its job plans again); open jobs are read live
+    return ResourceView(**row_json(row), conditions=conditions(row, job=job, note=note, planned=notes is not None))
 
 
-def conditions(row: ObservedResource, *, in_flight: bool) -> list[Condition]:
-    """Kubernetes-style conditions derived from the row: Ready, Healthy, Reconciling."""
-    ready = row.status.value == "active"
+def conditions(row: ObservedResource, *, job: Job | None, note: Change | None = None,
+               planned: bool = False) -> list[Condition]:
+    """Kubernetes-style conditions: Ready (False with the reason when not in sync, as `status` says it),
+    Healthy, Reconciling. `note` is the last pass's plan about the row (`planned`: a plan is known)."""
+    out = status_message(row, job=job, plan_note=note, now=utcnow(), planned=planned)
+    ready = out is None and row.status.value == "active"
+    reason = str(out.kind) if out is not None else row.status.value
+    message = out.text if out is not None else ""
     healthy = row.health.value
+    in_flight = job is not None
     return [
-        Condition(type="Ready", status=str(ready), reason=row.status.value, message=row.error or ""),
+        Condition(type="Ready", status=str(ready), reason=reason, message=message),
         Condition(type="Healthy", status={"healthy": "True", "unhealthy": "False"}.get(healthy, "Unknown"),
                   reason=healthy, message=f"{row.consecutive_failures} failed checks in a row"),
         Condition(type="Reconciling", status=str(in_flight), reason="JobOpen" if in_flight else "Idle",

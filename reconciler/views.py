@@ -123,8 +123,7 @@ def pick_view(output: str, *, colour: bool) -> View:
 def _desired_line(load: DesiredLoad, *, not_created: int) -> str:
     if load.error is not None:
         return printable(f"desired/: does not load: {load.error}; messages come from the rows alone")
-    plural = "s" if load.resources != 1 else ""
-    text = f"desired/: {load.resources} resource{plural} from {load.files} file{'s' if load.files != 1 else ''}"
+    text = f"desired/: {_count(load.resources, 'resource')} from {_count(load.files, 'file')}"
     return text + (f"; {not_created} not created yet (reconciler plan shows them)" if not_created else "")
 
 
@@ -138,9 +137,14 @@ def _daemon_line(status: FleetStatus) -> str:
         return text + "; no pass recorded yet"
     text += f"; last pass {age(last.at, now=status.now)} ago ({last.at}); "
     if last.desired_loads:
-        return text + f"its desired/ loads ({last.desired_resources} resources from {last.desired_files} files)"
+        return text + f"its desired/ loads ({_count(last.desired_resources, 'resource')} from " \
+                      f"{_count(last.desired_files, 'file')})"
     return text + printable(f"its desired/ does not load: {last.desired_error}; it plans from the last good "
-                            f"state ({last.desired_resources} resources)")
+                            f"state ({_count(last.desired_resources, 'resource')})")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _cells(line: Line, *, wide: bool, status: FleetStatus) -> tuple[str, ...]:
@@ -167,7 +171,7 @@ def _table(status: FleetStatus, *, wide: bool) -> str:
 def _hidden_line(hidden: int) -> str:
     if not hidden:
         return ""
-    return f"({hidden} deleted resource{'s' if hidden != 1 else ''} hidden; --all shows them)\n"
+    return f"({_count(hidden, 'deleted resource')} hidden; --all shows them)\n"
 
 
 def _event_line(event: Event) -> str:

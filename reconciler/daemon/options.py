@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ReconcilerError
 from ..retry import RetryPolicy
 from ..settle import DEFAULT_SETTLE
-from ..workers import EngineConfig
+from ..workers import AfterCheck, EngineConfig
 
 LOCK_TTL = 15.0  # default of --lock-ttl: the single-daemon lock (SQLite) lapses this long after a renewal
 LEADER_TTL = 10.0  # default of --leader-ttl
@@ -52,7 +52,8 @@ def engine_config(*, options: DaemonOptions, guard_orphans: bool) -> EngineConfi
     return EngineConfig(provision_dir=options.provision, work_dir=options.work_dir, timeout=options.timeout,
                         retry=options.retry, lease_seconds=options.lease_seconds,
                         target_timeouts=target_timeouts(provision_dir=options.provision),
-                        guard_orphans=guard_orphans, pass_env=read_pass_env(provision_dir=options.provision))
+                        guard_orphans=guard_orphans, pass_env=read_pass_env(provision_dir=options.provision),
+                        after_check=AfterCheck(timeout=options.check_timeout, unhealthy_after=options.unhealthy_after))
 
 
 def read_token(path: Path | None) -> str | None:

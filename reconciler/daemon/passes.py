@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..engine import PassResult, Reconciler
-from ..models import parse_iso, utcnow
+from ..liveness import HOST
+from ..models import PassBeat, iso, parse_iso, utcnow
+from ..ports import PassRecorder
 from ..supervise import TRANSIENT, Outages
 from ..workers import Finished
 from .election import LEADER_POLL, Election
@@ -37,7 +39,7 @@ class PassLoop:
 
     def __init__(self, *, reconciler: Reconciler, election: Election, outages: Outages, reporter: SystemdReporter,
                  metrics: PassMetrics, wake_workers: Callable[[], None], desired: Path, resync: float,
-                 log: Any) -> None:
+                 log: Any, recorder: PassRecorder | None = None, holder: str = "") -> None:
         self.reconciler = reconciler
         self.election = election
         self.outages = outages
@@ -47,6 +49,8 @@ class PassLoop:
         self.desired = desired
         self.resync = resync
         self.log = log
+        self.recorder = recorder  # where each pass is recorded for `status` (the daemon's view)
+        self.holder = holder
         self.last: PassResult | None = None
         self.last_pass_at: datetime | None = None
         self.desired_commit: str | None = None
@@ -138,7 +142,18 @@ class PassLoop:
         result = self.reconciler.reconcile_once()
         if not result.skipped or self.desired_commit is None:
             self.desired_commit = desired_commit(directory=self.desired)
+        self._record(result)
         return result
+
+    def _record(self, result: PassResult) -> None:
+        """What this pass saw, for `status` on any machine; a store away for it does not fail the pass."""
+        if self.recorder is None:
+            return
+        beat = pass_beat(reconciler=self.reconciler, result=result, holder=self.holder, commit=self.desired_commit)
+        try:
+            self.recorder.record_pass(beat=beat)
+        except TRANSIENT as exc:
+            self.log.warning("could not record the pass for status", error=str(exc))
 
     async def _follow(self) -> None:
         """A follower only works the queue, and reads desired/ for its API."""
@@ -198,3 +213,16 @@ class PassLoop:
     def _later(self, delay: float, reason: str) -> None:
         assert self._loop is not None
         self._loop.call_later(delay, self.request, reason)
+
+
+def pass_beat(*, reconciler: Reconciler, result: PassResult, holder: str, commit: str | None) -> PassBeat:
+    """The daemon's view after a pass: when, and whether desired/ loads (else its first problem, file:line)."""
+    import os
+
+    good = reconciler.last_good
+    error = result.load_error
+    files = len({source.file for source in good.sources.values()}) if good is not None else 0
+    return PassBeat(holder=holder, host=HOST, pid=os.getpid(), at=iso(utcnow()), desired_loads=error is None,
+                    desired_resources=len(good.resources) if good is not None else 0, desired_files=files,
+                    desired_error=str(error.problems[0]) if error is not None and error.problems else None,
+                    desired_commit=commit)

@@ -17,6 +17,7 @@ from ..engine import Reconciler
 from ..errors import ReconcilerError, StoreError
 from ..liveness import HOST
 from ..models import FleetCounts, iso, utcnow
+from ..plan import Change, Plan
 from ..ports import PassStore
 from ..supervise import Outages
 from ..workers import WorkerPool
@@ -76,6 +77,7 @@ class DaemonPlane:
         self.metrics = metrics
         self.resync = resync
         self.counts = CountsCache(store=store, outages=outages)
+        self._notes: tuple[Plan, dict[str, Change]] | None = None
 
     def desired_pending(self) -> str | None:
         if self.reconciler.last_good is not None:
@@ -96,6 +98,18 @@ class DaemonPlane:
 
     def jobs_queued(self) -> None:
         self.pool.wake()
+
+    def plan_notes(self) -> dict[str, Change] | None:
+        """The last pass's changes and notes by id (None before a plan, or on a follower, which plans nothing)."""
+        last = self.passes.last
+        plan = last.plan if last is not None else None
+        if plan is None:
+            return None
+        cached = self._notes
+        if cached is None or cached[0] is not plan:
+            cached = (plan, {change.resource_id: change for change in plan.changes + plan.kept + plan.waiting})
+            self._notes = cached
+        return cached[1]
 
     def unknown_target(self, name: str) -> str | None:
         """Why `name` is not a runtime_target this daemon's provision/ provides (None: it is)."""

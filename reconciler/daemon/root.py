@@ -66,7 +66,8 @@ class Daemon:
                                         busy_timeout=options.busy_timeout, log=self.log)
         self.passes = PassLoop(reconciler=self.reconciler, election=self.election, outages=self.outages,
                                reporter=self.reporter, metrics=self.metrics, wake_workers=self.workers.pool.wake,
-                               desired=options.desired, resync=options.resync, log=self.log)
+                               desired=options.desired, resync=options.resync, log=self.log, recorder=self.store,
+                               holder=self.worker_id)
         self.drift = DriftLoop(store=self.store, outages=self.outages, log=self.log, metrics=self.metrics,
                                settings=DriftSettings(interval=options.drift_interval,
                                                       concurrency=options.check_concurrency,

@@ -50,7 +50,7 @@ ALLOWED: dict[str, set[str]] = {
     "terminal": set(),
     "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
-    "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness"},
+    "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness", "health"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
     "liveness": {"runner"},
     # one failure policy for every long-lived loop (store outages retried, anything else is a crash)
@@ -68,7 +68,7 @@ ALLOWED: dict[str, set[str]] = {
     "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
     "options": {"plan", "retry"},
-    "api": {"ports", "engine", "models", "errors", "status", "httpguard"},
+    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "outofsync", "plan"},
     # what `status` knows of the fleet (issue 16): the rows, a read-only plan, each row's verdict
     "survey": {"engine", "errors", "outofsync", "plan", "ports", "spec", "status"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
