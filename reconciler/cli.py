@@ -390,7 +390,7 @@ def status(settings: Settings, resource_id: str | None, output: str, out_of_sync
     A header says whether desired/ loads and, when a daemon holds the database, its last pass.
 
     \b
-    Examples:
+    Example:
       reconciler status --out-of-sync
       reconciler status acme-prod -o yaml
     """
@@ -400,7 +400,8 @@ def status(settings: Settings, resource_id: str | None, output: str, out_of_sync
 
     store, view = _read_store(settings), _view(output)
     scope = Scope(out_of_sync=out_of_sync and not resource_id, show_all=show_all or bool(resource_id))
-    fleet = survey(store=store, desired_dir=settings.desired, provision_dir=settings.provision, settle=settings.settle,
+    provision = settings.provision if settings.provision.is_dir() else None  # as `validate`: scripts may be elsewhere
+    fleet = survey(store=store, desired_dir=settings.desired, provision_dir=provision, settle=settings.settle,
                    now=utcnow(), scope=scope)
     if resource_id:
         row = read.resource(store=store, resource_id=resource_id)

@@ -29,9 +29,12 @@ class Scope:
     show_all: bool = False
 
 
-def survey(*, store: SurveyStore | None, desired_dir: Path, provision_dir: Path, settle: float, now: datetime,
-           scope: Scope = Scope()) -> FleetStatus:
-    """Read, plan (read-only) and judge every row; `store` None is a database not created yet."""
+def survey(*, store: SurveyStore | None, desired_dir: Path, provision_dir: Path | None, settle: float,
+           now: datetime, scope: Scope = Scope()) -> FleetStatus:
+    """Read, plan (read-only) and judge every row; `store` None is a database not created yet.
+
+    `provision_dir` (None: not here) checks each runtime_target as `plan` does; `status` run where the
+    scripts are not (another machine, another directory) skips that check, as `validate` does."""
     fleet = read_fleet(store=store)
     load, desired = _load(desired_dir=desired_dir, provision_dir=provision_dir, settle=settle)
     notes: dict[str, Change] = {}
@@ -58,7 +61,7 @@ def survey(*, store: SurveyStore | None, desired_dir: Path, provision_dir: Path,
                        scope.out_of_sync)
 
 
-def _load(*, desired_dir: Path, provision_dir: Path, settle: float) -> tuple[DesiredLoad, DesiredState | None]:
+def _load(*, desired_dir: Path, provision_dir: Path | None, settle: float) -> tuple[DesiredLoad, DesiredState | None]:
     """desired/ as `plan` loads it, or why it does not load (the first problem, file:line)."""
     try:
         state = load_files(directory=desired_dir, settle=settle, provision_dir=provision_dir)
