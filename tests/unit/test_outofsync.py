@@ -163,3 +163,37 @@ def test_ages_are_humanised_like_kubectl(seconds, text) -> None:
 def test_age_of_a_missing_stamp_is_a_dash() -> None:
     assert age(None, now=NOW) == "-"
     assert age(EARLIER, now=NOW) == "5m"
+
+
+# --- the API's Ready condition tells the same truth ------------------------------------------------
+
+
+def _ready_condition(observed: ObservedResource, **kwargs) -> dict:
+    from reconciler.api import conditions
+
+    return next(c.model_dump() for c in conditions(observed, **kwargs) if c.type == "Ready")
+
+
+def test_api_ready_is_false_with_the_status_reason_and_message() -> None:
+    failed = row(spec(), status=ResourceStatus.ERRORED, error="exited 3", attempts=1, next_attempt_at=EARLIER)
+    assert _ready_condition(failed, job=None) == {"type": "Ready", "status": "False", "reason": "errored",
+                                                  "message": "errored: exited 3"}
+    pending = note_for([spec(deploy_ref="v2")], row(spec()))
+    assert _ready_condition(row(spec()), job=None, note=pending, planned=True) == {
+        "type": "Ready", "status": "False", "reason": "pending", "message": "update pending: deploy_ref changed"}
+    job = Job("job-1", "acme", Action.UPDATE, JobStatus.QUEUED, 1, {})
+    assert _ready_condition(row(spec()), job=job)["reason"] == "in_progress"
+    sick = row(spec(), health=Health.UNHEALTHY, consecutive_failures=3)
+    assert _ready_condition(sick, job=None)["reason"] == "unhealthy"
+    assert _ready_condition(row(spec()), job=None, planned=True) == {"type": "Ready", "status": "True",
+                                                                    "reason": "active", "message": ""}
+
+
+def test_api_drops_a_note_planned_against_an_older_row() -> None:
+    from reconciler.api import _resource_view
+
+    pending = note_for([spec(deploy_ref="v2")], row(spec()))
+    assert pending is not None and pending.expected_version == 0
+    moved_on = row(spec(), version=1)  # a job finished since the pass planned it
+    view = _resource_view(moved_on, job=None, notes={"acme": pending})
+    assert [c.status for c in view.conditions if c.type == "Ready"] == ["True"]
