@@ -381,7 +381,8 @@ def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: RunOpt
 @click.option("--output", "-o", type=click.Choice(["text", "wide", "json", "yaml"]), default="text",
               show_default=True, help="Output format; wide adds target, region, url, last check and attempts.")
 @click.option("--out-of-sync", is_flag=True, help="Only the resources that are not in sync (READY not True).")
-@click.option("--all", "show_all", is_flag=True, help="Also show deleted resources (tombstones).")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also show deleted resources (tombstones) in the table; -o json and yaml always list them.")
 @_with_settings
 @_guarded
 def status(settings: Settings, resource_id: str | None, output: str, out_of_sync: bool, show_all: bool) -> None:
@@ -399,7 +400,9 @@ def status(settings: Settings, resource_id: str | None, output: str, out_of_sync
     from .survey import Scope, survey
 
     store, view = _read_store(settings), _view(output)
-    scope = Scope(out_of_sync=out_of_sync and not resource_id, show_all=show_all or bool(resource_id))
+    # JSON and YAML keep every row, tombstones too, as JSON always did (its rows are only ever added to)
+    every = show_all or bool(resource_id) or output in ("json", "yaml")
+    scope = Scope(out_of_sync=out_of_sync and not resource_id, show_all=every)
     provision = settings.provision if settings.provision.is_dir() else None  # as `validate`: scripts may be elsewhere
     fleet = survey(store=store, desired_dir=settings.desired, provision_dir=provision, settle=settings.settle,
                    now=utcnow(), scope=scope)

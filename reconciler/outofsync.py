@@ -14,6 +14,9 @@ Adding a case (SUSPENDED, POLICY, REPLACE_REQUESTED, FORGOTTEN …): add a membe
 one rule `_name(facts) -> Message | None` that recognises it (from its plan `Reason`, or a row status
 such as `forgotten`), and put it into `RULES` where it should win: the first rule that answers wins.
 Until then a plan note with a Reason no rule knows still shows, as `held` with the plan's own message.
+A case that needs what neither the row nor the plan note carries (a suspension kept in its own table,
+say) adds a keyword to `status_message` and a field to `Facts` with a neutral default, and the two
+callers (survey.py for `status`, api.py for `Ready`) pass it.
 """
 
 from __future__ import annotations
