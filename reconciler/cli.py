@@ -489,8 +489,8 @@ def _daemon_loop_options() -> Callable[..., Any]:
 def _api_options() -> Callable[..., Any]:
     from .options import ApiOptions
 
-    def build(*, api: str, no_api: bool, api_token_file: Path | None) -> ApiOptions:
-        return ApiOptions(listen=None if no_api else api, token_file=api_token_file)
+    def build(*, api: str, no_api: bool, api_token_file: Path | None, api_tokens: Path | None) -> ApiOptions:
+        return ApiOptions(listen=None if no_api else api, token_file=api_token_file, tokens=api_tokens)
 
     return _grouped(
         "serving", build,
@@ -499,7 +499,12 @@ def _api_options() -> Callable[..., Any]:
         click.option("--no-api", is_flag=True, help="Do not serve the HTTP API."),
         click.option("--api-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      envvar="RECONCILER_API_TOKEN_FILE",
-                     help="File holding the bearer token that POST/DELETE require; needed to listen beyond loopback."),
+                     help="File holding the admin bearer token (api:admin, scopes read and write) that POST/DELETE "
+                          "require; this or --api-tokens is needed to listen beyond loopback."),
+        click.option("--api-tokens", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     envvar="RECONCILER_API_TOKENS",
+                     help="YAML list of scoped tokens ({name, sha256, scopes}; see `reconciler token create`), "
+                          "re-read on SIGHUP. [env: RECONCILER_API_TOKENS]"),
     )
 
 
@@ -548,7 +553,8 @@ def daemon(settings: Settings, loop: LoopOptions, checks: CheckOptions, run: Run
         check_concurrency=checks.concurrency, check_timeout=checks.timeout, self_heal=loop.self_heal,
         parallelism=run.parallelism, timeout=run.timeout, stop_grace=loop.stop_grace,
         allow_mass_delete=loop.allow_mass_delete, retry=run.retry, api=serving.listen,
-        api_token_file=serving.token_file, busy_timeout=leases.busy_timeout, lease_seconds=leases.lease_seconds,
+        api_token_file=serving.token_file, api_tokens=serving.tokens, busy_timeout=leases.busy_timeout,
+        lease_seconds=leases.lease_seconds,
         lock_ttl=leases.lock_ttl, leader_ttl=leases.leader_ttl, settle=loop.settle,
     )
     sys.exit(run_daemon(options=options))
@@ -567,13 +573,14 @@ def check(settings: Settings, checks: CheckOptions) -> None:
     """
     import asyncio
 
+    from .actor import cli_actor
     from .drift import run_drift_pass
     from .store import open_store
     from .terminal import printable
 
     store = open_store(url=settings.db)
     report = asyncio.run(run_drift_pass(store=store, concurrency=checks.concurrency, timeout=checks.timeout,
-                                        unhealthy_after=checks.unhealthy_after))
+                                        unhealthy_after=checks.unhealthy_after, actor=cli_actor()))
     for failure in sorted(report.failures, key=lambda f: f.resource_id):
         click.echo(printable(f"✗ {failure.resource_id}: {failure.error} ({failure.url})"))
     for resource_id in report.turned_unhealthy:
@@ -617,6 +624,7 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
     Example:
       reconciler import --db postgresql://reconciler@db/fleet backup.json
     """
+    from .actor import cli_actor
     from .portable import import_document
     from .store import open_store, redact
 
@@ -625,9 +633,60 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
         from .coordination import refuse_while_daemon_runs
 
         refuse_while_daemon_runs(store=store, command="import --replace")
-    counts = import_document(store=store, text=source.read(), name=source.name, replace=replace)
+    counts = import_document(store=store, text=source.read(), name=source.name, replace=replace,
+                             actor=cli_actor())
     summary = ", ".join(f"{count} {table}" for table, count in counts.items())
     click.echo(f"Imported into {redact(settings.db)}: {summary}.")
+
+
+@main.group(cls=_UsageExit1)
+def token() -> None:
+    """Make API tokens for the daemon's tokens file (--api-tokens).
+
+    \b
+    Example:
+      reconciler token create team-acme --scope write:owner=acme
+    """
+
+
+def _scope(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[Any]:
+    from .scopes import parse_scope
+
+    try:
+        return [parse_scope(value) for value in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, required=True, callback=_scope, metavar="SCOPE",
+              help="read, write, read:owner=OWNER or write:owner=OWNER (repeatable; write implies read).")
+@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+def token_create(name: str, scopes: list[Any], output: str) -> None:
+    """Print a new random token once, and the tokens-file entry (its SHA-256, never the token) to add.
+
+    Nothing is stored: keep the token where its user can read it, append the entry to the tokens file,
+    then reload the daemon (SIGHUP) for it to count.
+
+    \b
+    Example:
+      reconciler token create team-acme --scope write:owner=acme --scope read:owner=shared
+      reconciler token create ci-reader --scope read -o json
+    """
+    from .tokens import NAME_PATTERN, entry_yaml, new_token
+
+    if not NAME_PATTERN.match(name):
+        raise click.BadParameter("letters, digits and . _ @ - (at most 64; the audit actor is api:<name>)",
+                                 param_hint="NAME")
+    secret = new_token()
+    entry = entry_yaml(name=name, scopes=scopes, token=secret)
+    if output == "json":
+        click.echo(json.dumps({"name": name, "token": secret, "scopes": sorted(map(str, scopes)), "entry": entry}))
+        return
+    click.echo(f"Token for {name} (shown this once; nothing stores it):\n\n  {secret}\n\n"
+               "Add this entry to the tokens file (--api-tokens), then reload the daemon (SIGHUP):\n")
+    click.echo(entry, nl=False)
 
 
 @main.command()

@@ -6,13 +6,13 @@ they decide is decided elsewhere (the plan, the retry policy); they move data be
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .actor import GIT_UNKNOWN, Attribution, GitActor, daemon_actor
 from .errors import ReconcilerError, SpecError, SpecProblem
 from .models import (
     Action,
@@ -127,38 +127,42 @@ def require_known_ids(*, ids: Iterable[str], desired: DesiredState, observed: di
 
 
 def desired_commit(*, directory: Path) -> str | None:
-    """The git commit of the desired directory, recorded with every event; None outside git."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    """The git commit of the desired directory, recorded with every event; None outside git.
+
+    Through `GitActor`, so a checkout owned by another user (the systemd layout) still has one."""
+    return GitActor(directory).commit()
+
+
+def file_attribution(*, git: GitActor, runner: str, files_version: Any = None) -> Attribution:
+    """Who is behind a plan made from desired/: the git actor for file changes, `runner` for the rest."""
+    return Attribution(files=git.describe(files_version=files_version) or GIT_UNKNOWN, runner=runner)
 
 
 # --- turning a plan into jobs -------------------------------------------------------------------
 
 
-def job_requests(*, view: PlanView) -> list[JobRequest]:
+def job_requests(*, view: PlanView, attribution: Attribution | None = None) -> list[JobRequest]:
     """One queue request per change of the plan (none when the plan is refused): a projection of it."""
     if view.plan.refusal:
         return []
-    return [job_request(change) for change in view.plan.changes]
+    return [job_request(change, attribution=attribution) for change in view.plan.changes]
 
 
-def job_request(change: Change) -> JobRequest:
-    """What the queue needs of one change; the plan decided all of it."""
+def job_request(change: Change, *, attribution: Attribution | None = None) -> JobRequest:
+    """What the queue needs of one change; the plan decided all of it, `attribution` who is behind it."""
     spec = change.before if change.action is Action.DELETE else change.after
     old = change.before if change.action is Action.REPLACE else None
     return JobRequest(change.resource_id, change.action, change.message, spec, old, change.applied_hash(),
-                      change.attempt, change.expected_version, change.source)
+                      change.attempt, change.expected_version, change.source,
+                      attribution.actor(change) if attribution else None,
+                      attribution.details(change) if attribution else None)
 
 
-def enqueue(*, store: Enqueuer, view: PlanView, commit: str | None) -> list[str]:
+def enqueue(*, store: Enqueuer, view: PlanView, commit: str | None,
+            attribution: Attribution | None = None) -> list[str]:
     """Queue the plan's changes in one transaction; returns the new job ids."""
-    return store.enqueue(requests=job_requests(view=view), now=iso(utcnow()), commit=commit)
+    return store.enqueue(requests=job_requests(view=view, attribution=attribution), now=iso(utcnow()),
+                         commit=commit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +173,15 @@ class Converged:
     held: str | None = None
 
 
-def converge_one(*, store: ConvergeStore, resource_id: str, spec: ResourceSpec | None) -> Converged:
+def converge_one(*, store: ConvergeStore, resource_id: str, spec: ResourceSpec | None,
+                 actor: str | None = None) -> Converged:
     """Declare (`spec`) or withdraw (None) one API resource and queue its change now: the API's step.
 
     Planned first: when a rule holds the change back (protected), nothing is written and `held` says
     why, so a refused call changes nothing. Otherwise the declaration and the job are written in one
-    transaction. The job is the new one, the one already open, or (nothing to do) the latest. The plan
-    sees only this row, so the fleet-wide mass-delete rule does not apply to this explicit request.
+    transaction, with `actor` (the API caller) on the job and its events. The job is the new one, the
+    one already open, or (nothing to do) the latest. The plan sees only this row, so the fleet-wide
+    mass-delete rule does not apply to this explicit request.
     """
     desired = DesiredState(resources={resource_id: spec} if spec else {},
                            sources={resource_id: Source(API_SOURCE, 0)} if spec else {})
@@ -184,7 +190,7 @@ def converge_one(*, store: ConvergeStore, resource_id: str, spec: ResourceSpec |
     if view.plan.kept:
         return Converged(None, view.plan.kept[0].message)
     queued = store.declare_api(resource_id=resource_id, spec=spec.model_dump() if spec else None,
-                               requests=job_requests(view=view), now=iso(utcnow()))
+                               requests=job_requests(view=view), now=iso(utcnow()), actor=actor)
     return Converged(store.get_job(queued[0]) if queued else store.latest_job(resource_id))
 
 
@@ -242,6 +248,7 @@ class Reconciler:
         self.desired_dir = Path(desired_dir)
         self.provision_dir = provision_dir
         self.policy = policy
+        self.git = GitActor(self.desired_dir)  # the actor of file changes, cached per HEAD
         self.cache = DesiredCache(settle=settle, writes=writes)
         self.last_good: DesiredState | None = None
         self.unsettled: Unsettled | None = None
@@ -278,7 +285,8 @@ class Reconciler:
         view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy)
         queued = 0
         if view.plan.changes and not view.plan.refusal:
-            queued = len(enqueue(store=self.store, view=view, commit=desired_commit(directory=self.desired_dir)))
+            attribution = file_attribution(git=self.git, runner=daemon_actor(), files_version=self.cache.generation)
+            queued = len(enqueue(store=self.store, view=view, commit=self.git.commit(), attribution=attribution))
         return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed))
 
     def refresh_desired(self) -> None:

@@ -258,6 +258,11 @@ class Job:
     script_pgid: int | None = None
     script_host: str | None = None
     desired_commit: str | None = None
+    actor: str | None = None  # who caused the job (reconciler/actor.py); its finish events carry it
+
+
+# The resource_id of events about the whole store (an import, an audit prune): no resource has it.
+FLEET_ID = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +276,7 @@ class Event:
     job_id: str | None = None
     desired_commit: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    actor: str | None = None  # who caused it (reconciler/actor.py); None in events older than the column
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +293,8 @@ class JobRequest:
     # the row version the plan saw (None: no row); the queue refuses the request if it changed since
     expected_version: int | None = None
     source: str = "file"  # who declares the resource: "file" (desired/) or "api"
+    actor: str | None = None  # who caused the change (reconciler/actor.py): the job and its events keep it
+    details: dict[str, Any] | None = None  # added to the `queued` event's details (e.g. an override)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ class AfterCheck:
 
     timeout: float = 5.0
     unhealthy_after: int = 3
+    actor: str | None = None  # who its health events name: `daemon:<host>`, or the CLI user of `apply`
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +150,8 @@ class JobRunner:
             return
         try:
             results = check_one(resource_id=job.resource_id, url=result.url, timeout=check.timeout)
-            self.store.record_health(results=results, now=iso(utcnow()), unhealthy_after=check.unhealthy_after)
+            self.store.record_health(results=results, now=iso(utcnow()), unhealthy_after=check.unhealthy_after,
+                                     actor=check.actor)
         except Exception as exc:
             from .logs import get_logger
 

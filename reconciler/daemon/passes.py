@@ -137,11 +137,9 @@ class PassLoop:
         self._after_pass(result)
 
     def _pass(self) -> PassResult:
-        from ..engine import desired_commit
-
         result = self.reconciler.reconcile_once()
         if not result.skipped or self.desired_commit is None:
-            self.desired_commit = desired_commit(directory=self.desired)
+            self.desired_commit = self.reconciler.git.commit()
         self._record(result)
         return result
 

@@ -15,9 +15,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..defects import defect_enabled
-from ..errors import StoreError
+from ..errors import StoreConflict, StoreError
 from ..models import (
     DELETE_TARGET,
+    FLEET_ID,
     Action,
     Event,
     FleetCounts,
@@ -35,6 +36,7 @@ from ..models import (
 if TYPE_CHECKING:
     from ..ports import (
         ApiStore,
+        AuditStore,
         HealthStore,
         LockStore,
         PassRecorder,
@@ -73,6 +75,11 @@ def _job(row: Any) -> Job:
     values["old_spec"] = json.loads(values.pop("old_spec_json")) if values.get("old_spec_json") else None
     fields: dict[str, Any] = {name: values.get(name) for name in _JOB_FIELDS}
     return Job(**fields)
+
+
+def _event(row: Any) -> Event:
+    return Event(row["resource_id"], row["at"], row["kind"], row["message"] or "", row["job_id"],
+                 row["desired_commit"], json.loads(row["details_json"] or "{}"), row["actor"])
 
 
 class Cursor(Protocol):
@@ -144,8 +151,13 @@ class SQLStore:
     def is_empty(self) -> bool:
         return all(self._count(f"SELECT count(*) AS n FROM {table}") == 0 for table in EXPORTED_TABLES)
 
-    def import_rows(self, *, tables: dict[str, list[dict[str, Any]]], replace: bool) -> dict[str, int]:
-        """Load exported rows in one transaction; refuses a non-empty store unless `replace`."""
+    def import_rows(self, *, tables: dict[str, list[dict[str, Any]]], replace: bool, actor: str | None = None,
+                    now: str | None = None, name: str = "") -> dict[str, int]:
+        """Load exported rows in one transaction; refuses a non-empty store unless `replace`.
+
+        With `now`, the import records itself as a fleet event (resource "*") with its actor: a restore
+        (`--replace`) deletes the history it replaces, so it must leave a trace of that.
+        """
         unknown = set(tables) - set(EXPORTED_TABLES)
         if unknown:
             raise StoreError(f"unknown tables in the import: {', '.join(sorted(unknown))}")
@@ -164,6 +176,11 @@ class SQLStore:
                         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
                         [tuple(row.get(column) for column in columns) for row in rows])
             self._after_import(conn)
+            if now is not None:
+                kind = "restored" if replace else "imported"
+                summary = ", ".join(f"{count} {table}" for table, count in counts.items())
+                self._event(conn, FLEET_ID, now, kind, f"{kind} {name or 'an export'}: {summary}", None, None,
+                            {"replace": replace, "counts": counts, "source": name}, actor)
         return counts
 
     # --- reading -------------------------------------------------------------------------------
@@ -240,14 +257,14 @@ class SQLStore:
             " updated_at = excluded.updated_at", (spec["resource_id"], canonical_json(spec), now, now))
 
     def declare_api(self, *, resource_id: str, spec: dict[str, Any] | None, requests: Iterable[JobRequest],
-                    now: str) -> list[str]:
+                    now: str, actor: str | None = None) -> list[str]:
         """Store (`spec`) or drop (None) an API declaration and queue its change, in one transaction."""
         with self._write() as conn:
             if spec is None:
                 conn.execute("DELETE FROM api_desired WHERE resource_id = ?", (resource_id,))
             else:
                 self._put_api(conn, spec=spec, now=now)
-            return self._enqueue_in(conn, requests=requests, now=now, commit=None)
+            return self._enqueue_in(conn, requests=requests, now=now, commit=None, actor=actor)
 
     def get_job(self, job_id: str) -> Job | None:
         row = self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
@@ -256,28 +273,67 @@ class SQLStore:
     def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]:
         sql = "SELECT * FROM events WHERE resource_id = ? ORDER BY id DESC"
         rows = self._rows(sql + (" LIMIT ?" if limit else ""), (resource_id, limit) if limit else (resource_id,))
-        events = [
-            Event(row["resource_id"], row["at"], row["kind"], row["message"] or "", row["job_id"],
-                  row["desired_commit"], json.loads(row["details_json"] or "{}"))
-            for row in rows
-        ]
-        return events[::-1]
+        return [_event(row) for row in rows][::-1]
+
+    # --- the audit trail: every resource's events, and their retention ---------------------------
+
+    def audit_events(self, *, since: str | None = None, actor: str | None = None, owner: str | None = None,
+                     limit: int | None = None) -> list[Event]:
+        """Events across resources, oldest first (the newest `limit` when given); `actor` matches a part of
+        the actor, ignoring case; `owner` keeps the events of that owner's resources."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            clauses.append("at >= ?")
+            args.append(since)
+        if actor:
+            escaped = actor.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("lower(actor) LIKE ? ESCAPE '\\'")
+            args.append(f"%{escaped}%")
+        if owner is not None:
+            clauses.append("resource_id IN (SELECT resource_id FROM resources WHERE owner = ?)")
+            args.append(owner)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._rows(f"SELECT * FROM events{where} ORDER BY id DESC" + (" LIMIT ?" if limit else ""),
+                          [*args, limit] if limit else args)
+        return [_event(row) for row in rows][::-1]
+
+    def events_before(self, *, before: str) -> list[dict[str, Any]]:
+        """The rows `prune_events(before=…)` would delete, as exported (for the archive written first)."""
+        return self._rows("SELECT * FROM events WHERE at < ? ORDER BY id", (before,))
+
+    def prune_events(self, *, before: str, archived: int, through_id: int, now: str, actor: str | None,
+                     details: dict[str, Any]) -> int:
+        """Delete the events older than `before` that were archived (`archived` rows, ids up to `through_id`)
+        and record the prune, in one transaction; StoreConflict, deleting nothing, when they differ."""
+        with self._write() as conn:
+            count = conn.execute("DELETE FROM events WHERE at < ? AND id <= ?", (before, through_id)).rowcount
+            if count != archived:
+                raise StoreConflict(f"{count} events older than {before} exist, {archived} were archived: "
+                                    "events changed meanwhile; nothing was pruned, run it again")
+            self._event(conn, FLEET_ID, now, "audit_pruned", f"pruned {count} events older than {before}",
+                        None, None, {**details, "before": before, "count": count}, actor)
+        return count
 
     # --- the queue -----------------------------------------------------------------------------
 
-    def enqueue(self, *, requests: Iterable[JobRequest], now: str, commit: str | None) -> list[str]:
+    def enqueue(self, *, requests: Iterable[JobRequest], now: str, commit: str | None,
+                actor: str | None = None) -> list[str]:
         """Write a job per request and mark its row, in one transaction.
 
         A request is skipped when its row changed since the plan was made (another apply or daemon
         got there first) or when the resource already has an open job: never two jobs for one change.
+        Each job keeps its request's actor (`actor` for a request without one).
         """
         with self._write() as conn:
-            return self._enqueue_in(conn, requests=requests, now=now, commit=commit)
+            return self._enqueue_in(conn, requests=requests, now=now, commit=commit, actor=actor)
 
     def _enqueue_in(self, conn: Connection, *, requests: Iterable[JobRequest], now: str,
-                    commit: str | None) -> list[str]:
+                    commit: str | None, actor: str | None) -> list[str]:
         queued: list[str] = []
         for request in requests:
+            if request.actor is None and actor is not None:
+                request = replace(request, actor=actor)
             conn.execute("SAVEPOINT request")
             job_id = self._mark_row(conn, request=request, now=now) and self._insert_job(
                 conn, request=request, now=now, commit=commit)
@@ -287,7 +343,7 @@ class SQLStore:
                 continue
             conn.execute("RELEASE request")
             self._event(conn, request.resource_id, now, "queued", f"{request.action} queued: {request.reason}",
-                        job_id, commit)
+                        job_id, commit, request.details, request.actor)
             queued.append(job_id)
         return queued
 
@@ -296,11 +352,11 @@ class SQLStore:
         job_id = "job-" + uuid.uuid4().hex[:16]
         cursor = conn.execute(
             "INSERT INTO jobs (job_id, resource_id, action, status, attempt, spec_json, old_spec_json,"
-            " run_after, created_at, claims, desired_commit) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, 0, ?)"
-            " ON CONFLICT DO NOTHING",
+            " run_after, created_at, claims, desired_commit, actor)"
+            " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT DO NOTHING",
             (job_id, request.resource_id, str(request.action), request.attempt,
              canonical_json(request.spec) if request.spec else None,
-             canonical_json(request.old_spec) if request.old_spec else None, now, now, commit),
+             canonical_json(request.old_spec) if request.old_spec else None, now, now, commit, request.actor),
         )
         return job_id if cursor.rowcount == 1 else None
 
@@ -386,7 +442,7 @@ class SQLStore:
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET script_pgid = ?, script_host = ? WHERE job_id = ? AND lease_owner = ?"
-                " AND status = 'running' RETURNING resource_id, action, claims, desired_commit",
+                " AND status = 'running' RETURNING resource_id, action, claims, desired_commit, actor",
                 (pgid, host, job_id, worker),
             )
             row = cursor.fetchone()
@@ -394,7 +450,7 @@ class SQLStore:
                 again = f" (run {row['claims']}: an earlier worker stopped)" if row["claims"] > 1 else ""
                 self._event(conn, row["resource_id"], now, "started",
                             f"{row['action']} started: process group {pgid} on {host}{again}", job_id,
-                            row["desired_commit"])
+                            row["desired_commit"], None, row["actor"])
         return row is not None
 
     def renew(self, *, worker: str, lease_until: str) -> int:
@@ -499,28 +555,31 @@ class SQLStore:
                    "duration_s": round(result.duration, 3)}
         if result.ok:
             message = f"{job.action} succeeded" + (f": {result.url}" if result.url else "")
-            self._event(conn, job.resource_id, now, "succeeded", message, job.job_id, job.desired_commit, details)
+            self._event(conn, job.resource_id, now, "succeeded", message, job.job_id, job.desired_commit, details,
+                        job.actor)
             if result.url and result.url != old_url and job.action is not Action.DELETE:
                 self._event(conn, job.resource_id, now, "url_changed", f"{old_url or '-'} -> {result.url}",
-                            job.job_id, job.desired_commit)
+                            job.job_id, job.desired_commit, None, job.actor)
             return
         retry = f"; retry {job.attempt + 1} at {result.next_attempt_at}" if result.next_attempt_at else ""
         self._event(conn, job.resource_id, now, "failed", f"{job.action} failed: {result.error}{retry}",
-                    job.job_id, job.desired_commit, details)
+                    job.job_id, job.desired_commit, details, job.actor)
 
     @staticmethod
     def _event(conn: Connection, resource_id: str, now: str, kind: str, message: str,
-               job_id: str | None, commit: str | None, details: dict[str, Any] | None = None) -> None:
+               job_id: str | None, commit: str | None, details: dict[str, Any] | None = None,
+               actor: str | None = None) -> None:
         conn.execute(
-            "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (resource_id, now, kind, message, job_id, commit, json.dumps(details) if details else None),
+            "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json, actor)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (resource_id, now, kind, message, job_id, commit, json.dumps(details) if details else None, actor),
         )
 
 
     # --- health ------------------------------------------------------------------------------
 
-    def record_health(self, *, results: Iterable[Any], now: str, unhealthy_after: int) -> list[str]:
+    def record_health(self, *, results: Iterable[Any], now: str, unhealthy_after: int,
+                      actor: str | None = None) -> list[str]:
         """Write one drift pass in one transaction; returns the ids that just turned unhealthy.
 
         Success refreshes last_seen; failures count up and turn the row unhealthy at the threshold.
@@ -539,14 +598,14 @@ class SQLStore:
                 updates.append((now if result.ok else None, now, new_health, new_failures, result.resource_id))
                 event = _health_event(result=result, before=health, after=new_health, failures=new_failures)
                 if event:
-                    events.append((result.resource_id, now, *event, None, None, None))
+                    events.append((result.resource_id, now, *event, None, None, None, actor))
                     turned += [result.resource_id] if new_health == "unhealthy" else []
             conn.executemany(
                 "UPDATE resources SET last_seen = COALESCE(?, last_seen), last_check_at = ?, health = ?,"
                 " consecutive_failures = ? WHERE resource_id = ? AND status = 'active'", updates)
             conn.executemany(
-                "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)", events)
+                "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json, actor)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", events)
         return turned
 
     # --- the planning daemon's last pass (what `status` shows as the daemon's view) -------------
@@ -624,6 +683,6 @@ if TYPE_CHECKING:  # mypy proves here that the one store class fits every consum
 
     def _fits_every_port(
         store: SQLStore,
-    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable, SurveyStore,
+    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable, AuditStore, SurveyStore,
                PassRecorder]:
-        return store, store, store, store, store, store, store, store, store
+        return store, store, store, store, store, store, store, store, store, store

@@ -77,6 +77,17 @@ def _v3_api_desired(db: Any) -> None:
     db["jobs"].create_index(["resource_id", "created_at"])
 
 
+# Who caused each event and each job (reconciler/actor.py: git:…, cli:…, api:…, daemon:…); NULL in rows
+# written before this version. The index on `at` serves `audit --since` and `audit prune --before`.
+ACTOR_COLUMN = "actor"
+
+
+def _v4_actor(db: Any) -> None:
+    db["events"].add_column(ACTOR_COLUMN, str)
+    db["jobs"].add_column(ACTOR_COLUMN, str)
+    db["events"].create_index(["at"])
+
+
 # The planning daemon's last pass, one row per role ("controller"): what `status` shows as its view.
 DAEMON_PASS_COLUMNS: dict[str, Any] = {
     "name": str, "holder": str, "host": str, "pid": int, "at": str, "desired_loads": int,
@@ -84,11 +95,12 @@ DAEMON_PASS_COLUMNS: dict[str, Any] = {
 }
 
 
-def _v4_daemon_passes(db: Any) -> None:
+def _v5_daemon_passes(db: Any) -> None:
     db["daemon_passes"].create(DAEMON_PASS_COLUMNS, pk="name", not_null=["holder", "at"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_daemon_passes]
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor,
+                                           _v5_daemon_passes]
 LATEST = len(MIGRATIONS)
 
 
@@ -147,6 +159,11 @@ PG_MIGRATIONS: list[list[str]] = [
     [
         _pg_table("api_desired", API_DESIRED_COLUMNS, pk="resource_id", not_null=("spec_json",)),
         "CREATE INDEX idx_jobs_resource_id_created_at ON jobs (resource_id, created_at)",
+    ],
+    [
+        f"ALTER TABLE events ADD COLUMN {ACTOR_COLUMN} TEXT",
+        f"ALTER TABLE jobs ADD COLUMN {ACTOR_COLUMN} TEXT",
+        "CREATE INDEX idx_events_at ON events (at)",
     ],
     [_pg_table("daemon_passes", DAEMON_PASS_COLUMNS, pk="name", not_null=("holder", "at"))],
 ]

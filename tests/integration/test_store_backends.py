@@ -285,7 +285,7 @@ def test_open_jobs_by_resource(store):
 
 
 def test_a_database_of_the_previous_schema_opens_and_migrates(request, tmp_path):
-    """A newer release reads an older database: version 3 (before daemon_passes) gains the table, keeps its rows."""
+    """A newer release reads an older database: the version before daemon_passes gains the table, keeps its rows."""
     import sqlite3
 
     import sqlite_utils
@@ -295,9 +295,10 @@ def test_a_database_of_the_previous_schema_opens_and_migrates(request, tmp_path)
     sqlite_path = tmp_path / "old.db"
     conn = sqlite3.connect(sqlite_path)
     db = sqlite_utils.Database(conn)
-    for number in range(3):
+    previous = migrations.LATEST - 1
+    for number in range(previous):
         migrations.MIGRATIONS[number](db)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute(f"PRAGMA user_version = {previous}")
     conn.execute("INSERT INTO resources (resource_id, owner, region, runtime_target, deploy_ref, status)"
                  " VALUES ('old', 'acme', 'eu-west-1', 'local', 'v1', 'active')")
     conn.commit()
@@ -317,8 +318,8 @@ def test_a_postgres_database_of_the_previous_schema_opens_and_migrates(request):
     url = request.getfixturevalue("pg_url")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE reconciler_schema (version INTEGER NOT NULL)")
-        conn.execute("INSERT INTO reconciler_schema (version) VALUES (3)")
-        for statements in migrations.PG_MIGRATIONS[:3]:
+        conn.execute("INSERT INTO reconciler_schema (version) VALUES (%s)", (migrations.LATEST - 1,))
+        for statements in migrations.PG_MIGRATIONS[:-1]:
             for statement in statements:
                 conn.execute(statement)
     store = open_store(url=url)

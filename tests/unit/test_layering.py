@@ -48,7 +48,9 @@ ALLOWED: dict[str, set[str]] = {
     "logs": set(),
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
-    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets"},
+    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "actor"},
+    # who caused a change (issue 15's audit): the actor strings, the git actor of desired/, attribution
+    "actor": {"liveness", "plan"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
     "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness", "health"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
@@ -61,18 +63,23 @@ ALLOWED: dict[str, set[str]] = {
     # the daemon package (issue 14: a composition root and its runnables) hosts the API server and its
     # metrics, so it is the one layer above api; its modules import one another
     "daemon": {"ports", "daemon", "engine", "workers", "store", "models", "errors", "logs", "plan", "retry", "runner",
-               "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift"},
+               "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift",
+               "tokens", "actor"},
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
-    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views"},
+    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "actor"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
     "options": {"plan", "retry"},
-    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "outofsync", "plan"},
+    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor", "outofsync", "plan"},
     # what `status` knows of the fleet (issue 16): the rows, a read-only plan, each row's verdict
     "survey": {"engine", "errors", "outofsync", "plan", "ports", "spec", "status"},
-    # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
-    "httpguard": set(),
+    # the API's front door (token, body cap, JSON edges) as ASGI middleware: only the principal it finds
+    "httpguard": {"scopes"},
+    # who calls the API and what they may do (issue 15): scopes, the principal, the permission rule; pure
+    "scopes": set(),
+    # the API's tokens: the tokens file, the admin token, new tokens, the daemon's keyring (issue 15)
+    "tokens": {"errors", "scopes", "settle"},
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
     "coordination": {"ports", "daemon", "models", "errors", "liveness"},
     "cli": None,  # type: ignore[dict-item]  # anything
