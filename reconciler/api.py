@@ -28,7 +28,9 @@ from .actor import api_actor
 from .engine import PlanView, Refusal, converge_one, replace_one
 from .errors import ReconcilerError, StoreError
 from .httpguard import FrontDoor, Keys
-from .models import RESOURCE_ID_PATTERN, Action, Hold, Job, JobStatus, ObservedResource, ResourceSpec
+from .models import RESOURCE_ID_PATTERN, Action, Hold, Job, JobStatus, ObservedResource, ResourceSpec, utcnow
+from .outofsync import status_message
+from .plan import Change, Reason
 from .ports import ApiStore
 from .scopes import Principal, ScopeKind, may, needed, readable_owners
 from .status import event_json, row_json
@@ -54,6 +56,7 @@ class Plane(Protocol):
     def metrics_text(self) -> tuple[bytes, str]: ...
     def admit(self, view: PlanView) -> Refusal | None: ...  # policy.yaml's verdict on one resource's plan
     def serial(self) -> AbstractContextManager[Any]: ...  # held from the policy check to the write
+    def plan_notes(self) -> dict[str, Change] | None: ...  # the last pass's changes and notes by id; None: no plan
 
 
 class Accepted(BaseModel):
@@ -218,8 +221,8 @@ def _read_routes(app: FastAPI, plane: Plane) -> None:
                 sorted((row for one in owners for row in store.list_resources(owner=one, status=status,
                                                                                health=health)),
                        key=lambda row: row.resource_id))
-        in_flight, holds = store.in_flight(), store.holds()
-        return [_resource_view(row, in_flight=row.resource_id in in_flight, hold=holds.get(row.resource_id))
+        jobs, notes, holds = store.open_jobs(), plane.plan_notes(), store.holds()
+        return [_resource_view(row, job=jobs.get(row.resource_id), notes=notes, hold=holds.get(row.resource_id))
                 for row in rows]
 
     @app.get("/provisions/{resource_id}", response_model=ResourceView, responses=ERRORS)
@@ -228,7 +231,8 @@ def _read_routes(app: FastAPI, plane: Plane) -> None:
         holds = store.holds()
         row = _row(store, resource_id, hold=holds.get(resource_id))
         _authorise_read(request, row.owner)
-        return _resource_view(row, in_flight=resource_id in store.in_flight(), hold=holds.get(resource_id))
+        return _resource_view(row, job=store.open_jobs().get(resource_id), notes=plane.plan_notes(),
+                              hold=holds.get(resource_id))
 
 
 def _remove_routes(app: FastAPI, plane: Plane) -> None:
@@ -380,16 +384,28 @@ def _job_view(job: Job, row: ObservedResource | None) -> JobView:
                    url=row.url if done and row is not None else None)
 
 
-def _resource_view(row: ObservedResource, *, in_flight: bool, hold: Hold | None = None) -> ResourceView:
-    return ResourceView(**row_json(row), conditions=conditions(row, in_flight=in_flight, hold=hold))
+def _resource_view(row: ObservedResource, *, job: Job | None, notes: dict[str, Change] | None,
+                   hold: Hold | None = None) -> ResourceView:
+    note = notes.get(row.resource_id) if notes is not None else None
+    if note is not None and (note.expected_version not in (None, row.version) or note.reason is Reason.IN_FLIGHT):
+        note = None  # planned against an older row (the pass after its job plans again); open jobs are read live
+    return ResourceView(**row_json(row), conditions=conditions(row, job=job, note=note, planned=notes is not None,
+                                                               hold=hold))
 
 
-def conditions(row: ObservedResource, *, in_flight: bool, hold: Hold | None = None) -> list[Condition]:
-    """Kubernetes-style conditions derived from the row: Ready, Healthy, Reconciling, PolicyAllowed."""
-    ready = row.status.value == "active"
+def conditions(row: ObservedResource, *, job: Job | None, note: Change | None = None,
+               planned: bool = False, hold: Hold | None = None) -> list[Condition]:
+    """Kubernetes-style conditions: Ready (False with the reason when not in sync, as `status` says it),
+    Healthy, Reconciling, PolicyAllowed (False with the rule codes while policy.yaml holds its change
+    back). `note` is the last pass's plan about the row (`planned`: a plan is known)."""
+    out = status_message(row, job=job, plan_note=note, now=utcnow(), planned=planned)
+    ready = out is None and row.status.value == "active"
+    reason = str(out.kind) if out is not None else row.status.value
+    message = out.text if out is not None else ""
     healthy = row.health.value
+    in_flight = job is not None
     return [
-        Condition(type="Ready", status=str(ready), reason=row.status.value, message=row.error or ""),
+        Condition(type="Ready", status=str(ready), reason=reason, message=message),
         Condition(type="Healthy", status={"healthy": "True", "unhealthy": "False"}.get(healthy, "Unknown"),
                   reason=healthy, message=f"{row.consecutive_failures} failed checks in a row"),
         Condition(type="Reconciling", status=str(in_flight), reason="JobOpen" if in_flight else "Idle",

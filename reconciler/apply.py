@@ -40,7 +40,7 @@ from .store import open_store
 from .targets import observing_targets
 from .terminal import printable, printable_lines
 from .views import View
-from .workers import EngineConfig, Finished, WorkerPool, expire_dead_leases
+from .workers import AfterCheck, EngineConfig, Finished, WorkerPool, expire_dead_leases
 
 if TYPE_CHECKING:
     from .store.base import SQLStore
@@ -157,7 +157,8 @@ def _engine_config(*, settings: Any, options: ApplyOptions, store: SQLStore) -> 
                         retry=options.run.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
                         guard_orphans=store.kind != "sqlite",
                         pass_env=read_pass_env(provision_dir=settings.provision),
-                        fleet_override=options.mode is Mode.DESTROY)
+                        fleet_override=options.mode is Mode.DESTROY,
+                        after_check=AfterCheck(actor=cli_actor()))
 
 
 def _note_dropped_env(config: EngineConfig) -> None:

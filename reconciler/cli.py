@@ -499,26 +499,41 @@ def forget(settings: Settings, resource_ids: tuple[str, ...], reason: str, force
 
 @main.command()
 @click.argument("resource_id", required=False)
-@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+@click.option("--output", "-o", type=click.Choice(["text", "wide", "json", "yaml"]), default="text",
+              show_default=True, help="Output format; wide adds target, region, url, last check and attempts.")
+@click.option("--out-of-sync", is_flag=True, help="Only the resources that are not in sync (READY not True).")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also show deleted resources (tombstones) in the table; -o json and yaml always list them.")
 @_with_settings
 @_guarded
-def status(settings: Settings, resource_id: str | None, output: str) -> None:
-    """Show observed resources (all, or one with its latest events).
+def status(settings: Settings, resource_id: str | None, output: str, out_of_sync: bool, show_all: bool) -> None:
+    """Show observed resources: READY, AGE and why each one is not in sync (all, or one with its events).
+
+    A header says whether desired/ loads and, when a daemon holds the database, its last pass.
 
     \b
     Example:
-      reconciler status acme-prod -o json
+      reconciler status --out-of-sync
+      reconciler status acme-prod -o yaml
     """
     from . import status as read
+    from .models import utcnow
+    from .survey import Scope, survey
 
     store, view = _read_store(settings), _view(output)
+    # JSON and YAML keep every row, tombstones too, as JSON always did (its rows are only ever added to)
+    every = show_all or bool(resource_id) or output in ("json", "yaml")
+    scope = Scope(out_of_sync=out_of_sync and not resource_id, show_all=every)
+    provision = settings.provision if settings.provision.is_dir() else None  # as `validate`: scripts may be elsewhere
+    fleet = survey(store=store, desired_dir=settings.desired, provision_dir=provision, settle=settings.settle,
+                   now=utcnow(), scope=scope)
     if resource_id:
         row = read.resource(store=store, resource_id=resource_id)
         assert store is not None, "read.resource refuses a missing database"
-        click.echo(view.resource(row=row, events=store.events(resource_id, limit=10)), nl=False)
+        line = next((line for line in fleet.lines if line.row.resource_id == resource_id), None)
+        click.echo(view.resource(row=row, events=store.events(resource_id, limit=10), line=line), nl=False)
         return
-    click.echo(view.fleet(rows=read.rows(store=store), daemon=read.daemon_holder(store=store),
-                          database=store is not None, holds=read.holds(store=store)), nl=False)
+    click.echo(view.fleet(status=fleet), nl=False)
 
 
 @main.command()

@@ -409,3 +409,20 @@ class PassRequest:
     job_ids: tuple[str, ...] = ()  # the jobs the pass queued for its scope, and those already open there
     notes: tuple[str, ...] = ()  # why ids in its scope got no job (suspended, in backoff, protected, …)
     error: str | None = None
+
+
+
+@dataclass(frozen=True, slots=True)
+class PassBeat:
+    """What the planning daemon last saw, written after each pass (table `daemon_passes`) so `status`
+    can show the daemon's view: when it last passed and whether desired/ loads for it."""
+
+    holder: str  # the daemon's worker id (host:pid:token)
+    host: str
+    pid: int
+    at: str  # when the pass ended
+    desired_loads: bool
+    desired_resources: int  # in the state it plans from (the last good one while desired/ fails)
+    desired_files: int
+    desired_error: str | None = None  # the first problem, file:line, while desired/ does not load
+    desired_commit: str | None = None

@@ -12,7 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .models import Adoption, Event, FleetCounts, Hold, Job, JobRequest, JobResult, ObservedResource, PassRequest
+from .models import (
+    Adoption,
+    Event,
+    FleetCounts,
+    Hold,
+    Job,
+    JobRequest,
+    JobResult,
+    ObservedResource,
+    PassBeat,
+    PassRequest,
+)
 
 if TYPE_CHECKING:  # health pulls in asyncio and ssl: a plan has no use for them at run time
     from .health import CheckResult
@@ -73,7 +84,7 @@ class PassStore(PlanReader, Enqueuer, Protocol):
     def fingerprint(self) -> tuple[Any, ...]: ...
     def counts(self) -> FleetCounts: ...
     def cancel_queued(self, *, resource_ids: Iterable[str], now: str, why: str, actor: str | None) -> list[str]: ...
-    def open_jobs(self, *, resource_ids: Iterable[str] | None) -> dict[str, str]: ...
+    def open_jobs(self, *, resource_ids: Iterable[str] | None = None) -> dict[str, Job]: ...
 
 
 class HoldReader(Protocol):
@@ -105,6 +116,9 @@ class Queue(Protocol):
     def running_leases(self) -> list[tuple[str, str | None]]: ...
     def expire_lease(self, *, job_id: str, worker: str, now: str) -> None: ...
     def count_open(self, *, resource_ids: Iterable[str] | None = None, fleet_override: bool = False) -> int: ...
+    # the check right after a successful provision counts like a drift check
+    def record_health(self, *, results: Iterable[CheckResult], now: str, unhealthy_after: int,
+                      actor: str | None = None) -> list[str]: ...
 
 
 class LockReader(Protocol):
@@ -142,6 +156,18 @@ class StatusReader(LockReader, HoldReader, Protocol):
     def load_observed(self) -> dict[str, ObservedResource]: ...
     def get_resource(self, resource_id: str) -> ObservedResource | None: ...
     def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]: ...
+    def open_jobs(self, *, resource_ids: Iterable[str] | None = None) -> dict[str, Job]: ...
+    def last_pass(self, *, name: str = "controller") -> PassBeat | None: ...
+
+
+class SurveyStore(PlanReader, StatusReader, Protocol):
+    """`status`: the rows, their open jobs and what a plan reads, the daemon's lock and its last pass."""
+
+
+class PassRecorder(Protocol):
+    """The planning daemon records each pass (its view of desired/) for `status`."""
+
+    def record_pass(self, *, beat: PassBeat, name: str = "controller") -> None: ...
 
 
 class ApiStore(ConvergeStore, HoldReader, Protocol):
@@ -151,6 +177,7 @@ class ApiStore(ConvergeStore, HoldReader, Protocol):
                        health: str | None = None) -> list[ObservedResource]: ...
     def api_declaration(self, resource_id: str) -> dict[str, Any] | None: ...
     def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]: ...
+    def open_jobs(self, *, resource_ids: Iterable[str] | None = None) -> dict[str, Job]: ...
 
 
 class Portable(Protocol):

@@ -27,10 +27,20 @@ from .retry import RetryPolicy, next_delay
 from .supervise import TRANSIENT, Crash, Outages, guarded_thread, retry_sync
 
 if TYPE_CHECKING:
+    from .health import CheckResult
     from .ports import Queue
     from .runner import ScriptOutcome
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class AfterCheck:
+    """The health check right after a successful provision: the drift check's timeout and threshold."""
+
+    timeout: float = 5.0
+    unhealthy_after: int = 3
+    actor: str | None = None  # who its health events name: `daemon:<host>`, or the CLI user of `apply`
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +61,8 @@ class EngineConfig:
     pass_env: tuple[str, ...] = ()
     # claim while the fleet is suspended (`destroy` only: it tears down its scope although it is)
     fleet_override: bool = False
+    # check the URL once right after a successful provision, so HEALTH is known at once (None: off)
+    after_check: AfterCheck | None = field(default_factory=AfterCheck)
 
     def timeout_for(self, target: str) -> float:
         return self.target_timeouts.get(target, self.timeout)
@@ -122,10 +134,31 @@ class JobRunner:
         if not claim_next or self._abandoning.is_set() or self._no_more_claims.is_set() or not self.may_claim():
             recorded = self._persist(lambda: self.store.finish(job=job, worker=self.worker_id, result=result,
                                                                now=iso(utcnow())))
+            self._check_after(job, result, recorded=bool(recorded))
             return Finished(job=job, result=result, recorded=bool(recorded)), None
         outcome = self._persist(lambda: self._finish_and_claim(job, result, scope))
         recorded, following = outcome if outcome is not None else (False, None)
+        self._check_after(job, result, recorded=recorded)
         return Finished(job=job, result=result, recorded=recorded), following
+
+    def _check_after(self, job: Job, result: JobResult, *, recorded: bool) -> None:
+        """Check the new URL once, as a drift check would count it; never the job's business.
+
+        Bounded by the check's timeout (plus a second for the client to close), so a worker waits no
+        longer; any failure of the check or of recording it is logged and dropped.
+        """
+        check = self.config.after_check
+        if check is None or not recorded or not result.ok or not result.url or job.action is Action.DELETE:
+            return
+        try:
+            results = check_one(resource_id=job.resource_id, url=result.url, timeout=check.timeout)
+            self.store.record_health(results=results, now=iso(utcnow()), unhealthy_after=check.unhealthy_after,
+                                     actor=check.actor)
+        except Exception as exc:
+            from .logs import get_logger
+
+            get_logger().warning("health check after provision failed", resource_id=job.resource_id,
+                                 error=f"{type(exc).__name__}: {exc}")
 
     def _finish_and_claim(self, job: Job, result: JobResult, scope: set[str] | None) -> tuple[bool, Job | None]:
         now = utcnow()
@@ -448,6 +481,18 @@ class WorkerPool:
                 continue
             self.outages.recovered(loop="lease-renewer")
             delay = interval
+
+
+def check_one(*, resource_id: str, url: str, timeout: float) -> list[CheckResult]:
+    """One health check from a worker thread (its own event loop), never longer than `timeout` + 1 s."""
+    import asyncio
+
+    from .health import check_all
+
+    async def bounded() -> list[CheckResult]:
+        return await asyncio.wait_for(check_all([(resource_id, url)], concurrency=1, timeout=timeout), timeout + 1)
+
+    return asyncio.run(bounded())
 
 
 def _log_crash(name: str, exc: BaseException) -> None:

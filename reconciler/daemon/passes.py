@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 from ..engine import PassResult, Reconciler
 from ..errors import ReconcilerError
-from ..models import PassRequest, iso, parse_iso, utcnow
-from ..ports import PassRequests
+from ..liveness import HOST
+from ..models import PassBeat, PassRequest, iso, parse_iso, utcnow
+from ..ports import PassRecorder, PassRequests
 from ..supervise import TRANSIENT, Outages
 from ..workers import Finished
 from .election import LEADER_POLL, Election
@@ -40,7 +41,8 @@ class PassLoop:
 
     def __init__(self, *, reconciler: Reconciler, election: Election, outages: Outages, reporter: SystemdReporter,
                  metrics: PassMetrics, wake_workers: Callable[[], None], desired: Path, resync: float,
-                 log: Any, requests: PassRequests | None = None) -> None:
+                 log: Any, requests: PassRequests | None = None, recorder: PassRecorder | None = None,
+                 holder: str = "") -> None:
         self.reconciler = reconciler
         self.election = election
         self.outages = outages
@@ -50,6 +52,8 @@ class PassLoop:
         self.desired = desired
         self.resync = resync
         self.log = log
+        self.recorder = recorder  # where each pass is recorded for `status` (the daemon's view)
+        self.holder = holder
         self.last: PassResult | None = None
         self.last_pass_at: datetime | None = None
         self.desired_commit: str | None = None
@@ -154,6 +158,7 @@ class PassLoop:
         result = self.reconciler.reconcile_once()
         if not result.skipped or self.desired_commit is None:
             self.desired_commit = self.reconciler.git.commit()
+        self._record(result)
         return result
 
     def _answer_all(self, demands: list[PassRequest]) -> None:
@@ -181,8 +186,18 @@ class PassLoop:
         if result.queued:
             self.wake_workers()
         open_jobs = self.reconciler.store.open_jobs(resource_ids=scope or None)
-        job_ids = list(dict.fromkeys([*result.job_ids, *open_jobs.values()]))
+        job_ids = list(dict.fromkeys([*result.job_ids, *(job.job_id for job in open_jobs.values())]))
         return job_ids, _notes(result), None
+
+    def _record(self, result: PassResult) -> None:
+        """What this pass saw, for `status` on any machine; a store away for it does not fail the pass."""
+        if self.recorder is None:
+            return
+        beat = pass_beat(reconciler=self.reconciler, result=result, holder=self.holder, commit=self.desired_commit)
+        try:
+            self.recorder.record_pass(beat=beat)
+        except TRANSIENT as exc:
+            self.log.warning("could not record the pass for status", error=str(exc))
 
     async def _follow(self) -> None:
         """A follower only works the queue, and reads desired/ for its API."""
@@ -267,3 +282,16 @@ def _notes(result: PassResult) -> list[str]:
         notes.append(f"refused: {plan.refusal}")
     held = [f"{change.resource_id}: {change.message}" for change in (*plan.kept, *plan.waiting)]
     return notes + held[:50] + ([f"… and {len(held) - 50} more"] if len(held) > 50 else [])
+
+
+def pass_beat(*, reconciler: Reconciler, result: PassResult, holder: str, commit: str | None) -> PassBeat:
+    """The daemon's view after a pass: when, and whether desired/ loads (else its first problem, file:line)."""
+    import os
+
+    good = reconciler.last_good
+    error = result.load_error
+    files = len({source.file for source in good.sources.values()}) if good is not None else 0
+    return PassBeat(holder=holder, host=HOST, pid=os.getpid(), at=iso(utcnow()), desired_loads=error is None,
+                    desired_resources=len(good.resources) if good is not None else 0, desired_files=files,
+                    desired_error=str(error.problems[0]) if error is not None and error.problems else None,
+                    desired_commit=commit)

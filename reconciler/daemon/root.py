@@ -75,7 +75,7 @@ class Daemon:
         self.passes = PassLoop(reconciler=self.reconciler, election=self.election, outages=self.outages,
                                reporter=self.reporter, metrics=self.metrics, wake_workers=self.workers.pool.wake,
                                desired=options.desired, resync=options.resync, log=self.log,
-                               requests=self.store)
+                               requests=self.store, recorder=self.store, holder=self.worker_id)
         self.asked = PassRequestPoller(store=self.store, may_plan=self.election.may_plan,
                                        on_requests=self._asked, outages=self.outages, log=self.log)
         self.drift = DriftLoop(store=self.store, outages=self.outages, log=self.log, metrics=self.metrics,

@@ -31,6 +31,7 @@ from ..models import (
     JobResult,
     JobStatus,
     ObservedResource,
+    PassBeat,
     ResourceStatus,
     canonical_json,
     iso,
@@ -46,18 +47,20 @@ if TYPE_CHECKING:
         HealthStore,
         Lifecycle,
         LockStore,
+        PassRecorder,
         PassRequests,
         PassStore,
         PolicyStore,
         Portable,
         Queue,
         StatusReader,
+        SurveyStore,
         SuspensionStore,
     )
 
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
                    "api_desired": "resource_id", "holds": "resource_id", "suspensions": "resource_id",
-                   "fleet_flags": "name"}
+                   "fleet_flags": "name", "daemon_passes": "name"}
 _JOB_FIELDS = Job.__slots__
 # the row's columns are the dataclass's fields, in order: one decoder reads every SELECT of them
 _RESOURCE_COLUMNS = ", ".join(ObservedResource.__slots__)
@@ -223,6 +226,13 @@ class SQLStore(Controls):
         """Ids of resources with an open (queued or running) job."""
         rows = self._rows("SELECT resource_id FROM jobs WHERE status IN ('queued', 'running')")
         return {row["resource_id"] for row in rows}
+
+    def open_jobs(self, *, resource_ids: Iterable[str] | None = None) -> dict[str, Job]:
+        """The open (queued or running) job of each resource that has one, by resource id (these resources;
+        None: all)."""
+        scope, args = self._scope(resource_ids)
+        rows = self._rows(f"SELECT * FROM jobs WHERE status IN ('queued', 'running'){scope}", args)
+        return {row["resource_id"]: _job(row) for row in rows}
 
     def latest_job(self, resource_id: str) -> Job | None:
         row = self._one("SELECT * FROM jobs WHERE resource_id = ? ORDER BY created_at DESC LIMIT 1", (resource_id,))
@@ -748,6 +758,29 @@ class SQLStore(Controls):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", events)
         return turned
 
+    # --- the planning daemon's last pass (what `status` shows as the daemon's view) -------------
+
+    def record_pass(self, *, beat: PassBeat, name: str = "controller") -> None:
+        """Replace the row of `name` with this pass (one small upsert after each pass)."""
+        values = (name, beat.holder, beat.host, beat.pid, beat.at, int(beat.desired_loads), beat.desired_resources,
+                  beat.desired_files, beat.desired_error, beat.desired_commit)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO daemon_passes (name, holder, host, pid, at, desired_loads, desired_resources,"
+                " desired_files, desired_error, desired_commit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, host = excluded.host,"
+                " pid = excluded.pid, at = excluded.at, desired_loads = excluded.desired_loads,"
+                " desired_resources = excluded.desired_resources, desired_files = excluded.desired_files,"
+                " desired_error = excluded.desired_error, desired_commit = excluded.desired_commit", values)
+
+    def last_pass(self, *, name: str = "controller") -> PassBeat | None:
+        row = self._one("SELECT * FROM daemon_passes WHERE name = ?", (name,))
+        if row is None:
+            return None
+        return PassBeat(row["holder"], row["host"] or "", int(row["pid"] or 0), row["at"], bool(row["desired_loads"]),
+                        int(row["desired_resources"] or 0), int(row["desired_files"] or 0), row["desired_error"],
+                        row["desired_commit"])
+
     # --- the single-daemon lock ---------------------------------------------------------------
 
     def acquire_lock(self, *, name: str, holder: str, pid: int, host: str, now: str, until: str,
@@ -829,8 +862,8 @@ if TYPE_CHECKING:  # mypy proves here that the one store class fits every consum
     def _fits_every_port(
         store: SQLStore,
     ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable, AuditStore,
-               PolicyStore, Lifecycle]:
-        return store, store, store, store, store, store, store, store, store, store
+               PolicyStore, Lifecycle, SurveyStore, PassRecorder]:
+        return store, store, store, store, store, store, store, store, store, store, store, store
 
     def _fits_the_controls(store: SQLStore) -> tuple[SuspensionStore, PassRequests, FleetFlagReader]:
         return store, store, store

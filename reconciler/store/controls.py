@@ -189,12 +189,6 @@ class Controls:
         row = self._one("SELECT * FROM pass_requests WHERE request_id = ?", (request_id,))
         return _request(row) if row else None
 
-    def open_jobs(self, *, resource_ids: Iterable[str] | None) -> dict[str, str]:
-        """resource id → its open (queued or running) job's id, for these resources (None: all)."""
-        scope, args = self._scope(resource_ids)
-        rows = self._rows(f"SELECT resource_id, job_id FROM jobs WHERE status IN ('queued', 'running'){scope}", args)
-        return {row["resource_id"]: row["job_id"] for row in rows}
-
 
 def _suspension(row: dict[str, Any]) -> Suspension:
     return Suspension(row["reason"], row["actor"], row["since"], row["until"])

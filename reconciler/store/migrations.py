@@ -127,8 +127,20 @@ def _v7_unmanaged(db: Any) -> None:
     db["resources"].add_column("unmanaged", int, not_null_default=0)
 
 
+# The planning daemon's last pass, one row per role ("controller"): what `status` shows as its view.
+DAEMON_PASS_COLUMNS: dict[str, Any] = {
+    "name": str, "holder": str, "host": str, "pid": int, "at": str, "desired_loads": int,
+    "desired_resources": int, "desired_files": int, "desired_error": str, "desired_commit": str,
+}
+
+
+def _v8_daemon_passes(db: Any) -> None:
+    db["daemon_passes"].create(DAEMON_PASS_COLUMNS, pk="name", not_null=["holder", "at"])
+
+
 MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor,
-                                          _v5_policy_holds, _v6_operator_controls, _v7_unmanaged]
+                                          _v5_policy_holds, _v6_operator_controls, _v7_unmanaged,
+                                          _v8_daemon_passes]
 LATEST = len(MIGRATIONS)
 
 
@@ -206,6 +218,7 @@ PG_MIGRATIONS: list[list[str]] = [
         "CREATE INDEX idx_pass_requests_status ON pass_requests (status)",
     ],
     ["ALTER TABLE resources ADD COLUMN unmanaged BIGINT NOT NULL DEFAULT 0"],  # _v7_unmanaged
+    [_pg_table("daemon_passes", DAEMON_PASS_COLUMNS, pk="name", not_null=("holder", "at"))],
 ]
 assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"
 

@@ -35,9 +35,11 @@ ALLOWED: dict[str, set[str]] = {
     "plan": {"models", "suspensions"},
     "render": {"plan", "models", "terminal", "policy"},
     "retry": set(),
-    "status": {"ports", "models", "errors"},
+    # why a row is out of sync, in one line (issue 16): the MESSAGE of `status`, the API's Ready condition
+    "outofsync": {"models", "plan"},
+    "status": {"ports", "models", "errors", "outofsync"},
     # how commands show their data (text or JSON), picked once per command; never sees a store
-    "views": {"models", "plan", "render", "status", "terminal", "policy"},
+    "views": {"models", "plan", "render", "status", "terminal", "policy", "outofsync"},
     "store": {"models", "errors", "store", "ports", "defects", "suspensions"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
     "ports": {"models", "health", "suspensions"},
@@ -55,7 +57,7 @@ ALLOWED: dict[str, set[str]] = {
     # `reconciler audit`: the fleet's events, and retention (archive first, then prune)
     "audit": {"errors", "models", "ports", "store"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
-    "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness"},
+    "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness", "health"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
     "liveness": {"runner"},
     # one failure policy for every long-lived loop (store outages retried, anything else is a crash)
@@ -86,7 +88,9 @@ ALLOWED: dict[str, set[str]] = {
     "options": {"plan", "retry", "policy"},
     # the policy as the one-shot commands use it (validate, plan, apply, destroy, `policy check`)
     "policyrun": {"actor", "engine", "models", "options", "plan", "policy", "ports", "spec", "targets"},
-    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor"},
+    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor", "outofsync", "plan"},
+    # what `status` knows of the fleet (issue 16): the rows, a read-only plan, each row's verdict
+    "survey": {"engine", "errors", "models", "outofsync", "plan", "ports", "spec", "status"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: only the principal it finds
     "httpguard": {"scopes"},
     # who calls the API and what they may do (issue 15): scopes, the principal, the permission rule; pure
