@@ -10,7 +10,7 @@ What the plan knows arrives as its note about the row (`plan.Change`): a change 
 PROTECTED, REPLACE_BLOCKED, IN_FLIGHT). When desired/ does not load there is no plan (`planned=False`)
 and the rules fall back to what the row alone shows.
 
-Adding a case (SUSPENDED, POLICY, REPLACE_REQUESTED, FORGOTTEN …): add a member to `OutOfSync`, write
+Adding a case (as SUSPENDED, POLICY, BUDGET and UNMANAGED were): add a member to `OutOfSync`, write
 one rule `_name(facts) -> Message | None` that recognises it (from its plan `Reason`, or a row status
 such as `forgotten`), and put it into `RULES` where it should win: the first rule that answers wins.
 Until then a plan note with a Reason no rule knows still shows, as `held` with the plan's own message.
@@ -40,6 +40,10 @@ class OutOfSync(StrEnum):
     ERRORED = "errored"  # failed; no later attempt is scheduled yet
     UNHEALTHY = "unhealthy"  # failing its health checks
     PENDING = "pending"  # desired and observed differ; the next pass or apply queues the change
+    SUSPENDED = "suspended"  # `reconciler suspend`, `suspend:` in its file, or `suspend --all` (issue 16)
+    POLICY = "policy"  # held back by a rule of policy.yaml (issue 15)
+    BUDGET = "budget"  # waits for a change budget of policy.yaml (issue 15)
+    UNMANAGED = "unmanaged"  # forgotten with --force while still declared (issue 16)
     HELD = "held"  # a plan note no rule below knows yet: its own message is shown
 
 
@@ -134,7 +138,9 @@ def _in_progress(facts: Facts) -> Message | None:
 
 def _kept(facts: Facts) -> Message | None:
     note = facts.note
-    kinds = {Reason.PROTECTED: OutOfSync.PROTECTED, Reason.REPLACE_BLOCKED: OutOfSync.REPLACE_BLOCKED}
+    kinds = {Reason.PROTECTED: OutOfSync.PROTECTED, Reason.REPLACE_BLOCKED: OutOfSync.REPLACE_BLOCKED,
+             Reason.SUSPENDED: OutOfSync.SUSPENDED, Reason.POLICY: OutOfSync.POLICY, Reason.BUDGET: OutOfSync.BUDGET,
+             Reason.UNMANAGED: OutOfSync.UNMANAGED}
     if note is None or note.reason not in kinds:
         return None
     return Message(kinds[note.reason], note.message)

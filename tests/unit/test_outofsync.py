@@ -197,3 +197,15 @@ def test_api_drops_a_note_planned_against_an_older_row() -> None:
     moved_on = row(spec(), version=1)  # a job finished since the pass planned it
     view = _resource_view(moved_on, job=None, notes={"acme": pending})
     assert [c.status for c in view.conditions if c.type == "Ready"] == ["True"]
+
+
+@pytest.mark.parametrize(("reason", "kind"), [
+    (Reason.SUSPENDED, OutOfSync.SUSPENDED), (Reason.POLICY, OutOfSync.POLICY), (Reason.BUDGET, OutOfSync.BUDGET),
+    (Reason.UNMANAGED, OutOfSync.UNMANAGED),
+])
+def test_suspended_policy_held_and_forgotten_rows_say_so_with_the_plans_words(reason, kind) -> None:
+    """Issues 15 and 16: each out-of-sync kind the later issues added has its own code, not the catch-all."""
+    note = Change("acme", Action.NOOP, reason, f"because {reason}")
+    message = status_message(row(spec()), job=None, plan_note=note, now=NOW)
+    assert message is not None and (message.kind, message.text) == (kind, f"because {reason}")
+    assert ready(message, planned=True) is Ready.FALSE
