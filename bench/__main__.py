@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 from . import p1_plan, p1t_plan_vs_terraform, p2_apply, p3_reaction, p4_drift, p5_idle, p6_api, p7_postgres
-from .harness import OUT, REPO, BenchError, Ctx, Row
+from .harness import OUT, REPO, BenchError, Ctx, Row, compile_checkout
 from .machine import machine_info
 from .report import render_markdown, render_table
 
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat or (1 if args.quick else 3)
     ctx = Ctx(quick=args.quick, repeat=repeat)
     ctx.out.mkdir(parents=True, exist_ok=True)
+    compile_checkout()
     machine = machine_info()
     ctx.log("machine: " + json.dumps(machine))
     started = time.perf_counter()
