@@ -23,6 +23,15 @@ WEIGHTS: dict[str, int] = {
     "hold_write_lock": 2, "restart_postgres": 2, "yaml_error": 2, "provision_away": 2, "disk_full": 1,
     "disk_readonly": 1,
 }
+# issue 15: policy operations, drawn from a stream of their own and inserted into the schedule, so the
+# schedules of earlier seeds keep their other steps (and the regressions recorded with them stay valid)
+POLICY_KINDS = ("policy_tighten", "policy_break", "policy_loosen")
+POLICY_FROM = 20
+
+# Issue 16's operator controls, inserted from a stream of their own (see `generate`), so adding them
+# left every schedule drawn before them, and the seeds chosen for it, as they were.
+CONTROLS = ("suspend", "resume", "suspend", "suspend_all", "suspend", "resume")  # taken in turn: 3:2:1
+CONTROL_RATE = 0.15  # the chance that a control step comes before a step of the main stream
 SQLITE_ONLY = {"hold_write_lock"}
 POSTGRES_ONLY = {"restart_postgres"}
 WRITE_MODES = ("atomic", "atomic", "slices", "pull")
@@ -45,15 +54,42 @@ class Step:
 
 def allowed(*, backend: str) -> list[str]:
     excluded = SQLITE_ONLY if backend == "postgres" else POSTGRES_ONLY
-    return [kind for kind in WEIGHTS if kind not in excluded]
+    return [kind for kind in WEIGHTS if kind not in excluded] + sorted(set(CONTROLS))
 
 
-def generate(*, seed: int, steps: int, backend: str) -> list[Step]:
-    """The schedule for this seed: the same list on every machine and every run."""
+def generate(*, seed: int, steps: int, backend: str, controls: bool = True) -> list[Step]:
+    """The schedule for this seed: the same list on every machine and every run.
+
+    `steps` steps of the main stream, which draws what it always drew; with `controls`, a second
+    stream (its own seed) adds an operator control (suspend, resume, suspend --all) before some of
+    them, so the schedules and seeds chosen before the controls existed keep their steps.
+    """
     rand = random.Random(f"chaos:{seed}:{backend}")
-    kinds = allowed(backend=backend)
+    extra = random.Random(f"chaos-controls:{seed}:{backend}")
+    kinds = [kind for kind in allowed(backend=backend) if kind in WEIGHTS]
     weights = [WEIGHTS[kind] for kind in kinds]
-    return [_step(rand, kind=rand.choices(kinds, weights)[0], index=index) for index in range(steps)]
+    drawn: list[Step] = []
+    turn = extra.randrange(len(CONTROLS))
+    for _ in range(steps):
+        if controls and extra.random() < CONTROL_RATE:
+            drawn.append(_step(extra, kind=CONTROLS[turn % len(CONTROLS)], index=len(drawn)))
+            turn += 1
+        drawn.append(_step(rand, kind=rand.choices(kinds, weights)[0], index=len(drawn)))
+    return _with_policy_steps(drawn, rand=random.Random(f"chaos-policy:{seed}:{backend}"))
+
+
+def _with_policy_steps(base: list[Step], *, rand: random.Random) -> list[Step]:
+    """About one policy step in seven more, kinds in turn from a drawn start, at positions of their own draw.
+
+    Schedules shorter than POLICY_FROM stay as they were (the self-test's seeds find their defects in them).
+    """
+    if len(base) < POLICY_FROM:
+        return base
+    steps, first = list(base), rand.randrange(len(POLICY_KINDS))
+    for number in range(len(base) // 7):
+        kind = POLICY_KINDS[(first + number) % len(POLICY_KINDS)]
+        steps.insert(rand.randrange(len(steps) + 1), _step(rand, kind=kind, index=1000 + number))
+    return steps
 
 
 def _step(rand: random.Random, *, kind: str, index: int) -> Step:
@@ -83,6 +119,11 @@ _ARGS = {
     "provision_away": lambda r, i: {"steps": r.randint(1, 3)},
     "disk_full": lambda r, i: {"steps": r.randint(1, 3)},
     "disk_readonly": lambda r, i: {"steps": r.randint(1, 3)},
+    "policy_tighten": lambda r, i: {"limit": r.randint(2, 5)},
+    "policy_break": lambda r, i: {"steps": r.randint(1, 3)},
+    # a resource suspended for a few seconds (--until) or until resumed some steps later
+    "suspend": lambda r, i: {"until": r.choice((None, 3, 8)), "steps": r.randint(2, 5)},
+    "suspend_all": lambda r, i: {"steps": r.randint(2, 4)},
 }
 
 

@@ -6,25 +6,31 @@ by files belong to the files, and the API refuses to change them (409, naming th
 
 Declaring never waits for a script: the change is planned and queued at once, and the answer is
 the job to poll. Mutating endpoints require a bearer token when one is configured (always when the
-API listens beyond loopback); the token and the body's size are checked in front of FastAPI
-(httpguard.py), before any body is read. Until desired/ has loaded well once, mutating calls answer
-503: which ids the files own is not known yet. A refused call (4xx) changes nothing.
+API listens beyond loopback, where reads do too); the token and the body's size are checked in front
+of FastAPI (httpguard.py), before any body is read. What the caller behind the token may do is
+decided here, per resource owner (scopes.py): a write needs `write` or `write:owner=<owner>`, a read
+`read`/`write` or an owner-scoped one; a list shows only the owners the caller may read. Until
+desired/ has loaded well once, mutating calls answer 503: which ids the files own is not known yet.
+A refused call (4xx) changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from .engine import converge_one
+from .actor import api_actor
+from .engine import PlanView, Refusal, converge_one
 from .errors import StoreError
-from .httpguard import FrontDoor
-from .models import RESOURCE_ID_PATTERN, Action, Job, JobStatus, ObservedResource, ResourceSpec
+from .httpguard import FrontDoor, Keys
+from .models import RESOURCE_ID_PATTERN, Action, Hold, Job, JobStatus, ObservedResource, ResourceSpec
 from .ports import ApiStore
+from .scopes import Principal, ScopeKind, may, needed, readable_owners
 from .status import event_json, row_json
 
 ResourceId = Path(pattern=RESOURCE_ID_PATTERN, description="The resource's id")
@@ -33,8 +39,9 @@ ResourceId = Path(pattern=RESOURCE_ID_PATTERN, description="The resource's id")
 class Plane(Protocol):
     """What the daemon gives the API."""
 
-    token: str | None
+    open_reads: bool  # reads without a token (loopback only)
 
+    def keys(self) -> Keys | None: ...  # the tokens in force now; None when none is configured
     @property
     def store(self) -> ApiStore: ...
 
@@ -44,6 +51,8 @@ class Plane(Protocol):
     def health_report(self) -> tuple[dict[str, Any], bool]: ...
     def jobs_queued(self) -> None: ...
     def metrics_text(self) -> tuple[bytes, str]: ...
+    def admit(self, view: PlanView) -> Refusal | None: ...  # policy.yaml's verdict on one resource's plan
+    def serial(self) -> AbstractContextManager[Any]: ...  # held from the policy check to the write
 
 
 class Accepted(BaseModel):
@@ -103,17 +112,20 @@ class EventView(BaseModel):
     job_id: str | None
     desired_commit: str | None
     details: dict[str, Any] | None = None
+    actor: str | None = None  # who caused it (README: actors); null in events older than the column
 
 
 # Seconds a client is asked to wait while desired/ has not loaded yet (a pass follows every file save).
 RETRY_AFTER = 5
+# Seconds a client is asked to wait when an owner's hourly change budget is used up (the window slides).
+BUDGET_RETRY = 60
 
 
 def create_app(*, plane: Plane) -> FastAPI:
     app = FastAPI(title="reconciler", version="1.0", description=__doc__)
     app.add_exception_handler(StoreError, _store_unavailable)
     _routes(app, plane)
-    app.add_middleware(FrontDoor, token=plane.token)
+    app.add_middleware(FrontDoor, keys=plane.keys, open_reads=plane.open_reads)
     return app
 
 
@@ -125,9 +137,12 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong bearer token"},
+    403: {"description": "The token's scopes do not cover this owner, or policy.yaml refuses it (the rule codes "
+                         "and their place in it)"},
     404: {"description": "Unknown resource"},
     409: {"description": "Declared by a file, or protected"},
     413: {"description": "Request body over 1 MiB"},
+    429: {"description": "The owner's hourly change budget (policy.yaml) is used up; retry after Retry-After"},
     503: {"description": "desired/ has not loaded yet; retry after Retry-After seconds"},
 }
 
@@ -141,7 +156,12 @@ def _routes(app: FastAPI, plane: Plane) -> None:
 
 
 def _accepted(plane: Plane, resource_id: str, result: Any) -> Accepted:
-    """202 with the job that carries the change; 409 when a rule held it back (nothing was written)."""
+    """202 with the job that carries the change; 409 when a rule held it back, 403 when policy.yaml
+    forbids it (nothing was written either way)."""
+    if result.refused is not None and result.refused.budget:
+        raise HTTPException(429, _refused(resource_id, result.refused), headers={"Retry-After": str(BUDGET_RETRY)})
+    if result.refused is not None:
+        raise HTTPException(403, _refused(resource_id, result.refused))
     if result.held:
         raise HTTPException(409, f"{resource_id}: {result.held}")
     plane.jobs_queued()
@@ -154,57 +174,85 @@ def _declare_routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
 
     @app.post("/provisions", status_code=202, response_model=Accepted, responses=ERRORS)
-    def declare(spec: ResourceSpec) -> Accepted:
+    def declare(spec: ResourceSpec, request: Request) -> Accepted:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
+        if spec.suspend is not None:  # not part of the spec: it would be dropped silently
+            raise HTTPException(422, "suspend: declare a suspension in the resource's file or with "
+                                     "`reconciler suspend`; the API does not store it")
+        principal = request_principal(request)
+        _authorise(principal, ScopeKind.WRITE, spec.owner)
+        current = _current_owner(store, spec.resource_id)
+        if current is not None:  # no taking over another owner's resource by declaring it as yours
+            _authorise(principal, ScopeKind.WRITE, current)
         _known_target(plane, spec.runtime_target)
         _may_change(plane, spec.resource_id)
-        return _accepted(plane, spec.resource_id, converge_one(store=store, resource_id=spec.resource_id, spec=spec))
+        with plane.serial():
+            done = converge_one(store=store, resource_id=spec.resource_id, spec=spec, admit=plane.admit,
+                                actor=request_actor(request))
+        return _accepted(plane, spec.resource_id, done)
 
     @app.get("/provisions/jobs/{job_id}", response_model=JobView, responses={404: {"description": "Unknown job"}})
-    async def job_status(job_id: str = Path(max_length=64)) -> JobView:
+    async def job_status(request: Request, job_id: str = Path(max_length=64)) -> JobView:
         """A job's status, attempts and timestamps, and the resource's URL once the job succeeded."""
         job = store.get_job(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id!r}")
-        return _job_view(job, store.get_resource(job.resource_id))
+        row = store.get_resource(job.resource_id)
+        _authorise_read(request, row.owner if row is not None else None)
+        return _job_view(job, row)
 
 
 def _read_routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
 
-    @app.get("/provisions", response_model=list[ResourceView])
-    async def list_resources(owner: str | None = Query(None, max_length=200),
+    @app.get("/provisions", response_model=list[ResourceView], responses=ERRORS)
+    async def list_resources(request: Request, owner: str | None = Query(None, max_length=200),
                              status: str | None = Query(None, pattern="^[a-z]+$"),
                              health: str | None = Query(None, pattern="^[a-z]+$")) -> list[ResourceView]:
-        """Every resource row, optionally filtered by owner, status and health."""
-        rows = store.list_resources(owner=owner, status=status, health=health)
-        in_flight = store.in_flight()
-        return [_resource_view(row, in_flight=row.resource_id in in_flight) for row in rows]
+        """Every resource row the caller may read, optionally filtered by owner, status and health."""
+        if owner is not None:
+            _authorise_read(request, owner)
+        owners = readable_owners(request_principal(request)) if owner is None else None
+        rows = (store.list_resources(owner=owner, status=status, health=health) if owners is None else
+                sorted((row for one in owners for row in store.list_resources(owner=one, status=status,
+                                                                               health=health)),
+                       key=lambda row: row.resource_id))
+        in_flight, holds = store.in_flight(), store.holds()
+        return [_resource_view(row, in_flight=row.resource_id in in_flight, hold=holds.get(row.resource_id))
+                for row in rows]
 
     @app.get("/provisions/{resource_id}", response_model=ResourceView, responses=ERRORS)
-    async def get_resource(resource_id: str = ResourceId) -> ResourceView:
+    async def get_resource(request: Request, resource_id: str = ResourceId) -> ResourceView:
         """One resource: the seed's fields, health, conditions and who declares it."""
-        row = _row(store, resource_id)
-        return _resource_view(row, in_flight=resource_id in store.in_flight())
+        holds = store.holds()
+        row = _row(store, resource_id, hold=holds.get(resource_id))
+        _authorise_read(request, row.owner)
+        return _resource_view(row, in_flight=resource_id in store.in_flight(), hold=holds.get(resource_id))
 
 
 def _remove_routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
 
     @app.delete("/provisions/{resource_id}", status_code=202, response_model=Accepted, responses=ERRORS)
-    def remove(resource_id: str = ResourceId) -> Accepted:
+    def remove(request: Request, resource_id: str = ResourceId) -> Accepted:
         """Remove an API-declared resource: teardown follows the usual finalizer path."""
+        current = _current_owner(store, resource_id)
+        if current is not None:  # None: nothing to remove, answered below (503, 409 or 404)
+            _authorise(request_principal(request), ScopeKind.WRITE, current)
         _may_change(plane, resource_id)
         row = store.get_resource(resource_id)
         if store.api_declaration(resource_id) is None and (row is None or not row.live):
             raise HTTPException(404, f"no resource {resource_id!r}")
-        return _accepted(plane, resource_id, converge_one(store=store, resource_id=resource_id, spec=None))
+        with plane.serial():
+            done = converge_one(store=store, resource_id=resource_id, spec=None, admit=plane.admit,
+                                actor=request_actor(request))
+        return _accepted(plane, resource_id, done)
 
     @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=ERRORS)
-    async def events(resource_id: str = ResourceId, limit: int | None = Query(None, ge=1, le=10_000)
-                     ) -> list[EventView]:
+    async def events(request: Request, resource_id: str = ResourceId,
+                     limit: int | None = Query(None, ge=1, le=10_000)) -> list[EventView]:
         """The resource's history, oldest first (the latest `limit` when given)."""
-        _row(store, resource_id)
+        _authorise_read(request, _row(store, resource_id).owner)
         return [EventView(**event_json(event)) for event in store.events(resource_id, limit=limit)]
 
 
@@ -242,11 +290,59 @@ def _may_change(plane: Plane, resource_id: str) -> None:
         raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")
 
 
-def _row(store: ApiStore, resource_id: str) -> ObservedResource:
+def request_principal(request: Request) -> Principal | None:
+    """Who is calling, as the front door found it (None: let in without a token)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    return principal
+
+
+def request_actor(request: Request) -> str:
+    """The audit actor of a call: `api:<token name>` (`api:admin` for --api-token-file's token), `api:local`
+    for a call the front door let in without a token."""
+    principal = request_principal(request)
+    return api_actor(principal.name if principal is not None else None)
+
+
+def _authorise(principal: Principal | None, kind: ScopeKind, owner: str) -> None:
+    """403 naming the scope needed when the caller's scopes do not cover `owner`; nothing was changed."""
+    if principal is not None and not may(principal, kind, owner):
+        raise HTTPException(403, f"token '{principal.name}' may not {kind} resources of owner '{owner}' "
+                                 f"(needs scope {needed(kind, owner)}); nothing was changed")
+
+
+def _authorise_read(request: Request, owner: str | None) -> None:
+    """A read of one owner's resources; an unknown owner (a job whose row is gone) needs a full reader."""
+    principal = request_principal(request)
+    if owner is None:
+        if readable_owners(principal) is not None:
+            raise HTTPException(403, "this needs scope read or write")
+        return
+    _authorise(principal, ScopeKind.READ, owner)
+
+
+def _current_owner(store: ApiStore, resource_id: str) -> str | None:
+    """The owner a resource has now: its API declaration's, else its live row's; None when it has none."""
+    declared = store.api_declaration(resource_id)
+    if declared is not None:
+        return str(declared.get("owner", ""))
+    row = store.get_resource(resource_id)
+    return row.owner if row is not None and row.live else None
+
+
+def _row(store: ApiStore, resource_id: str, hold: Hold | None = None) -> ObservedResource:
     row = store.get_resource(resource_id)
     if row is None:
-        raise HTTPException(404, f"no resource {resource_id!r}")
+        held = f" yet: it is held back by policy ({', '.join(hold.rules)}): {hold.message}" if hold else ""
+        raise HTTPException(404, f"no resource {resource_id!r}{held}")
     return row
+
+
+def _refused(resource_id: str, refusal: Refusal) -> dict[str, Any]:
+    """The 403's (429's) body: what the policy says, its rule codes and their place in policy.yaml."""
+    where = f" (policy: {', '.join(refusal.places)})" if refusal.places else ""
+    what = "waits for the change budget" if refusal.budget else "refused by policy"
+    return {"message": f"{resource_id}: {what}: {refusal.message}{where}; nothing was changed",
+            "rules": list(refusal.rules), "places": list(refusal.places)}
 
 
 def _job_view(job: Job, row: ObservedResource | None) -> JobView:
@@ -257,12 +353,12 @@ def _job_view(job: Job, row: ObservedResource | None) -> JobView:
                    url=row.url if done and row is not None else None)
 
 
-def _resource_view(row: ObservedResource, *, in_flight: bool) -> ResourceView:
-    return ResourceView(**row_json(row), conditions=conditions(row, in_flight=in_flight))
+def _resource_view(row: ObservedResource, *, in_flight: bool, hold: Hold | None = None) -> ResourceView:
+    return ResourceView(**row_json(row), conditions=conditions(row, in_flight=in_flight, hold=hold))
 
 
-def conditions(row: ObservedResource, *, in_flight: bool) -> list[Condition]:
-    """Kubernetes-style conditions derived from the row: Ready, Healthy, Reconciling."""
+def conditions(row: ObservedResource, *, in_flight: bool, hold: Hold | None = None) -> list[Condition]:
+    """Kubernetes-style conditions derived from the row: Ready, Healthy, Reconciling, PolicyAllowed."""
     ready = row.status.value == "active"
     healthy = row.health.value
     return [
@@ -271,4 +367,7 @@ def conditions(row: ObservedResource, *, in_flight: bool) -> list[Condition]:
                   reason=healthy, message=f"{row.consecutive_failures} failed checks in a row"),
         Condition(type="Reconciling", status=str(in_flight), reason="JobOpen" if in_flight else "Idle",
                   message=""),
+        # False while policy.yaml holds its change back: the reason is the rule code, the message why
+        Condition(type="PolicyAllowed", status=str(hold is None), reason=",".join(hold.rules) if hold else "Allowed",
+                  message=hold.message if hold else ""),
     ]

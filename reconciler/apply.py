@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .actor import Attribution, GitActor, cli_actor
 from .engine import (
     PlanView,
-    desired_commit,
+    cancel_suspended,
     enqueue,
+    file_attribution,
     load_files,
     plan_fleet,
     plan_scope,
@@ -29,6 +31,8 @@ from .engine import (
 )
 from .models import utcnow
 from .options import Mode, PlanOptions, RunOptions
+from .policy import Policy
+from .policyrun import run_governance
 from .runner import dropped_env, read_pass_env
 from .spec import DesiredState
 from .store import open_store
@@ -51,6 +55,7 @@ class ApplyOptions:
     view: View
     yes: bool = False
     mode: Mode = Mode.APPLY
+    policy: Policy | None = None  # policy.yaml in force (loaded before anything is opened or queued)
 
 
 def run_apply(*, settings: Any, options: ApplyOptions) -> int:
@@ -58,28 +63,31 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     config = _engine_config(settings=settings, options=options, store=store)  # bad settings: before any queueing
     expire_dead_leases(store=store, now=utcnow())
     view = _plan(settings=settings, options=options, store=store)
-    click.echo(options.view.plan(view.plan), nl=False)
+    click.echo(options.view.plan(view.plan, verdict=view.verdict), nl=False)
     if view.plan.refusal:
         return 1
+    cancel_suspended(store=store, plan=view.plan, in_flight=store.in_flight(), actor=cli_actor())
     scope = plan_scope(view.plan)
     if not scope:
         return 0
     if view.plan.changes and not _confirmed(options=options):
         return 1
-    commit = None if options.mode is Mode.DESTROY else desired_commit(directory=settings.desired)
-    enqueue(store=store, view=view, commit=commit)
+    commit, attribution = _attribution(settings=settings, options=options)
+    enqueue(store=store, view=view, commit=commit, attribution=attribution)
     _note_dropped_env(config)
     with _Interrupts() as interrupts:
         work = _Work(store=store, config=config, options=options, interrupts=interrupts)
         # A whole-fleet apply works the whole queue (an id list of 100k would cost every claim a scan);
         # with --target it claims only those resources' jobs.
         work.run(scope=scope if options.plan.targets else None)
-        _follow_up(work=work, settings=settings, options=options, view=view, commit=commit)
+        _follow_up(work=work, settings=settings, options=options, view=view, commit=commit,
+                   attribution=attribution)
     _detach_broken_stdout()
     return _summarise(work=work, store=store, scope=scope)
 
 
-def _follow_up(*, work: _Work, settings: Any, options: ApplyOptions, view: PlanView, commit: str | None) -> None:
+def _follow_up(*, work: _Work, settings: Any, options: ApplyOptions, view: PlanView, commit: str | None,
+               attribution: Attribution) -> None:
     """Resources that were busy when we planned get planned again once their job is done.
 
     A job already in progress (another apply, a daemon, a crashed run) may have carried an older
@@ -96,18 +104,32 @@ def _follow_up(*, work: _Work, settings: Any, options: ApplyOptions, view: PlanV
             break
         for change in again.plan.changes:
             click.echo(f"~ {change.resource_id}: {change.shown} ({change.message}) after its earlier job", err=True)
-        enqueue(store=store, view=again, commit=commit)
+        enqueue(store=store, view=again, commit=commit, attribution=attribution)
         work.run(scope=plan_scope(again.plan))
         waited = {change.resource_id for change in again.plan.waiting}
+
+
+def _attribution(*, settings: Any, options: ApplyOptions) -> tuple[str | None, Attribution]:
+    """The commit and the actors of this run: an apply's file changes are the git actor's, with the CLI
+    user as `by`; a destroy is the CLI user's own (no file asked for it)."""
+    runner = cli_actor()
+    if options.mode is Mode.DESTROY:
+        return None, Attribution(files=runner, runner=runner)
+    git = GitActor(settings.desired)
+    return git.commit(), file_attribution(git=git, runner=runner)
 
 
 def _plan(*, settings: Any, options: ApplyOptions, store: SQLStore) -> PlanView:
     """Apply plans desired/ plus the API's declarations; destroy plans as if nothing were declared."""
     destroy = options.mode is Mode.DESTROY
     fleet = read_fleet(store=store, with_api=not destroy)
+    if destroy:  # an explicit operator action: it tears down its scope although the fleet is suspended
+        fleet = replace(fleet, suspensions=fleet.suspensions.without_fleet())
     desired = DesiredState(resources={}) if destroy else load_files(
         directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
-    return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets)
+    governed = run_governance(policy=options.policy, store=store, planning=options.plan, provision=settings.provision)
+    return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets,
+                      governance=governed)
 
 
 def _confirmed(*, options: ApplyOptions) -> bool:
@@ -129,7 +151,8 @@ def _engine_config(*, settings: Any, options: ApplyOptions, store: SQLStore) -> 
     return EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.run.timeout,
                         retry=options.run.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
                         guard_orphans=store.kind != "sqlite",
-                        pass_env=read_pass_env(provision_dir=settings.provision))
+                        pass_env=read_pass_env(provision_dir=settings.provision),
+                        fleet_override=options.mode is Mode.DESTROY)
 
 
 def _note_dropped_env(config: EngineConfig) -> None:

@@ -36,6 +36,7 @@ class Settings:
     provision: Path
     work_dir: Path
     settle: float = 0.15  # RECONCILER_SETTLE: seconds a changed desired file must stay unchanged
+    policy: Path | None = None  # --policy / RECONCILER_POLICY; None: policy.yaml beside desired/, if there
 
     def given(self, **here: Any) -> Settings:
         """These settings with the ones given after the subcommand (not None) in their place: those win."""
@@ -64,7 +65,8 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         except SpecError as exc:
             _spec_problems(exc)
             count = len(exc.problems)
-            _fail(f"{count} problem{'s' if count != 1 else ''} in the desired state; nothing was changed")
+            where = "the policy file" if type(exc).__name__ == "PolicyError" else "the desired state"
+            _fail(f"{count} problem{'s' if count != 1 else ''} in {where}; nothing was changed")
         except ReconcilerError as exc:
             _fail(str(exc))
 
@@ -141,6 +143,9 @@ _SETTINGS = (
      "Directory of provision/teardown scripts"),
     ("--work-dir", "work_dir", dict(type=click.Path(path_type=Path), default=".reconciler/work"), "RECONCILER_WORK_DIR",
      "Per-resource working directories for the scripts"),
+    ("--policy", "policy", dict(type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE"),
+     "RECONCILER_POLICY", "Policy file (quotas, allowed values, change limits); default: policy.yaml in the "
+     "directory that contains --desired, when it exists"),
 )
 
 
@@ -193,7 +198,7 @@ def _grouped(into: str, build: Callable[..., Any], *options: Callable[..., Any])
 @_main_settings
 @click.version_option(package_name="reconciler")
 @click.pass_context
-def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: Path) -> None:
+def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: Path, policy: Path | None) -> None:
     """Reconcile desired/ (YAML in git) with the observed fleet by running your provisioning scripts."""
     from .settle import settle_from_env
 
@@ -202,7 +207,8 @@ def main(ctx: click.Context, desired: Path, db: str, provision: Path, work_dir: 
     except ValueError as exc:
         _fail(str(exc))
     # Absolute: scripts run inside their work dir, so a relative RECONCILER_WORKDIR would nest twice.
-    ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir.absolute(), settle=settle)
+    ctx.obj = Settings(desired=desired, db=db, provision=provision, work_dir=work_dir.absolute(), settle=settle,
+                       policy=policy)
 
 
 
@@ -215,15 +221,43 @@ def _view(output: str) -> View:
 
 
 def _plan_options(*, into: str = "planning") -> Callable[..., Any]:
-    from .options import PlanOptions
-
     return _grouped(
-        into, PlanOptions,
+        into, _planning,
         click.option("--target", "targets", multiple=True, metavar="ID",
                      help="Limit to this resource id (repeatable)."),
         click.option("--allow-mass-delete", is_flag=True,
-                     help="Allow a plan that deletes every live resource or more than max(10, 25%)."),
+                     help="Allow a plan that deletes every live resource or more than max(10, 25%) "
+                          "(the override of policy rule changes.mass_delete)."),
+        *_override_options(),
     )
+
+
+def _override_options() -> list[Callable[..., Any]]:
+    return [click.option("--override", "overrides", multiple=True, metavar="RULE",
+                         help="Let this run exceed one policy rule, by the code its violation printed "
+                              "(e.g. quotas.per_owner; repeatable); needs --reason."),
+            click.option("--reason", metavar="TEXT", default=None,
+                         help="Why the overrides are needed: recorded with them, and the actor, in the events "
+                              "of every resource they let through.")]
+
+
+def _planning(*, targets: tuple[str, ...] = (), allow_mass_delete: bool = False, overrides: tuple[str, ...] = (),
+              reason: str | None = None) -> PlanOptions:
+    """PlanOptions from the flags; an unknown rule code lists the known ones, an override needs a reason."""
+    from .options import PlanOptions
+    from .policy import Rule
+
+    codes = [str(rule) for rule in Rule]
+    unknown = [name for name in overrides if name not in codes]
+    if unknown:
+        raise click.UsageError(f"--override {unknown[0]}: no such policy rule; the rule codes are: "
+                               + ", ".join(codes))
+    if overrides and not (reason or "").strip():
+        raise click.UsageError("--override needs --reason TEXT: why this run may exceed the rule (it is recorded)")
+    if reason is not None and not overrides:
+        raise click.UsageError("--reason goes with --override RULE")
+    return PlanOptions(targets=targets, allow_mass_delete=allow_mass_delete,
+                       overrides=frozenset(Rule(name) for name in overrides), reason=reason)
 
 
 _output_option = click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Plan format.")
@@ -233,18 +267,40 @@ _output_option = click.option("--output", "-o", type=OUTPUT, default="text", sho
 @_with_settings
 @_guarded
 def validate(settings: Settings) -> None:
-    """Check desired/ without touching the database (for pre-commit hooks and CI).
+    """Check desired/ (and the policy, when there is one) without touching the database (for pre-commit
+    hooks and CI). Policy violations are errors (exit 1) unless the policy says `mode: warn`.
 
     \b
     Example:
-      reconciler validate --desired ./desired
+      reconciler validate --desired ./desired --policy ./policy.yaml
     """
     from .engine import load_files
+    from .policyrun import policy_in_force, validate_verdict
 
-    state = load_files(directory=settings.desired, settle=settings.settle,
-                       provision_dir=settings.provision if settings.provision.is_dir() else None)
+    provision = settings.provision if settings.provision.is_dir() else None
+    state = load_files(directory=settings.desired, settle=settings.settle, provision_dir=provision)
+    policy = policy_in_force(given=settings.policy, desired=settings.desired)
     count = len(state.resources)
-    click.echo(f"{settings.desired}: {count} resource{'s' if count != 1 else ''}, valid.")
+    found = f"{settings.desired}: {count} resource{'s' if count != 1 else ''}"
+    if policy is None:
+        click.echo(f"{found}, valid.")
+        return
+    verdict = validate_verdict(policy=policy, desired=state, provision=provision)
+    _policy_lines(verdict)
+    blocking = len(verdict.blocking)
+    if blocking:
+        _fail(f"{blocking} violation{'s' if blocking != 1 else ''} of the policy in {policy.file}")
+    click.echo(f"{found}, valid; policy {policy.file} ({policy.mode}): "
+               f"{len(verdict.violations)} reported, {len(verdict.warnings)} warnings.")
+
+
+def _policy_lines(verdict: Any) -> None:
+    """Every violation and warning on stderr: `error:` blocks, `warning:` is reported only."""
+    from .policy.report import verdict_lines
+    from .terminal import printable
+
+    for severity, line in verdict_lines(verdict):
+        click.echo(printable(f"{'error' if severity == 'error' else 'warning'}: {line}"), err=True)
 
 
 @main.command()
@@ -266,14 +322,19 @@ def plan(settings: Settings, output: str, planning: PlanOptions, detailed_exitco
 
 def _show_plan(*, settings: Settings, view: View, planning: PlanOptions, detailed_exitcode: bool) -> None:
     from .engine import load_files, plan_fleet, read_fleet
+    from .policyrun import policy_in_force, run_governance
 
-    fleet = read_fleet(store=_read_store(settings))
+    store = _read_store(settings)
+    fleet = read_fleet(store=store)
     desired = load_files(directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
-    planned = plan_fleet(desired=desired, fleet=fleet, policy=planning.policy(), targets=planning.targets).plan
-    click.echo(view.plan(planned), nl=False)
-    if planned.refusal:
+    policy = policy_in_force(given=settings.policy, desired=settings.desired)
+    governance = run_governance(policy=policy, store=store, planning=planning, provision=settings.provision)
+    planned = plan_fleet(desired=desired, fleet=fleet, policy=planning.policy(), targets=planning.targets,
+                         governance=governance)
+    click.echo(view.plan(planned.plan, verdict=planned.verdict), nl=False)
+    if planned.plan.refusal:
         sys.exit(1)
-    if detailed_exitcode and (planned.has_changes or planned.pending):
+    if detailed_exitcode and (planned.plan.has_changes or planned.plan.pending):
         sys.exit(2)
 
 
@@ -348,8 +409,11 @@ def _apply(*, settings: Settings, planning: PlanOptions, run: RunOptions, yes: b
            destroy: bool) -> NoReturn:
     from .apply import ApplyOptions, run_apply
     from .options import Mode
+    from .policyrun import policy_in_force
 
-    options = ApplyOptions(plan=planning, run=run, view=view, yes=yes, mode=Mode.DESTROY if destroy else Mode.APPLY)
+    policy = policy_in_force(given=settings.policy, desired=settings.desired)
+    options = ApplyOptions(plan=planning, run=run, view=view, yes=yes, mode=Mode.DESTROY if destroy else Mode.APPLY,
+                           policy=policy)
     sys.exit(run_apply(settings=settings, options=options))
 
 
@@ -357,23 +421,27 @@ def _apply(*, settings: Settings, planning: PlanOptions, run: RunOptions, yes: b
 @click.option("--target", "targets", multiple=True, metavar="ID", help="Limit to this resource id (repeatable).")
 @_yes_option
 @_run_options()
+@_grouped("exceeding", lambda *, overrides, reason: (overrides, reason), *_override_options())
 @_with_settings
 @_guarded
-def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: RunOptions) -> None:
+def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: RunOptions,
+            exceeding: tuple[tuple[str, ...], str | None]) -> None:
     """Tear down every resource (or --target ones) as if desired/ were empty; protected ones are kept.
 
-    Refused while a daemon holds the database: its next pass would create everything again.
+    Refused while a daemon holds the database: its next pass would create everything again. The policy's
+    rules on deletes hold (protected owners, changes.max_per_plan.delete); --override exceeds one.
 
     \b
     Example:
       reconciler destroy --target acme-staging --yes
     """
-    from .options import PlanOptions
     from .views import TextView
 
     _refuse_while_daemon_runs(settings=settings, command="destroy")
-    _apply(settings=settings, planning=PlanOptions(targets=targets, allow_mass_delete=True), run=run, yes=yes,
-           view=TextView(colour=_colour()), destroy=True)
+    overrides, reason = exceeding
+    planning = replace(_planning(targets=targets, allow_mass_delete=True, overrides=overrides, reason=reason),
+                       mass_delete_by="destroy")
+    _apply(settings=settings, planning=planning, run=run, yes=yes, view=TextView(colour=_colour()), destroy=True)
 
 
 @main.command()
@@ -397,7 +465,7 @@ def status(settings: Settings, resource_id: str | None, output: str) -> None:
         click.echo(view.resource(row=row, events=store.events(resource_id, limit=10)), nl=False)
         return
     click.echo(view.fleet(rows=read.rows(store=store), daemon=read.daemon_holder(store=store),
-                          database=store is not None), nl=False)
+                          database=store is not None, holds=read.holds(store=store)), nl=False)
 
 
 @main.command()
@@ -418,6 +486,63 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
     read.resource(store=store, resource_id=resource_id)
     assert store is not None, "read.resource refuses a missing database"
     click.echo(_view(output).history(events=store.events(resource_id)), nl=False)
+
+
+@main.group(cls=_UsageExit1, invoke_without_command=True)
+@click.option("--since", metavar="DATE|DURATION",
+              help="Only events at or after this: 2026-01-31, an ISO-8601 time, or back from now (90m, 12h, 7d).")
+@click.option("--actor", metavar="TEXT", help="Only events whose actor contains TEXT (any case), e.g. cli:ada.")
+@click.option("--owner", metavar="OWNER", help="Only events of this owner's resources.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Show the newest LIMIT events (oldest first).")
+@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+@_with_settings
+@_guarded
+def audit(settings: Settings, since: str | None, actor: str | None, owner: str | None, limit: int,
+          output: str) -> None:
+    """List the fleet's events across resources, newest last, each with its actor (who caused it).
+
+    Events are append-only; `audit prune` is the one way to retire old ones (to an archive).
+
+    \b
+    Example:
+      reconciler audit --since 7d --owner acme --actor git:
+    """
+    if click.get_current_context().invoked_subcommand is not None:
+        return
+    from .audit import list_events, parse_moment
+    from .models import utcnow
+
+    moment = parse_moment(since, option="--since", now=utcnow()) if since is not None else None
+    events = list_events(store=_read_store(settings), since=moment, actor=actor, owner=owner, limit=limit)
+    click.echo(_view(output).audit(events=events), nl=False)
+
+
+@audit.command("prune")
+@click.option("--before", required=True, metavar="DATE|DURATION",
+              help="Prune events older than this: 2026-01-31, an ISO-8601 time, or back from now (90d).")
+@click.option("--archive", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="New JSON file the pruned events are written to first (never overwritten).")
+@_with_settings
+@_guarded
+def audit_prune(settings: Settings, before: str, archive: Path) -> None:
+    """Retire events older than --before: archive them to a new JSON file, then delete them in one
+    transaction and record the prune (with who ran it) as an event of its own.
+
+    \b
+    Example:
+      reconciler audit prune --before 180d --archive events-2026-h1.json
+    """
+    from .actor import cli_actor
+    from .audit import parse_moment, prune
+    from .models import utcnow
+    from .store import open_store
+
+    now = utcnow()
+    moment = parse_moment(before, option="--before", now=now)
+    store = open_store(url=settings.db, create=False)
+    done = prune(store=store, before=moment, archive=archive, actor=cli_actor(), now=now, kind=store.kind)
+    click.echo(f"Pruned {done.count} events older than {moment}; archived to {done.archive}.")
 
 
 def _check_options(*, aliases: bool = False) -> Callable[..., Any]:
@@ -474,8 +599,8 @@ def _daemon_loop_options() -> Callable[..., Any]:
 def _api_options() -> Callable[..., Any]:
     from .options import ApiOptions
 
-    def build(*, api: str, no_api: bool, api_token_file: Path | None) -> ApiOptions:
-        return ApiOptions(listen=None if no_api else api, token_file=api_token_file)
+    def build(*, api: str, no_api: bool, api_token_file: Path | None, api_tokens: Path | None) -> ApiOptions:
+        return ApiOptions(listen=None if no_api else api, token_file=api_token_file, tokens=api_tokens)
 
     return _grouped(
         "serving", build,
@@ -484,7 +609,12 @@ def _api_options() -> Callable[..., Any]:
         click.option("--no-api", is_flag=True, help="Do not serve the HTTP API."),
         click.option("--api-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      envvar="RECONCILER_API_TOKEN_FILE",
-                     help="File holding the bearer token that POST/DELETE require; needed to listen beyond loopback."),
+                     help="File holding the admin bearer token (api:admin, scopes read and write) that POST/DELETE "
+                          "require; this or --api-tokens is needed to listen beyond loopback."),
+        click.option("--api-tokens", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     envvar="RECONCILER_API_TOKENS",
+                     help="YAML list of scoped tokens ({name, sha256, scopes}; see `reconciler token create`), "
+                          "re-read on SIGHUP. [env: RECONCILER_API_TOKENS]"),
     )
 
 
@@ -533,8 +663,9 @@ def daemon(settings: Settings, loop: LoopOptions, checks: CheckOptions, run: Run
         check_concurrency=checks.concurrency, check_timeout=checks.timeout, self_heal=loop.self_heal,
         parallelism=run.parallelism, timeout=run.timeout, stop_grace=loop.stop_grace,
         allow_mass_delete=loop.allow_mass_delete, retry=run.retry, api=serving.listen,
-        api_token_file=serving.token_file, busy_timeout=leases.busy_timeout, lease_seconds=leases.lease_seconds,
-        lock_ttl=leases.lock_ttl, leader_ttl=leases.leader_ttl, settle=loop.settle,
+        api_token_file=serving.token_file, api_tokens=serving.tokens, busy_timeout=leases.busy_timeout,
+        lease_seconds=leases.lease_seconds,
+        lock_ttl=leases.lock_ttl, leader_ttl=leases.leader_ttl, settle=loop.settle, policy=settings.policy,
     )
     sys.exit(run_daemon(options=options))
 
@@ -552,13 +683,14 @@ def check(settings: Settings, checks: CheckOptions) -> None:
     """
     import asyncio
 
+    from .actor import cli_actor
     from .drift import run_drift_pass
     from .store import open_store
     from .terminal import printable
 
     store = open_store(url=settings.db)
     report = asyncio.run(run_drift_pass(store=store, concurrency=checks.concurrency, timeout=checks.timeout,
-                                        unhealthy_after=checks.unhealthy_after))
+                                        unhealthy_after=checks.unhealthy_after, actor=cli_actor()))
     for failure in sorted(report.failures, key=lambda f: f.resource_id):
         click.echo(printable(f"✗ {failure.resource_id}: {failure.error} ({failure.url})"))
     for resource_id in report.turned_unhealthy:
@@ -602,6 +734,7 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
     Example:
       reconciler import --db postgresql://reconciler@db/fleet backup.json
     """
+    from .actor import cli_actor
     from .portable import import_document
     from .store import open_store, redact
 
@@ -610,9 +743,264 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
         from .coordination import refuse_while_daemon_runs
 
         refuse_while_daemon_runs(store=store, command="import --replace")
-    counts = import_document(store=store, text=source.read(), name=source.name, replace=replace)
+    counts = import_document(store=store, text=source.read(), name=source.name, replace=replace,
+                             actor=cli_actor())
     summary = ", ".join(f"{count} {table}" for table, count in counts.items())
     click.echo(f"Imported into {redact(settings.db)}: {summary}.")
+
+
+# --- operator controls (issue 16): suspend, resume, a pass on demand --------------------------------
+
+
+_ids_argument = click.argument("resource_ids", nargs=-1, metavar="[ID]...")
+_all_option = click.option("--all", "fleet", is_flag=True,
+                           help="The whole fleet, including resources declared later (the incident switch).")
+
+
+def _operand(resource_ids: tuple[str, ...], fleet: bool, *, command: str) -> tuple[str, ...]:
+    """IDs or --all, never both, never neither (a usage error, exit 1)."""
+    if bool(resource_ids) == fleet:
+        raise click.UsageError(f"name the resources to {command} (ID...) or pass --all, not both and not neither")
+    return resource_ids
+
+
+@main.command()
+@_ids_argument
+@_all_option
+@click.option("--reason", required=True, help="Why (shown by plan and status, recorded in the audit trail).")
+@click.option("--until", default=None, metavar="TIME|DURATION",
+              help="Lapse by itself then: a duration (90s, 30m, 2h, 1d, 1h30m) or an ISO-8601 time with a zone.")
+@_with_settings
+@_guarded
+def suspend(settings: Settings, resource_ids: tuple[str, ...], fleet: bool, reason: str, until: str | None) -> None:
+    """Leave resources alone: no provision, teardown or self-heal by apply or the daemon (checks go on).
+
+    Queued jobs of them are cancelled; a running script finishes. With --all the fleet is suspended:
+    the daemon keeps planning (for display) and checking, and starts nothing, so `destroy` and
+    `import --replace` are allowed beside it. A suspension in a resource's file (`suspend:`) is the
+    reviewed way; this one is immediate.
+
+    \b
+    Example:
+      reconciler suspend acme-prod --reason "INC-42: tenant migrating" --until 2h
+      reconciler suspend --all --reason "INC-43: provider outage"
+    """
+    from . import operations
+    from .actor import cli_actor
+
+    ids = _operand(resource_ids, fleet, command="suspend")
+    with _control_store(settings) as (store, daemon):
+        declared = _declared(settings) if ids else operations.Declared(frozenset(), {})
+        lines = operations.suspend(store=store, ids=ids, reason=reason, until=until, actor=cli_actor(),
+                                   declared=declared, daemon=daemon)
+    _say_lines(lines)
+
+
+@main.command()
+@_ids_argument
+@_all_option
+@click.option("--reason", default=None, help="Why (recorded in the audit trail).")
+@_with_settings
+@_guarded
+def resume(settings: Settings, resource_ids: tuple[str, ...], fleet: bool, reason: str | None) -> None:
+    """Lift suspensions set by `reconciler suspend` (exit 1 for one declared by `suspend:` in a file).
+
+    A running daemon is asked for a pass of the resumed resources at once.
+
+    \b
+    Example:
+      reconciler resume acme-prod --reason "INC-42 closed"
+      reconciler resume --all
+    """
+    from . import operations
+    from .actor import cli_actor
+
+    ids = _operand(resource_ids, fleet, command="resume")
+    with _control_store(settings) as (store, daemon):
+        declared = _declared(settings) if ids else operations.Declared(frozenset(), {})
+        lines = operations.resume(store=store, ids=ids, reason=reason, actor=cli_actor(),
+                                  declared=declared, daemon=daemon)
+    _say_lines(lines)
+
+
+@main.command()
+@click.argument("resource_ids", nargs=-1, metavar="[ID]...")
+@click.option("--wait", is_flag=True, help="Also wait for the jobs the pass queued (and those already open).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+              help="Seconds to wait for the daemon's answer, and with --wait for the jobs.")
+@_with_settings
+@_guarded
+def reconcile(settings: Settings, resource_ids: tuple[str, ...], wait: bool, timeout: float) -> None:
+    """Ask the running daemon for a pass now (all resources, or these IDs), like `flux reconcile`.
+
+    The request goes through the database, so it needs no API address or token; the daemon that
+    plans (the lock holder on SQLite, the leader on PostgreSQL) answers within about a second. Exit
+    0 when the pass ran (with --wait: and every job succeeded), 1 otherwise or with no daemon.
+
+    \b
+    Example:
+      reconciler reconcile acme-prod --wait
+      reconciler reconcile
+    """
+    from . import operations
+    from .actor import cli_actor
+    from .terminal import printable
+
+    with _control_store(settings) as (store, daemon):
+        if not daemon:
+            raise ReconcilerError("no daemon holds this database, so nobody would answer: start one "
+                                  "(reconciler daemon), or run `reconciler apply` to reconcile here")
+        answer = operations.ask_for_pass(store=store, ids=resource_ids, actor=cli_actor(),
+                                         timeout=timeout)
+        if answer.error:
+            raise ReconcilerError(f"the daemon's pass failed: {answer.error}")
+        jobs = ", ".join(answer.job_ids) if answer.job_ids else "none"
+        click.echo(f"Pass done ({answer.request_id}): {len(answer.job_ids)} job(s): {jobs}")
+        for note in answer.notes:
+            click.echo(printable(f"  # {note}"))
+        if not wait or not answer.job_ids:
+            return
+        waited = operations.wait_for_jobs(store=store, job_ids=answer.job_ids, timeout=timeout,
+                                          on_end=lambda job: click.echo(printable(_job_line(job))))
+    if waited.timed_out:
+        left = [job.job_id for job in waited.jobs if job.status.value in ("queued", "running")]
+        _fail(f"{len(left)} job(s) still open after {timeout:g} s: {', '.join(left)}")
+    if not waited.ok:
+        sys.exit(1)
+
+
+def _job_line(job: Any) -> str:
+    mark = {"succeeded": "✓", "failed": "✗", "cancelled": "-"}.get(job.status.value, "?")
+    return f"{mark} {job.resource_id}: {job.action} {job.status.value}" + (f": {job.error}" if job.error else "")
+
+
+@contextlib.contextmanager
+def _control_store(settings: Settings) -> Iterator[tuple[Any, bool]]:
+    """The store of suspend/resume/reconcile (created if missing) and whether a daemon holds it."""
+    from .coordination import live_daemon
+    from .store import open_store
+
+    store = open_store(url=settings.db)
+    try:
+        yield store, live_daemon(store=store) is not None
+    finally:
+        store.close()
+
+
+def _declared(settings: Settings) -> Any:
+    """The ids desired/ declares and the ones its files suspend; if it does not load, only the database counts."""
+    from .engine import load_files
+    from .operations import Declared
+    from .suspensions import declared_in_files
+
+    try:
+        state = load_files(directory=settings.desired, settle=settings.settle)
+    except SpecError:
+        return Declared(frozenset(), {}, loaded=False)
+    where = {rid: f"{source.file}:{source.line}" for rid, source in state.sources.items()}
+    return Declared(frozenset(state.resources), declared_in_files(resources=state.resources, where=where))
+
+
+def _say_lines(lines: list[str]) -> None:
+    from .terminal import printable
+
+    for line in lines:
+        click.echo(printable(line))
+
+
+@main.group(cls=_UsageExit1)
+def token() -> None:
+    """Make API tokens for the daemon's tokens file (--api-tokens).
+
+    \b
+    Example:
+      reconciler token create team-acme --scope write:owner=acme
+    """
+
+
+def _scope(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[Any]:
+    from .scopes import parse_scope
+
+    try:
+        return [parse_scope(value) for value in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, required=True, callback=_scope, metavar="SCOPE",
+              help="read, write, read:owner=OWNER or write:owner=OWNER (repeatable; write implies read).")
+@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+def token_create(name: str, scopes: list[Any], output: str) -> None:
+    """Print a new random token once, and the tokens-file entry (its SHA-256, never the token) to add.
+
+    Nothing is stored: keep the token where its user can read it, append the entry to the tokens file,
+    then reload the daemon (SIGHUP) for it to count.
+
+    \b
+    Example:
+      reconciler token create team-acme --scope write:owner=acme --scope read:owner=shared
+      reconciler token create ci-reader --scope read -o json
+    """
+    from .tokens import NAME_PATTERN, entry_yaml, new_token
+
+    if not NAME_PATTERN.match(name):
+        raise click.BadParameter("letters, digits and . _ @ - (at most 64; the audit actor is api:<name>)",
+                                 param_hint="NAME")
+    secret = new_token()
+    entry = entry_yaml(name=name, scopes=scopes, token=secret)
+    if output == "json":
+        click.echo(json.dumps({"name": name, "token": secret, "scopes": sorted(map(str, scopes)), "entry": entry}))
+        return
+    click.echo(f"Token for {name} (shown this once; nothing stores it):\n\n  {secret}\n\n"
+               "Add this entry to the tokens file (--api-tokens), then reload the daemon (SIGHUP):\n")
+    click.echo(entry, nl=False)
+@main.group("policy", cls=_UsageExit1)
+def policy_group() -> None:
+    """Inspect policy.yaml (--policy FILE) against the fleet.
+
+    \b
+    Example:
+      reconciler policy check --policy ./policy.yaml
+    """
+
+
+@policy_group.command("check")
+@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+@_with_settings
+@_guarded
+def policy_check(settings: Settings, output: str) -> None:
+    """List what the policy, enforced, would hold now, and the live resources that break it (exit 1 if any).
+
+    Evaluates as the daemon's pass would, even for a policy in `mode: warn`, so a policy can be tried
+    before it is enforced. Live resources over a quota are reported, never torn down.
+
+    \b
+    Example:
+      reconciler policy check --policy ./new-policy.yaml -o json
+    """
+    from .engine import load_files, read_fleet
+    from .errors import ReconcilerError
+    from .policy import default_policy_path
+    from .policyrun import check_policy, check_text, policy_in_force
+
+    policy = policy_in_force(given=settings.policy, desired=settings.desired)
+    if policy is None:
+        raise ReconcilerError(f"no policy: {default_policy_path(desired=settings.desired)} does not exist "
+                              "(name one with --policy FILE)")
+    store = _read_store(settings)
+    desired = load_files(directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
+    report = check_policy(policy=policy, desired=desired, fleet=read_fleet(store=store), store=store,
+                          provision=settings.provision)
+    if output == "json":
+        click.echo(json.dumps(report.json(), indent=2))
+    else:
+        from .terminal import printable_lines
+
+        click.echo(printable_lines(check_text(report)), nl=False)
+    if not report.clean:
+        sys.exit(1)
 
 
 @main.command()

@@ -33,8 +33,9 @@ class DriftReport:
 
 
 async def run_drift_pass(*, store: HealthStore, concurrency: int, timeout: float, unhealthy_after: int,
-                         resources: Collection[str] | None = None) -> DriftReport:
-    """One health check of every active resource with a URL (only those in `resources`, when given)."""
+                         resources: Collection[str] | None = None, actor: str | None = None) -> DriftReport:
+    """One health check of every active resource with a URL (only those in `resources`, when given);
+    the events it records carry `actor` (`daemon:<host>`, or the CLI user of `reconciler check`)."""
     from .health import check_all
 
     rows = await asyncio.to_thread(store.load_observed)
@@ -42,7 +43,7 @@ async def run_drift_pass(*, store: HealthStore, concurrency: int, timeout: float
                and (resources is None or rid in resources)]
     results = await check_all(targets, concurrency=concurrency, timeout=timeout)
     turned = await asyncio.to_thread(store.record_health, results=results, now=iso(utcnow()),
-                                     unhealthy_after=unhealthy_after)
+                                     unhealthy_after=unhealthy_after, actor=actor)
     return DriftReport(len(results), [result for result in results if not result.ok], turned, results)
 
 
@@ -61,6 +62,7 @@ class DriftSettings:
     timeout: float = 5.0
     unhealthy_after: int = 3
     resources: frozenset[str] | None = None
+    actor: str | None = None  # who the events of its passes name (the daemon: `daemon:<host>`)
 
 
 class DriftLoop:
@@ -97,7 +99,8 @@ class DriftLoop:
             return None
         settings = self.settings
         report = await run_drift_pass(store=self.store, concurrency=settings.concurrency, timeout=settings.timeout,
-                                      unhealthy_after=settings.unhealthy_after, resources=settings.resources)
+                                      unhealthy_after=settings.unhealthy_after, resources=settings.resources,
+                                      actor=settings.actor)
         self.metrics.checked(results=report.results)
         self.log.info("drift pass", **report.summary())
         for resource_id in report.turned_unhealthy:

@@ -33,6 +33,39 @@ MAX_SPEC_BYTES = 64 * 1024
 MAX_PARAMS_DEPTH = 64
 
 
+class SuspendSpec(BaseModel):
+    """`suspend:` in a resource's file: leave it alone (no provision, teardown or self-heal) until removed.
+
+    Declared in the file so the change goes through review; it is not part of the spec (not hashed, never
+    passed to a script), and only removing it from the file lifts it (`until` lets it lapse by itself).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    reason: Annotated[str, Field(min_length=1, description="Why the resource is left alone (shown by plan)")]
+    until: Annotated[str | None, Field(description="When the suspension lapses by itself: an ISO-8601 time "
+                                                   "with a time zone, e.g. 2026-12-01T00:00:00Z")] = None
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _moment(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"{value!r} is not a time; use ISO-8601 with a time zone, "
+                                 "e.g. 2026-12-01T00:00:00Z") from None
+        else:
+            return value  # strict validation names the wrong type
+        if moment.tzinfo is None:
+            raise ValueError(f"{value} has no time zone; add one, e.g. {moment.isoformat()}Z")
+        return iso(moment)
+
+
 class ResourceSpec(BaseModel):
     """One resource as declared in desired/ or through the HTTP API."""
 
@@ -48,6 +81,10 @@ class ResourceSpec(BaseModel):
     deploy_ref: Annotated[str, Field(min_length=1, description="Code/version pinned to this resource; quote numbers")]
     params: Annotated[dict[str, Any], Field(description="Free-form, passed to the script as JSON")] = {}
     protected: Annotated[bool, Field(description="Never torn down while true")] = False
+    # not part of the spec: excluded from dumps, so never hashed and never handed to a script
+    suspend: Annotated[SuspendSpec | None, Field(
+        exclude=True, description="Leave this resource alone (no provision, teardown or self-heal) until this "
+                                  "is removed from the file or `until` passes; not part of the spec hash")] = None
 
     @field_validator("params", mode="after")
     @classmethod
@@ -66,8 +103,10 @@ class ResourceSpec(BaseModel):
         return self
 
 
-# the spec's fields, in declaration order: the model is the one list of them
-SPEC_FIELDS = tuple(ResourceSpec.model_fields)
+# the spec's fields, in declaration order: the model is the one list of them (`suspend` is not the spec's)
+SPEC_FIELDS = tuple(name for name, info in ResourceSpec.model_fields.items() if not info.exclude)
+# every key a resource document may have: the spec's fields and `suspend`
+DOCUMENT_FIELDS = tuple(ResourceSpec.model_fields)
 
 
 def _sort_keys(value: Any, path: str = "params", depth: int = 1) -> Any:
@@ -112,6 +151,7 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # queued, then its resource was suspended: it never ran
 
 
 class Action(StrEnum):
@@ -258,6 +298,11 @@ class Job:
     script_pgid: int | None = None
     script_host: str | None = None
     desired_commit: str | None = None
+    actor: str | None = None  # who caused the job (reconciler/actor.py); its finish events carry it
+
+
+# The resource_id of events about the whole store (an import, an audit prune): no resource has it.
+FLEET_ID = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +316,23 @@ class Event:
     job_id: str | None = None
     desired_commit: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    actor: str | None = None  # who caused it (reconciler/actor.py); None in events older than the column
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A resource the daemon holds back because policy.yaml forbids its change: which rules, and why.
+
+    `rules` (the rule codes, sorted) is what a `held` event is written for, once per change of them;
+    `message` and `details` (each violation with its place in policy.yaml) may change without one.
+    """
+
+    resource_id: str
+    owner: str
+    rules: tuple[str, ...]
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    since: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +349,8 @@ class JobRequest:
     # the row version the plan saw (None: no row); the queue refuses the request if it changed since
     expected_version: int | None = None
     source: str = "file"  # who declares the resource: "file" (desired/) or "api"
+    actor: str | None = None  # who caused the change (reconciler/actor.py): the job and its events keep it
+    details: dict[str, Any] | None = None  # added to the `queued` event's details (e.g. an override)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,3 +364,26 @@ class JobResult:
     output_tail: str = ""
     duration: float = 0.0
     next_attempt_at: str | None = None
+
+
+class PassRequestStatus(StrEnum):
+    """A `reconciler reconcile` request's life: written, taken by the planning daemon, answered."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PassRequest:
+    """A pass asked for by `reconciler reconcile [ID…]`: a row the planning daemon polls and answers."""
+
+    request_id: str
+    resource_ids: tuple[str, ...] | None  # None: the whole fleet
+    actor: str | None
+    requested_at: str
+    status: PassRequestStatus = PassRequestStatus.PENDING
+    job_ids: tuple[str, ...] = ()  # the jobs the pass queued for its scope, and those already open there
+    notes: tuple[str, ...] = ()  # why ids in its scope got no job (suspended, in backoff, protected, …)
+    error: str | None = None

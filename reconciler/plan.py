@@ -23,6 +23,7 @@ from .models import (
     iso,
     spec_hash,
 )
+from .suspensions import Suspension, Suspensions
 
 PROTECTED = "protected: "
 
@@ -49,6 +50,9 @@ class Reason(StrEnum):
     UNHEALTHY = "unhealthy"  # failing health checks, and self-heal is off: observed only
     PROTECTED = "protected"  # no longer declared, kept by `protected: true`
     REPLACE_BLOCKED = "replace_blocked"  # a replacement blocked by `protected: true`
+    POLICY = "policy"  # held: the change breaks a rule of policy.yaml (policy/evaluate.py)
+    BUDGET = "budget"  # deferred: a change limit of policy.yaml is used up for now; a later pass starts it
+    SUSPENDED = "suspended"  # `reconciler suspend`, `suspend:` in its file, or `suspend --all`: left alone
 
 
 class Hold(StrEnum):
@@ -57,16 +61,22 @@ class Hold(StrEnum):
     IN_PROGRESS = "in_progress"
     RETRY = "retry"
     UNHEALTHY = "unhealthy"
-    PROTECTED = "protected"  # kept, by design: the only hold listed under `kept`
+    PROTECTED = "protected"  # kept, by design: listed under `kept`
+    SUSPENDED = "suspended"  # left alone by an operator's (or a file's) suspension: listed under `kept`
+    POLICY = "policy"  # held back by a rule of policy.yaml until the desired state or the policy changes
+    BUDGET = "budget"  # a change limit's budget is used up: started by a later pass
 
 
 HOLDS = {Reason.IN_FLIGHT: Hold.IN_PROGRESS, Reason.BACKOFF: Hold.RETRY, Reason.UNHEALTHY: Hold.UNHEALTHY,
-         Reason.PROTECTED: Hold.PROTECTED, Reason.REPLACE_BLOCKED: Hold.PROTECTED}
+         Reason.PROTECTED: Hold.PROTECTED, Reason.REPLACE_BLOCKED: Hold.PROTECTED, Reason.POLICY: Hold.POLICY,
+         Reason.BUDGET: Hold.BUDGET, Reason.SUSPENDED: Hold.SUSPENDED}
+KEPT = frozenset({Hold.PROTECTED, Hold.SUSPENDED})
 # Reasons shown as "retry" (JSON `"action": "retry"`, `~ … will be retried`): running a spec again.
 RETRIES = frozenset({Reason.RETRY, Reason.NOT_SETTLED, Reason.SELF_HEAL})
 # Holds under which the plan still has work to do, only later (`plan --detailed-exitcode` exits 2).
-PENDING = frozenset({Hold.IN_PROGRESS, Hold.RETRY})
+PENDING = frozenset({Hold.IN_PROGRESS, Hold.RETRY, Hold.BUDGET})
 API_SOURCE = "api"
+NONE_SUSPENDED = Suspensions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +107,7 @@ class Change:
     attempt: int = 1  # retries count up, for backoff
     source: str = "file"  # who declares it: "file" or "api"
     retry_at: str | None = None  # Reason.BACKOFF: when the next attempt is due
+    suspension: Suspension | None = None  # Reason.SUSPENDED: whose, why, until when
     # a create's spec, hashed only if it is queued: a create needs no hash to be decided, and a dry
     # run of a new 100k fleet would otherwise hash every spec for nothing
     spec: ResourceSpec | None = field(default=None, compare=False, repr=False)
@@ -119,7 +130,7 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What a pass would do: `changes` to act on, `kept` (protected) and `waiting` to report only."""
+    """What a pass would do: `changes` to act on, `kept` (protected, suspended) and `waiting` to report only."""
 
     changes: tuple[Change, ...]
     kept: tuple[Change, ...] = ()
@@ -127,6 +138,11 @@ class Plan:
     unchanged: int = 0
     live: int = 0
     refusal: str | None = None
+    fleet_suspension: Suspension | None = None  # `suspend --all` in force: nothing is started
+
+    @property
+    def suspended(self) -> tuple[Change, ...]:
+        return tuple(change for change in self.kept if change.reason is Reason.SUSPENDED)
 
     def count(self, action: Action) -> int:
         return sum(1 for change in self.changes if change.action is action)
@@ -155,14 +171,17 @@ def compute_plan(
     targets: Iterable[str] = (),
     hashes: Mapping[str, str] | None = None,
     api: Iterable[str] = (),
+    suspensions: Suspensions = NONE_SUSPENDED,
 ) -> Plan:
     """Compare desired with observed; `in_flight` ids have an open job and are left to it.
 
     `targets`, when given, narrows the plan to those ids; safety limits still count the whole fleet.
     `hashes` may carry spec hashes computed earlier (by id); missing ones are computed here.
     `api` names the desired ids declared through the HTTP API rather than by a file.
+    `suspensions` (those expired at `now` are ignored) turn what a resource would get into a kept note.
     """
     rules = _Rules(stamp=iso(now), policy=policy, hashes=hashes or {}, api=frozenset(api))
+    held = suspensions.in_force(iso(now))
     busy, only = frozenset(in_flight), frozenset(targets)
     changes: list[Change] = []
     kept: list[Change] = []
@@ -172,30 +191,39 @@ def compute_plan(
         row = observed.get(resource_id)
         if row is not None and not row.live and resource_id not in desired:
             continue
-        if resource_id in busy:
-            waiting.append(Change(resource_id, Action.NOOP, Reason.IN_FLIGHT, "a job is in progress"))
-            continue
-        spec = desired.get(resource_id)
-        if spec is not None:
-            change = rules.for_desired(spec, row)
-        elif row is not None:
-            change = rules.for_removed(row)
-        else:  # every id is desired or observed
-            continue
+        change = rules.decide(resource_id, desired.get(resource_id), row, busy=resource_id in busy)
+        suspension = held.of(resource_id)
+        if suspension is not None:
+            change = _suspended(change, suspension, own=resource_id in held.resources, resource_id=resource_id)
         if change.action is not Action.NOOP:
             changes.append(change)
-        elif change.hold is Hold.PROTECTED:
+        elif change.hold in KEPT:
             kept.append(change)
         elif change.hold is not None:
             waiting.append(change)
     live = sum(1 for row in observed.values() if row.live)
     considered = desired.keys() | {r for r, row in observed.items() if row.live}
     unchanged = len(considered & only if only else considered) - len(changes) - len(kept) - len(waiting)
-    plan = Plan(tuple(changes), tuple(kept), tuple(waiting), unchanged, live)
+    plan = Plan(tuple(changes), tuple(kept), tuple(waiting), unchanged, live, fleet_suspension=held.fleet)
     return _with_safety(plan, policy)
 
 
 _UNCHANGED = Change("", Action.NOOP, Reason.NEW, "")
+
+
+def _suspended(change: Change, suspension: Suspension, *, own: bool, resource_id: str) -> Change:
+    """A suspended resource gets a kept note instead of what it would get, which the note still says.
+
+    A resource's own suspension is always shown; the fleet's only where something would happen, so a
+    suspended fleet in sync plans as quietly as one that is not suspended.
+    """
+    if change is _UNCHANGED:
+        if not own:
+            return change
+        return Change(resource_id, Action.NOOP, Reason.SUSPENDED, suspension.describe(), suspension=suspension)
+    would = f"{change.shown}: {change.message}" if change.action is not Action.NOOP else change.message
+    return Change(resource_id, Action.NOOP, Reason.SUSPENDED, f"{suspension.describe()}; would otherwise {would}",
+                  change.before, change.after, change.changed, suspension=suspension)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +234,16 @@ class _Rules:
     policy: PlanPolicy
     hashes: Mapping[str, str]
     api: frozenset[str]
+
+    def decide(self, resource_id: str, spec: ResourceSpec | None, row: ObservedResource | None, *,
+               busy: bool) -> Change:
+        """What this resource gets (`_UNCHANGED` when nothing): the plan table, before any suspension."""
+        if busy:
+            return Change(resource_id, Action.NOOP, Reason.IN_FLIGHT, "a job is in progress")
+        if spec is not None:
+            return self.for_desired(spec, row)
+        assert row is not None, "every id is desired or observed"
+        return self.for_removed(row)
 
     def for_desired(self, spec: ResourceSpec, row: ObservedResource | None) -> Change:
         known = self.hashes.get(spec.resource_id)
@@ -309,4 +347,4 @@ def _with_safety(plan: Plan, policy: PlanPolicy) -> Plan:
     else:
         return plan
     return Plan(plan.changes, plan.kept, plan.waiting, plan.unchanged, plan.live,
-                refusal + "; pass --allow-mass-delete if that is what you want")
+                refusal + "; pass --allow-mass-delete if that is what you want", plan.fleet_suspension)

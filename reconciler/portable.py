@@ -23,7 +23,9 @@ def export_document(*, store: Portable) -> dict[str, Any]:
             "exported_at": iso(utcnow()), "source": store.kind, "tables": store.export_rows()}
 
 
-def import_document(*, store: Portable, text: str, name: str, replace: bool) -> dict[str, int]:
+def import_document(*, store: Portable, text: str, name: str, replace: bool,
+                    actor: str | None = None) -> dict[str, int]:
+    """Load an export; the import records itself as an event with `actor` (a restore replaces history)."""
     try:
         document = json.loads(text)
     except ValueError as exc:
@@ -36,4 +38,4 @@ def import_document(*, store: Portable, text: str, name: str, replace: bool) -> 
     tables = document.get("tables")
     if not isinstance(tables, dict) or not all(isinstance(rows, list) for rows in tables.values()):
         raise ReconcilerError(f"{name}: \"tables\" must map table names to lists of rows")
-    return store.import_rows(tables=tables, replace=replace)
+    return store.import_rows(tables=tables, replace=replace, actor=actor, now=iso(utcnow()), name=name)

@@ -12,10 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
-from .models import Event, ObservedResource
+from .models import Event, Hold, ObservedResource
 from .plan import Plan
+from .policy import Verdict
 from .render import render_json, render_text
-from .status import Daemon, event_json, row_json
+from .status import Daemon, event_json, hold_json, row_json
 from .terminal import printable
 
 _COLUMNS = ("RESOURCE", "STATUS", "HEALTH", "OWNER", "REGION", "DEPLOY_REF", "URL", "LAST_SEEN")
@@ -27,13 +28,16 @@ class View(Protocol):
     @property
     def progress_to_stderr(self) -> bool: ...
 
-    def plan(self, plan: Plan) -> str: ...
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str: ...
 
-    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool) -> str: ...
+    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
+              holds: dict[str, Hold] | None = None) -> str: ...
 
     def resource(self, *, row: ObservedResource, events: list[Event]) -> str: ...
 
     def history(self, *, events: list[Event]) -> str: ...
+
+    def audit(self, *, events: list[Event]) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +45,12 @@ class TextView:
     colour: bool = False
     progress_to_stderr: bool = False
 
-    def plan(self, plan: Plan) -> str:
-        return render_text(plan, colour=self.colour)
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str:
+        return render_text(plan, colour=self.colour, verdict=verdict)
 
-    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool) -> str:
-        return _daemon_line(daemon, database=database) + "\n" + _table(rows)
+    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
+              holds: dict[str, Hold] | None = None) -> str:
+        return _daemon_line(daemon, database=database) + "\n" + _table(rows) + _holds(holds or {})
 
     def resource(self, *, row: ObservedResource, events: list[Event]) -> str:
         fields = row_json(row)
@@ -53,28 +58,39 @@ class TextView:
         lines = [f"{name.ljust(width)}  {'-' if value is None else printable(str(value))}"
                  for name, value in fields.items()]
         lines.append(f"\nlatest events ({len(events)}):" if events else "\nno events yet")
-        lines.extend(_event_line(event) for event in events)
+        lines.extend(_event_lines(events))
         return "\n".join(lines) + "\n"
 
     def history(self, *, events: list[Event]) -> str:
-        return "".join(_event_line(event) + "\n" for event in events)
+        return "".join(line + "\n" for line in _event_lines(events))
+
+    def audit(self, *, events: list[Event]) -> str:
+        if not events:
+            return "No events.\n"
+        return "".join(line + "\n" for line in _event_lines(events, with_resource=True))
 
 
 @dataclass(frozen=True, slots=True)
 class JsonView:
     progress_to_stderr: bool = True
 
-    def plan(self, plan: Plan) -> str:
-        return render_json(plan)
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str:
+        return render_json(plan, verdict=verdict)
 
-    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool) -> str:
-        return json.dumps([row_json(row) for row in rows], indent=2) + "\n"
+    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
+              holds: dict[str, Hold] | None = None) -> str:
+        held = holds or {}
+        return json.dumps([{**row_json(row), **hold_json(held.get(row.resource_id))} for row in rows],
+                          indent=2) + "\n"
 
     def resource(self, *, row: ObservedResource, events: list[Event]) -> str:
         return json.dumps({**row_json(row), "events": [event_json(e) for e in events]}, indent=2) + "\n"
 
     def history(self, *, events: list[Event]) -> str:
         return json.dumps([event_json(e) for e in events], indent=2) + "\n"
+
+    def audit(self, *, events: list[Event]) -> str:
+        return json.dumps([{"resource_id": e.resource_id, **event_json(e)} for e in events], indent=2) + "\n"
 
 
 def pick_view(output: str, *, colour: bool) -> View:
@@ -100,6 +116,23 @@ def _table(rows: list[ObservedResource]) -> str:
     return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in cells)
 
 
-def _event_line(event: Event) -> str:
-    commit = f" @{event.desired_commit}" if event.desired_commit else ""
-    return printable(f"  {event.at}  {event.kind:<12} {event.message}{commit}")
+def _event_lines(events: list[Event], *, with_resource: bool = False) -> list[str]:
+    """One line per event, the actor a column of its own (`-` for events older than the actor column)."""
+    actor_width = max((len(event.actor or "-") for event in events), default=1)
+    id_width = max((len(event.resource_id) for event in events), default=1)
+    lines = []
+    for event in events:
+        commit = f" @{event.desired_commit}" if event.desired_commit else ""
+        resource = f"{event.resource_id:<{id_width}}  " if with_resource else ""
+        lines.append(printable(f"  {event.at}  {resource}{event.kind:<12} {event.actor or '-':<{actor_width}}  "
+                               f"{event.message}{commit}"))
+    return lines
+
+
+def _holds(holds: dict[str, Hold]) -> str:
+    """Resources policy.yaml holds back (their change, or their creation), with the rule and why."""
+    if not holds:
+        return ""
+    lines = [f"\nheld back by policy ({len(holds)}):"]
+    lines += [printable(f"  {rid}  {','.join(hold.rules)}  {hold.message}") for rid, hold in sorted(holds.items())]
+    return "\n".join(lines) + "\n"

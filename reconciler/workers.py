@@ -49,6 +49,8 @@ class EngineConfig:
     guard_orphans: bool = True
     # names or patterns of our environment scripts also get (provision/targets.yaml `pass_env`)
     pass_env: tuple[str, ...] = ()
+    # claim while the fleet is suspended (`destroy` only: it tears down its scope although it is)
+    fleet_override: bool = False
 
     def timeout_for(self, target: str) -> float:
         return self.target_timeouts.get(target, self.timeout)
@@ -129,7 +131,8 @@ class JobRunner:
         now = utcnow()
         return self.store.finish_and_claim(
             job=job, worker=self.worker_id, result=result, now=iso(now),
-            lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=scope)
+            lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=scope,
+            fleet_override=self.config.fleet_override)
 
     def _persist(self, call: Callable[[], T]) -> T | None:
         """Record through a store outage: a result is worth waiting for (until our own shutdown gives up;
@@ -309,7 +312,8 @@ class WorkerPool:
                         break  # claimed with the last finish, never started: handed back below
                     finished, job = self._runner.run(job, claim_next=True, scope=scope)  # raises: `job` is handed back
                     record(finished)
-                elif not retry_sync(lambda: self.store.count_open(resource_ids=scope),
+                elif not retry_sync(lambda: self.store.count_open(resource_ids=scope,
+                                                                  fleet_override=self.config.fleet_override),
                                     loop=threading.current_thread().name, outages=self.outages,
                                     stop=self._stop_claiming):
                     return
@@ -398,7 +402,8 @@ class WorkerPool:
         until = iso(now + timedelta(seconds=self.config.lease_seconds))
         loop = threading.current_thread().name
         try:
-            jobs = self.store.claim(worker=self.worker_id, now=iso(now), lease_until=until, resource_ids=scope)
+            jobs = self.store.claim(worker=self.worker_id, now=iso(now), lease_until=until, resource_ids=scope,
+                                    fleet_override=self.config.fleet_override)
         except TRANSIENT as exc:
             self._stop_claiming.wait(self.outages.failed(loop=loop, error=exc))
             return None

@@ -15,13 +15,15 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..defects import defect_enabled
-from ..errors import StoreError
+from ..errors import StoreConflict, StoreError
 from ..models import (
     DELETE_TARGET,
+    FLEET_ID,
     Action,
     Event,
     FleetCounts,
     Health,
+    Hold,
     Job,
     JobRequest,
     JobResult,
@@ -29,13 +31,30 @@ from ..models import (
     ObservedResource,
     ResourceStatus,
     canonical_json,
+    iso,
+    utcnow,
 )
+from .controls import Controls, held_clause
 
 if TYPE_CHECKING:
-    from ..ports import ApiStore, HealthStore, LockStore, PassStore, Portable, Queue, StatusReader
+    from ..ports import (
+        ApiStore,
+        AuditStore,
+        FleetFlagReader,
+        HealthStore,
+        LockStore,
+        PassRequests,
+        PassStore,
+        PolicyStore,
+        Portable,
+        Queue,
+        StatusReader,
+        SuspensionStore,
+    )
 
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
-                   "api_desired": "resource_id"}
+                   "api_desired": "resource_id", "holds": "resource_id", "suspensions": "resource_id",
+                   "fleet_flags": "name"}
 _JOB_FIELDS = Job.__slots__
 # the row's columns are the dataclass's fields, in order: one decoder reads every SELECT of them
 _RESOURCE_COLUMNS = ", ".join(ObservedResource.__slots__)
@@ -64,6 +83,11 @@ def _job(row: Any) -> Job:
     return Job(**fields)
 
 
+def _event(row: Any) -> Event:
+    return Event(row["resource_id"], row["at"], row["kind"], row["message"] or "", row["job_id"],
+                 row["desired_commit"], json.loads(row["details_json"] or "{}"), row["actor"])
+
+
 class Cursor(Protocol):
     """What the statements read back: sqlite3's and psycopg's cursors both have it."""
 
@@ -81,7 +105,7 @@ class Connection(Protocol):
     def executemany(self, sql: str, rows: Any, /) -> Any: ...
 
 
-class SQLStore:
+class SQLStore(Controls):
     """The store interface. Subclasses provide `_read`, `_write`, `_scope` and the locking spellings."""
 
     # appended to SELECTs that pick rows to change: PostgreSQL locks them, SQLite's writer lock already has
@@ -133,8 +157,13 @@ class SQLStore:
     def is_empty(self) -> bool:
         return all(self._count(f"SELECT count(*) AS n FROM {table}") == 0 for table in EXPORTED_TABLES)
 
-    def import_rows(self, *, tables: dict[str, list[dict[str, Any]]], replace: bool) -> dict[str, int]:
-        """Load exported rows in one transaction; refuses a non-empty store unless `replace`."""
+    def import_rows(self, *, tables: dict[str, list[dict[str, Any]]], replace: bool, actor: str | None = None,
+                    now: str | None = None, name: str = "") -> dict[str, int]:
+        """Load exported rows in one transaction; refuses a non-empty store unless `replace`.
+
+        With `now`, the import records itself as a fleet event (resource "*") with its actor: a restore
+        (`--replace`) deletes the history it replaces, so it must leave a trace of that.
+        """
         unknown = set(tables) - set(EXPORTED_TABLES)
         if unknown:
             raise StoreError(f"unknown tables in the import: {', '.join(sorted(unknown))}")
@@ -146,6 +175,8 @@ class SQLStore:
                 if replace:
                     conn.execute(f"DELETE FROM {table}")
                 rows = tables.get(table, [])
+                if table == "jobs":
+                    rows = [_with_owner(row) for row in rows]  # an export from before jobs had an owner
                 counts[table] = len(rows)
                 if rows:
                     columns = list(rows[0])
@@ -153,6 +184,11 @@ class SQLStore:
                         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
                         [tuple(row.get(column) for column in columns) for row in rows])
             self._after_import(conn)
+            if now is not None:
+                kind = "restored" if replace else "imported"
+                summary = ", ".join(f"{count} {table}" for table, count in counts.items())
+                self._event(conn, FLEET_ID, now, kind, f"{kind} {name or 'an export'}: {summary}", None, None,
+                            {"replace": replace, "counts": counts, "source": name}, actor)
         return counts
 
     # --- reading -------------------------------------------------------------------------------
@@ -170,7 +206,9 @@ class SQLStore:
             " (SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')),"
             " (SELECT sum(claims) FROM jobs WHERE status IN ('queued', 'running')),"
             " (SELECT max(created_at) FROM jobs),"
-            " (SELECT count(*) FROM api_desired), (SELECT max(updated_at) FROM api_desired)")[0])
+            " (SELECT count(*) FROM api_desired), (SELECT max(updated_at) FROM api_desired),"
+            " (SELECT count(*) FROM suspensions), (SELECT max(since) FROM suspensions),"
+            " (SELECT count(*) FROM fleet_flags), (SELECT max(since) FROM fleet_flags)")[0])
 
     def get_resource(self, resource_id: str) -> ObservedResource | None:
         rows = self._tuples(f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE resource_id = ?", (resource_id,))
@@ -224,14 +262,14 @@ class SQLStore:
             " updated_at = excluded.updated_at", (spec["resource_id"], canonical_json(spec), now, now))
 
     def declare_api(self, *, resource_id: str, spec: dict[str, Any] | None, requests: Iterable[JobRequest],
-                    now: str) -> list[str]:
+                    now: str, actor: str | None = None) -> list[str]:
         """Store (`spec`) or drop (None) an API declaration and queue its change, in one transaction."""
         with self._write() as conn:
             if spec is None:
                 conn.execute("DELETE FROM api_desired WHERE resource_id = ?", (resource_id,))
             else:
                 self._put_api(conn, spec=spec, now=now)
-            return self._enqueue_in(conn, requests=requests, now=now, commit=None)
+            return self._enqueue_in(conn, requests=requests, now=now, commit=None, actor=actor)
 
     def get_job(self, job_id: str) -> Job | None:
         row = self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
@@ -240,28 +278,67 @@ class SQLStore:
     def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]:
         sql = "SELECT * FROM events WHERE resource_id = ? ORDER BY id DESC"
         rows = self._rows(sql + (" LIMIT ?" if limit else ""), (resource_id, limit) if limit else (resource_id,))
-        events = [
-            Event(row["resource_id"], row["at"], row["kind"], row["message"] or "", row["job_id"],
-                  row["desired_commit"], json.loads(row["details_json"] or "{}"))
-            for row in rows
-        ]
-        return events[::-1]
+        return [_event(row) for row in rows][::-1]
+
+    # --- the audit trail: every resource's events, and their retention ---------------------------
+
+    def audit_events(self, *, since: str | None = None, actor: str | None = None, owner: str | None = None,
+                     limit: int | None = None) -> list[Event]:
+        """Events across resources, oldest first (the newest `limit` when given); `actor` matches a part of
+        the actor, ignoring case; `owner` keeps the events of that owner's resources."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            clauses.append("at >= ?")
+            args.append(since)
+        if actor:
+            escaped = actor.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("lower(actor) LIKE ? ESCAPE '\\'")
+            args.append(f"%{escaped}%")
+        if owner is not None:
+            clauses.append("resource_id IN (SELECT resource_id FROM resources WHERE owner = ?)")
+            args.append(owner)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._rows(f"SELECT * FROM events{where} ORDER BY id DESC" + (" LIMIT ?" if limit else ""),
+                          [*args, limit] if limit else args)
+        return [_event(row) for row in rows][::-1]
+
+    def events_before(self, *, before: str) -> list[dict[str, Any]]:
+        """The rows `prune_events(before=…)` would delete, as exported (for the archive written first)."""
+        return self._rows("SELECT * FROM events WHERE at < ? ORDER BY id", (before,))
+
+    def prune_events(self, *, before: str, archived: int, through_id: int, now: str, actor: str | None,
+                     details: dict[str, Any]) -> int:
+        """Delete the events older than `before` that were archived (`archived` rows, ids up to `through_id`)
+        and record the prune, in one transaction; StoreConflict, deleting nothing, when they differ."""
+        with self._write() as conn:
+            count = conn.execute("DELETE FROM events WHERE at < ? AND id <= ?", (before, through_id)).rowcount
+            if count != archived:
+                raise StoreConflict(f"{count} events older than {before} exist, {archived} were archived: "
+                                    "events changed meanwhile; nothing was pruned, run it again")
+            self._event(conn, FLEET_ID, now, "audit_pruned", f"pruned {count} events older than {before}",
+                        None, None, {**details, "before": before, "count": count}, actor)
+        return count
 
     # --- the queue -----------------------------------------------------------------------------
 
-    def enqueue(self, *, requests: Iterable[JobRequest], now: str, commit: str | None) -> list[str]:
+    def enqueue(self, *, requests: Iterable[JobRequest], now: str, commit: str | None,
+                actor: str | None = None) -> list[str]:
         """Write a job per request and mark its row, in one transaction.
 
         A request is skipped when its row changed since the plan was made (another apply or daemon
         got there first) or when the resource already has an open job: never two jobs for one change.
+        Each job keeps its request's actor (`actor` for a request without one).
         """
         with self._write() as conn:
-            return self._enqueue_in(conn, requests=requests, now=now, commit=commit)
+            return self._enqueue_in(conn, requests=requests, now=now, commit=commit, actor=actor)
 
     def _enqueue_in(self, conn: Connection, *, requests: Iterable[JobRequest], now: str,
-                    commit: str | None) -> list[str]:
+                    commit: str | None, actor: str | None) -> list[str]:
         queued: list[str] = []
         for request in requests:
+            if request.actor is None and actor is not None:
+                request = replace(request, actor=actor)
             conn.execute("SAVEPOINT request")
             job_id = self._mark_row(conn, request=request, now=now) and self._insert_job(
                 conn, request=request, now=now, commit=commit)
@@ -271,7 +348,7 @@ class SQLStore:
                 continue
             conn.execute("RELEASE request")
             self._event(conn, request.resource_id, now, "queued", f"{request.action} queued: {request.reason}",
-                        job_id, commit)
+                        job_id, commit, request.details, request.actor)
             queued.append(job_id)
         return queued
 
@@ -280,11 +357,12 @@ class SQLStore:
         job_id = "job-" + uuid.uuid4().hex[:16]
         cursor = conn.execute(
             "INSERT INTO jobs (job_id, resource_id, action, status, attempt, spec_json, old_spec_json,"
-            " run_after, created_at, claims, desired_commit) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, 0, ?)"
-            " ON CONFLICT DO NOTHING",
+            " run_after, created_at, claims, desired_commit, actor, owner)"
+            " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT DO NOTHING",
             (job_id, request.resource_id, str(request.action), request.attempt,
              canonical_json(request.spec) if request.spec else None,
-             canonical_json(request.old_spec) if request.old_spec else None, now, now, commit),
+             canonical_json(request.old_spec) if request.old_spec else None, now, now, commit, request.actor,
+             _job_owner(request)),
         )
         return job_id if cursor.rowcount == 1 else None
 
@@ -320,25 +398,30 @@ class SQLStore:
         return cursor.rowcount == 1
 
     def claim(self, *, worker: str, now: str, lease_until: str, resource_ids: Iterable[str] | None = None,
-              limit: int = 1) -> list[Job]:
-        """Take up to `limit` runnable jobs (queued and due, or running under an expired lease)."""
+              limit: int = 1, fleet_override: bool = False) -> list[Job]:
+        """Take up to `limit` runnable jobs (queued and due, or running under an expired lease).
+
+        A suspended resource's jobs are never claimed, nor any while the fleet is suspended, unless
+        `fleet_override` (`destroy`, which tears down its scope although the fleet is suspended).
+        """
         with self._write() as conn:
             return self._claim_in(conn, worker=worker, now=now, lease_until=lease_until,
-                                  resource_ids=resource_ids, limit=limit)
+                                  resource_ids=resource_ids, limit=limit, fleet_override=fleet_override)
 
     def _claim_in(self, conn: Connection, *, worker: str, now: str, lease_until: str,
-                  resource_ids: Iterable[str] | None, limit: int) -> list[Job]:
+                  resource_ids: Iterable[str] | None, limit: int, fleet_override: bool = False) -> list[Job]:
         scope, args = self._scope(resource_ids)
+        held, held_args = held_clause(now=now, fleet_override=fleet_override)
         rows = conn.execute(
-            f"SELECT * FROM jobs WHERE status = 'queued' AND run_after <= ?{scope}"
+            f"SELECT * FROM jobs WHERE status = 'queued' AND run_after <= ?{scope}{held}"
             # ordered by the (status, run_after) index alone: a second sort key made every claim sort
             # all queued jobs (they share one run_after), which at 100k queued was the whole cost
-            f" ORDER BY run_after LIMIT ?{self.skip_locked}", (now, *args, limit)).fetchall()
+            f" ORDER BY run_after LIMIT ?{self.skip_locked}", (now, *args, *held_args, limit)).fetchall()
         if len(rows) < limit:
             rows += conn.execute(
-                f"SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at <= ?{scope}"
+                f"SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at <= ?{scope}{held}"
                 f" ORDER BY lease_expires_at LIMIT ?{self.skip_locked}",
-                (now, *args, limit - len(rows))).fetchall()
+                (now, *args, *held_args, limit - len(rows))).fetchall()
         picked = []
         for job in map(_job, rows):
             # script_pgid/script_host keep naming the previous run until the new one records its own
@@ -361,16 +444,19 @@ class SQLStore:
         """(job_id, lease_owner) of every running job: cheap enough to ask every few seconds."""
         return self._tuples("SELECT job_id, lease_owner FROM jobs WHERE status = 'running'")
 
-    def count_open(self, *, resource_ids: Iterable[str] | None = None) -> int:
+    def count_open(self, *, resource_ids: Iterable[str] | None = None, fleet_override: bool = False) -> int:
+        """Open jobs an apply waits for: running ones, and queued ones no suspension holds (none would run)."""
         scope, args = self._scope(resource_ids)
-        return self._count(f"SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running'){scope}", args)
+        held, held_args = held_clause(now=iso(utcnow()), fleet_override=fleet_override)
+        return self._count(f"SELECT count(*) AS n FROM jobs WHERE (status = 'running' OR (status = 'queued'{held}))"
+                           f"{scope}", (*held_args, *args))
 
     def record_script(self, *, job_id: str, worker: str, pgid: int, host: str, now: str) -> bool:
         """Remember which process group runs the job, before the script is let go (the start gate)."""
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET script_pgid = ?, script_host = ? WHERE job_id = ? AND lease_owner = ?"
-                " AND status = 'running' RETURNING resource_id, action, claims, desired_commit",
+                " AND status = 'running' RETURNING resource_id, action, claims, desired_commit, actor",
                 (pgid, host, job_id, worker),
             )
             row = cursor.fetchone()
@@ -378,7 +464,7 @@ class SQLStore:
                 again = f" (run {row['claims']}: an earlier worker stopped)" if row["claims"] > 1 else ""
                 self._event(conn, row["resource_id"], now, "started",
                             f"{row['action']} started: process group {pgid} on {host}{again}", job_id,
-                            row["desired_commit"])
+                            row["desired_commit"], None, row["actor"])
         return row is not None
 
     def renew(self, *, worker: str, lease_until: str) -> int:
@@ -419,12 +505,13 @@ class SQLStore:
             return self._finish_in(conn, job=job, worker=worker, result=result, now=now)
 
     def finish_and_claim(self, *, job: Job, worker: str, result: JobResult, now: str, lease_until: str,
-                         resource_ids: Iterable[str] | None = None) -> tuple[bool, Job | None]:
+                         resource_ids: Iterable[str] | None = None,
+                         fleet_override: bool = False) -> tuple[bool, Job | None]:
         """`finish`, then `claim` the worker's next job in the same transaction (one commit, not two)."""
         with self._write() as conn:
             recorded = self._finish_in(conn, job=job, worker=worker, result=result, now=now)
             picked = self._claim_in(conn, worker=worker, now=now, lease_until=lease_until,
-                                    resource_ids=resource_ids, limit=1)
+                                    resource_ids=resource_ids, limit=1, fleet_override=fleet_override)
         return recorded, (picked[0] if picked else None)
 
     def _finish_in(self, conn: Connection, *, job: Job, worker: str, result: JobResult, now: str) -> bool:
@@ -483,28 +570,75 @@ class SQLStore:
                    "duration_s": round(result.duration, 3)}
         if result.ok:
             message = f"{job.action} succeeded" + (f": {result.url}" if result.url else "")
-            self._event(conn, job.resource_id, now, "succeeded", message, job.job_id, job.desired_commit, details)
+            self._event(conn, job.resource_id, now, "succeeded", message, job.job_id, job.desired_commit, details,
+                        job.actor)
             if result.url and result.url != old_url and job.action is not Action.DELETE:
                 self._event(conn, job.resource_id, now, "url_changed", f"{old_url or '-'} -> {result.url}",
-                            job.job_id, job.desired_commit)
+                            job.job_id, job.desired_commit, None, job.actor)
             return
         retry = f"; retry {job.attempt + 1} at {result.next_attempt_at}" if result.next_attempt_at else ""
         self._event(conn, job.resource_id, now, "failed", f"{job.action} failed: {result.error}{retry}",
-                    job.job_id, job.desired_commit, details)
+                    job.job_id, job.desired_commit, details, job.actor)
 
     @staticmethod
     def _event(conn: Connection, resource_id: str, now: str, kind: str, message: str,
-               job_id: str | None, commit: str | None, details: dict[str, Any] | None = None) -> None:
+               job_id: str | None, commit: str | None, details: dict[str, Any] | None = None,
+               actor: str | None = None) -> None:
         conn.execute(
-            "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (resource_id, now, kind, message, job_id, commit, json.dumps(details) if details else None),
+            "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json, actor)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (resource_id, now, kind, message, job_id, commit, json.dumps(details) if details else None, actor),
         )
 
 
+    # --- policy: the hourly change budget and the resources held back --------------------------
+
+    def jobs_per_owner(self, *, since: str) -> dict[str, int]:
+        """Jobs created at or after `since`, per owner: the sliding window of `max_per_owner_per_hour`,
+        read from the queue itself so every daemon (and apply) sharing the database shares the budget."""
+        rows = self._tuples("SELECT owner, count(*) FROM jobs WHERE created_at >= ? GROUP BY owner", (since,))
+        return {owner: int(count) for owner, count in rows if owner is not None}
+
+    def holds(self) -> dict[str, Hold]:
+        """Every resource held back by the policy now (the last pass's verdict), by id."""
+        rows = self._tuples("SELECT resource_id, owner, rules, message, since FROM holds")
+        return {rid: Hold(rid, owner, tuple(rules.split(",")), message or "", since=since)
+                for rid, owner, rules, message, since in rows}
+
+    def sync_holds(self, *, holds: Iterable[Hold], now: str, actor: str | None = None) -> list[str]:
+        """Make the holds table this pass's holds; returns the ids newly held or held by other rules.
+
+        Each of those gets one `held` event (with the rules, the violations and their place in
+        policy.yaml); a hold that stays the same writes nothing, however many passes (and restarts)
+        see it, because the table remembers it. A resource no longer held leaves the table.
+        """
+        wanted = {hold.resource_id: hold for hold in holds}
+        known = self.holds()
+        gone = [(rid,) for rid in known.keys() - wanted.keys()]
+        changed = [hold for rid, hold in wanted.items()
+                   if rid not in known or (known[rid].rules, known[rid].message) != (hold.rules, hold.message)]
+        noted = [hold.resource_id for hold in changed
+                 if hold.resource_id not in known or known[hold.resource_id].rules != hold.rules]
+        if not gone and not changed:
+            return []
+        with self._write() as conn:
+            conn.executemany("DELETE FROM holds WHERE resource_id = ?", gone)
+            conn.executemany(
+                "INSERT INTO holds (resource_id, owner, rules, message, since, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(resource_id) DO UPDATE SET owner = excluded.owner, rules = excluded.rules,"
+                " message = excluded.message, updated_at = excluded.updated_at,"
+                " since = CASE WHEN holds.rules = excluded.rules THEN holds.since ELSE excluded.since END",
+                [(hold.resource_id, hold.owner, ",".join(hold.rules), hold.message, now, now) for hold in changed])
+            for rid in noted:
+                hold = wanted[rid]
+                self._event(conn, rid, now, "held", f"held back by policy ({', '.join(hold.rules)}): {hold.message}",
+                            None, None, {"rules": list(hold.rules), **hold.details}, actor=actor)
+        return noted
+
     # --- health ------------------------------------------------------------------------------
 
-    def record_health(self, *, results: Iterable[Any], now: str, unhealthy_after: int) -> list[str]:
+    def record_health(self, *, results: Iterable[Any], now: str, unhealthy_after: int,
+                      actor: str | None = None) -> list[str]:
         """Write one drift pass in one transaction; returns the ids that just turned unhealthy.
 
         Success refreshes last_seen; failures count up and turn the row unhealthy at the threshold.
@@ -523,14 +657,14 @@ class SQLStore:
                 updates.append((now if result.ok else None, now, new_health, new_failures, result.resource_id))
                 event = _health_event(result=result, before=health, after=new_health, failures=new_failures)
                 if event:
-                    events.append((result.resource_id, now, *event, None, None, None))
+                    events.append((result.resource_id, now, *event, None, None, None, actor))
                     turned += [result.resource_id] if new_health == "unhealthy" else []
             conn.executemany(
                 "UPDATE resources SET last_seen = COALESCE(?, last_seen), last_check_at = ?, health = ?,"
                 " consecutive_failures = ? WHERE resource_id = ? AND status = 'active'", updates)
             conn.executemany(
-                "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)", events)
+                "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json, actor)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", events)
         return turned
 
     # --- the single-daemon lock ---------------------------------------------------------------
@@ -566,6 +700,19 @@ class SQLStore:
             conn.execute("DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder))
 
 
+def _with_owner(row: dict[str, Any]) -> dict[str, Any]:
+    if row.get("owner") is not None:
+        return row
+    spec = row.get("spec_json") or row.get("old_spec_json")
+    return {**row, "owner": json.loads(spec).get("owner") if spec else None}
+
+
+def _job_owner(request: JobRequest) -> str | None:
+    """The owner a job's change counts against (a delete's spec is the one torn down)."""
+    spec = request.spec or request.old_spec
+    return str(spec["owner"]) if spec and "owner" in spec else None
+
+
 def _next_health(*, ok: bool, health: str, failures: int, unhealthy_after: int) -> tuple[str, int]:
     if ok:
         return "healthy", 0
@@ -585,5 +732,9 @@ if TYPE_CHECKING:  # mypy proves here that the one store class fits every consum
 
     def _fits_every_port(
         store: SQLStore,
-    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable]:
-        return store, store, store, store, store, store, store
+    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable, AuditStore,
+               PolicyStore]:
+        return store, store, store, store, store, store, store, store, store
+
+    def _fits_the_controls(store: SQLStore) -> tuple[SuspensionStore, PassRequests, FleetFlagReader]:
+        return store, store, store

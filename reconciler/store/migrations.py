@@ -77,7 +77,50 @@ def _v3_api_desired(db: Any) -> None:
     db["jobs"].create_index(["resource_id", "created_at"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired]
+# Who caused each event and each job (reconciler/actor.py: git:…, cli:…, api:…, daemon:…); NULL in rows
+# written before this version. The index on `at` serves `audit --since` and `audit prune --before`.
+ACTOR_COLUMN = "actor"
+
+
+def _v4_actor(db: Any) -> None:
+    db["events"].add_column(ACTOR_COLUMN, str)
+    db["jobs"].add_column(ACTOR_COLUMN, str)
+    db["events"].create_index(["at"])
+
+
+# Resources the daemon holds back because of policy.yaml (one row each, the pass's latest verdict), and
+# the owner of every job, so the hourly change budget counts a window of jobs per owner with an index.
+HOLD_COLUMNS: dict[str, Any] = {"resource_id": str, "owner": str, "rules": str, "message": str, "since": str,
+                                "updated_at": str}
+JOBS_BY_OWNER = "CREATE INDEX idx_jobs_created_at_owner ON jobs (created_at, owner)"
+
+
+def _v5_policy_holds(db: Any) -> None:
+    db["holds"].create(HOLD_COLUMNS, pk="resource_id", not_null=["owner", "rules", "since"])
+    db["jobs"].add_column("owner", str)
+    db.execute("UPDATE jobs SET owner = json_extract(COALESCE(spec_json, old_spec_json), '$.owner')")
+    db.execute(JOBS_BY_OWNER)
+
+
+# Issue 16: operator controls. A resource suspended by `reconciler suspend` (a file's `suspend:` lives in
+# the file); the fleet's flags (`suspend --all`: name "suspended"); a pass asked for by `reconciler reconcile`.
+SUSPENSION_COLUMNS: dict[str, Any] = {"resource_id": str, "reason": str, "actor": str, "since": str, "until": str}
+FLEET_FLAG_COLUMNS: dict[str, Any] = {"name": str, "reason": str, "actor": str, "since": str, "until": str}
+PASS_REQUEST_COLUMNS: dict[str, Any] = {
+    "request_id": str, "resource_ids_json": str, "actor": str, "requested_at": str, "status": str,
+    "picked_at": str, "done_at": str, "job_ids_json": str, "notes_json": str, "error": str,
+}
+
+
+def _v6_operator_controls(db: Any) -> None:
+    db["suspensions"].create(SUSPENSION_COLUMNS, pk="resource_id", not_null=["reason", "actor", "since"])
+    db["fleet_flags"].create(FLEET_FLAG_COLUMNS, pk="name", not_null=["reason", "actor", "since"])
+    db["pass_requests"].create(PASS_REQUEST_COLUMNS, pk="request_id", not_null=["requested_at", "status"])
+    db["pass_requests"].create_index(["status"])
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor,
+                                          _v5_policy_holds, _v6_operator_controls]
 LATEST = len(MIGRATIONS)
 
 
@@ -136,6 +179,23 @@ PG_MIGRATIONS: list[list[str]] = [
     [
         _pg_table("api_desired", API_DESIRED_COLUMNS, pk="resource_id", not_null=("spec_json",)),
         "CREATE INDEX idx_jobs_resource_id_created_at ON jobs (resource_id, created_at)",
+    ],
+    [
+        f"ALTER TABLE events ADD COLUMN {ACTOR_COLUMN} TEXT",
+        f"ALTER TABLE jobs ADD COLUMN {ACTOR_COLUMN} TEXT",
+        "CREATE INDEX idx_events_at ON events (at)",
+    ],
+    [
+        _pg_table("holds", HOLD_COLUMNS, pk="resource_id", not_null=("owner", "rules", "since")),
+        "ALTER TABLE jobs ADD COLUMN owner TEXT",
+        "UPDATE jobs SET owner = COALESCE(spec_json, old_spec_json)::json->>'owner'",
+        JOBS_BY_OWNER,
+    ],
+    [
+        _pg_table("suspensions", SUSPENSION_COLUMNS, pk="resource_id", not_null=("reason", "actor", "since")),
+        _pg_table("fleet_flags", FLEET_FLAG_COLUMNS, pk="name", not_null=("reason", "actor", "since")),
+        _pg_table("pass_requests", PASS_REQUEST_COLUMNS, pk="request_id", not_null=("requested_at", "status")),
+        "CREATE INDEX idx_pass_requests_status ON pass_requests (status)",
     ],
 ]
 assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"

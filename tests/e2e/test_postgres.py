@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import signal
+import socket
 import time
 
 
@@ -63,7 +65,15 @@ def test_sqlite_export_import_into_postgres_round_trip(tmp_path, pg_url):
     loaded = run_cli(project, "import", str(tmp_path / "fleet.json"), RECONCILER_DB=pg_url)
     assert loaded.returncode == 0 and "2 resources" in loaded.stdout
     again = json.loads(run_cli(project, "export", RECONCILER_DB=pg_url).stdout)
-    assert again["tables"] == json.loads(exported.stdout)["tables"] and again["source"] == "postgres"
+    original = json.loads(exported.stdout)["tables"]
+    recorded = again["tables"]["events"].pop()  # the import records itself, with its actor
+    assert again["tables"] == original and again["source"] == "postgres"
+    me = f"cli:{getpass.getuser()}@{socket.gethostname()}"
+    assert (recorded["resource_id"], recorded["kind"], recorded["actor"]) == ("*", "imported", me)
+    # the actors travel: outside git a file change is git:unknown, the CLI user who applied it is `by`
+    assert {event["actor"] for event in original["events"]} == {"git:unknown"}
+    assert {job["actor"] for job in original["jobs"]} == {"git:unknown"}
+    assert json.loads(original["events"][0]["details_json"]) == {"by": me}
     assert run_cli(project, "plan", "--detailed-exitcode", RECONCILER_DB=pg_url).returncode == 0
     refused = run_cli(project, "import", str(tmp_path / "fleet.json"), RECONCILER_DB=pg_url)
     assert refused.returncode == 1 and "--replace" in refused.stderr
