@@ -38,6 +38,7 @@ class Metrics:
         self.load_failures = Counter("reconciler_desired_load_failures",
                                      "Passes whose desired/ failed to load.", registry=r)
 
+        self._shown: dict[int, set[str]] = {}  # the labels each one-label family shows now (_replace)
         self._policy_families(r)
 
     def _policy_families(self, r: CollectorRegistry) -> None:
@@ -57,17 +58,21 @@ class Metrics:
 
     def quota(self, *, used: dict[str, int], limits: dict[str, int]) -> None:
         """The per-owner quota use of the last pass (owners that left the fleet drop out)."""
-        self.quota_used.clear()
-        self.quota_limit.clear()
-        for owner, count in used.items():
-            self.quota_used.labels(owner=owner).set(count)
-        for owner, limit in limits.items():
-            self.quota_limit.labels(owner=owner).set(limit)
+        self._replace(self.quota_used, {owner: float(count) for owner, count in used.items()})
+        self._replace(self.quota_limit, {owner: float(limit) for owner, limit in limits.items()})
 
     def holding(self, *, by_rule: dict[str, int]) -> None:
-        self.held.clear()
-        for rule, count in by_rule.items():
-            self.held.labels(rule=rule).set(count)
+        self._replace(self.held, {rule: float(count) for rule, count in by_rule.items()})
+
+    def _replace(self, gauge: Gauge, values: dict[str, float]) -> None:
+        """Set a one-label gauge family to `values`, then drop the labels no longer there. Never cleared
+        first: the API serves /metrics from another thread, and a scrape in between would see none."""
+        for label, value in values.items():
+            gauge.labels(label).set(value)
+        shown = self._shown.setdefault(id(gauge), set())
+        for label in shown - values.keys():
+            gauge.remove(label)
+        self._shown[id(gauge)] = set(values)
 
     def refused(self, *, rules: Iterable[str]) -> None:
         for rule in rules:
@@ -97,3 +102,4 @@ class Metrics:
         for name, count in health.items():
             self.health.labels(health=name).set(count)
         return generate_latest(self.registry)
+
