@@ -177,3 +177,25 @@ def test_a_torn_read_is_not_forgotten_when_the_next_stamp_looks_old(tmp_path):
 
 def display(path: Path) -> str:
     return str(path).removeprefix(os.getcwd() + "/")
+
+
+def test_a_file_git_recreates_while_a_fresh_daemon_lists_desired_is_not_read_as_removed(tmp_path):
+    """Chaos seed 28 under load, step 19: a daemon restarted during a `git pull` listed desired/ while git
+    had unlinked fleet-b.yaml; git recreated it and dropped index.lock before the lock was checked, so the
+    stale listing counted (a fresh daemon has no memory of fleet-b to hold) and r1, r4 were torn down.
+    Here git "finishes" exactly between the listing and the lock check."""
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    _git(tmp_path, "init", "-q", "-b", "main")
+    _write(desired, "a.yaml", ["alpha"])
+    cache = DesiredCache(settle=0.01)
+
+    def git_finishes_now() -> bool:
+        _write(desired, "b.yaml", ["bravo"])  # git's checkout writes the file, then removes its lock
+        return False
+
+    cache._settler.git_busy = git_finishes_now  # type: ignore[method-assign]
+    with pytest.raises(Unsettled):
+        cache.load(directory=desired)
+    cache._settler.git_busy = lambda: False  # type: ignore[method-assign]
+    assert set(wait_for(lambda: _loads(cache, desired), what="both files").resources) == {"alpha", "bravo"}
