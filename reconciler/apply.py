@@ -20,22 +20,27 @@ import click
 from .actor import Attribution, GitActor, cli_actor
 from .engine import (
     PlanView,
+    cancel_suspended,
     enqueue,
     file_attribution,
     load_files,
     plan_fleet,
     plan_scope,
     read_fleet,
+    release,
     target_timeouts,
 )
 from .models import utcnow
 from .options import Mode, PlanOptions, RunOptions
+from .policy import Policy
+from .policyrun import run_governance
 from .runner import dropped_env, read_pass_env
 from .spec import DesiredState
 from .store import open_store
+from .targets import observing_targets
 from .terminal import printable, printable_lines
 from .views import View
-from .workers import EngineConfig, Finished, WorkerPool, expire_dead_leases
+from .workers import AfterCheck, EngineConfig, Finished, WorkerPool, expire_dead_leases
 
 if TYPE_CHECKING:
     from .store.base import SQLStore
@@ -52,6 +57,7 @@ class ApplyOptions:
     view: View
     yes: bool = False
     mode: Mode = Mode.APPLY
+    policy: Policy | None = None  # policy.yaml in force (loaded before anything is opened or queued)
 
 
 def run_apply(*, settings: Any, options: ApplyOptions) -> int:
@@ -59,9 +65,11 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     config = _engine_config(settings=settings, options=options, store=store)  # bad settings: before any queueing
     expire_dead_leases(store=store, now=utcnow())
     view = _plan(settings=settings, options=options, store=store)
-    click.echo(options.view.plan(view.plan), nl=False)
+    click.echo(options.view.plan(view.plan, verdict=view.verdict), nl=False)
     if view.plan.refusal:
         return 1
+    cancel_suspended(store=store, plan=view.plan, in_flight=store.in_flight(), actor=cli_actor())
+    release(store=store, view=view)
     scope = plan_scope(view.plan)
     if not scope:
         return 0
@@ -118,9 +126,15 @@ def _plan(*, settings: Any, options: ApplyOptions, store: SQLStore) -> PlanView:
     """Apply plans desired/ plus the API's declarations; destroy plans as if nothing were declared."""
     destroy = options.mode is Mode.DESTROY
     fleet = read_fleet(store=store, with_api=not destroy)
+    if destroy:  # an explicit operator action: it tears down its scope although the fleet is suspended
+        fleet = replace(fleet, suspensions=fleet.suspensions.without_fleet())
     desired = DesiredState(resources={}) if destroy else load_files(
         directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
-    return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets)
+    governed = run_governance(policy=options.policy, store=store, planning=options.plan, provision=settings.provision)
+    return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets,
+                      governance=governed, replace=options.plan.replace,
+                      observable=observing_targets(provision_dir=settings.provision),
+                      replace_reason=options.plan.replace_reason)
 
 
 def _confirmed(*, options: ApplyOptions) -> bool:
@@ -142,7 +156,9 @@ def _engine_config(*, settings: Any, options: ApplyOptions, store: SQLStore) -> 
     return EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.run.timeout,
                         retry=options.run.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
                         guard_orphans=store.kind != "sqlite",
-                        pass_env=read_pass_env(provision_dir=settings.provision))
+                        pass_env=read_pass_env(provision_dir=settings.provision),
+                        fleet_override=options.mode is Mode.DESTROY,
+                        after_check=AfterCheck(actor=cli_actor()))
 
 
 def _note_dropped_env(config: EngineConfig) -> None:

@@ -12,18 +12,36 @@ from enum import StrEnum
 from pathlib import Path
 
 from .plan import PlanPolicy
+from .policy import Rule
 from .retry import RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
-    """What to plan: `--target` ids (none: the whole fleet) and the mass-delete override."""
+    """What to plan: `--target` ids (none: the whole fleet), the mass-delete override, the policy rules
+    this run may exceed (`--override RULE`, checked against the rule codes) with `--reason`, and the
+    `--replace` ids."""
 
     targets: tuple[str, ...] = ()
     allow_mass_delete: bool = False
+    overrides: frozenset[Rule] = frozenset()
+    reason: str | None = None
+    mass_delete_by: str = "--allow-mass-delete"  # the reason recorded when only that flag overrides (destroy)
+    replace: tuple[str, ...] = ()
+    replace_reason: str | None = None  # `replace --reason`: recorded with each requested replace
 
     def policy(self, *, self_heal: bool = False) -> PlanPolicy:
         return PlanPolicy(allow_mass_delete=self.allow_mass_delete, self_heal=self_heal)
+
+    @property
+    def exceeding(self) -> frozenset[Rule]:
+        """The rules this run may exceed: `--override`s, and `changes.mass_delete` under --allow-mass-delete."""
+        return self.overrides | ({Rule.MASS_DELETE} if self.allow_mass_delete else frozenset())
+
+    @property
+    def why(self) -> str | None:
+        """The reason recorded with the overrides (--allow-mass-delete alone gives its flag as the reason)."""
+        return self.reason or (self.mass_delete_by if self.allow_mass_delete else None)
 
 
 @dataclass(frozen=True, slots=True)

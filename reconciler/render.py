@@ -5,11 +5,14 @@ JSON consumers and the daemon's logs.
 
 JSON shape (format_version "1.0"; fields are only ever added):
     {"format_version": "1.0",
-     "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source"}],
-     "kept":    [{"resource_id", "reason", "reason_code", "hold"}],   # protected, skipped
+     "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source",
+                  "or_adopt"?}],   # or_adopt: true when the target's observe.sh may adopt it instead
+     "kept":    [{"resource_id", "reason", "reason_code", "hold", "suspension"?}],  # protected, suspended, forgotten
      "waiting": [{"resource_id", "reason", "reason_code", "hold", "retry_at"?}],  # in progress, backoff, unhealthy
      "summary": {"create", "update", "replace", "delete", "retry", "unchanged"},
-     "refused": null | "why the plan is refused"}
+     "refused": null | "why the plan is refused",
+     "policy": {...},  # only when a policy.yaml governs the plan: policy/report.py's verdict_json
+     "fleet_suspension": null | {"reason", "actor", "since", "until", "file"}}  # `suspend --all` in force
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 from .models import REPLACE_FIELDS
 from .plan import Change, Hold, Plan, Reason
+from .policy import Verdict
+from .policy.report import verdict_json, verdict_lines, verdict_summary
 from .terminal import printable
 
 FORMAT_VERSION = "1.0"
@@ -43,34 +48,41 @@ class _Paint:
         return f"\x1b[{_COLOUR[style]}m{text}\x1b[0m" if self.colour else text
 
 
-def plan_json(plan: Plan) -> dict[str, Any]:
-    return {
+def plan_json(plan: Plan, *, verdict: Verdict | None = None) -> dict[str, Any]:
+    shown = {
         "format_version": FORMAT_VERSION,
         "changes": [
             {"resource_id": c.resource_id, "action": c.shown, "before": c.before, "after": c.after,
-             "reason": c.message, "reason_code": str(c.reason), "changed": list(c.changed), "source": c.source}
+             "reason": c.message, "reason_code": str(c.reason), "changed": list(c.changed), "source": c.source,
+             **({"or_adopt": True} if c.or_adopt else {})}
             for c in plan.changes
         ],
         "kept": [_held_json(c) for c in plan.kept],
         "waiting": [_held_json(c) for c in plan.waiting],
         "summary": summary_counts(plan),
         "refused": plan.refusal,
+        "fleet_suspension": plan.fleet_suspension.as_json() if plan.fleet_suspension else None,
     }
+    if verdict is not None and not verdict.policy.built_in:  # no policy file: no section, as before
+        shown["policy"] = verdict_json(verdict)
+    return shown
 
 
 def _held_json(change: Change) -> dict[str, Any]:
-    entry = {"resource_id": change.resource_id, "reason": change.message, "reason_code": str(change.reason),
-             "hold": str(change.hold) if change.hold else None}
+    entry: dict[str, Any] = {"resource_id": change.resource_id, "reason": change.message,
+                             "reason_code": str(change.reason), "hold": str(change.hold) if change.hold else None}
     if change.retry_at:
         entry["retry_at"] = change.retry_at
+    if change.suspension is not None:
+        entry["suspension"] = change.suspension.as_json()
     return entry
 
 
-def render_json(plan: Plan) -> str:
+def render_json(plan: Plan, *, verdict: Verdict | None = None) -> str:
     # Compact, and encoded by pydantic-core in Rust: 2x the json module at 100k changes; pipe to jq to read.
     import pydantic_core
 
-    return pydantic_core.to_json(plan_json(plan)).decode() + "\n"
+    return pydantic_core.to_json(plan_json(plan, verdict=verdict)).decode() + "\n"
 
 
 def summary_counts(plan: Plan) -> dict[str, int]:
@@ -109,32 +121,56 @@ _HELD_PHRASES = (
     (Hold.IN_PROGRESS, "resource has a job in progress", "resources have a job in progress"),
     (Hold.UNHEALTHY, "resource is unhealthy (self-heal is off)", "resources are unhealthy (self-heal is off)"),
     (Hold.PROTECTED, "protected resource kept as it is", "protected resources kept as they are"),
+    (Hold.POLICY, "resource held by the policy", "resources held by the policy"),
+    (Hold.BUDGET, "change waits for a change budget", "changes wait for a change budget"),
+    (Hold.SUSPENDED, "suspended resource left alone", "suspended resources left alone"),
+    (Hold.UNMANAGED, "forgotten resource kept unmanaged", "forgotten resources kept unmanaged"),
 )
 
 
-def render_text(plan: Plan, *, colour: bool) -> str:
-    """Resources declared through the HTTP API rather than by a file are marked as such."""
+def render_text(plan: Plan, *, colour: bool, verdict: Verdict | None = None) -> str:
+    """Resources declared through the HTTP API rather than by a file are marked as such; the policy's
+    verdict, when one governs the plan, follows the summary."""
     paint = _Paint(colour=colour)
     out: list[str] = []
+    if plan.fleet_suspension is not None:
+        fleet = plan.fleet_suspension.describe().replace("suspended", "The fleet is suspended", 1)
+        out.append(paint(printable(f"{fleet}: nothing is started until `reconciler resume --all`."), "warn") + "\n")
     if plan.changes:
         out.append("reconciler will perform the following actions:\n")
         out.extend(_block(change, paint) for change in plan.changes)
     out.extend(_note(change, paint, "kept") for change in plan.kept)
     out.extend(_note(change, paint, "waiting") for change in plan.waiting)
     out.append(paint(summary_line(plan), "bold"))
+    if verdict is not None and not verdict.policy.built_in and (verdict.violations or verdict.warnings
+                                                                or verdict.deferred):
+        out.append(policy_text(verdict, paint))
     if plan.refusal:
         out.append(paint(f"\nRefused: {plan.refusal}.", "-"))
     return "\n".join(out) + "\n"
 
 
+_SEVERITY = {"error": ("✗", "-"), "warning": ("!", "warn"), "override": ("~", "~")}
+
+
+def policy_text(verdict: Verdict, paint: _Paint) -> str:
+    lines = [paint(verdict_summary(verdict), "bold")]
+    for severity, line in verdict_lines(verdict):
+        symbol, style = _SEVERITY[severity]
+        lines.append(paint(printable(f"  {symbol} {line}"), style))
+    return "\n".join(lines)
+
+
 def _note(change: Change, paint: _Paint, kind: str) -> str:
-    text = printable(f"  # {change.resource_id}: {kind}, {change.message}")
+    kind = "" if change.hold is Hold.SUSPENDED else f"{kind}, "  # its message starts with "suspended"
+    text = printable(f"  # {change.resource_id}: {kind}{change.message}")
     return paint(text, "warn" if kind == "kept" else "dim") + "\n"
 
 
 def _block(change: Change, paint: _Paint) -> str:
     symbol = _SYMBOL[change.shown]
-    head = paint(f"  # {change.resource_id} {_HEADLINE[change.shown]}", "bold") + f" ({change.message})"
+    headline = _HEADLINE[change.shown] + (" (or adopted)" if change.or_adopt else "")
+    head = paint(f"  # {change.resource_id} {headline}", "bold") + f" ({change.message})"
     head += " [declared via the API]" if change.source == "api" else ""
     lines = [head, f"{paint(symbol.rjust(3), symbol)} resource \"{change.resource_id}\" {{"]
     lines.extend(_attributes(change, paint))

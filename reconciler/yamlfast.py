@@ -150,8 +150,9 @@ _NO_KEY = object()
 class DocumentBuilder:
     """Turns the events of one stream into `Document`s; one instance per file."""
 
-    def __init__(self, stream: BinaryIO | str | bytes) -> None:
+    def __init__(self, stream: BinaryIO | str | bytes, *, key_depth: int = 2) -> None:
         self._stream = stream
+        self._key_depth = key_depth
         self._loader = yaml.CSafeLoader(stream)
         self._anchors: dict[str, tuple[Any, int]] = {}
         self._anchor_lines: dict[str, int] = {}
@@ -238,13 +239,13 @@ class DocumentBuilder:
         self._anchor_lines[anchor] = _line(event)
 
     def _child_path(self) -> str | None:
-        """Dotted path of the value being opened, kept only two levels deep (enough for errors)."""
+        """Dotted path of the value being opened, kept `key_depth` levels deep (two: enough for resources)."""
         if not self._stack:
             return ""
         parent = self._stack[-1]
-        if parent.path is None or len(self._stack) > 1 or parent.key is _NO_KEY:
+        if parent.path is None or len(self._stack) >= self._key_depth or parent.key is _NO_KEY:
             return None
-        return str(parent.key)
+        return f"{parent.path}.{parent.key}" if parent.path else str(parent.key)
 
     def _close(self) -> None:
         frame = self._stack.pop()
@@ -367,6 +368,9 @@ def _misplaced(value: _Special, event: ev.Event | None) -> None:
                       f"\"{value.text}\"", line=line)
 
 
-def load_documents(stream: BinaryIO | str | bytes) -> list[Document]:
-    """Every document of a stream; raises `YamlProblem` at the first thing that is not plain data."""
-    return DocumentBuilder(stream).documents()
+def load_documents(stream: BinaryIO | str | bytes, *, key_depth: int = 2) -> list[Document]:
+    """Every document of a stream; raises `YamlProblem` at the first thing that is not plain data.
+
+    `key_lines` holds the line of every key down to `key_depth` levels (policy.yaml nests deeper than a
+    resource), by dotted path."""
+    return DocumentBuilder(stream, key_depth=key_depth).documents()

@@ -7,16 +7,19 @@ the lock from the election, outages from the supervisor's record, busy scripts f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..engine import Reconciler
+from ..engine import PlanView, Reconciler, Refusal
 from ..errors import ReconcilerError, StoreError
 from ..liveness import HOST
 from ..models import FleetCounts, iso, utcnow
+from ..plan import Change, Plan
 from ..ports import PassStore
 from ..supervise import Outages
 from ..workers import WorkerPool
@@ -25,7 +28,9 @@ from .passes import PassLoop
 from .reporter import SystemdReporter
 
 if TYPE_CHECKING:
+    from ..govern import Governor
     from ..metrics import Metrics
+    from ..models import ResourceSpec
     from ..store.base import SQLStore
     from ..tokens import Keyring, TokenSet
 
@@ -64,7 +69,8 @@ class DaemonPlane:
 
     def __init__(self, *, store: SQLStore, keyring: Keyring, open_reads: bool, reconciler: Reconciler,
                  provision: Path, pool: WorkerPool, election: Election, passes: PassLoop,
-                 reporter: SystemdReporter, outages: Outages, metrics: Metrics, resync: float) -> None:
+                 reporter: SystemdReporter, outages: Outages, metrics: Metrics, resync: float,
+                 governor: Governor | None = None) -> None:
         self.store = store
         self.keyring = keyring
         self.open_reads = open_reads
@@ -78,6 +84,18 @@ class DaemonPlane:
         self.metrics = metrics
         self.resync = resync
         self.counts = CountsCache(store=store, outages=outages)
+        self.governor = governor
+
+    def serial(self) -> AbstractContextManager[Any]:
+        """Held by an API call from its policy check to its write, and by a pass while it plans and queues."""
+        return self.governor.serial() if self.governor is not None else contextlib.nullcontext()
+
+    def admit(self, view: PlanView) -> Refusal | None:
+        """policy.yaml's answer to one API call, counted against the whole declared fleet (govern.py)."""
+        if self.governor is None:
+            return None
+        return self.governor.admit(view, files=self.reconciler.last_good)
+        self._notes: tuple[Plan, dict[str, Change]] | None = None
 
     def keys(self) -> TokenSet | None:
         return self.keyring.current()
@@ -99,8 +117,31 @@ class DaemonPlane:
         source = desired.sources.get(resource_id) if desired else None
         return str(source) if source is not None and source.file != API_SOURCE else None
 
+    def declared(self, resource_id: str) -> tuple[ResourceSpec, str] | None:
+        """The spec a replace provisions again: the files' (last good state), else the API's declaration."""
+        from ..models import ResourceSpec
+        from ..plan import API_SOURCE
+
+        desired = self.reconciler.last_good
+        if desired is not None and resource_id in desired.resources:
+            return desired.resources[resource_id], "file"
+        spec = self.store.api_declaration(resource_id)
+        return (ResourceSpec.model_validate(spec), API_SOURCE) if spec is not None else None
+
     def jobs_queued(self) -> None:
         self.pool.wake()
+
+    def plan_notes(self) -> dict[str, Change] | None:
+        """The last pass's changes and notes by id (None before a plan, or on a follower, which plans nothing)."""
+        last = self.passes.last
+        plan = last.plan if last is not None else None
+        if plan is None:
+            return None
+        cached = self._notes
+        if cached is None or cached[0] is not plan:
+            cached = (plan, {change.resource_id: change for change in plan.changes + plan.kept + plan.waiting})
+            self._notes = cached
+        return cached[1]
 
     def unknown_target(self, name: str) -> str | None:
         """Why `name` is not a runtime_target this daemon's provision/ provides (None: it is)."""
@@ -147,7 +188,18 @@ class DaemonPlane:
                 "last_pass_at": iso(self.passes.last_pass_at) if last and self.passes.last_pass_at else None,
                 "desired_commit": self.passes.desired_commit,
                 "desired_loads": error is None,
-                "desired_errors": [str(problem) for problem in error.problems] if error else []}
+                "desired_errors": [str(problem) for problem in error.problems] if error else [],
+                **self._policy_fields()}
+
+    def _policy_fields(self) -> dict[str, Any]:
+        """policy.yaml: where, whether it loads (a broken one keeps the last good in force), what it holds."""
+        governor = self.governor
+        if governor is None:
+            return {}
+        source = governor.source
+        return {"policy": str(source.path) if source.path is not None and source.policy is not None else None,
+                "policy_loads": source.error is None, "policy_errors": source.problems(),
+                "policy_held": governor.held}
 
     def _leader_or_none(self, problems: list[str]) -> dict[str, Any] | None:
         try:

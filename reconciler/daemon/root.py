@@ -17,7 +17,10 @@ import signal
 from ..actor import daemon_actor
 from ..drift import DriftLoop, DriftReport, DriftSettings
 from ..engine import Reconciler
+from ..errors import SpecError
+from ..govern import Governor
 from ..logs import get_logger
+from ..models import PassRequest
 from ..plan import PlanPolicy
 from ..supervise import Outages, Runnable, Supervisor
 from ..systemd import Notifier
@@ -25,12 +28,13 @@ from ..watch import WriteTracker
 from ..workers import Finished, WorkerPool, new_worker_id
 from .apiserver import ApiServer, loopback_only
 from .election import Election, LeaderLease, SingleDaemonLock
-from .options import DaemonOptions, engine_config, keyring
+from .options import DaemonOptions, DaemonRefused, engine_config, keyring
 from .passes import PassLoop
 from .plane import DaemonPlane
 from .pool import Workers
 from .reporter import SystemdReporter
-from .watcher import DesiredWatcher
+from .requests import PassRequestPoller
+from .watcher import DesiredWatcher, PolicyWatcher
 
 
 class Daemon:
@@ -52,10 +56,13 @@ class Daemon:
                                 busy_timeout=options.busy_timeout)
         self.shared = self.store.kind == "postgres"  # PostgreSQL: many daemons, one of them leads
         self.writes = WriteTracker()
+        self.metrics = Metrics()
+        self.governor = self._governor()
         self.reconciler = Reconciler(store=self.store, desired_dir=options.desired, settle=options.settle,
                                      policy=PlanPolicy(allow_mass_delete=options.allow_mass_delete,
                                                        self_heal=options.self_heal),
-                                     writes=self.writes, provision_dir=options.provision)
+                                     writes=self.writes, provision_dir=options.provision, gate=self.governor,
+                                     actor=daemon_actor())
         self.metrics = Metrics()
         self.election = self._election()
         configure = functools.partial(engine_config, options=options, guard_orphans=self.store.kind != "sqlite")
@@ -67,7 +74,10 @@ class Daemon:
                                         busy_timeout=options.busy_timeout, log=self.log)
         self.passes = PassLoop(reconciler=self.reconciler, election=self.election, outages=self.outages,
                                reporter=self.reporter, metrics=self.metrics, wake_workers=self.workers.pool.wake,
-                               desired=options.desired, resync=options.resync, log=self.log)
+                               desired=options.desired, resync=options.resync, log=self.log,
+                               requests=self.store, recorder=self.store, holder=self.worker_id)
+        self.asked = PassRequestPoller(store=self.store, may_plan=self.election.may_plan,
+                                       on_requests=self._asked, outages=self.outages, log=self.log)
         self.drift = DriftLoop(store=self.store, outages=self.outages, log=self.log, metrics=self.metrics,
                                settings=DriftSettings(interval=options.drift_interval,
                                                       concurrency=options.check_concurrency,
@@ -77,12 +87,35 @@ class Daemon:
                                may_run=self.election.may_plan, on_report=self._drifted)
         self.watcher = DesiredWatcher(directory=options.desired, tracker=self.writes, on_change=self.passes.request,
                                       log=self.log)
+        self.policy_watcher = PolicyWatcher(path=self.governor.source.path, tracker=self.writes,
+                                            on_change=self.passes.request, log=self.log) \
+            if self.governor.source.path is not None else None
         self.plane = DaemonPlane(store=self.store, keyring=self.keyring, open_reads=loopback_only(options.api),
                                  reconciler=self.reconciler,
                                  provision=options.provision, pool=self.workers.pool, election=self.election,
                                  passes=self.passes, reporter=self.reporter, outages=self.outages,
-                                 metrics=self.metrics, resync=options.resync)
+                                 metrics=self.metrics, resync=options.resync, governor=self.governor)
         self.api = ApiServer(address=options.api, plane=self.plane, log=self.log) if options.api else None
+
+    def _governor(self) -> Governor:
+        """policy.yaml, loaded now: one that does not load refuses the start (SpecError, file:line, exit 1)."""
+        from ..actor import daemon_actor
+        from ..policy import default_policy_path, load_policy
+        from ..policysource import PolicySource
+
+        named = self.options.policy is not None
+        path = self.options.policy or default_policy_path(desired=self.options.desired)
+        source = PolicySource(path=path, load=lambda file: load_policy(path=file), required=named,
+                              settle=self.options.settle, writes=self.writes)
+        try:
+            source.start()
+        except SpecError as exc:
+            raise DaemonRefused(f"the policy does not load, so the daemon does not start: "
+                                f"{'; '.join(str(problem) for problem in exc.problems)}") from None
+        if source.policy is not None:
+            self.log.info("policy loaded", policy=str(path))
+        return Governor(source=source, store=self.store, metrics=self.metrics, log=self.log,
+                        allow_mass_delete=self.options.allow_mass_delete, actor=daemon_actor())
 
     def _election(self) -> Election:
         if self.shared:
@@ -94,14 +127,17 @@ class Daemon:
 
     def _runnables(self) -> list[Runnable]:
         """In start order; they stop in reverse (the API first, the lock and systemd last)."""
-        parts: list[Runnable | None] = [self.reporter, self.election, self.workers, self.passes, self.drift,
-                                        self.watcher, self.api]
+        parts: list[Runnable | None] = [self.reporter, self.election, self.workers, self.passes, self.asked,
+                                        self.drift, self.watcher, self.policy_watcher, self.api]
         return [part for part in parts if part is not None]
 
     # --- what a part tells another built after it ---
 
     def _finished(self, item: Finished) -> None:
         self.passes.job_finished(item)
+
+    def _asked(self, requests: list[PassRequest]) -> None:
+        self.passes.demand(requests)  # `reconciler reconcile`: answered by the next pass
 
     def _drifted(self, report: DriftReport) -> None:
         self.passes.refresh("drift")  # the pass after a drift pass sees the health it recorded
@@ -134,10 +170,12 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
 
     def reload(self) -> None:
-        """SIGHUP: re-read target settings, the tokens file and every desired file; READY=1 follows the next pass."""
+        """SIGHUP: re-read target settings, the tokens file, every desired file and the policy; READY=1 follows
+        the next pass."""
         self.reporter.reloading()
         self.workers.reload()
         self._reload_tokens()
+        self.governor.source.forget()  # and policy.yaml
         self.passes.refresh("reload")
 
     def _reload_tokens(self) -> None:

@@ -88,7 +88,59 @@ def _v4_actor(db: Any) -> None:
     db["events"].create_index(["at"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor]
+# Resources the daemon holds back because of policy.yaml (one row each, the pass's latest verdict), and
+# the owner of every job, so the hourly change budget counts a window of jobs per owner with an index.
+HOLD_COLUMNS: dict[str, Any] = {"resource_id": str, "owner": str, "rules": str, "message": str, "since": str,
+                                "updated_at": str}
+JOBS_BY_OWNER = "CREATE INDEX idx_jobs_created_at_owner ON jobs (created_at, owner)"
+
+
+def _v5_policy_holds(db: Any) -> None:
+    db["holds"].create(HOLD_COLUMNS, pk="resource_id", not_null=["owner", "rules", "since"])
+    db["jobs"].add_column("owner", str)
+    db.execute("UPDATE jobs SET owner = json_extract(COALESCE(spec_json, old_spec_json), '$.owner')")
+    db.execute(JOBS_BY_OWNER)
+
+
+# Issue 16: operator controls. A resource suspended by `reconciler suspend` (a file's `suspend:` lives in
+# the file); the fleet's flags (`suspend --all`: name "suspended"); a pass asked for by `reconciler reconcile`.
+SUSPENSION_COLUMNS: dict[str, Any] = {"resource_id": str, "reason": str, "actor": str, "since": str, "until": str}
+FLEET_FLAG_COLUMNS: dict[str, Any] = {"name": str, "reason": str, "actor": str, "since": str, "until": str}
+PASS_REQUEST_COLUMNS: dict[str, Any] = {
+    "request_id": str, "resource_ids_json": str, "actor": str, "requested_at": str, "status": str,
+    "picked_at": str, "done_at": str, "job_ids_json": str, "notes_json": str, "error": str,
+}
+
+
+def _v6_operator_controls(db: Any) -> None:
+    db["suspensions"].create(SUSPENSION_COLUMNS, pk="resource_id", not_null=["reason", "actor", "since"])
+    db["fleet_flags"].create(FLEET_FLAG_COLUMNS, pk="name", not_null=["reason", "actor", "since"])
+    db["pass_requests"].create(PASS_REQUEST_COLUMNS, pk="request_id", not_null=["requested_at", "status"])
+    db["pass_requests"].create_index(["status"])
+
+
+def _v7_unmanaged(db: Any) -> None:
+    """Issue 16's forget: 1 while a forgotten row's id is still declared (the plan keeps it unmanaged).
+
+    Also the marker that this database may hold `forgotten` rows, a status older releases cannot read:
+    they refuse the newer schema instead of failing on the row."""
+    db["resources"].add_column("unmanaged", int, not_null_default=0)
+
+
+# The planning daemon's last pass, one row per role ("controller"): what `status` shows as its view.
+DAEMON_PASS_COLUMNS: dict[str, Any] = {
+    "name": str, "holder": str, "host": str, "pid": int, "at": str, "desired_loads": int,
+    "desired_resources": int, "desired_files": int, "desired_error": str, "desired_commit": str,
+}
+
+
+def _v8_daemon_passes(db: Any) -> None:
+    db["daemon_passes"].create(DAEMON_PASS_COLUMNS, pk="name", not_null=["holder", "at"])
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor,
+                                          _v5_policy_holds, _v6_operator_controls, _v7_unmanaged,
+                                          _v8_daemon_passes]
 LATEST = len(MIGRATIONS)
 
 
@@ -153,6 +205,20 @@ PG_MIGRATIONS: list[list[str]] = [
         f"ALTER TABLE jobs ADD COLUMN {ACTOR_COLUMN} TEXT",
         "CREATE INDEX idx_events_at ON events (at)",
     ],
+    [
+        _pg_table("holds", HOLD_COLUMNS, pk="resource_id", not_null=("owner", "rules", "since")),
+        "ALTER TABLE jobs ADD COLUMN owner TEXT",
+        "UPDATE jobs SET owner = COALESCE(spec_json, old_spec_json)::json->>'owner'",
+        JOBS_BY_OWNER,
+    ],
+    [
+        _pg_table("suspensions", SUSPENSION_COLUMNS, pk="resource_id", not_null=("reason", "actor", "since")),
+        _pg_table("fleet_flags", FLEET_FLAG_COLUMNS, pk="name", not_null=("reason", "actor", "since")),
+        _pg_table("pass_requests", PASS_REQUEST_COLUMNS, pk="request_id", not_null=("requested_at", "status")),
+        "CREATE INDEX idx_pass_requests_status ON pass_requests (status)",
+    ],
+    ["ALTER TABLE resources ADD COLUMN unmanaged BIGINT NOT NULL DEFAULT 0"],  # _v7_unmanaged
+    [_pg_table("daemon_passes", DAEMON_PASS_COLUMNS, pk="name", not_null=("holder", "at"))],
 ]
 assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"
 

@@ -69,7 +69,8 @@ def test_the_short_campaign_runs_every_operation_and_fault() -> None:
                 | {step.args["write"] for step in steps if "write" in step.args})
 
     sqlite = kinds("sqlite", SHORT_SQLITE_SEEDS)
-    assert sqlite >= {*schedule.allowed(backend="sqlite"), *schedule.MISBEHAVIOURS, *schedule.WRITE_MODES}
+    assert sqlite >= {*schedule.allowed(backend="sqlite"), *schedule.MISBEHAVIOURS, *schedule.WRITE_MODES,
+                      *schedule.POLICY_KINDS}
     postgres = [step for seed in SHORT_POSTGRES_SEEDS.split(",")
                 for step in schedule.generate(seed=int(seed), steps=SHORT_STEPS, backend="postgres")]
     # one outage longer than the /health tolerance, so that invariant is checked too
@@ -112,6 +113,18 @@ def test_a_teardown_is_warranted_only_by_a_state_that_dropped_the_resource() -> 
     assert [v.detail.split()[0] for v in found] == ["a"]  # b was removed; a's replace is allowed
 
 
+def test_a_forgotten_resource_is_never_torn_down_after_its_forget() -> None:
+    records = Records(runs=[_run("a", "delete", "j1", pid=1, started=99.0),
+                            _run("a", "delete", "j2", pid=2, started=101.0),
+                            _run("b", "delete", "j3", pid=3, started=101.0)], overlaps=[])
+    found = invariants.forgotten_teardowns(records, {"a": 100.0})
+    assert [(v.kind, v.detail.split()[0]) for v in found] == [("forgotten resource torn down", "a")]
+    snap = _snap(at=200.0, resources={"a": {"status": "forgotten"}, "b": {"status": "active"}})
+    gaps = invariants.convergence_gaps(Records(runs=[], overlaps=[]), snap, desired={}, ever={"a", "b"},
+                                       open_scripts=0, forgotten=frozenset({"a", "b"}))
+    assert gaps == ["b: active, want forgotten"]
+
+
 def test_deleted_rows_need_a_teardown_that_exited_0_and_completed_runs_need_their_record() -> None:
     records = Records(runs=[_run("a", "delete", "j1", pid=1, started=1.0, ended=2.0, code=3),
                             _run("b", "create", "j2", pid=2, started=1.0, ended=2.0),
@@ -122,6 +135,46 @@ def test_deleted_rows_need_a_teardown_that_exited_0_and_completed_runs_need_thei
         "deleted before its teardown succeeded"]
     lost = invariants.lost_runs(records, snap, killed=[77])  # c's worker was killed with kill -9: excused
     assert [v.detail.split()[0] for v in lost] == ["b"]
+
+
+def test_policy_steps_join_a_schedule_without_moving_its_other_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: the policy operations come from a draw of their own, so a seed keeps its other steps."""
+    steps = schedule.generate(seed=28, steps=21, backend="sqlite")
+    policy = [step for step in steps if step.kind in schedule.POLICY_KINDS]
+    assert len(policy) == 3 and {step.kind for step in policy} == set(schedule.POLICY_KINDS)
+    monkeypatch.setattr(schedule, "POLICY_FROM", 10**6)
+    assert [step for step in steps if step.kind not in schedule.POLICY_KINDS] == schedule.generate(
+        seed=28, steps=21, backend="sqlite")
+    monkeypatch.undo()
+    assert not any(step.kind in schedule.POLICY_KINDS for step in schedule.generate(seed=3, steps=12,
+                                                                                      backend="sqlite"))
+
+
+def _job(rid: str, action: str, owner: str, at: float) -> dict:
+    stamp = f"1970-01-01T00:{int(at) // 60:02d}:{int(at) % 60:02d}.000000Z"
+    return {"job_id": f"j-{rid}-{at}", "resource_id": rid, "action": action, "owner": owner, "created_at": stamp}
+
+
+def test_no_create_may_take_an_owner_over_the_quota_without_an_override() -> None:
+    policies = [invariants.PolicyVersion(at=0.0, per_owner=None, what="none"),
+                invariants.PolicyVersion(at=100.0, per_owner=2, what="at most 2")]
+    versions = [invariants.Version(at=0.0, declared=frozenset({"a", "b", "c", "d", "e"}), what="all")]
+    jobs = [_job("a", "create", "acme", 10), _job("b", "create", "acme", 10), _job("c", "create", "acme", 10),
+            _job("c", "create", "acme", 120),  # a retry of one already in the bucket: not entering
+            _job("d", "create", "acme", 130),  # over: three already there
+            _job("a", "delete", "acme", 140), _job("b", "delete", "acme", 140), _job("d", "delete", "acme", 140),
+            _job("e", "create", "acme", 150)]  # two left (c, e): at the limit
+    snap = _snap(at=200.0, jobs={job["job_id"]: job for job in jobs})
+    found = invariants.quota_exceeded(snap, policies, versions)
+    assert [v.detail.split()[0] for v in found] == ["d"]
+    excused = Snapshot(at=200.0, resources={}, jobs=snap.jobs, event_jobs={}, overridden=frozenset({"j-d-130"}))
+    assert invariants.quota_exceeded(excused, policies, versions) == []
+    # a policy loosened just before (within the read slack) may still have been the one read
+    loose = [*policies, invariants.PolicyVersion(at=128.0, per_owner=None, what="none again")]
+    assert invariants.quota_exceeded(snap, loose, versions) == []
+    # a resource some visible desired state no longer declared may have been counted out already
+    dropped = [*versions, invariants.Version(at=129.0, declared=frozenset({"a", "d", "e"}), what="b, c gone")]
+    assert invariants.quota_exceeded(snap, policies, dropped) == []
 
 
 def test_the_scripts_record_runs_and_detect_overlaps(tmp_path: Path) -> None:
@@ -182,7 +235,13 @@ SELF_TEST = {
     "claim-forgets-old-run": ("12570", "12", "sqlite", "overlap"),
     # desired files written in slices (truncate, then pieces) while the daemon watches
     "unsettled-read": ("1", "12", "sqlite", "unwarranted teardown"),
+    # the daemon plans without its policy: a per-owner quota saved, then acme resources added and renamed
+    "policy-ignored": ("28", "20", "sqlite", "quota exceeded"),
+    # issue 16: suspensions read by no plan and no claim; the schedule's own suspend steps meet edits
+    "suspension-ignored": ("1", "30", "sqlite", "touched while suspended"),
 }
+# the defects found before the operator controls existed: their seeds' schedules as they were then
+WITHOUT_CONTROLS = {"claim-forgets-old-run", "unsettled-read", "policy-ignored"}
 
 
 @pytest.mark.slow
@@ -190,10 +249,31 @@ SELF_TEST = {
 @pytest.mark.parametrize("defect", sorted(SELF_TEST))
 def test_the_campaign_finds_a_reintroduced_defect(tmp_path: Path, defect: str) -> None:
     seed, steps, backend, kind = SELF_TEST[defect]
+    controls = ("--no-controls",) if defect in WITHOUT_CONTROLS else ()
     done, results = run_chaos(tmp_path, "--seed", seed, "--steps", steps, "--backend", backend, "--defect", defect,
-                              "--shrink", "--shrink-kind", kind, "--shrink-budget", "900", timeout=3500)
+                              *controls, "--shrink", "--shrink-kind", kind, "--shrink-budget", "900", timeout=3500)
     assert done.returncode == 1
     (item,) = results["results"]
     assert item["seed"] == int(seed) and any(v.startswith(kind) for v in item["violations"])
     assert f"seed {seed} FAILED" in done.stdout and "shrunk schedule of seed" in done.stdout
     assert 0 < len(item["shrunk"]) < int(steps)
+
+
+def test_a_suspended_resource_is_never_touched_except_by_a_job_claimed_before() -> None:
+    """Issue 16: runs of a job queued or claimed inside a suspension's window are violations."""
+    held = [invariants.Held(key=0, resource_id="a", start=100.0, end=200.0),
+            invariants.Held(key=1, resource_id=None, start=300.0, end=None)]
+    records = Records(runs=[_run("a", "update", "j1", pid=1, started=150.0),  # queued while suspended
+                            _run("a", "update", "j2", pid=2, started=101.0),  # claimed just before: finishes
+                            _run("a", "update", "j3", pid=3, started=160.0),  # queued before, claimed inside
+                            _run("b", "update", "j4", pid=4, started=150.0),  # not suspended
+                            _run("b", "create", "j5", pid=5, started=350.0)],  # the fleet was
+                      overlaps=[])
+    iso = "1970-01-01T00:{:02d}:{:02d}.000000Z".format
+    jobs = {"j1": {"created_at": iso(2, 20), "started_at": iso(2, 29)},
+            "j2": {"created_at": iso(1, 30), "started_at": iso(1, 39)},
+            "j3": {"created_at": iso(1, 30), "started_at": iso(2, 39)},
+            "j4": {"created_at": iso(2, 20), "started_at": iso(2, 29)},
+            "j5": {"created_at": iso(5, 40), "started_at": iso(5, 49)}}
+    found = invariants.touched_while_suspended(records, _snap(at=400.0, jobs=jobs), held)
+    assert [v.detail.split(" (job ")[1].split(",")[0] for v in found] == ["j1", "j3", "j5"]

@@ -229,8 +229,15 @@ def test_help_for_every_command(tmp_path: Path, command: str) -> None:
     assert cli.main.commands[command].help.splitlines()[0][:30] in done.stdout
     # every command shows an example of itself, and the settings it also takes after its name
     assert f"Example:\n    reconciler {command}" in done.stdout
-    if command not in ("schema", "version", "token"):  # token: makes a token, reads no settings
+    # policy: a group, its subcommands take the settings; token: makes a token, reads no settings
+    if command not in ("schema", "version", "policy", "token"):
         assert "--desired" in done.stdout and "--db" in done.stdout
+
+
+def test_help_for_policy_check(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "policy", "check", "--help", bare=True)
+    assert done.returncode == 0 and "Example:\n    reconciler policy check" in done.stdout
+    assert "--policy" in done.stdout and "--desired" in done.stdout
 
 
 # --- settings before or after the subcommand, version, check's spellings (issue 14) ---------------

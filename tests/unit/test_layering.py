@@ -32,46 +32,65 @@ ALLOWED: dict[str, set[str]] = {
     # which file owns which id, also while files fail to load (issue 11: the API's ownership check)
     "owners": {"spec"},
     "yamlcompat": set(),
-    "plan": {"models"},
-    "render": {"plan", "models", "terminal"},
+    "plan": {"models", "suspensions"},
+    "render": {"plan", "models", "terminal", "policy"},
     "retry": set(),
-    "status": {"ports", "models", "errors"},
+    # why a row is out of sync, in one line (issue 16): the MESSAGE of `status`, the API's Ready condition
+    "outofsync": {"models", "plan"},
+    "status": {"ports", "models", "errors", "outofsync"},
     # how commands show their data (text or JSON), picked once per command; never sees a store
-    "views": {"models", "plan", "render", "status", "terminal"},
-    "store": {"models", "errors", "store", "ports", "defects"},  # ports: only to prove (for mypy) the store fits them
+    "views": {"models", "plan", "render", "status", "terminal", "policy", "outofsync"},
+    "store": {"models", "errors", "store", "ports", "defects", "suspensions"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
-    "ports": {"models", "health"},
+    "ports": {"models", "health", "suspensions"},
     "runner": {"models", "errors", "terminal"},
     "health": set(),
     "logs": set(),
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
-    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "actor"},
+    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy", "actor",
+               "suspensions"},
+    # governance (issue 15): policy.yaml read (model, load) and evaluated (pure) against desired + plan
+    "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle"},
     # who caused a change (issue 15's audit): the actor strings, the git actor of desired/, attribution
     "actor": {"liveness", "plan"},
     # `reconciler audit`: the fleet's events, and retention (archive first, then prune)
     "audit": {"errors", "models", "ports", "store"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
-    "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness"},
+    "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness", "health"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
     "liveness": {"runner"},
     # one failure policy for every long-lived loop (store outages retried, anything else is a crash)
     "supervise": {"errors", "retry"},
     "systemd": set(),
     "metrics": set(),
+    # issue 15: the daemon's policy.yaml — the last good load and why the latest failed (settle as desired/)
+    "policysource": {"errors", "settle"},
+    # issue 15: the policy at work in the daemon (holds, budgets' window, metrics) and at the API's door
+    "govern": {"defects", "engine", "models", "policy", "policysource", "ports", "spec"},
     "portable": {"ports", "errors", "models", "store"},
     # the daemon package (issue 14: a composition root and its runnables) hosts the API server and its
     # metrics, so it is the one layer above api; its modules import one another
     "daemon": {"ports", "daemon", "engine", "workers", "store", "models", "errors", "logs", "plan", "retry", "runner",
                "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift",
-               "tokens", "actor"},
+               "tokens", "govern", "policy", "policysource", "actor"},
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
-    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "actor"},
+    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "targets",
+              "actor", "policy", "policyrun"},
+    # issue 16: reading and checking an adoption file (pure but for the runner's URL rule)
+    "adoption": {"models", "runner", "terminal"},
+    # issue 16: the forget and adopt commands (checked first, then one transaction, actor and reason)
+    "lifecycle": {"adoption", "engine", "errors", "models", "options", "ports", "spec", "store", "terminal",
+                  "drift"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
-    "options": {"plan", "retry"},
-    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor"},
+    "options": {"plan", "retry", "policy"},
+    # the policy as the one-shot commands use it (validate, plan, apply, destroy, `policy check`)
+    "policyrun": {"actor", "engine", "models", "options", "plan", "policy", "ports", "spec", "targets"},
+    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor", "outofsync", "plan"},
+    # what `status` knows of the fleet (issue 16): the rows, a read-only plan, each row's verdict
+    "survey": {"engine", "errors", "models", "outofsync", "plan", "ports", "spec", "status"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: only the principal it finds
     "httpguard": {"scopes"},
     # who calls the API and what they may do (issue 15): scopes, the principal, the permission rule; pure
@@ -80,6 +99,10 @@ ALLOWED: dict[str, set[str]] = {
     "tokens": {"errors", "scopes", "settle"},
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
     "coordination": {"ports", "daemon", "models", "errors", "liveness"},
+    # suspensions (issue 16): who left which resource (or the fleet) alone, until when; pure
+    "suspensions": {"models"},
+    # the operator's controls as commands: suspend, resume, reconcile (issue 16)
+    "operations": {"ports", "models", "errors", "suspensions"},
     "cli": None,  # type: ignore[dict-item]  # anything
 }
 
