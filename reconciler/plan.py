@@ -51,6 +51,7 @@ class Reason(StrEnum):
     REPLACE_BLOCKED = "replace_blocked"  # a replacement blocked by `protected: true`
     POLICY = "policy"  # held: the change breaks a rule of policy.yaml (policy/evaluate.py)
     BUDGET = "budget"  # deferred: a change limit of policy.yaml is used up for now; a later pass starts it
+    ROLLOUT = "rollout"  # a rollout owns this change: it waits for its wave (rollout/plan.py's gate)
 
 
 class Hold(StrEnum):
@@ -62,15 +63,16 @@ class Hold(StrEnum):
     PROTECTED = "protected"  # kept, by design: the only hold listed under `kept`
     POLICY = "policy"  # held back by a rule of policy.yaml until the desired state or the policy changes
     BUDGET = "budget"  # a change limit's budget is used up: started by a later pass
+    ROLLOUT = "rollout"  # a rollout's wave will start it (or it halted, or reverted it)
 
 
 HOLDS = {Reason.IN_FLIGHT: Hold.IN_PROGRESS, Reason.BACKOFF: Hold.RETRY, Reason.UNHEALTHY: Hold.UNHEALTHY,
          Reason.PROTECTED: Hold.PROTECTED, Reason.REPLACE_BLOCKED: Hold.PROTECTED, Reason.POLICY: Hold.POLICY,
-         Reason.BUDGET: Hold.BUDGET}
+         Reason.BUDGET: Hold.BUDGET, Reason.ROLLOUT: Hold.ROLLOUT}
 # Reasons shown as "retry" (JSON `"action": "retry"`, `~ … will be retried`): running a spec again.
 RETRIES = frozenset({Reason.RETRY, Reason.NOT_SETTLED, Reason.SELF_HEAL})
 # Holds under which the plan still has work to do, only later (`plan --detailed-exitcode` exits 2).
-PENDING = frozenset({Hold.IN_PROGRESS, Hold.RETRY, Hold.BUDGET})
+PENDING = frozenset({Hold.IN_PROGRESS, Hold.RETRY, Hold.BUDGET, Hold.ROLLOUT})
 API_SOURCE = "api"
 
 

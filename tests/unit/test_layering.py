@@ -48,7 +48,9 @@ ALLOWED: dict[str, set[str]] = {
     "terminal": set(),
     "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy", "actor"},
     # governance (issue 15): policy.yaml read (model, load) and evaluated (pure) against desired + plan
-    "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle"},
+    "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle", "rollout"},
+    # rollouts (issue 17), the pure part: the policy, wave assignment, the plan's holds, the state machine
+    "rollout": {"rollout", "models", "plan"},
     # who caused a change (issue 15's audit): the actor strings, the git actor of desired/, attribution
     "actor": {"liveness", "plan"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
