@@ -31,12 +31,14 @@ from ..models import (
     ResourceStatus,
     canonical_json,
 )
+from .rollouts import RolloutRows
 
 if TYPE_CHECKING:
     from ..ports import ApiStore, AuditStore, HealthStore, LockStore, PassStore, Portable, Queue, StatusReader
 
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
-                   "api_desired": "resource_id"}
+                   "api_desired": "resource_id", "rollouts": "created_at, rollout_id",
+                   "rollout_members": "rollout_id, resource_id"}
 _JOB_FIELDS = Job.__slots__
 # the row's columns are the dataclass's fields, in order: one decoder reads every SELECT of them
 _RESOURCE_COLUMNS = ", ".join(ObservedResource.__slots__)
@@ -87,7 +89,7 @@ class Connection(Protocol):
     def executemany(self, sql: str, rows: Any, /) -> Any: ...
 
 
-class SQLStore:
+class SQLStore(RolloutRows):
     """The store interface. Subclasses provide `_read`, `_write`, `_scope` and the locking spellings."""
 
     # appended to SELECTs that pick rows to change: PostgreSQL locks them, SQLite's writer lock already has
