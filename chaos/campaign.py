@@ -18,7 +18,7 @@ from typing import Any
 
 from . import invariants, ops
 from . import model as desired_model
-from .invariants import Version, Violation
+from .invariants import PolicyVersion, Version, Violation
 from .observe import Records, Snapshot, read_runs, snapshot
 from .schedule import Step, dumps
 from .world import World, script_pids
@@ -74,6 +74,7 @@ class Campaign:
         self.world.pg = pg
         self.model = desired_model.initial()
         self.versions: list[Version] = []
+        self.policies: list[PolicyVersion] = []
         self.found: dict[str, Violation] = {}
         self.skipped: dict[str, str] = {}
         self.repairs: list[tuple[int, str, Callable[[], Any]]] = []
@@ -87,6 +88,10 @@ class Campaign:
     def version(self, new: desired_model.Model, *, what: str) -> None:
         self.model = new
         self.versions.append(Version(at=time.time(), declared=new.declared(), what=what))
+
+    def policy_version(self, per_owner: int | None, *, what: str) -> None:
+        self.policies.append(PolicyVersion(at=time.time(), per_owner=per_owner, what=what))
+        self.note(what)
 
     def note(self, text: str) -> None:
         self._log.write(f"{time.time():.3f}   {text}\n")
@@ -150,6 +155,7 @@ class Campaign:
         else:
             world.db_url = str((world.disk or world.root) / "state.db")
         ops.write_model(self, self.model, mode="atomic", what="initial fleet")
+        ops.write_policy(self, None, what="initial policy: no limits")
         for slot in world.slots:
             world.start_daemon(slot)
         world.wait_api()
@@ -163,7 +169,8 @@ class Campaign:
         if snap is None:
             return
         checks = [invariants.unwarranted_teardowns(records, snap, self.versions),
-                  invariants.deleted_without_teardown(records, snap)]
+                  invariants.deleted_without_teardown(records, snap),
+                  invariants.quota_exceeded(snap, self.policies, self.versions)]
         # a run cannot be recorded while the store is away: judge only once it has been back a while
         if final or (not self.store_faults and time.time() - self.store_back_at > invariants.RECORD_SLACK):
             killed = [pid for _, pid, what in self.world.killed if "SIGKILL" in what]
@@ -204,6 +211,7 @@ class Campaign:
     def _converge(self) -> tuple[bool, list[str]]:
         """Stop the faults, bring every daemon back, and wait for observed = desired."""
         self._repair(due=10**9)
+        ops.write_policy(self, None, what="policy: no limits, for convergence")  # whatever was held may go
         for leftover in self.world.control.glob("next-*"):
             leftover.unlink(missing_ok=True)
         if self.world.pg is not None:

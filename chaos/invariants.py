@@ -6,6 +6,9 @@
 - a row is `deleted` only after a teardown of it exited 0;
 - nothing lost: a script run that exited 0 has its job's outcome in the history, unless the process
   that ran it was killed (kill -9) or the job was taken over and run again;
+- no limit exceeded without a recorded override: a job that brings a resource into an owner's quota
+  bucket (a create, or a change of owner) never makes the owner's resources exceed the loosest
+  per-owner quota of the policies in force around it, unless its `queued` event records an override;
 - convergence (checked once the faults stop, see `convergence_gaps`).
 """
 
@@ -30,6 +33,15 @@ class Violation:
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    """A policy.yaml the harness made visible at `at`: its per-owner quota (None: no limit)."""
+
+    at: float
+    per_owner: int | None
+    what: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,3 +152,41 @@ def _last_completed(runs: list[Run]) -> dict[str, Run]:
     for run in sorted((r for r in runs if r.completed and r.ended is not None), key=lambda r: r.ended or 0.0):
         last[run.resource_id] = run
     return last
+
+
+def loosest(policies: list[PolicyVersion], *, start: float, end: float) -> int | None:
+    """The loosest per-owner quota any policy in force during [start, end] set (None: none, or no limit)."""
+    before = [p for p in policies if p.at <= start]
+    seen = ([before[-1]] if before else []) + [p for p in policies if start < p.at <= end]
+    if not seen or any(p.per_owner is None for p in seen):
+        return None
+    return max(p.per_owner for p in seen if p.per_owner is not None)
+
+
+def quota_exceeded(snap: Snapshot, policies: list[PolicyVersion], versions: list[Version]) -> list[Violation]:
+    """Jobs in creation order; a resource occupies its owner's bucket from the job that brings it in (a
+    create, or a change of owner) until its delete is queued. Counted at each entering job: the owner's
+    resources that occupy the bucket and that every desired state visible then declared (a daemon may
+    have planned from any of them), plus the one entering."""
+    found = []
+    occupying: dict[str, str] = {}
+    for job in sorted(snap.jobs.values(), key=lambda j: (j["created_at"] or "", j["job_id"])):
+        rid, owner, at = job["resource_id"], job.get("owner"), iso_seconds(job["created_at"])
+        if job["action"] == "delete":
+            occupying.pop(rid, None)
+            continue
+        if owner is None or at is None:
+            continue
+        entering = occupying.get(rid) != owner
+        occupying[rid] = owner
+        limit = loosest(policies, start=at - READ_SLACK, end=at)
+        if not entering or limit is None or job["job_id"] in snap.overridden:
+            continue
+        states = visible(versions, start=at - READ_SLACK, end=at)
+        others = sorted(other for other, whose in occupying.items() if whose == owner and other != rid
+                        and all(other in state.declared for state in states))
+        if len(others) + 1 > limit:
+            found.append(Violation("quota exceeded without an override", (
+                f"{rid} ({job['action']}, job {job['job_id']}) brought owner {owner!r} to {len(others) + 1} "
+                f"resources; the loosest per-owner quota in force was {limit} (others: {', '.join(others[:8])})")))
+    return found

@@ -78,6 +78,7 @@ class Snapshot:
     resources: dict[str, dict[str, Any]]
     jobs: dict[str, dict[str, Any]]
     event_jobs: dict[str, set[str]]  # job_id → kinds of its events
+    overridden: frozenset[str] = frozenset()  # jobs whose `queued` event records a policy override
 
 
 def snapshot(*, db_url: str, at: float) -> Snapshot | None:
@@ -92,16 +93,20 @@ def snapshot(*, db_url: str, at: float) -> Snapshot | None:
 def _from(tables: tuple[list[dict[str, Any]], ...], *, at: float) -> Snapshot:
     resources, jobs, events = tables
     event_jobs: dict[str, set[str]] = {}
+    overridden = set()
     for event in events:
         if event["job_id"]:
             event_jobs.setdefault(event["job_id"], set()).add(event["kind"])
+            if event["kind"] == "queued" and '"override"' in (event["details_json"] or ""):
+                overridden.add(event["job_id"])
     return Snapshot(at=at, resources={row["resource_id"]: row for row in resources},
-                    jobs={row["job_id"]: row for row in jobs}, event_jobs=event_jobs)
+                    jobs={row["job_id"]: row for row in jobs}, event_jobs=event_jobs,
+                    overridden=frozenset(overridden))
 
 
 QUERIES = ("SELECT resource_id, status, url, deploy_ref, region FROM resources",
-           "SELECT job_id, resource_id, action, status, created_at, claims FROM jobs",
-           "SELECT job_id, kind FROM events WHERE job_id IS NOT NULL")
+           "SELECT job_id, resource_id, action, status, created_at, claims, owner FROM jobs",
+           "SELECT job_id, kind, details_json FROM events WHERE job_id IS NOT NULL")
 
 
 def _sqlite_rows(path: Path) -> tuple[list[dict[str, Any]], ...]:

@@ -381,6 +381,41 @@ def disk_readonly(c: Campaign, args: dict[str, Any]) -> None:
             lambda: subprocess.run(["mount", "-o", "remount,rw", disk], capture_output=True, check=True))
 
 
+# --- the policy ---------------------------------------------------------------------------------
+
+
+def write_policy(c: Campaign, per_owner: int | None, *, what: str) -> None:
+    """policy.yaml beside desired/ (where the daemon and apply find it), saved atomically; None: no limits."""
+    c.policy_version(per_owner, what=what)  # visible from now on (before the daemon can have read it)
+    _save_policy(c, policy_text(per_owner))
+
+
+def policy_text(per_owner: int | None) -> str:
+    return f"quotas:\n  per_owner: {{default: {per_owner}}}\n" if per_owner is not None else "# no limits\n"
+
+
+def _save_policy(c: Campaign, text: str) -> None:
+    tmp = c.world.root / ".policy.yaml.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, c.world.policy)
+
+
+def policy_tighten(c: Campaign, args: dict[str, Any]) -> None:
+    """A per-owner quota, often below what an owner already runs: new resources of that owner are held."""
+    write_policy(c, args["limit"], what=f"policy: at most {args['limit']} per owner")
+
+
+def policy_loosen(c: Campaign, args: dict[str, Any]) -> None:
+    write_policy(c, None, what="policy: no limits")
+
+
+def policy_break(c: Campaign, args: dict[str, Any]) -> None:
+    """A save that does not load: the last good policy stays in force until it is fixed."""
+    _save_policy(c, "quotas:\n  per_owner: [unclosed\n")
+    c.later(args["steps"], "policy fixed",
+            lambda: _save_policy(c, policy_text(c.policies[-1].per_owner if c.policies else None)))
+
+
 def _edit_kind(kind: str, c: Campaign, args: dict[str, Any]) -> None:
     edit(c, kind, args)
 
@@ -397,4 +432,5 @@ OPERATIONS: dict[str, Callable[[Campaign, dict[str, Any]], None]] = {
     "term_daemon": term_daemon, "kill_script": kill_script, "script_misbehaves": script_misbehaves,
     "hold_write_lock": hold_write_lock, "restart_postgres": restart_postgres, "yaml_error": yaml_error,
     "provision_away": provision_away, "disk_full": disk_full, "disk_readonly": disk_readonly, "pause": pause,
+    "policy_tighten": policy_tighten, "policy_loosen": policy_loosen, "policy_break": policy_break,
 }

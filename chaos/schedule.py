@@ -23,6 +23,10 @@ WEIGHTS: dict[str, int] = {
     "hold_write_lock": 2, "restart_postgres": 2, "yaml_error": 2, "provision_away": 2, "disk_full": 1,
     "disk_readonly": 1,
 }
+# issue 15: policy operations, drawn from a stream of their own and inserted into the schedule, so the
+# schedules of earlier seeds keep their other steps (and the regressions recorded with them stay valid)
+POLICY_KINDS = ("policy_tighten", "policy_break", "policy_loosen")
+POLICY_FROM = 20
 SQLITE_ONLY = {"hold_write_lock"}
 POSTGRES_ONLY = {"restart_postgres"}
 WRITE_MODES = ("atomic", "atomic", "slices", "pull")
@@ -53,7 +57,22 @@ def generate(*, seed: int, steps: int, backend: str) -> list[Step]:
     rand = random.Random(f"chaos:{seed}:{backend}")
     kinds = allowed(backend=backend)
     weights = [WEIGHTS[kind] for kind in kinds]
-    return [_step(rand, kind=rand.choices(kinds, weights)[0], index=index) for index in range(steps)]
+    base = [_step(rand, kind=rand.choices(kinds, weights)[0], index=index) for index in range(steps)]
+    return _with_policy_steps(base, rand=random.Random(f"chaos-policy:{seed}:{backend}"))
+
+
+def _with_policy_steps(base: list[Step], *, rand: random.Random) -> list[Step]:
+    """About one policy step in seven more, kinds in turn from a drawn start, at positions of their own draw.
+
+    Schedules shorter than POLICY_FROM stay as they were (the self-test's seeds find their defects in them).
+    """
+    if len(base) < POLICY_FROM:
+        return base
+    steps, first = list(base), rand.randrange(len(POLICY_KINDS))
+    for number in range(len(base) // 7):
+        kind = POLICY_KINDS[(first + number) % len(POLICY_KINDS)]
+        steps.insert(rand.randrange(len(steps) + 1), _step(rand, kind=kind, index=1000 + number))
+    return steps
 
 
 def _step(rand: random.Random, *, kind: str, index: int) -> Step:
@@ -83,6 +102,8 @@ _ARGS = {
     "provision_away": lambda r, i: {"steps": r.randint(1, 3)},
     "disk_full": lambda r, i: {"steps": r.randint(1, 3)},
     "disk_readonly": lambda r, i: {"steps": r.randint(1, 3)},
+    "policy_tighten": lambda r, i: {"limit": r.randint(2, 5)},
+    "policy_break": lambda r, i: {"steps": r.randint(1, 3)},
 }
 
 

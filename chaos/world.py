@@ -118,6 +118,11 @@ class World:
         return self.root / "provision"
 
     @property
+    def policy(self) -> Path:
+        """policy.yaml in the directory that holds desired/: where the daemon and apply look by default."""
+        return self.root / "policy.yaml"
+
+    @property
     def control(self) -> Path:
         return self.root / "control"
 

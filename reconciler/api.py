@@ -14,6 +14,7 @@ API listens beyond loopback); the token and the body's size are checked in front
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
@@ -21,10 +22,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from .actor import api_actor
-from .engine import converge_one
+from .engine import PlanView, Refusal, converge_one
 from .errors import StoreError
 from .httpguard import FrontDoor
-from .models import RESOURCE_ID_PATTERN, Action, Job, JobStatus, ObservedResource, ResourceSpec
+from .models import RESOURCE_ID_PATTERN, Action, Hold, Job, JobStatus, ObservedResource, ResourceSpec
 from .ports import ApiStore
 from .status import event_json, row_json
 
@@ -45,6 +46,8 @@ class Plane(Protocol):
     def health_report(self) -> tuple[dict[str, Any], bool]: ...
     def jobs_queued(self) -> None: ...
     def metrics_text(self) -> tuple[bytes, str]: ...
+    def admit(self, view: PlanView) -> Refusal | None: ...  # policy.yaml's verdict on one resource's plan
+    def serial(self) -> AbstractContextManager[Any]: ...  # held from the policy check to the write
 
 
 class Accepted(BaseModel):
@@ -108,6 +111,8 @@ class EventView(BaseModel):
 
 # Seconds a client is asked to wait while desired/ has not loaded yet (a pass follows every file save).
 RETRY_AFTER = 5
+# Seconds a client is asked to wait when an owner's hourly change budget is used up (the window slides).
+BUDGET_RETRY = 60
 
 
 def create_app(*, plane: Plane) -> FastAPI:
@@ -126,9 +131,11 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong bearer token"},
+    403: {"description": "Refused by policy.yaml: the rule codes and their place in it"},
     404: {"description": "Unknown resource"},
     409: {"description": "Declared by a file, or protected"},
     413: {"description": "Request body over 1 MiB"},
+    429: {"description": "The owner's hourly change budget (policy.yaml) is used up; retry after Retry-After"},
     503: {"description": "desired/ has not loaded yet; retry after Retry-After seconds"},
 }
 
@@ -142,7 +149,12 @@ def _routes(app: FastAPI, plane: Plane) -> None:
 
 
 def _accepted(plane: Plane, resource_id: str, result: Any) -> Accepted:
-    """202 with the job that carries the change; 409 when a rule held it back (nothing was written)."""
+    """202 with the job that carries the change; 409 when a rule held it back, 403 when policy.yaml
+    forbids it (nothing was written either way)."""
+    if result.refused is not None and result.refused.budget:
+        raise HTTPException(429, _refused(resource_id, result.refused), headers={"Retry-After": str(BUDGET_RETRY)})
+    if result.refused is not None:
+        raise HTTPException(403, _refused(resource_id, result.refused))
     if result.held:
         raise HTTPException(409, f"{resource_id}: {result.held}")
     plane.jobs_queued()
@@ -159,8 +171,10 @@ def _declare_routes(app: FastAPI, plane: Plane) -> None:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
         _known_target(plane, spec.runtime_target)
         _may_change(plane, spec.resource_id)
-        return _accepted(plane, spec.resource_id, converge_one(store=store, resource_id=spec.resource_id, spec=spec,
-                                                               actor=caller(request, plane)))
+        with plane.serial():
+            done = converge_one(store=store, resource_id=spec.resource_id, spec=spec, admit=plane.admit,
+                                actor=caller(request, plane))
+        return _accepted(plane, spec.resource_id, done)
 
     @app.get("/provisions/jobs/{job_id}", response_model=JobView, responses={404: {"description": "Unknown job"}})
     async def job_status(job_id: str = Path(max_length=64)) -> JobView:
@@ -180,14 +194,16 @@ def _read_routes(app: FastAPI, plane: Plane) -> None:
                              health: str | None = Query(None, pattern="^[a-z]+$")) -> list[ResourceView]:
         """Every resource row, optionally filtered by owner, status and health."""
         rows = store.list_resources(owner=owner, status=status, health=health)
-        in_flight = store.in_flight()
-        return [_resource_view(row, in_flight=row.resource_id in in_flight) for row in rows]
+        in_flight, holds = store.in_flight(), store.holds()
+        return [_resource_view(row, in_flight=row.resource_id in in_flight, hold=holds.get(row.resource_id))
+                for row in rows]
 
     @app.get("/provisions/{resource_id}", response_model=ResourceView, responses=ERRORS)
     async def get_resource(resource_id: str = ResourceId) -> ResourceView:
         """One resource: the seed's fields, health, conditions and who declares it."""
-        row = _row(store, resource_id)
-        return _resource_view(row, in_flight=resource_id in store.in_flight())
+        holds = store.holds()
+        row = _row(store, resource_id, hold=holds.get(resource_id))
+        return _resource_view(row, in_flight=resource_id in store.in_flight(), hold=holds.get(resource_id))
 
 
 def _remove_routes(app: FastAPI, plane: Plane) -> None:
@@ -200,8 +216,10 @@ def _remove_routes(app: FastAPI, plane: Plane) -> None:
         row = store.get_resource(resource_id)
         if store.api_declaration(resource_id) is None and (row is None or not row.live):
             raise HTTPException(404, f"no resource {resource_id!r}")
-        return _accepted(plane, resource_id, converge_one(store=store, resource_id=resource_id, spec=None,
-                                                          actor=caller(request, plane)))
+        with plane.serial():
+            done = converge_one(store=store, resource_id=resource_id, spec=None, admit=plane.admit,
+                                actor=caller(request, plane))
+        return _accepted(plane, resource_id, done)
 
     @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=ERRORS)
     async def events(resource_id: str = ResourceId, limit: int | None = Query(None, ge=1, le=10_000)
@@ -254,11 +272,20 @@ def _may_change(plane: Plane, resource_id: str) -> None:
         raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")
 
 
-def _row(store: ApiStore, resource_id: str) -> ObservedResource:
+def _row(store: ApiStore, resource_id: str, hold: Hold | None = None) -> ObservedResource:
     row = store.get_resource(resource_id)
     if row is None:
-        raise HTTPException(404, f"no resource {resource_id!r}")
+        held = f" yet: it is held back by policy ({', '.join(hold.rules)}): {hold.message}" if hold else ""
+        raise HTTPException(404, f"no resource {resource_id!r}{held}")
     return row
+
+
+def _refused(resource_id: str, refusal: Refusal) -> dict[str, Any]:
+    """The 403's (429's) body: what the policy says, its rule codes and their place in policy.yaml."""
+    where = f" (policy: {', '.join(refusal.places)})" if refusal.places else ""
+    what = "waits for the change budget" if refusal.budget else "refused by policy"
+    return {"message": f"{resource_id}: {what}: {refusal.message}{where}; nothing was changed",
+            "rules": list(refusal.rules), "places": list(refusal.places)}
 
 
 def _job_view(job: Job, row: ObservedResource | None) -> JobView:
@@ -269,12 +296,12 @@ def _job_view(job: Job, row: ObservedResource | None) -> JobView:
                    url=row.url if done and row is not None else None)
 
 
-def _resource_view(row: ObservedResource, *, in_flight: bool) -> ResourceView:
-    return ResourceView(**row_json(row), conditions=conditions(row, in_flight=in_flight))
+def _resource_view(row: ObservedResource, *, in_flight: bool, hold: Hold | None = None) -> ResourceView:
+    return ResourceView(**row_json(row), conditions=conditions(row, in_flight=in_flight, hold=hold))
 
 
-def conditions(row: ObservedResource, *, in_flight: bool) -> list[Condition]:
-    """Kubernetes-style conditions derived from the row: Ready, Healthy, Reconciling."""
+def conditions(row: ObservedResource, *, in_flight: bool, hold: Hold | None = None) -> list[Condition]:
+    """Kubernetes-style conditions derived from the row: Ready, Healthy, Reconciling, PolicyAllowed."""
     ready = row.status.value == "active"
     healthy = row.health.value
     return [
@@ -283,4 +310,7 @@ def conditions(row: ObservedResource, *, in_flight: bool) -> list[Condition]:
                   reason=healthy, message=f"{row.consecutive_failures} failed checks in a row"),
         Condition(type="Reconciling", status=str(in_flight), reason="JobOpen" if in_flight else "Idle",
                   message=""),
+        # False while policy.yaml holds its change back: the reason is the rule code, the message why
+        Condition(type="PolicyAllowed", status=str(hold is None), reason=",".join(hold.rules) if hold else "Allowed",
+                  message=hold.message if hold else ""),
     ]

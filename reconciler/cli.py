@@ -465,7 +465,7 @@ def status(settings: Settings, resource_id: str | None, output: str) -> None:
         click.echo(view.resource(row=row, events=store.events(resource_id, limit=10)), nl=False)
         return
     click.echo(view.fleet(rows=read.rows(store=store), daemon=read.daemon_holder(store=store),
-                          database=store is not None), nl=False)
+                          database=store is not None, holds=read.holds(store=store)), nl=False)
 
 
 @main.command()
@@ -602,7 +602,7 @@ def daemon(settings: Settings, loop: LoopOptions, checks: CheckOptions, run: Run
         parallelism=run.parallelism, timeout=run.timeout, stop_grace=loop.stop_grace,
         allow_mass_delete=loop.allow_mass_delete, retry=run.retry, api=serving.listen,
         api_token_file=serving.token_file, busy_timeout=leases.busy_timeout, lease_seconds=leases.lease_seconds,
-        lock_ttl=leases.lock_ttl, leader_ttl=leases.leader_ttl, settle=loop.settle,
+        lock_ttl=leases.lock_ttl, leader_ttl=leases.leader_ttl, settle=loop.settle, policy=settings.policy,
     )
     sys.exit(run_daemon(options=options))
 

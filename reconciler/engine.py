@@ -6,11 +6,12 @@ they decide is decided elsewhere (the plan, the retry policy); they move data be
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .actor import GIT_UNKNOWN, Attribution, GitActor, daemon_actor
 from .errors import ReconcilerError, SpecError, SpecProblem
@@ -216,22 +217,38 @@ def enqueue(*, store: Enqueuer, view: PlanView, commit: str | None,
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why policy.yaml refuses a change asked for through the API: the rule codes, what each violation
+    says, and each rule's place in policy.yaml."""
+
+    rules: tuple[str, ...]
+    message: str
+    places: tuple[str, ...] = ()
+    budget: bool = False  # a change budget is used up for now (429, try again later), not a violation (403)
+
+
+@dataclass(frozen=True, slots=True)
 class Converged:
     """The job carrying one resource's change, and why nothing was queued when a rule held it back."""
 
     job: Job | None
     held: str | None = None
+    refused: Refusal | None = None  # the policy forbids it (the API answers 403)
+
+
+# The API's policy check of one resource's plan (daemon/plane.py: against the whole declared fleet).
+Admit = Callable[[PlanView], Refusal | None]
 
 
 def converge_one(*, store: ConvergeStore, resource_id: str, spec: ResourceSpec | None,
-                 actor: str | None = None) -> Converged:
+                 admit: Admit | None = None, actor: str | None = None) -> Converged:
     """Declare (`spec`) or withdraw (None) one API resource and queue its change now: the API's step.
 
-    Planned first: when a rule holds the change back (protected), nothing is written and `held` says
-    why, so a refused call changes nothing. Otherwise the declaration and the job are written in one
-    transaction, with `actor` (the API caller) on the job and its events. The job is the new one, the
-    one already open, or (nothing to do) the latest. The plan sees only this row, so the fleet-wide
-    mass-delete rule does not apply to this explicit request.
+    Planned first: when a rule holds the change back (protected) or `admit` refuses it (the policy),
+    nothing is written and `held`/`refused` say why, so a refused call changes nothing. Otherwise the
+    declaration and the job are written in one transaction, with `actor` (the API caller) on the job
+    and its events. The job is the new one, the one already open, or (nothing to do) the latest. The
+    plan sees only this row, so the fleet-wide mass-delete rule does not apply to this explicit request.
     """
     desired = DesiredState(resources={resource_id: spec} if spec else {},
                            sources={resource_id: Source(API_SOURCE, 0)} if spec else {})
@@ -239,6 +256,9 @@ def converge_one(*, store: ConvergeStore, resource_id: str, spec: ResourceSpec |
                       policy=PlanPolicy(allow_mass_delete=True))  # the fleet read is this one resource
     if view.plan.kept:
         return Converged(None, view.plan.kept[0].message)
+    refused = admit(view) if admit is not None else None
+    if refused is not None:
+        return Converged(None, refused=refused)
     queued = store.declare_api(resource_id=resource_id, spec=spec.model_dump() if spec else None,
                                requests=job_requests(view=view), now=iso(utcnow()), actor=actor)
     return Converged(store.get_job(queued[0]) if queued else store.latest_job(resource_id))
@@ -283,6 +303,24 @@ class PassResult:
     skipped: bool = False  # nothing it reads had changed since the last pass: the same plan holds
     # desired files still being written (or just vanished): planned from the last good state instead
     unsettled: Unsettled | None = None
+    held: int = 0  # changes the policy holds back (govern.py)
+    deferred: int = 0  # changes a policy budget pushed to a later pass
+
+
+class PlanGate(Protocol):
+    """What governs a pass's plan and records what it held: the daemon's policy (govern.py).
+
+    `refresh` re-reads the policy if it changed (seconds until a change still being written may count);
+    `generation` moves whenever the policy in force changes, so an idle pass is not answered from the
+    last; `governance` is handed to plan_fleet; `record` keeps the verdict's holds (store, metrics).
+    """
+
+    @property
+    def generation(self) -> int: ...
+    def refresh(self) -> float: ...
+    def governance(self) -> Governance | None: ...
+    def record(self, view: PlanView) -> None: ...
+    def serial(self) -> AbstractContextManager[Any]: ...  # held while a plan is made and queued (the API too)
 
 
 class Reconciler:
@@ -293,8 +331,10 @@ class Reconciler:
     """
 
     def __init__(self, *, store: PassStore, desired_dir: Path, policy: PlanPolicy, settle: float = DEFAULT_SETTLE,
-                 writes: WriteHints | None = None, provision_dir: Path | None = None) -> None:
+                 writes: WriteHints | None = None, provision_dir: Path | None = None,
+                 gate: PlanGate | None = None) -> None:
         self.store = store
+        self.gate = gate
         self.desired_dir = Path(desired_dir)
         self.provision_dir = provision_dir
         self.policy = policy
@@ -320,9 +360,11 @@ class Reconciler:
         and its changes were queued then. That keeps an idle resync at 10k resources to a few queries.
         """
         load_error = self._load()
-        key = (self.cache.generation, load_error is None, self.store.fingerprint())
+        key = (self.cache.generation, load_error is None, self.store.fingerprint(),
+               self.gate.generation if self.gate else None)
         last = self._last_result
-        if key == self._last_key and last is not None and not _retry_due(last.next_retry_at):
+        if (key == self._last_key and last is not None and not _retry_due(last.next_retry_at)
+                and not last.deferred):
             return replace(last, queued=0, skipped=True, unsettled=self.unsettled)
         result = replace(self._plan_and_queue(load_error), unsettled=self.unsettled)
         self._last_key, self._last_result = key, result
@@ -332,12 +374,19 @@ class Reconciler:
         fleet = read_fleet(store=self.store)
         if self.last_good is None:
             return PassResult(0, None, load_error, self.store.counts(), None)
-        view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy)
-        queued = 0
-        if view.plan.changes and not view.plan.refusal:
-            attribution = file_attribution(git=self.git, runner=daemon_actor(), files_version=self.cache.generation)
-            queued = len(enqueue(store=self.store, view=view, commit=self.git.commit(), attribution=attribution))
-        return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed))
+        with self.gate.serial() if self.gate is not None else nullcontext():  # quotas: one admission at a time
+            view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy,
+                              governance=self.gate.governance() if self.gate else None)
+            if self.gate is not None:
+                self.gate.record(view)
+            queued, verdict = 0, view.verdict
+            if view.plan.changes and not view.plan.refusal:
+                attribution = file_attribution(git=self.git, runner=daemon_actor(),
+                                               files_version=self.cache.generation)
+                queued = len(enqueue(store=self.store, view=view, commit=self.git.commit(),
+                                     attribution=attribution))
+        return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed),
+                          held=len(verdict.held) if verdict else 0, deferred=len(verdict.deferred) if verdict else 0)
 
     def refresh_desired(self) -> None:
         """Load desired/ without planning (a follower, whose API still needs to know the files' ids)."""
@@ -345,6 +394,7 @@ class Reconciler:
 
     def _load(self) -> SpecError | None:
         self.unsettled = None
+        policy_wait = self.gate.refresh() if self.gate is not None else 0.0
         try:
             state = self.cache.load(directory=self.desired_dir)
             if self.provision_dir is not None:
@@ -357,6 +407,8 @@ class Reconciler:
         except Exception as exc:
             self.load_error = SpecError([SpecProblem(str(self.desired_dir), 0, "",
                                                      f"cannot load: {type(exc).__name__}: {exc}")])
+        if policy_wait > 0 and self.unsettled is None:  # policy.yaml still being written: look again then
+            self.unsettled = Unsettled(wait=policy_wait, files=["policy.yaml"])
         seen = (self.cache, self.cache.reads)
         if self._owners_seen is None or seen[0] is not self._owners_seen[0] or seen[1] != self._owners_seen[1]:
             self.owners.observe(self.cache.files())

@@ -38,6 +38,44 @@ class Metrics:
         self.load_failures = Counter("reconciler_desired_load_failures",
                                      "Passes whose desired/ failed to load.", registry=r)
 
+        self._policy_families(r)
+
+    def _policy_families(self, r: CollectorRegistry) -> None:
+        """policy.yaml at work: quota use against limits per owner (owners, never resources: bounded), the
+        resources held back per rule, refusals per rule (holds written and API calls refused)."""
+        self.quota_used = Gauge("reconciler_quota_used", "Declared resources counted against the per-owner quota.",
+                                ["owner"], registry=r)
+        self.quota_limit = Gauge("reconciler_quota_limit", "The per-owner quota in force (owners with a limit).",
+                                 ["owner"], registry=r)
+        self.held = Gauge("reconciler_policy_held", "Resources the policy holds back now, by rule.", ["rule"],
+                          registry=r)
+        self.refusals = Counter("reconciler_policy_refusals", "Changes refused by the policy (a resource newly "
+                                "held, an API call answered 403), by rule.", ["rule"], registry=r)
+        self.policy_errors = Gauge("reconciler_policy_load_errors",
+                                   "Problems in policy.yaml now (0 when it loads; the last good one is in force).",
+                                   registry=r)
+
+    def quota(self, *, used: dict[str, int], limits: dict[str, int]) -> None:
+        """The per-owner quota use of the last pass (owners that left the fleet drop out)."""
+        self.quota_used.clear()
+        self.quota_limit.clear()
+        for owner, count in used.items():
+            self.quota_used.labels(owner=owner).set(count)
+        for owner, limit in limits.items():
+            self.quota_limit.labels(owner=owner).set(limit)
+
+    def holding(self, *, by_rule: dict[str, int]) -> None:
+        self.held.clear()
+        for rule, count in by_rule.items():
+            self.held.labels(rule=rule).set(count)
+
+    def refused(self, *, rules: Iterable[str]) -> None:
+        for rule in rules:
+            self.refusals.labels(rule=rule).inc()
+
+    def policy_loaded(self, *, problems: int) -> None:
+        self.policy_errors.set(problems)
+
     def job_finished(self, *, action: str, ok: bool, duration: float) -> None:
         self.jobs.labels(action=action, outcome="succeeded" if ok else "failed").inc()
         self.script.labels(action=action).observe(duration)

@@ -280,6 +280,22 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """A resource the daemon holds back because policy.yaml forbids its change: which rules, and why.
+
+    `rules` (the rule codes, sorted) is what a `held` event is written for, once per change of them;
+    `message` and `details` (each violation with its place in policy.yaml) may change without one.
+    """
+
+    resource_id: str
+    owner: str
+    rules: tuple[str, ...]
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    since: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class JobRequest:
     """What the engine asks the queue for: one change of one resource."""
 

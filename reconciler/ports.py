@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .models import Event, FleetCounts, Job, JobRequest, JobResult, ObservedResource
+from .models import Event, FleetCounts, Hold, Job, JobRequest, JobResult, ObservedResource
 
 if TYPE_CHECKING:  # health pulls in asyncio and ssl: a plan has no use for them at run time
     from .health import CheckResult
@@ -65,6 +65,20 @@ class PassStore(PlanReader, Enqueuer, Protocol):
     def counts(self) -> FleetCounts: ...
 
 
+class HoldReader(Protocol):
+    """The resources policy.yaml holds back now (the last pass's verdict): `status`, the API, /metrics."""
+
+    def holds(self) -> dict[str, Hold]: ...
+
+
+class PolicyStore(HoldReader, BudgetReader, Protocol):
+    """The daemon's policy (govern.py): the hourly change window, the holds, the API's declarations."""
+
+    def sync_holds(self, *, holds: Iterable[Hold], now: str, actor: str | None = None) -> list[str]: ...
+    def api_desired(self) -> dict[str, dict[str, Any]]: ...
+    def load_observed(self) -> dict[str, ObservedResource]: ...
+
+
 class Queue(Protocol):
     """What the workers call: claim under a lease, renew, record the script, finish or hand back."""
 
@@ -104,7 +118,7 @@ class HealthStore(Protocol):
                       actor: str | None = None) -> list[str]: ...
 
 
-class StatusReader(LockReader, Protocol):
+class StatusReader(LockReader, HoldReader, Protocol):
     """The read-only views (`status`, `history`)."""
 
     def load_observed(self) -> dict[str, ObservedResource]: ...
@@ -112,7 +126,7 @@ class StatusReader(LockReader, Protocol):
     def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]: ...
 
 
-class ApiStore(ConvergeStore, Protocol):
+class ApiStore(ConvergeStore, HoldReader, Protocol):
     """The HTTP plane: the converge step plus the reads its GETs answer."""
 
     def list_resources(self, *, owner: str | None = None, status: str | None = None,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ReconcilerError
-from .models import Event, ObservedResource
+from .models import Event, Hold, ObservedResource
 from .ports import StatusReader
 
 
@@ -34,6 +34,13 @@ def row_json(row: ObservedResource) -> dict[str, Any]:
     return {**row.seed_fields(), **extra}
 
 
+def hold_json(hold: Hold | None) -> dict[str, Any]:
+    """A row's policy hold, as an added field of its JSON (nothing when it is not held)."""
+    if hold is None:
+        return {}
+    return {"held": {"rules": list(hold.rules), "message": hold.message, "since": hold.since}}
+
+
 def event_json(event: Event) -> dict[str, Any]:
     return {"at": event.at, "kind": event.kind, "message": event.message, "job_id": event.job_id,
             "desired_commit": event.desired_commit, **({"details": event.details} if event.details else {})}
@@ -50,6 +57,11 @@ def daemon_holder(*, store: StatusReader | None) -> Daemon | None:
         if holder is not None:
             return Daemon(role, holder["pid"], holder["host"], holder["since"])
     return None
+
+
+def holds(*, store: StatusReader | None) -> dict[str, Hold]:
+    """What policy.yaml holds back now (the daemon's last pass); no database holds nothing."""
+    return store.holds() if store else {}
 
 
 def rows(*, store: StatusReader | None) -> list[ObservedResource]:

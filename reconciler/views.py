@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
-from .models import Event, ObservedResource
+from .models import Event, Hold, ObservedResource
 from .plan import Plan
 from .policy import Verdict
 from .render import render_json, render_text
-from .status import Daemon, event_json, row_json
+from .status import Daemon, event_json, hold_json, row_json
 from .terminal import printable
 
 _COLUMNS = ("RESOURCE", "STATUS", "HEALTH", "OWNER", "REGION", "DEPLOY_REF", "URL", "LAST_SEEN")
@@ -30,7 +30,8 @@ class View(Protocol):
 
     def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str: ...
 
-    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool) -> str: ...
+    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
+              holds: dict[str, Hold] | None = None) -> str: ...
 
     def resource(self, *, row: ObservedResource, events: list[Event]) -> str: ...
 
@@ -45,8 +46,9 @@ class TextView:
     def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str:
         return render_text(plan, colour=self.colour, verdict=verdict)
 
-    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool) -> str:
-        return _daemon_line(daemon, database=database) + "\n" + _table(rows)
+    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
+              holds: dict[str, Hold] | None = None) -> str:
+        return _daemon_line(daemon, database=database) + "\n" + _table(rows) + _holds(holds or {})
 
     def resource(self, *, row: ObservedResource, events: list[Event]) -> str:
         fields = row_json(row)
@@ -68,8 +70,11 @@ class JsonView:
     def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str:
         return render_json(plan, verdict=verdict)
 
-    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool) -> str:
-        return json.dumps([row_json(row) for row in rows], indent=2) + "\n"
+    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
+              holds: dict[str, Hold] | None = None) -> str:
+        held = holds or {}
+        return json.dumps([{**row_json(row), **hold_json(held.get(row.resource_id))} for row in rows],
+                          indent=2) + "\n"
 
     def resource(self, *, row: ObservedResource, events: list[Event]) -> str:
         return json.dumps({**row_json(row), "events": [event_json(e) for e in events]}, indent=2) + "\n"
@@ -99,6 +104,15 @@ def _table(rows: list[ObservedResource]) -> str:
     ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
     return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in cells)
+
+
+def _holds(holds: dict[str, Hold]) -> str:
+    """Resources policy.yaml holds back (their change, or their creation), with the rule and why."""
+    if not holds:
+        return ""
+    lines = [f"\nheld back by policy ({len(holds)}):"]
+    lines += [printable(f"  {rid}  {','.join(hold.rules)}  {hold.message}") for rid, hold in sorted(holds.items())]
+    return "\n".join(lines) + "\n"
 
 
 def _event_line(event: Event) -> str:

@@ -141,11 +141,12 @@ class DesiredWatch:
     """Watch a directory tree with inotify: update `tracker`, call `on_change` once per batch of events."""
 
     def __init__(self, *, directory: Path, tracker: WriteTracker, on_change: Callable[[str], None],
-                 relevant: Callable[[str], bool]) -> None:
+                 relevant: Callable[[str], bool], recursive: bool = True) -> None:
         self.root = os.path.abspath(directory)
         self.tracker = tracker
         self.on_change = on_change
         self.relevant = relevant
+        self.recursive = recursive  # False: the directory itself only (the policy file beside desired/)
         self._dirs: dict[int, str] = {}
         self._inotify: _Inotify | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -174,6 +175,9 @@ class DesiredWatch:
 
     def _add_tree(self, top: str) -> None:
         assert self._inotify is not None
+        if not self.recursive:
+            self._dirs[self._inotify.add(top)] = top
+            return
         for root, dirs, _files in os.walk(top):
             dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
             self._dirs[self._inotify.add(root)] = root
@@ -200,7 +204,7 @@ class DesiredWatch:
             return False
         path = os.path.join(directory, name)
         if mask & IN_ISDIR:
-            if mask & (IN_CREATE | IN_MOVED_TO):
+            if mask & (IN_CREATE | IN_MOVED_TO) and self.recursive:
                 self._try_add_tree(path)
             return True
         self.tracker.event(path, mask)

@@ -38,6 +38,7 @@ class DaemonOptions:
     lock_ttl: float = LOCK_TTL
     leader_ttl: float = LEADER_TTL
     settle: float = DEFAULT_SETTLE  # seconds a changed desired file must stay unchanged (settle.py)
+    policy: Path | None = None  # --policy/RECONCILER_POLICY; None: policy.yaml beside desired/ if it exists
 
 
 class DaemonRefused(ReconcilerError):

@@ -7,13 +7,15 @@ the lock from the election, outages from the supervisor's record, busy scripts f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..engine import Reconciler
+from ..engine import PlanView, Reconciler, Refusal
 from ..errors import ReconcilerError, StoreError
 from ..liveness import HOST
 from ..models import FleetCounts, iso, utcnow
@@ -25,6 +27,7 @@ from .passes import PassLoop
 from .reporter import SystemdReporter
 
 if TYPE_CHECKING:
+    from ..govern import Governor
     from ..metrics import Metrics
     from ..store.base import SQLStore
 
@@ -63,7 +66,7 @@ class DaemonPlane:
 
     def __init__(self, *, store: SQLStore, token: str | None, reconciler: Reconciler, provision: Path,
                  pool: WorkerPool, election: Election, passes: PassLoop, reporter: SystemdReporter,
-                 outages: Outages, metrics: Metrics, resync: float) -> None:
+                 outages: Outages, metrics: Metrics, resync: float, governor: Governor | None = None) -> None:
         self.store = store
         self.token = token
         self.reconciler = reconciler
@@ -76,6 +79,17 @@ class DaemonPlane:
         self.metrics = metrics
         self.resync = resync
         self.counts = CountsCache(store=store, outages=outages)
+        self.governor = governor
+
+    def serial(self) -> AbstractContextManager[Any]:
+        """Held by an API call from its policy check to its write, and by a pass while it plans and queues."""
+        return self.governor.serial() if self.governor is not None else contextlib.nullcontext()
+
+    def admit(self, view: PlanView) -> Refusal | None:
+        """policy.yaml's answer to one API call, counted against the whole declared fleet (govern.py)."""
+        if self.governor is None:
+            return None
+        return self.governor.admit(view, files=self.reconciler.last_good)
 
     def desired_pending(self) -> str | None:
         if self.reconciler.last_good is not None:
@@ -139,7 +153,18 @@ class DaemonPlane:
                 "last_pass_at": iso(self.passes.last_pass_at) if last and self.passes.last_pass_at else None,
                 "desired_commit": self.passes.desired_commit,
                 "desired_loads": error is None,
-                "desired_errors": [str(problem) for problem in error.problems] if error else []}
+                "desired_errors": [str(problem) for problem in error.problems] if error else [],
+                **self._policy_fields()}
+
+    def _policy_fields(self) -> dict[str, Any]:
+        """policy.yaml: where, whether it loads (a broken one keeps the last good in force), what it holds."""
+        governor = self.governor
+        if governor is None:
+            return {}
+        source = governor.source
+        return {"policy": str(source.path) if source.path is not None and source.policy is not None else None,
+                "policy_loads": source.error is None, "policy_errors": source.problems(),
+                "policy_held": governor.held}
 
     def _leader_or_none(self, problems: list[str]) -> dict[str, Any] | None:
         try:

@@ -17,6 +17,8 @@ import signal
 from ..actor import daemon_actor
 from ..drift import DriftLoop, DriftReport, DriftSettings
 from ..engine import Reconciler
+from ..errors import SpecError
+from ..govern import Governor
 from ..logs import get_logger
 from ..plan import PlanPolicy
 from ..supervise import Outages, Runnable, Supervisor
@@ -25,12 +27,12 @@ from ..watch import WriteTracker
 from ..workers import Finished, WorkerPool, new_worker_id
 from .apiserver import ApiServer
 from .election import Election, LeaderLease, SingleDaemonLock
-from .options import DaemonOptions, engine_config, read_token
+from .options import DaemonOptions, DaemonRefused, engine_config, read_token
 from .passes import PassLoop
 from .plane import DaemonPlane
 from .pool import Workers
 from .reporter import SystemdReporter
-from .watcher import DesiredWatcher
+from .watcher import DesiredWatcher, PolicyWatcher
 
 
 class Daemon:
@@ -52,11 +54,12 @@ class Daemon:
                                 busy_timeout=options.busy_timeout)
         self.shared = self.store.kind == "postgres"  # PostgreSQL: many daemons, one of them leads
         self.writes = WriteTracker()
+        self.metrics = Metrics()
+        self.governor = self._governor()
         self.reconciler = Reconciler(store=self.store, desired_dir=options.desired, settle=options.settle,
                                      policy=PlanPolicy(allow_mass_delete=options.allow_mass_delete,
                                                        self_heal=options.self_heal),
-                                     writes=self.writes, provision_dir=options.provision)
-        self.metrics = Metrics()
+                                     writes=self.writes, provision_dir=options.provision, gate=self.governor)
         self.election = self._election()
         configure = functools.partial(engine_config, options=options, guard_orphans=self.store.kind != "sqlite")
         self.workers = Workers(pool=WorkerPool(store=self.store, config=configure(), parallelism=options.parallelism,
@@ -77,11 +80,34 @@ class Daemon:
                                may_run=self.election.may_plan, on_report=self._drifted)
         self.watcher = DesiredWatcher(directory=options.desired, tracker=self.writes, on_change=self.passes.request,
                                       log=self.log)
+        self.policy_watcher = PolicyWatcher(path=self.governor.source.path, tracker=self.writes,
+                                            on_change=self.passes.request, log=self.log) \
+            if self.governor.source.path is not None else None
         self.plane = DaemonPlane(store=self.store, token=self.token, reconciler=self.reconciler,
                                  provision=options.provision, pool=self.workers.pool, election=self.election,
                                  passes=self.passes, reporter=self.reporter, outages=self.outages,
-                                 metrics=self.metrics, resync=options.resync)
+                                 metrics=self.metrics, resync=options.resync, governor=self.governor)
         self.api = ApiServer(address=options.api, plane=self.plane, log=self.log) if options.api else None
+
+    def _governor(self) -> Governor:
+        """policy.yaml, loaded now: one that does not load refuses the start (SpecError, file:line, exit 1)."""
+        from ..actor import daemon_actor
+        from ..policy import default_policy_path, load_policy
+        from ..policysource import PolicySource
+
+        named = self.options.policy is not None
+        path = self.options.policy or default_policy_path(desired=self.options.desired)
+        source = PolicySource(path=path, load=lambda file: load_policy(path=file), required=named,
+                              settle=self.options.settle, writes=self.writes)
+        try:
+            source.start()
+        except SpecError as exc:
+            raise DaemonRefused(f"the policy does not load, so the daemon does not start: "
+                                f"{'; '.join(str(problem) for problem in exc.problems)}") from None
+        if source.policy is not None:
+            self.log.info("policy loaded", policy=str(path))
+        return Governor(source=source, store=self.store, metrics=self.metrics, log=self.log,
+                        allow_mass_delete=self.options.allow_mass_delete, actor=daemon_actor())
 
     def _election(self) -> Election:
         if self.shared:
@@ -94,7 +120,7 @@ class Daemon:
     def _runnables(self) -> list[Runnable]:
         """In start order; they stop in reverse (the API first, the lock and systemd last)."""
         parts: list[Runnable | None] = [self.reporter, self.election, self.workers, self.passes, self.drift,
-                                        self.watcher, self.api]
+                                        self.watcher, self.policy_watcher, self.api]
         return [part for part in parts if part is not None]
 
     # --- what a part tells another built after it ---
@@ -133,9 +159,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
 
     def reload(self) -> None:
-        """SIGHUP: re-read target settings and every desired file; READY=1 follows the next pass."""
+        """SIGHUP: re-read target settings, every desired file and the policy; READY=1 follows the next pass."""
         self.reporter.reloading()
         self.workers.reload()
+        self.governor.source.forget()  # and policy.yaml
         self.passes.refresh("reload")
 
     def stop(self) -> None:

@@ -23,6 +23,7 @@ from ..models import (
     Event,
     FleetCounts,
     Health,
+    Hold,
     Job,
     JobRequest,
     JobResult,
@@ -34,10 +35,20 @@ from ..models import (
 from .rollouts import RolloutRows
 
 if TYPE_CHECKING:
-    from ..ports import ApiStore, AuditStore, HealthStore, LockStore, PassStore, Portable, Queue, StatusReader
+    from ..ports import (
+        ApiStore,
+        AuditStore,
+        HealthStore,
+        LockStore,
+        PassStore,
+        PolicyStore,
+        Portable,
+        Queue,
+        StatusReader,
+    )
 
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
-                   "api_desired": "resource_id", "rollouts": "created_at, rollout_id",
+                   "api_desired": "resource_id", "holds": "resource_id", "rollouts": "created_at, rollout_id",
                    "rollout_members": "rollout_id, resource_id"}
 _JOB_FIELDS = Job.__slots__
 # the row's columns are the dataclass's fields, in order: one decoder reads every SELECT of them
@@ -159,6 +170,8 @@ class SQLStore(RolloutRows):
                 if replace:
                     conn.execute(f"DELETE FROM {table}")
                 rows = tables.get(table, [])
+                if table == "jobs":
+                    rows = [_with_owner(row) for row in rows]  # an export from before jobs had an owner
                 counts[table] = len(rows)
                 if rows:
                     columns = list(rows[0])
@@ -337,11 +350,12 @@ class SQLStore(RolloutRows):
         job_id = "job-" + uuid.uuid4().hex[:16]
         cursor = conn.execute(
             "INSERT INTO jobs (job_id, resource_id, action, status, attempt, spec_json, old_spec_json,"
-            " run_after, created_at, claims, desired_commit, actor)"
-            " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT DO NOTHING",
+            " run_after, created_at, claims, desired_commit, actor, owner)"
+            " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT DO NOTHING",
             (job_id, request.resource_id, str(request.action), request.attempt,
              canonical_json(request.spec) if request.spec else None,
-             canonical_json(request.old_spec) if request.old_spec else None, now, now, commit, request.actor),
+             canonical_json(request.old_spec) if request.old_spec else None, now, now, commit, request.actor,
+             _job_owner(request)),
         )
         return job_id if cursor.rowcount == 1 else None
 
@@ -564,12 +578,46 @@ class SQLStore(RolloutRows):
     # --- policy: the hourly change budget and the resources held back --------------------------
 
     def jobs_per_owner(self, *, since: str) -> dict[str, int]:
-        """Jobs created at or after `since`, per owner of their resource: the sliding window of
-        `max_per_owner_per_hour`, read from the queue itself so every daemon (and apply) sharing the
-        database shares the budget. (i15-govern keeps jobs.owner for this with an index: theirs wins.)"""
-        rows = self._rows("SELECT r.owner AS owner, count(*) AS n FROM jobs j JOIN resources r"
-                          " ON r.resource_id = j.resource_id WHERE j.created_at >= ? GROUP BY r.owner", (since,))
-        return {row["owner"]: int(row["n"]) for row in rows}
+        """Jobs created at or after `since`, per owner: the sliding window of `max_per_owner_per_hour`,
+        read from the queue itself so every daemon (and apply) sharing the database shares the budget."""
+        rows = self._tuples("SELECT owner, count(*) FROM jobs WHERE created_at >= ? GROUP BY owner", (since,))
+        return {owner: int(count) for owner, count in rows if owner is not None}
+
+    def holds(self) -> dict[str, Hold]:
+        """Every resource held back by the policy now (the last pass's verdict), by id."""
+        rows = self._tuples("SELECT resource_id, owner, rules, message, since FROM holds")
+        return {rid: Hold(rid, owner, tuple(rules.split(",")), message or "", since=since)
+                for rid, owner, rules, message, since in rows}
+
+    def sync_holds(self, *, holds: Iterable[Hold], now: str, actor: str | None = None) -> list[str]:
+        """Make the holds table this pass's holds; returns the ids newly held or held by other rules.
+
+        Each of those gets one `held` event (with the rules, the violations and their place in
+        policy.yaml); a hold that stays the same writes nothing, however many passes (and restarts)
+        see it, because the table remembers it. A resource no longer held leaves the table.
+        """
+        wanted = {hold.resource_id: hold for hold in holds}
+        known = self.holds()
+        gone = [(rid,) for rid in known.keys() - wanted.keys()]
+        changed = [hold for rid, hold in wanted.items()
+                   if rid not in known or (known[rid].rules, known[rid].message) != (hold.rules, hold.message)]
+        noted = [hold.resource_id for hold in changed
+                 if hold.resource_id not in known or known[hold.resource_id].rules != hold.rules]
+        if not gone and not changed:
+            return []
+        with self._write() as conn:
+            conn.executemany("DELETE FROM holds WHERE resource_id = ?", gone)
+            conn.executemany(
+                "INSERT INTO holds (resource_id, owner, rules, message, since, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(resource_id) DO UPDATE SET owner = excluded.owner, rules = excluded.rules,"
+                " message = excluded.message, updated_at = excluded.updated_at,"
+                " since = CASE WHEN holds.rules = excluded.rules THEN holds.since ELSE excluded.since END",
+                [(hold.resource_id, hold.owner, ",".join(hold.rules), hold.message, now, now) for hold in changed])
+            for rid in noted:
+                hold = wanted[rid]
+                self._event(conn, rid, now, "held", f"held back by policy ({', '.join(hold.rules)}): {hold.message}",
+                            None, None, {"rules": list(hold.rules), **hold.details}, actor=actor)
+        return noted
 
     # --- health ------------------------------------------------------------------------------
 
@@ -636,6 +684,19 @@ class SQLStore(RolloutRows):
             conn.execute("DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder))
 
 
+def _with_owner(row: dict[str, Any]) -> dict[str, Any]:
+    if row.get("owner") is not None:
+        return row
+    spec = row.get("spec_json") or row.get("old_spec_json")
+    return {**row, "owner": json.loads(spec).get("owner") if spec else None}
+
+
+def _job_owner(request: JobRequest) -> str | None:
+    """The owner a job's change counts against (a delete's spec is the one torn down)."""
+    spec = request.spec or request.old_spec
+    return str(spec["owner"]) if spec and "owner" in spec else None
+
+
 def _next_health(*, ok: bool, health: str, failures: int, unhealthy_after: int) -> tuple[str, int]:
     if ok:
         return "healthy", 0
@@ -655,5 +716,6 @@ if TYPE_CHECKING:  # mypy proves here that the one store class fits every consum
 
     def _fits_every_port(
         store: SQLStore,
-    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable, AuditStore]:
-        return store, store, store, store, store, store, store, store
+    ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable, AuditStore,
+               PolicyStore]:
+        return store, store, store, store, store, store, store, store, store

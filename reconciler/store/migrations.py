@@ -88,6 +88,20 @@ def _v4_actor(db: Any) -> None:
     db["events"].create_index(["at"])
 
 
+# Resources the daemon holds back because of policy.yaml (one row each, the pass's latest verdict), and
+# the owner of every job, so the hourly change budget counts a window of jobs per owner with an index.
+HOLD_COLUMNS: dict[str, Any] = {"resource_id": str, "owner": str, "rules": str, "message": str, "since": str,
+                                "updated_at": str}
+JOBS_BY_OWNER = "CREATE INDEX idx_jobs_created_at_owner ON jobs (created_at, owner)"
+
+
+def _v5_policy_holds(db: Any) -> None:
+    db["holds"].create(HOLD_COLUMNS, pk="resource_id", not_null=["owner", "rules", "since"])
+    db["jobs"].add_column("owner", str)
+    db.execute("UPDATE jobs SET owner = json_extract(COALESCE(spec_json, old_spec_json), '$.owner')")
+    db.execute(JOBS_BY_OWNER)
+
+
 # Rollouts (issue 17): one row per rollout, one per resource in it (its wave, from → to spec, where it is).
 # The state machine's every transition is one transaction over these rows (rollouts.py, store/rollouts.py).
 ROLLOUT_COLUMNS: dict[str, Any] = {
@@ -102,7 +116,7 @@ ROLLOUT_MEMBER_COLUMNS: dict[str, Any] = {
 }
 
 
-def _v5_rollouts(db: Any) -> None:
+def _v6_rollouts(db: Any) -> None:
     db["rollouts"].create(ROLLOUT_COLUMNS, pk="rollout_id", not_null=["state", "waves", "wave", "created_at"],
                           defaults={"promoted": 0, "revert": 0})
     db["rollouts"].create_index(["state"])
@@ -111,7 +125,8 @@ def _v5_rollouts(db: Any) -> None:
     db["rollout_members"].create_index(["resource_id"])
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor, _v5_rollouts]
+MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor,
+                                          _v5_policy_holds, _v6_rollouts]
 LATEST = len(MIGRATIONS)
 
 
@@ -175,6 +190,12 @@ PG_MIGRATIONS: list[list[str]] = [
         f"ALTER TABLE events ADD COLUMN {ACTOR_COLUMN} TEXT",
         f"ALTER TABLE jobs ADD COLUMN {ACTOR_COLUMN} TEXT",
         "CREATE INDEX idx_events_at ON events (at)",
+    ],
+    [
+        _pg_table("holds", HOLD_COLUMNS, pk="resource_id", not_null=("owner", "rules", "since")),
+        "ALTER TABLE jobs ADD COLUMN owner TEXT",
+        "UPDATE jobs SET owner = COALESCE(spec_json, old_spec_json)::json->>'owner'",
+        JOBS_BY_OWNER,
     ],
     [
         _pg_table("rollouts", ROLLOUT_COLUMNS, pk="rollout_id", not_null=("state", "waves", "wave", "created_at"),

@@ -69,7 +69,8 @@ def test_the_short_campaign_runs_every_operation_and_fault() -> None:
                 | {step.args["write"] for step in steps if "write" in step.args})
 
     sqlite = kinds("sqlite", SHORT_SQLITE_SEEDS)
-    assert sqlite >= {*schedule.allowed(backend="sqlite"), *schedule.MISBEHAVIOURS, *schedule.WRITE_MODES}
+    assert sqlite >= {*schedule.allowed(backend="sqlite"), *schedule.MISBEHAVIOURS, *schedule.WRITE_MODES,
+                      *schedule.POLICY_KINDS}
     postgres = [step for seed in SHORT_POSTGRES_SEEDS.split(",")
                 for step in schedule.generate(seed=int(seed), steps=SHORT_STEPS, backend="postgres")]
     # one outage longer than the /health tolerance, so that invariant is checked too
@@ -122,6 +123,46 @@ def test_deleted_rows_need_a_teardown_that_exited_0_and_completed_runs_need_thei
         "deleted before its teardown succeeded"]
     lost = invariants.lost_runs(records, snap, killed=[77])  # c's worker was killed with kill -9: excused
     assert [v.detail.split()[0] for v in lost] == ["b"]
+
+
+def test_policy_steps_join_a_schedule_without_moving_its_other_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: the policy operations come from a draw of their own, so a seed keeps its other steps."""
+    steps = schedule.generate(seed=28, steps=21, backend="sqlite")
+    policy = [step for step in steps if step.kind in schedule.POLICY_KINDS]
+    assert len(policy) == 3 and {step.kind for step in policy} == set(schedule.POLICY_KINDS)
+    monkeypatch.setattr(schedule, "POLICY_FROM", 10**6)
+    assert [step for step in steps if step.kind not in schedule.POLICY_KINDS] == schedule.generate(
+        seed=28, steps=21, backend="sqlite")
+    monkeypatch.undo()
+    assert not any(step.kind in schedule.POLICY_KINDS for step in schedule.generate(seed=3, steps=12,
+                                                                                      backend="sqlite"))
+
+
+def _job(rid: str, action: str, owner: str, at: float) -> dict:
+    stamp = f"1970-01-01T00:{int(at) // 60:02d}:{int(at) % 60:02d}.000000Z"
+    return {"job_id": f"j-{rid}-{at}", "resource_id": rid, "action": action, "owner": owner, "created_at": stamp}
+
+
+def test_no_create_may_take_an_owner_over_the_quota_without_an_override() -> None:
+    policies = [invariants.PolicyVersion(at=0.0, per_owner=None, what="none"),
+                invariants.PolicyVersion(at=100.0, per_owner=2, what="at most 2")]
+    versions = [invariants.Version(at=0.0, declared=frozenset({"a", "b", "c", "d", "e"}), what="all")]
+    jobs = [_job("a", "create", "acme", 10), _job("b", "create", "acme", 10), _job("c", "create", "acme", 10),
+            _job("c", "create", "acme", 120),  # a retry of one already in the bucket: not entering
+            _job("d", "create", "acme", 130),  # over: three already there
+            _job("a", "delete", "acme", 140), _job("b", "delete", "acme", 140), _job("d", "delete", "acme", 140),
+            _job("e", "create", "acme", 150)]  # two left (c, e): at the limit
+    snap = _snap(at=200.0, jobs={job["job_id"]: job for job in jobs})
+    found = invariants.quota_exceeded(snap, policies, versions)
+    assert [v.detail.split()[0] for v in found] == ["d"]
+    excused = Snapshot(at=200.0, resources={}, jobs=snap.jobs, event_jobs={}, overridden=frozenset({"j-d-130"}))
+    assert invariants.quota_exceeded(excused, policies, versions) == []
+    # a policy loosened just before (within the read slack) may still have been the one read
+    loose = [*policies, invariants.PolicyVersion(at=128.0, per_owner=None, what="none again")]
+    assert invariants.quota_exceeded(snap, loose, versions) == []
+    # a resource some visible desired state no longer declared may have been counted out already
+    dropped = [*versions, invariants.Version(at=129.0, declared=frozenset({"a", "d", "e"}), what="b, c gone")]
+    assert invariants.quota_exceeded(snap, policies, dropped) == []
 
 
 def test_the_scripts_record_runs_and_detect_overlaps(tmp_path: Path) -> None:
@@ -182,6 +223,8 @@ SELF_TEST = {
     "claim-forgets-old-run": ("12570", "12", "sqlite", "overlap"),
     # desired files written in slices (truncate, then pieces) while the daemon watches
     "unsettled-read": ("1", "12", "sqlite", "unwarranted teardown"),
+    # the daemon plans without its policy: a per-owner quota saved, then acme resources added and renamed
+    "policy-ignored": ("28", "20", "sqlite", "quota exceeded"),
 }
 
 

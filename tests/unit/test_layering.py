@@ -38,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "status": {"ports", "models", "errors"},
     # how commands show their data (text or JSON), picked once per command; never sees a store
     "views": {"models", "plan", "render", "status", "terminal", "policy"},
-    "store": {"models", "errors", "store", "ports", "defects"},  # ports: only to prove (for mypy) the store fits them
+    "store": {"models", "errors", "store", "ports", "defects", "rollout"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
     "ports": {"models", "health"},
     "runner": {"models", "errors", "terminal"},
@@ -61,12 +61,16 @@ ALLOWED: dict[str, set[str]] = {
     "supervise": {"errors", "retry"},
     "systemd": set(),
     "metrics": set(),
+    # issue 15: the daemon's policy.yaml — the last good load and why the latest failed (settle as desired/)
+    "policysource": {"errors", "settle"},
+    # issue 15: the policy at work in the daemon (holds, budgets' window, metrics) and at the API's door
+    "govern": {"defects", "engine", "models", "policy", "policysource", "ports", "spec"},
     "portable": {"ports", "errors", "models", "store"},
     # the daemon package (issue 14: a composition root and its runnables) hosts the API server and its
     # metrics, so it is the one layer above api; its modules import one another
     "daemon": {"ports", "daemon", "engine", "workers", "store", "models", "errors", "logs", "plan", "retry", "runner",
                "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift",
-               "actor"},
+               "govern", "policy", "policysource", "actor"},
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper

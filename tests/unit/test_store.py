@@ -134,3 +134,26 @@ def test_parallel_stores_on_one_file_see_each_other(tmp_path: Path) -> None:
     assert os.path.exists(str(path) + "-wal")
     writer.close()
     reader.close()
+
+
+def test_a_database_from_before_the_policy_opens_and_its_jobs_count_for_their_owner(tmp_path: Path) -> None:
+    """Issue 15's migration on an older file: the holds table appears, every old job gets its owner."""
+    import sqlite_utils
+
+    from reconciler.store.migrations import MIGRATIONS, _v5_policy_holds
+
+    path = tmp_path / "old.db"
+    before = MIGRATIONS.index(_v5_policy_holds)
+    with sqlite3.connect(path) as conn:
+        db = sqlite_utils.Database(conn)
+        for migration in MIGRATIONS[:before]:
+            migration(db)
+        conn.execute(f"PRAGMA user_version = {before}")
+        conn.execute("INSERT INTO jobs (job_id, resource_id, action, status, spec_json, created_at)"
+                     " VALUES ('job-1', 'acme-prod', 'create', 'succeeded', ?, ?)", (SPEC.model_dump_json(), at(5)))
+        conn.execute("INSERT INTO jobs (job_id, resource_id, action, status, old_spec_json, created_at)"
+                     " VALUES ('job-2', 'acme-prod', 'delete', 'queued', ?, ?)", (SPEC.model_dump_json(), at(6)))
+    store = open_store(url=str(path))
+    assert store.jobs_per_owner(since=at(0)) == {"acme": 2}
+    assert store.holds() == {}
+    store.close()
