@@ -6,9 +6,10 @@ they decide is decided elsewhere (the plan, the retry policy); they move data be
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +31,8 @@ from .owners import FileOwners
 from .plan import API_SOURCE, Change, Plan, PlanPolicy, compute_plan
 from .policy import Governance, Policy, Rule, Verdict, evaluate, held_plan, refused_plan
 from .ports import BudgetReader, ConvergeStore, Enqueuer, PassStore, PlanReader
+from .rollout.model import Member
+from .rollout.plan import Holding, Proposal, gate, propose
 from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
 from .targets import known_targets, target_problems
@@ -44,22 +47,29 @@ class PlanView:
     plan: Plan
     verdict: Verdict | None = None  # the policy's, when one governs the plan (its JSON `policy` section)
     governance: Governance | None = None  # what governed it (the overrides' reason and actor, for the jobs)
+    # issue 17: the rollout this plan's changes make (its members are not queued at once), and the members
+    # of running rollouts that a newer desired spec takes over
+    rollout: Proposal | None = None
+    superseded: tuple[Member, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Fleet:
-    """What a plan reads from the store: observed rows, ids with an open job, API-declared specs."""
+    """What a plan reads from the store: observed rows, ids with an open job, API-declared specs, and the
+    resources rollouts hold (issue 17)."""
 
     observed: dict[str, ObservedResource]
     in_flight: set[str]
     api: dict[str, dict[str, Any]]
+    holdings: Mapping[str, Holding] = field(default_factory=dict)
 
 
 def read_fleet(*, store: PlanReader | None, with_api: bool = True) -> Fleet:
     """The whole fleet (None: no database yet, an empty fleet); `with_api=False` leaves API declarations out."""
     if store is None:
         return Fleet({}, set(), {})
-    return Fleet(store.load_observed(), store.in_flight(), store.api_desired() if with_api else {})
+    return Fleet(store.load_observed(), store.in_flight(), store.api_desired() if with_api else {},
+                 store.holdings())
 
 
 def read_one(*, store: ConvergeStore, resource_id: str) -> Fleet:
@@ -69,26 +79,40 @@ def read_one(*, store: ConvergeStore, resource_id: str) -> Fleet:
 
 
 def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targets: Iterable[str] = (),
-               now: datetime | None = None, governance: Governance | None = None) -> PlanView:
+               now: datetime | None = None, governance: Governance | None = None,
+               rollout_id: str | None = None) -> PlanView:
     """The one way to a plan (`plan`, `apply`, `destroy`, the daemon's pass, the API's converge).
 
     `desired` (files, or the last good state) plus the fleet's API-declared specs, planned against its
     rows; `targets` narrows the plan and must each name a known resource. With `governance`, the
     policy's verdict is part of the view: the CLI's plan is refused on a blocking violation, the
     daemon's holds the violators and defers what a budget does not allow yet (policy/evaluate.py).
+    Changes that running rollouts own wait for their waves; with a `rollout:` policy, a large enough
+    change set becomes a rollout (`rollout_id` names it; the view's `rollout`), queued wave by wave.
     """
     full = with_api_desired(desired=desired, api=fleet.api)
     rules = governed_rules(policy=policy, governance=governance)
     plan = compute_plan(full.resources, fleet.observed, now=now or utcnow(), in_flight=fleet.in_flight,
                         policy=rules, targets=targets, hashes=full.hashes, api=api_declared(full))
     require_known_ids(ids=targets, desired=full, observed=fleet.observed)
+    gated = gate(plan=plan, holdings=fleet.holdings)
+    plan = gated.plan
     if governance is None or governance.policy is None:
-        return PlanView(desired=full, observed=fleet.observed, plan=plan)
+        return PlanView(desired=full, observed=fleet.observed, plan=plan, superseded=gated.superseded)
     verdict = evaluate(policy=governance.policy, desired=full.resources, observed=fleet.observed, plan=plan,
                        started_last_hour=governance.started_last_hour, overrides=governance.overrides,
                        budgets=governance.budgets, sources=full.sources, known_targets=governance.known_targets)
     plan = held_plan(plan, verdict) if governance.budgets else refused_plan(plan, verdict)
-    return PlanView(desired=full, observed=fleet.observed, plan=plan, verdict=verdict, governance=governance)
+    rolling = governance.policy.rollout
+    proposal = None
+    if rolling is not None and not plan.refusal:
+        proposal = propose(plan=plan, policy=rolling, rollout_id=rollout_id or new_rollout_id())
+    return PlanView(desired=full, observed=fleet.observed, plan=plan, verdict=verdict, governance=governance,
+                    rollout=proposal, superseded=gated.superseded)
+
+
+def new_rollout_id() -> str:
+    return "ro-" + uuid.uuid4().hex[:10]
 
 
 def governance(*, policy: Policy | None, store: BudgetReader | None, overrides: frozenset[Rule] = frozenset(),
@@ -182,7 +206,9 @@ def job_requests(*, view: PlanView, attribution: Attribution | None = None) -> l
     """One queue request per change of the plan (none when the plan is refused): a projection of it."""
     if view.plan.refusal:
         return []
-    requests = [job_request(change, attribution=attribution) for change in view.plan.changes]
+    rolled = view.rollout.ids if view.rollout is not None else frozenset()
+    requests = [job_request(change, attribution=attribution) for change in view.plan.changes
+                if change.resource_id not in rolled]
     governance, verdict = view.governance, view.verdict
     if governance is None or verdict is None or not verdict.overridden:
         return requests

@@ -9,24 +9,48 @@ The ports import nothing but the row types, so a module on any floor may name th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .models import Event, FleetCounts, Hold, Job, JobRequest, JobResult, ObservedResource
 
 if TYPE_CHECKING:  # health pulls in asyncio and ssl: a plan has no use for them at run time
     from .health import CheckResult
+    from .rollout.model import Member, Rollout
+    from .rollout.plan import Holding
 
 # whether the process `pid` on `host` is gone (then its lock is free to take)
 HolderDead = Callable[[Any, Any], bool]
 
 
 class PlanReader(Protocol):
-    """What planning reads: the rows, the open jobs, the API's declarations."""
+    """What planning reads: the rows, the open jobs, the API's declarations, what rollouts hold."""
 
     def load_observed(self) -> dict[str, ObservedResource]: ...
     def in_flight(self) -> set[str]: ...
     def api_desired(self) -> dict[str, dict[str, Any]]: ...
+    def holdings(self) -> dict[str, Holding]: ...
+
+
+class RolloutReader(Protocol):
+    """What `rollout status` reads (issue 17)."""
+
+    def open_rollouts(self) -> list[Rollout]: ...
+    def list_rollouts(self, *, limit: int = 20) -> list[Rollout]: ...
+    def get_rollout(self, rollout_id: str) -> Rollout | None: ...
+    def rollout_members(self, rollout_id: str) -> list[Member]: ...
+
+
+class RolloutStore(RolloutReader, Protocol):
+    """What the rollout executor (rollouts.py) reads and writes: each transition one call."""
+
+    def load_observed(self) -> dict[str, ObservedResource]: ...
+    def job_outcomes(self, job_ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
+    def create_rollout(self, *, rollout: Rollout, members: Sequence[Member], now: str) -> list[str]: ...
+    def launch(self, *, rollout: Rollout, launches: Sequence[tuple[Member, JobRequest]], now: str,
+               commit: str | None) -> list[Member]: ...
+    def save_rollout(self, *, rollout: Rollout | None = None, members: Sequence[Member] = (), now: str,
+                     event: tuple[str, str] | None = None, actor: str | None = None) -> None: ...
 
 
 class BudgetReader(Protocol):
@@ -58,7 +82,7 @@ class ConvergeStore(JobReader, Protocol):
                     now: str, actor: str | None = None) -> list[str]: ...
 
 
-class PassStore(PlanReader, Enqueuer, Protocol):
+class PassStore(PlanReader, Enqueuer, RolloutStore, Protocol):
     """The daemon's pass: read, plan, enqueue; the fingerprint says whether anything it reads moved."""
 
     def fingerprint(self) -> tuple[Any, ...]: ...

@@ -40,13 +40,16 @@ ALLOWED: dict[str, set[str]] = {
     "views": {"models", "plan", "render", "status", "terminal", "policy"},
     "store": {"models", "errors", "store", "ports", "defects", "rollout"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
-    "ports": {"models", "health"},
+    "ports": {"models", "health", "rollout"},
     "runner": {"models", "errors", "terminal"},
     "health": set(),
     "logs": set(),
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
-    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy", "actor"},
+    # the rollouts' effects (issue 17): create from a plan, advance open rollouts (daemon and apply call it)
+    "rollouts": {"engine", "models", "plan", "ports", "rollout", "health"},
+    "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy", "actor",
+               "rollout"},
     # governance (issue 15): policy.yaml read (model, load) and evaluated (pure) against desired + plan
     "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle", "rollout"},
     # rollouts (issue 17), the pure part: the policy, wave assignment, the plan's holds, the state machine
