@@ -16,6 +16,7 @@ from .models import Event, Hold, ObservedResource
 from .plan import Plan
 from .policy import Verdict
 from .render import render_json, render_text
+from .rollout.plan import Proposal
 from .status import Daemon, event_json, hold_json, row_json
 from .terminal import printable
 
@@ -28,7 +29,7 @@ class View(Protocol):
     @property
     def progress_to_stderr(self) -> bool: ...
 
-    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str: ...
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str: ...
 
     def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
               holds: dict[str, Hold] | None = None) -> str: ...
@@ -43,8 +44,8 @@ class TextView:
     colour: bool = False
     progress_to_stderr: bool = False
 
-    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str:
-        return render_text(plan, colour=self.colour, verdict=verdict)
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str:
+        return render_text(plan, colour=self.colour, verdict=verdict, rollout=rollout)
 
     def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
               holds: dict[str, Hold] | None = None) -> str:
@@ -67,8 +68,8 @@ class TextView:
 class JsonView:
     progress_to_stderr: bool = True
 
-    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str:
-        return render_json(plan, verdict=verdict)
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str:
+        return render_json(plan, verdict=verdict, rollout=rollout)
 
     def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
               holds: dict[str, Hold] | None = None) -> str:

@@ -8,7 +8,7 @@ not started (started again after a restart) or started with its jobs queued (nev
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -159,6 +159,23 @@ class RolloutRows:
                 self._event(conn, FLEET_ID, now, kind, message, None, rollout.desired_commit,
                             {"rollout_id": rollout.rollout_id, "wave": rollout.wave, "state": str(rollout.state),
                              "reason": rollout.reason}, actor)
+
+    def transition_rollout(self: _Store, *, rollout_id: str, change: Callable[[Rollout], Rollout], now: str,
+                           kind: str, actor: str | None) -> Rollout | None:
+        """An operator's verb: read the row, apply `change` (a pure transition; it may raise), write it and
+        an event naming the actor, in one transaction. None: no such rollout."""
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM rollouts WHERE rollout_id = ?", (rollout_id,)).fetchone()
+            if row is None:
+                return None
+            before = _rollout(dict(row))
+            after = change(before)
+            _update_rollout(conn, rollout=after, now=now)
+            self._event(conn, FLEET_ID, now, kind, f"rollout {rollout_id}: {kind.removeprefix('rollout_')} "
+                        f"({before.state} → {after.state}, wave {after.wave} of {after.waves})", None,
+                        after.desired_commit, {"rollout_id": rollout_id, "wave": after.wave,
+                                               "state": str(after.state), "revert": after.revert}, actor)
+            return after
 
 
 def _settings(rollout: Rollout) -> dict[str, Any]:

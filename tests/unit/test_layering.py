@@ -33,11 +33,11 @@ ALLOWED: dict[str, set[str]] = {
     "owners": {"spec"},
     "yamlcompat": set(),
     "plan": {"models"},
-    "render": {"plan", "models", "terminal", "policy"},
+    "render": {"plan", "models", "terminal", "policy", "rollout"},
     "retry": set(),
     "status": {"ports", "models", "errors"},
     # how commands show their data (text or JSON), picked once per command; never sees a store
-    "views": {"models", "plan", "render", "status", "terminal", "policy"},
+    "views": {"models", "plan", "render", "status", "terminal", "policy", "rollout"},
     "store": {"models", "errors", "store", "ports", "defects", "rollout"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
     "ports": {"models", "health", "rollout"},
@@ -78,7 +78,9 @@ ALLOWED: dict[str, set[str]] = {
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
     "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "actor",
-              "policy", "policyrun"},
+              "policy", "policyrun", "rollouts", "rolloutrun"},
+    # rollouts in the foreground (issue 17): apply following its waves, `rollout status` and the verbs
+    "rolloutrun": {"coordination", "models", "ports", "rollout", "rollouts", "errors"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
     "options": {"plan", "retry", "policy"},
     # the policy as the one-shot commands use it (validate, plan, apply, destroy, `policy check`)

@@ -1,0 +1,152 @@
+"""Rollouts in the foreground (issue 17): `apply` advancing (or watching) a rollout with per-wave progress,
+and `reconciler rollout status`.
+
+One process advances a rollout: when a daemon holds the database (coordination.live_daemon) `apply`
+only watches the rows and prints each wave's progress (`--no-wait`: not even that); otherwise it
+advances them itself with `rollouts.Driver` and runs the waves' jobs on its own workers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .coordination import live_daemon
+from .models import iso, utcnow
+from .ports import LockReader, RolloutReader, RolloutStore
+from .rollout import machine
+from .rollout.model import MemberState, Rollout, RolloutState
+from .rollout.report import observe, progress_line, rollout_json, rollout_text
+from .rollouts import Driver
+
+IDLE = 0.2  # seconds between ticks while nothing runs (baking); checks keep their own interval
+
+
+class FollowStore(RolloutStore, LockReader, Protocol):
+    """What following a rollout reads and writes (typing only)."""
+
+    def in_flight(self) -> set[str]: ...
+
+
+@dataclass
+class Follow:
+    """How `apply` follows its rollouts: `run` runs the jobs of these ids on apply's workers until done;
+    `stopped` says apply was interrupted; `say` prints one progress line."""
+
+    store: FollowStore
+    run: Callable[[set[str]], None]
+    stopped: Callable[[], bool]
+    say: Callable[[str], None]
+    actor: str | None = None
+    wait: bool = True
+
+    def follow(self) -> bool:
+        """Follow every open rollout until none runs; True when one halted (apply then exits 1)."""
+        if not self.store.open_rollouts():
+            return False
+        holder = live_daemon(store=self.store)
+        who = f"the daemon (pid {holder['pid']} on {holder['host']})" if holder else "the next apply or a daemon"
+        if not self.wait:
+            for rollout in self.store.open_rollouts():
+                self.say(f"Rollout {rollout.rollout_id}: left to {who}; follow it with `reconciler rollout status`")
+            return False
+        return self._watch() if holder else self._drive()
+
+    def _drive(self) -> bool:
+        driver, halted = Driver(store=self.store, actor=self.actor), False
+        shown: dict[str, str] = {}
+        while not self.stopped():
+            results = driver.tick()
+            for rollout, decision in results:
+                self._show(shown, rollout.rollout_id, progress_line(rollout=rollout, decision=decision))
+            halted = any(rollout.state is RolloutState.HALTED for rollout, _ in results)
+            moving = [rollout for rollout, _ in results if rollout.state is RolloutState.RUNNING or rollout.revert]
+            if not moving:
+                self._finished(results=[r for r, _ in results])
+                return halted
+            wanted = self._open_ids(moving) & self.store.in_flight()
+            if wanted:
+                self.run(wanted)
+            else:
+                time.sleep(IDLE)
+        return halted
+
+    def _watch(self) -> bool:
+        """A daemon advances: show its progress from the rows until no rollout runs."""
+        shown: dict[str, str] = {}
+        while not self.stopped():
+            opened = self.store.open_rollouts()
+            for rollout in opened:
+                members = self.store.rollout_members(rollout.rollout_id)
+                decision = observe(rollout=rollout, members=members, now=utcnow())
+                self._show(shown, rollout.rollout_id, progress_line(rollout=rollout, decision=decision))
+            if not any(r.state is RolloutState.RUNNING or r.revert for r in opened):
+                return any(r.state is RolloutState.HALTED for r in opened)
+            time.sleep(1.0)
+        return False
+
+    def _open_ids(self, rollouts: list[Rollout]) -> set[str]:
+        return {m.resource_id for rollout in rollouts for m in self.store.rollout_members(rollout.rollout_id)
+                if m.state in {MemberState.QUEUED, MemberState.REVERTING}}
+
+    def _show(self, shown: dict[str, str], rollout_id: str, line: str) -> None:
+        if shown.get(rollout_id) != line:
+            shown[rollout_id] = line
+            self.say(line)
+
+    def _finished(self, *, results: list[Rollout]) -> None:
+        for rollout in results:
+            if rollout.state is RolloutState.PAUSED:
+                self.say(f"Rollout {rollout.rollout_id}: paused; `reconciler rollout resume {rollout.rollout_id}`")
+
+
+def status_document(*, store: RolloutReader, rollout_id: str | None, limit: int) -> list[dict[str, object]]:
+    now = utcnow()
+    return [rollout_json(rollout=rollout, members=store.rollout_members(rollout.rollout_id), now=now)
+            for rollout in _chosen(store=store, rollout_id=rollout_id, limit=limit)]
+
+
+def status_text(*, store: RolloutReader, rollout_id: str | None, limit: int) -> str:
+    now = utcnow()
+    shown = [rollout_text(rollout=rollout, members=store.rollout_members(rollout.rollout_id), now=now)
+             for rollout in _chosen(store=store, rollout_id=rollout_id, limit=limit)]
+    return "\n".join(shown) if shown else "No rollouts.\n"
+
+
+def status_json(*, store: RolloutReader, rollout_id: str | None, limit: int) -> str:
+    return json.dumps(status_document(store=store, rollout_id=rollout_id, limit=limit), indent=2) + "\n"
+
+
+def _chosen(*, store: RolloutReader, rollout_id: str | None, limit: int) -> list[Rollout]:
+    if rollout_id is None:
+        return store.list_rollouts(limit=limit)
+    found = store.get_rollout(rollout_id)
+    if found is None:
+        from .errors import ReconcilerError
+
+        raise ReconcilerError(f"no rollout {rollout_id!r} (see `reconciler rollout status`)")
+    return [found]
+
+
+VERBS: dict[str, Callable[..., Rollout]] = {"pause": machine.pause, "resume": machine.resume,
+                                            "abort": machine.abort, "promote": machine.promote}
+
+
+def control(*, store: RolloutStore, rollout_id: str, verb: str, revert: bool, actor: str) -> str:
+    """pause, resume, abort [--revert], promote: one pure transition, written with its event and actor."""
+    from .errors import ReconcilerError
+
+    def change(rollout: Rollout) -> Rollout:
+        try:
+            return machine.abort(rollout, revert=revert) if verb == "abort" else VERBS[verb](rollout)
+        except machine.Refused as exc:
+            raise ReconcilerError(str(exc)) from None
+
+    after = store.transition_rollout(rollout_id=rollout_id, change=change, now=iso(utcnow()), kind=f"rollout_{verb}",
+                                     actor=actor)
+    if after is None:
+        raise ReconcilerError(f"no rollout {rollout_id!r} (see `reconciler rollout status`)")
+    return f"Rollout {rollout_id}: {verb}{' --revert' if revert else ''} recorded ({after.state}) by {actor}."
