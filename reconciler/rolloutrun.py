@@ -58,12 +58,14 @@ class Follow:
     def _drive(self) -> bool:
         driver, halted = Driver(store=self.store, actor=self.actor), False
         shown: dict[str, str] = {}
+        followed: set[str] = set()  # rollouts seen moving: only their halts are this apply's failure
         while not self.stopped():
             results = driver.tick()
             for rollout, decision in results:
                 self._show(shown, rollout.rollout_id, progress_line(rollout=rollout, decision=decision))
-            halted = any(rollout.state is RolloutState.HALTED for rollout, _ in results)
             moving = [rollout for rollout, _ in results if rollout.state is RolloutState.RUNNING or rollout.revert]
+            followed |= {rollout.rollout_id for rollout in moving}
+            halted = any(r.state is RolloutState.HALTED and r.rollout_id in followed for r, _ in results)
             if not moving:
                 self._finished(results=[r for r, _ in results])
                 return halted
@@ -77,14 +79,17 @@ class Follow:
     def _watch(self) -> bool:
         """A daemon advances: show its progress from the rows until no rollout runs."""
         shown: dict[str, str] = {}
+        followed: set[str] = set()
         while not self.stopped():
             opened = self.store.open_rollouts()
             for rollout in opened:
                 members = self.store.rollout_members(rollout.rollout_id)
                 decision = observe(rollout=rollout, members=members, now=utcnow())
                 self._show(shown, rollout.rollout_id, progress_line(rollout=rollout, decision=decision))
-            if not any(r.state is RolloutState.RUNNING or r.revert for r in opened):
-                return any(r.state is RolloutState.HALTED for r in opened)
+            moving = {r.rollout_id for r in opened if r.state is RolloutState.RUNNING or r.revert}
+            followed |= moving
+            if not moving:
+                return any(r.state is RolloutState.HALTED and r.rollout_id in followed for r in opened)
             time.sleep(1.0)
         return False
 
