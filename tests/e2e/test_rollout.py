@@ -8,7 +8,6 @@ import json
 import signal
 import textwrap
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -42,7 +41,7 @@ class Health:
         health = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 parts = self.path.strip("/").split("/")
                 sick = bool(set(parts) & health.bad)
                 self.send_response(503 if sick else 200)
