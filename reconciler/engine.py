@@ -358,9 +358,12 @@ class Reconciler:
 
     def __init__(self, *, store: PassStore, desired_dir: Path, policy: PlanPolicy, settle: float = DEFAULT_SETTLE,
                  writes: WriteHints | None = None, provision_dir: Path | None = None,
-                 gate: PlanGate | None = None) -> None:
+                 gate: PlanGate | None = None,
+                 on_rollout: Callable[[PlanView, str | None, str], Any] | None = None) -> None:
         self.store = store
         self.gate = gate
+        # issue 17: writes a pass's proposed rollout (and superseded members); rollouts.start_rollout
+        self.on_rollout = on_rollout
         self.desired_dir = Path(desired_dir)
         self.provision_dir = provision_dir
         self.policy = policy
@@ -411,6 +414,8 @@ class Reconciler:
                                                files_version=self.cache.generation)
                 queued = len(enqueue(store=self.store, view=view, commit=self.git.commit(),
                                      attribution=attribution))
+                if self.on_rollout is not None and (view.rollout is not None or view.superseded):
+                    self.on_rollout(view, self.git.commit(), attribution.files)
         return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed),
                           held=len(verdict.held) if verdict else 0, deferred=len(verdict.deferred) if verdict else 0)
 

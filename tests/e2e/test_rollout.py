@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import db_rows, make_project, run_cli, spawn_cli, wait_for, write_resources
+from tests.support import db_rows, make_project, run_cli, spawn_cli, start_daemon, wait_for, write_resources
 
 IDS = [f"r{i:02d}" for i in range(20)]
 BAKE = 2.0
@@ -207,3 +207,31 @@ def test_without_a_rollout_section_changes_go_at_once(tmp_path, health):
     done = cli(project, health, "apply", "--yes")
     assert done.returncode == 0 and "Rollout" not in done.stdout, done.stdout
     assert set(refs(project).values()) == {"v2"} and not db_rows(project, "SELECT * FROM rollouts")
+
+
+def test_the_daemon_rolls_out_and_resumes_after_kill_9_mid_wave(tmp_path, health):
+    project = project_with(tmp_path, health, POLICY)
+    port = str(health.port)
+    daemon = start_daemon(project, SLEEP="0.5", HEALTH_PORT=port)
+    try:
+        wait_for(lambda: db_rows(project, "SELECT * FROM locks"), timeout=30, what="the daemon's lock")
+        write_resources(project, {rid: {"deploy_ref": "v2"} for rid in IDS})
+        wait_for(lambda: sum(1 for k, _, _, _ in ledger(project) if k == "start") >= 3, timeout=60,
+                 what="wave 2 running")
+        watched = cli(project, health, "apply", "--yes", "--no-wait")  # a daemon advances it: apply leaves it
+        assert watched.returncode == 0 and "left to the daemon" in watched.stdout, watched.stdout + watched.stderr
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(timeout=30)
+        daemon = start_daemon(project, SLEEP="0.5", HEALTH_PORT=port)
+        wait_for(lambda: db_rows(project, "SELECT * FROM rollouts WHERE state = 'completed'"), timeout=90,
+                 what="the rollout to complete")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    assert set(refs(project).values()) == {"v2"}
+    entries = ledger(project)
+    assert not [e for e in entries if e[0] == "OVERLAP"], entries
+    jobs = db_rows(project, "SELECT resource_id, count(*) AS n FROM jobs WHERE status = 'succeeded'"
+                            " AND spec_json LIKE '%\"v2\"%' GROUP BY resource_id")
+    assert {row["resource_id"]: row["n"] for row in jobs} == dict.fromkeys(IDS, 1)
+    assert_wave_order(project, waves_of(project), "v2")
