@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -61,6 +61,8 @@ class Driver:
     actor: str | None = None
     check: Checker = check_urls
     clock: Callable[[], float] = time.monotonic
+    # ids a wave skips when it starts: held by the policy now (issue 16's suspensions belong here too)
+    held: Callable[[], Collection[str]] = field(default=lambda: frozenset())
     _checked: dict[str, float] = field(default_factory=dict)
 
     def tick(self, *, now: datetime | None = None) -> list[tuple[Rollout, Decision]]:
@@ -132,13 +134,28 @@ class Driver:
             self.store.save_rollout(rollout=after, now=stamp, event=_event(after, decision), actor=self.actor)
             return after, members, True
         chosen = decision.start if decision.step is Step.START else decision.revert
-        launches = self._launches(after, chosen, revert=decision.step is Step.REVERT)
+        skipped = self._skipped(after, chosen, now=stamp) if decision.step is Step.START else {}
+        launches = self._launches(after, [m for m in chosen if m.resource_id not in skipped],
+                                  revert=decision.step is Step.REVERT)
         started = {m.resource_id: m for m in self.store.launch(rollout=after, launches=launches, now=stamp,
                                                                commit=rollout.desired_commit)}
         if decision.wave != rollout.wave:
             self._checked.pop(rollout.rollout_id, None)
-        moved = bool(started) or decision.wave != rollout.wave
-        return after, [started.get(m.resource_id, m) for m in members], moved
+        moved = bool(started) or bool(skipped) or decision.wave != rollout.wave
+        return after, [started.get(m.resource_id) or skipped.get(m.resource_id) or m for m in members], moved
+
+    def _skipped(self, rollout: Rollout, chosen: Sequence[Member], *, now: str) -> dict[str, Member]:
+        """Members held by the policy (or suspended) when their wave starts: skipped, with a fleet event that
+        names them; the rest of the wave proceeds."""
+        held = self.held()
+        skipped = {m.resource_id: replace(m, state=MemberState.SKIPPED, error="held or suspended when its wave "
+                                          "started") for m in chosen if m.resource_id in held}
+        if skipped:
+            names = ", ".join(sorted(skipped))
+            self.store.save_rollout(rollout=rollout, members=list(skipped.values()), now=now, actor=self.actor,
+                                    event=("rollout_skipped", f"rollout {rollout.rollout_id} wave {rollout.wave}: "
+                                           f"skipped {len(skipped)} held or suspended: {names}"))
+        return skipped
 
     def _launches(self, rollout: Rollout, chosen: Sequence[Member], *,
                   revert: bool) -> list[tuple[Member, JobRequest]]:

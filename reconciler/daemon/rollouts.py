@@ -9,7 +9,7 @@ retried like every loop's; a halt is logged as a warning with the failures it na
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ..ports import RolloutStore
@@ -26,8 +26,8 @@ class RolloutLoop:
 
     def __init__(self, *, store: RolloutStore, outages: Outages, log: Any, may_run: Callable[[], bool],
                  wake_workers: Callable[[], None], actor: str, on_change: Callable[[], None],
-                 tick: float = TICK) -> None:
-        self.driver = Driver(store=store, actor=actor)
+                 held: Callable[[], Collection[str]], tick: float = TICK) -> None:
+        self.driver = Driver(store=store, actor=actor, held=held)
         self.outages, self.log, self.may_run = outages, log, may_run
         self.wake_workers, self.on_change, self.tick = wake_workers, on_change, tick
         self._shown: dict[str, str] = {}

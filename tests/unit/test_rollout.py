@@ -211,3 +211,12 @@ def test_a_bad_rollout_section_names_file_line_and_field(body, line, field, word
     (problem,) = caught.value.problems
     assert (problem.file, problem.line, problem.field) == ("policy.yaml", line, field)
     assert words in problem.message
+
+
+def test_a_proposal_reports_the_changes_the_policy_holds_as_skipped():
+    plan = bump(12)
+    held = replace(plan.changes[0], action=Action.NOOP, reason=Reason.POLICY, message="over quota")
+    plan = replace(plan, changes=plan.changes[1:], waiting=(held,))
+    proposal = propose(plan=plan, policy=RolloutPolicy(min_changes=5), rollout_id="x")
+    assert proposal is not None and proposal.ids == {c.resource_id for c in plan.changes}
+    assert proposal.skipped == (held,) and "1 skipped (held or suspended): r00" in proposal.summary()
