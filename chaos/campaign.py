@@ -19,7 +19,7 @@ from typing import Any
 from . import invariants, ops
 from . import model as desired_model
 from .invariants import PolicyVersion, Version, Violation
-from .observe import Records, Snapshot, read_runs, snapshot
+from .observe import Records, Snapshot, read_runs, rollout_waves, snapshot
 from .schedule import Step, dumps
 from .world import World, script_pids
 
@@ -75,6 +75,7 @@ class Campaign:
         self.model = desired_model.initial()
         self.versions: list[Version] = []
         self.policies: list[PolicyVersion] = []
+        self.rollouts = False  # policy.yaml has a rollout: section (issue 17), kept by later policy writes
         self.found: dict[str, Violation] = {}
         self.skipped: dict[str, str] = {}
         self.repairs: list[tuple[int, str, Callable[[], Any]]] = []
@@ -170,7 +171,8 @@ class Campaign:
             return
         checks = [invariants.unwarranted_teardowns(records, snap, self.versions),
                   invariants.deleted_without_teardown(records, snap),
-                  invariants.quota_exceeded(snap, self.policies, self.versions)]
+                  invariants.quota_exceeded(snap, self.policies, self.versions),
+                  invariants.early_waves(rollout_waves(db_url=self.world.db_url))]
         # a run cannot be recorded while the store is away: judge only once it has been back a while
         if final or (not self.store_faults and time.time() - self.store_back_at > invariants.RECORD_SLACK):
             killed = [pid for _, pid, what in self.world.killed if "SIGKILL" in what]

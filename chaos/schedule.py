@@ -27,6 +27,9 @@ WEIGHTS: dict[str, int] = {
 # schedules of earlier seeds keep their other steps (and the regressions recorded with them stay valid)
 POLICY_KINDS = ("policy_tighten", "policy_break", "policy_loosen")
 POLICY_FROM = 20
+# issue 17: one rollout (policy.yaml gains rollout:, every file resource's deploy_ref bumped) per schedule of
+# POLICY_FROM steps or more, from a stream of its own (earlier seeds keep their other steps)
+ROLLOUT_KIND = "rollout_bump"
 SQLITE_ONLY = {"hold_write_lock"}
 POSTGRES_ONLY = {"restart_postgres"}
 WRITE_MODES = ("atomic", "atomic", "slices", "pull")
@@ -58,7 +61,17 @@ def generate(*, seed: int, steps: int, backend: str) -> list[Step]:
     kinds = allowed(backend=backend)
     weights = [WEIGHTS[kind] for kind in kinds]
     base = [_step(rand, kind=rand.choices(kinds, weights)[0], index=index) for index in range(steps)]
-    return _with_policy_steps(base, rand=random.Random(f"chaos-policy:{seed}:{backend}"))
+    with_policy = _with_policy_steps(base, rand=random.Random(f"chaos-policy:{seed}:{backend}"))
+    return _with_rollout_step(with_policy, rand=random.Random(f"chaos-rollout:{seed}:{backend}"))
+
+
+def _with_rollout_step(base: list[Step], *, rand: random.Random) -> list[Step]:
+    """One rollout step at a drawn position in the first half (its waves then run during the later faults)."""
+    if len(base) < POLICY_FROM:
+        return base
+    steps = list(base)
+    steps.insert(rand.randrange(len(steps) // 2 + 1), _step(rand, kind=ROLLOUT_KIND, index=2000))
+    return steps
 
 
 def _with_policy_steps(base: list[Step], *, rand: random.Random) -> list[Step]:
@@ -104,6 +117,7 @@ _ARGS = {
     "disk_readonly": lambda r, i: {"steps": r.randint(1, 3)},
     "policy_tighten": lambda r, i: {"limit": r.randint(2, 5)},
     "policy_break": lambda r, i: {"steps": r.randint(1, 3)},
+    "rollout_bump": lambda r, i: {"n": i, "value": r.randrange(1000)},
 }
 
 

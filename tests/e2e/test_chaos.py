@@ -240,3 +240,17 @@ def test_the_campaign_finds_a_reintroduced_defect(tmp_path: Path, defect: str) -
     assert item["seed"] == int(seed) and any(v.startswith(kind) for v in item["violations"])
     assert f"seed {seed} FAILED" in done.stdout and "shrunk schedule of seed" in done.stdout
     assert 0 < len(item["shrunk"]) < int(steps)
+
+
+def test_a_wave_queued_before_the_previous_one_baked_is_a_violation() -> None:
+    from chaos.observe import WaveJob
+
+    def job(wave: int, queued: float, finished: float | None, status: str = "succeeded") -> WaveJob:
+        return WaveJob("ro-1", wave, queued, finished, status, bake=2.0, promoted=False)
+
+    good = [job(1, 0.0, 1.0), job(2, 3.1, 4.0), job(2, 3.2, 4.5), job(3, 6.6, 7.0)]
+    assert invariants.early_waves(good) == []
+    early = [job(1, 0.0, 1.0), job(2, 2.5, 4.0)]  # 1.5 s after the canary's success, bake 2 s
+    assert [v.kind for v in invariants.early_waves(early)] == ["wave started before the previous one baked"]
+    running = [job(1, 0.0, None, "running"), job(2, 5.0, 6.0)]
+    assert len(invariants.early_waves(running)) == 1
