@@ -761,7 +761,7 @@ def rollout_status(settings: Settings, rollout_id: str | None, output: str, limi
     Example:
       reconciler rollout status ro-1a2b3c4d5e -o json
     """
-    from .rolloutrun import status_json, status_text
+    from .rolloutctl import status_json, status_text
     from .terminal import printable_lines
 
     store = _read_store(settings)
@@ -776,7 +776,7 @@ def rollout_status(settings: Settings, rollout_id: str | None, output: str, limi
 
 def _rollout_verb(settings: Settings, rollout_id: str, verb: str, *, revert: bool = False) -> None:
     from .actor import cli_actor
-    from .rolloutrun import control
+    from .rolloutctl import control
     from .store import open_store
 
     store = open_store(url=settings.db, create=False)

@@ -41,7 +41,14 @@ class RolloutReader(Protocol):
     def rollout_members(self, rollout_id: str) -> list[Member]: ...
 
 
-class RolloutStore(RolloutReader, Protocol):
+class RolloutControl(RolloutReader, Protocol):
+    """The operator's verbs (CLI and API): one pure transition written with its event."""
+
+    def transition_rollout(self, *, rollout_id: str, change: Callable[[Rollout], Rollout], now: str, kind: str,
+                           actor: str | None) -> Rollout | None: ...
+
+
+class RolloutStore(RolloutControl, Protocol):
     """What the rollout executor (rollouts.py) reads and writes: each transition one call."""
 
     def load_observed(self) -> dict[str, ObservedResource]: ...
@@ -51,8 +58,6 @@ class RolloutStore(RolloutReader, Protocol):
                commit: str | None) -> list[Member]: ...
     def save_rollout(self, *, rollout: Rollout | None = None, members: Sequence[Member] = (), now: str,
                      event: tuple[str, str] | None = None, actor: str | None = None) -> None: ...
-    def transition_rollout(self, *, rollout_id: str, change: Callable[[Rollout], Rollout], now: str, kind: str,
-                           actor: str | None) -> Rollout | None: ...
 
 
 class BudgetReader(Protocol):
@@ -152,7 +157,7 @@ class StatusReader(LockReader, HoldReader, Protocol):
     def events(self, resource_id: str, *, limit: int | None = None) -> list[Event]: ...
 
 
-class ApiStore(ConvergeStore, HoldReader, Protocol):
+class ApiStore(ConvergeStore, HoldReader, RolloutControl, Protocol):
     """The HTTP plane: the converge step plus the reads its GETs answer."""
 
     def list_resources(self, *, owner: str | None = None, status: str | None = None,

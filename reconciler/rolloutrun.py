@@ -1,5 +1,4 @@
-"""Rollouts in the foreground (issue 17): `apply` advancing (or watching) a rollout with per-wave progress,
-and `reconciler rollout status`.
+"""Rollouts in the foreground (issue 17): `apply` advancing (or watching) a rollout with per-wave progress.
 
 One process advances a rollout: when a daemon holds the database (coordination.live_daemon) `apply`
 only watches the rows and prints each wave's progress (`--no-wait`: not even that); otherwise it
@@ -8,18 +7,16 @@ advances them itself with `rollouts.Driver` and runs the waves' jobs on its own 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from .coordination import live_daemon
-from .models import iso, utcnow
-from .ports import LockReader, RolloutReader, RolloutStore
-from .rollout import machine
+from .models import utcnow
+from .ports import LockReader, RolloutStore
 from .rollout.model import MemberState, Rollout, RolloutState
-from .rollout.report import observe, progress_line, rollout_json, rollout_text
+from .rollout.report import observe, progress_line
 from .rollouts import Driver
 
 IDLE = 0.2  # seconds between ticks while nothing runs (baking); checks keep their own interval
@@ -106,52 +103,3 @@ class Follow:
         for rollout in results:
             if rollout.state is RolloutState.PAUSED:
                 self.say(f"Rollout {rollout.rollout_id}: paused; `reconciler rollout resume {rollout.rollout_id}`")
-
-
-def status_document(*, store: RolloutReader, rollout_id: str | None, limit: int) -> list[dict[str, object]]:
-    now = utcnow()
-    return [rollout_json(rollout=rollout, members=store.rollout_members(rollout.rollout_id), now=now)
-            for rollout in _chosen(store=store, rollout_id=rollout_id, limit=limit)]
-
-
-def status_text(*, store: RolloutReader, rollout_id: str | None, limit: int) -> str:
-    now = utcnow()
-    shown = [rollout_text(rollout=rollout, members=store.rollout_members(rollout.rollout_id), now=now)
-             for rollout in _chosen(store=store, rollout_id=rollout_id, limit=limit)]
-    return "\n".join(shown) if shown else "No rollouts.\n"
-
-
-def status_json(*, store: RolloutReader, rollout_id: str | None, limit: int) -> str:
-    return json.dumps(status_document(store=store, rollout_id=rollout_id, limit=limit), indent=2) + "\n"
-
-
-def _chosen(*, store: RolloutReader, rollout_id: str | None, limit: int) -> list[Rollout]:
-    if rollout_id is None:
-        return store.list_rollouts(limit=limit)
-    found = store.get_rollout(rollout_id)
-    if found is None:
-        from .errors import ReconcilerError
-
-        raise ReconcilerError(f"no rollout {rollout_id!r} (see `reconciler rollout status`)")
-    return [found]
-
-
-VERBS: dict[str, Callable[..., Rollout]] = {"pause": machine.pause, "resume": machine.resume,
-                                            "abort": machine.abort, "promote": machine.promote}
-
-
-def control(*, store: RolloutStore, rollout_id: str, verb: str, revert: bool, actor: str) -> str:
-    """pause, resume, abort [--revert], promote: one pure transition, written with its event and actor."""
-    from .errors import ReconcilerError
-
-    def change(rollout: Rollout) -> Rollout:
-        try:
-            return machine.abort(rollout, revert=revert) if verb == "abort" else VERBS[verb](rollout)
-        except machine.Refused as exc:
-            raise ReconcilerError(str(exc)) from None
-
-    after = store.transition_rollout(rollout_id=rollout_id, change=change, now=iso(utcnow()), kind=f"rollout_{verb}",
-                                     actor=actor)
-    if after is None:
-        raise ReconcilerError(f"no rollout {rollout_id!r} (see `reconciler rollout status`)")
-    return f"Rollout {rollout_id}: {verb}{' --revert' if revert else ''} recorded ({after.state}) by {actor}."

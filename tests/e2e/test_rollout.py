@@ -33,6 +33,29 @@ LEDGER_PROVISION = textwrap.dedent("""\
 """)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(port: int, method: str, path: str) -> tuple[int, object]:
+    """A call to the daemon's API on 127.0.0.1 (token-less loopback); (status, JSON body), (0, None) when down."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, None
+
+
 class Health:
     """Answers 200 for /<id>/<ref>, 503 when the ref (or the id) is in `bad`."""
 
@@ -222,9 +245,15 @@ def test_the_daemon_rolls_out_and_resumes_after_kill_9_mid_wave(tmp_path, health
         assert watched.returncode == 0 and "left to the daemon" in watched.stdout, watched.stdout + watched.stderr
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(timeout=30)
-        daemon = start_daemon(project, SLEEP="0.5", HEALTH_PORT=port)
+        api = free_port()
+        daemon = start_daemon(project, "--api", f"127.0.0.1:{api}", SLEEP="0.5", HEALTH_PORT=port)
         wait_for(lambda: db_rows(project, "SELECT * FROM rollouts WHERE state = 'completed'"), timeout=90,
                  what="the rollout to complete")
+        (listed,) = wait_for(lambda: http(api, "GET", "/rollouts")[1], timeout=30, what="GET /rollouts")
+        assert listed["state"] == "completed" and [w["state"] for w in listed["waves_detail"]] == ["done"] * 3
+        code, body = http(api, "POST", f"/rollouts/{listed['rollout_id']}/pause")
+        assert code == 409 and "only a running rollout can be paused" in body["detail"]
+        assert http(api, "POST", "/rollouts/ro-nope/promote")[0] == 404
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)

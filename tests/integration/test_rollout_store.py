@@ -16,7 +16,7 @@ from reconciler.plan import PlanPolicy
 from reconciler.policy import Governance, Policy
 from reconciler.portable import export_document, import_document
 from reconciler.rollout.model import MemberState, RolloutPolicy, RolloutState, WaveTarget
-from reconciler.rolloutrun import control
+from reconciler.rolloutctl import control
 from reconciler.rollouts import Driver, start_rollout
 from reconciler.spec import DesiredState
 from reconciler.store import open_store

@@ -80,12 +80,14 @@ ALLOWED: dict[str, set[str]] = {
     "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "actor",
               "policy", "policyrun", "rollouts", "rolloutrun"},
     # rollouts in the foreground (issue 17): apply following its waves, `rollout status` and the verbs
-    "rolloutrun": {"coordination", "models", "ports", "rollout", "rollouts", "errors"},
+    "rolloutrun": {"coordination", "models", "ports", "rollout", "rollouts"},
+    # reading and steering rollouts (issue 17): `rollout status` and the verbs, for the CLI and the API
+    "rolloutctl": {"errors", "models", "ports", "rollout"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
     "options": {"plan", "retry", "policy"},
     # the policy as the one-shot commands use it (validate, plan, apply, destroy, `policy check`)
     "policyrun": {"actor", "engine", "models", "options", "plan", "policy", "ports", "spec", "targets"},
-    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "actor"},
+    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "actor", "rolloutctl"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
     "httpguard": set(),
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
