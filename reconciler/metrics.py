@@ -39,6 +39,25 @@ class Metrics:
                                      "Passes whose desired/ failed to load.", registry=r)
 
         self._policy_families(r)
+        self._rollout_families(r)
+
+    def _rollout_families(self, r: CollectorRegistry) -> None:
+        """Rollouts (issue 17): open rollouts per state, and while one is halted, the failures that halted it
+        (bounded: max_failures + 1 resources per halted rollout)."""
+        self.rollouts = Gauge("reconciler_rollouts", "Open rollouts by state (running, paused, halted).", ["state"],
+                              registry=r)
+        self.rollout_failures = Gauge("reconciler_rollout_halt_failures", "Resources whose failure halted a "
+                                      "rollout (1 while it stays halted).", ["rollout_id", "resource_id", "kind"],
+                                      registry=r)
+
+    def rollouts_seen(self, *, states: dict[str, int], failures: Iterable[tuple[str, str, str]]) -> None:
+        """The open rollouts of the last tick, and the failures of the halted ones."""
+        self.rollouts.clear()
+        for state, count in states.items():
+            self.rollouts.labels(state=state).set(count)
+        self.rollout_failures.clear()
+        for rollout_id, resource_id, kind in failures:
+            self.rollout_failures.labels(rollout_id=rollout_id, resource_id=resource_id, kind=kind).set(1)
 
     def _policy_families(self, r: CollectorRegistry) -> None:
         """policy.yaml at work: quota use against limits per owner (owners, never resources: bounded), the

@@ -9,14 +9,19 @@ retried like every loop's; a halt is logged as a warning with the failures it na
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, Protocol
 
 from ..ports import RolloutStore
-from ..rollout.model import RolloutState
+from ..rollout.model import FAILURES, Rollout, RolloutState
 from ..rollout.report import progress_line
 from ..rollouts import Driver
 from ..supervise import Outages, retry_async, sleep_or_stop
+
+
+class RolloutSink(Protocol):
+    def rollouts_seen(self, *, states: dict[str, int], failures: Iterable[tuple[str, str, str]]) -> None: ...
+
 
 TICK = 0.25  # seconds between steps: a wave starts within this of its bake ending
 
@@ -26,8 +31,9 @@ class RolloutLoop:
 
     def __init__(self, *, store: RolloutStore, outages: Outages, log: Any, may_run: Callable[[], bool],
                  wake_workers: Callable[[], None], actor: str, on_change: Callable[[], None],
-                 held: Callable[[], Collection[str]], tick: float = TICK) -> None:
+                 held: Callable[[], Collection[str]], metrics: RolloutSink, tick: float = TICK) -> None:
         self.driver = Driver(store=store, actor=actor, held=held)
+        self.store, self.metrics = store, metrics
         self.outages, self.log, self.may_run = outages, log, may_run
         self.wake_workers, self.on_change, self.tick = wake_workers, on_change, tick
         self._shown: dict[str, str] = {}
@@ -62,3 +68,15 @@ class RolloutLoop:
         if changed:
             self.wake_workers()  # a wave's jobs were queued, or a revert's
             self.on_change()  # a pass after a transition sees the rows it wrote
+            await asyncio.to_thread(self._measure, [rollout for rollout, _ in results])
+
+    def _measure(self, rollouts: list[Rollout]) -> None:
+        states: dict[str, int] = {}
+        failures = []
+        for rollout in (rollout for rollout in rollouts if rollout.active):
+            states[str(rollout.state)] = states.get(str(rollout.state), 0) + 1
+            if rollout.state is RolloutState.HALTED:
+                failures += [(rollout.rollout_id, m.resource_id, str(m.state))
+                             for m in self.store.rollout_members(rollout.rollout_id)
+                             if m.wave == rollout.wave and m.state in FAILURES]
+        self.metrics.rollouts_seen(states=states, failures=failures)

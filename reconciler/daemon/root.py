@@ -84,7 +84,7 @@ class Daemon:
         self.rollouts = RolloutLoop(store=self.store, outages=self.outages, log=self.log,
                                     may_run=self.election.may_plan, wake_workers=self.workers.pool.wake,
                                     actor=daemon_actor(), on_change=lambda: self.passes.request("rollout"),
-                                    held=lambda: self.store.holds().keys())
+                                    held=lambda: self.store.holds().keys(), metrics=self.metrics)
         self.watcher = DesiredWatcher(directory=options.desired, tracker=self.writes, on_change=self.passes.request,
                                       log=self.log)
         self.policy_watcher = PolicyWatcher(path=self.governor.source.path, tracker=self.writes,

@@ -220,3 +220,15 @@ def test_a_proposal_reports_the_changes_the_policy_holds_as_skipped():
     proposal = propose(plan=plan, policy=RolloutPolicy(min_changes=5), rollout_id="x")
     assert proposal is not None and proposal.ids == {c.resource_id for c in plan.changes}
     assert proposal.skipped == (held,) and "1 skipped (held or suspended): r00" in proposal.summary()
+
+
+def test_the_metrics_name_a_halts_failures():
+    from reconciler.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.rollouts_seen(states={"halted": 1}, failures=[("ro-1", "r07", "unhealthy")])
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics.registry).decode()
+    assert 'reconciler_rollouts{state="halted"} 1.0' in text
+    assert 'reconciler_rollout_halt_failures{kind="unhealthy",resource_id="r07",rollout_id="ro-1"} 1.0' in text
