@@ -106,6 +106,9 @@ class SQLStore(RolloutRows):
     # appended to SELECTs that pick rows to change: PostgreSQL locks them, SQLite's writer lock already has
     skip_locked = ""
     for_update = ""
+    # taken before a rollout is created: two processes proposing at once must not both take a resource
+    # (SQLite's writer lock already serialises; PostgreSQL takes a transaction-scoped advisory lock)
+    rollout_lock = ""
     kind = "sql"
 
     def close(self) -> None:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 class _Store(Protocol):
     """What the mixin uses of SQLStore."""
 
+    rollout_lock: str
+
     def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]: ...
     def _one(self, sql: str, args: Iterable[Any] = ()) -> dict[str, Any] | None: ...
     def _write(self) -> AbstractContextManager[Connection]: ...
@@ -103,6 +105,8 @@ class RolloutRows:
         """Write a rollout and its members in one transaction; a resource another active rollout holds is
         left out (no two rollouts touch one resource). Returns the ids it took."""
         with self._write() as conn:
+            if self.rollout_lock:
+                conn.execute(self.rollout_lock)
             taken = {row["resource_id"] for row in conn.execute(
                 _HOLDING_SQL.format(active=", ".join("?" for _ in _ACTIVE)), _ACTIVE)}
             mine = [member for member in members if member.resource_id not in taken]
