@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from .defects import defect_enabled
 from .engine import PlanView, job_request
 from .models import Action, JobRequest, ObservedResource, ResourceSpec, iso, spec_hash, utcnow
 from .plan import Change, Reason
@@ -72,6 +73,8 @@ class Driver:
     def advance(self, rollout: Rollout, *, now: datetime) -> tuple[Rollout, Decision]:
         members = self._settled(rollout, self.store.rollout_members(rollout.rollout_id), now=now)
         members = self._checked_health(rollout, members, now=now)
+        if defect_enabled("rollout-no-bake"):  # test-only: the next wave does not wait for the bake
+            rollout = replace(rollout, settings=replace(rollout.settings, bake=0.0))
         decision = decide(rollout=rollout, members=members, now=now)
         for _ in range(MAX_STEPS):
             if decision.step is Step.WAIT:

@@ -227,6 +227,8 @@ SELF_TEST = {
     "unsettled-read": ("1", "12", "sqlite", "unwarranted teardown"),
     # the daemon plans without its policy: a per-owner quota saved, then acme resources added and renamed
     "policy-ignored": ("28", "20", "sqlite", "quota exceeded"),
+    # a rollout's next wave does not wait for the bake (issue 17): seed 28 has its rollout step at step 5
+    "rollout-no-bake": ("28", "20", "sqlite", "wave started before the previous one baked"),
 }
 
 

@@ -47,7 +47,7 @@ ALLOWED: dict[str, set[str]] = {
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
     # the rollouts' effects (issue 17): create from a plan, advance open rollouts (daemon and apply call it)
-    "rollouts": {"engine", "models", "plan", "ports", "rollout", "health"},
+    "rollouts": {"engine", "models", "plan", "ports", "rollout", "health", "defects"},
     "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy", "actor",
                "rollout"},
     # governance (issue 15): policy.yaml read (model, load) and evaluated (pure) against desired + plan
