@@ -12,13 +12,23 @@ import time
 import traceback
 from pathlib import Path
 
-from . import p1_plan, p1t_plan_vs_terraform, p2_apply, p3_reaction, p4_drift, p5_idle, p6_api, p7_postgres
+from . import (
+    p1_plan,
+    p1p_plan_policy,
+    p1t_plan_vs_terraform,
+    p2_apply,
+    p3_reaction,
+    p4_drift,
+    p5_idle,
+    p6_api,
+    p7_postgres,
+)
 from .harness import OUT, REPO, BenchError, Ctx, Row
 from .machine import machine_info
 from .report import render_markdown, render_table
 
-MEASUREMENTS = {m.ID: m for m in (p1_plan, p1t_plan_vs_terraform, p2_apply, p3_reaction, p4_drift, p5_idle, p6_api,
-                                   p7_postgres)}
+MEASUREMENTS = {m.ID: m for m in (p1_plan, p1p_plan_policy, p1t_plan_vs_terraform, p2_apply, p3_reaction, p4_drift,
+                                   p5_idle, p6_api, p7_postgres)}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -6,9 +6,12 @@ by files belong to the files, and the API refuses to change them (409, naming th
 
 Declaring never waits for a script: the change is planned and queued at once, and the answer is
 the job to poll. Mutating endpoints require a bearer token when one is configured (always when the
-API listens beyond loopback); the token and the body's size are checked in front of FastAPI
-(httpguard.py), before any body is read. Until desired/ has loaded well once, mutating calls answer
-503: which ids the files own is not known yet. A refused call (4xx) changes nothing.
+API listens beyond loopback, where reads do too); the token and the body's size are checked in front
+of FastAPI (httpguard.py), before any body is read. What the caller behind the token may do is
+decided here, per resource owner (scopes.py): a write needs `write` or `write:owner=<owner>`, a read
+`read`/`write` or an owner-scoped one; a list shows only the owners the caller may read. Until
+desired/ has loaded well once, mutating calls answer 503: which ids the files own is not known yet.
+A refused call (4xx) changes nothing.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from pydantic import BaseModel
 from .actor import api_actor
 from .engine import PlanView, Refusal, converge_one
 from .errors import StoreError
-from .httpguard import FrontDoor
+from .httpguard import FrontDoor, Keys
 from .models import RESOURCE_ID_PATTERN, Action, Hold, Job, JobStatus, ObservedResource, ResourceSpec
 from .ports import ApiStore
+from .scopes import Principal, ScopeKind, may, needed, readable_owners
 from .status import event_json, row_json
 
 ResourceId = Path(pattern=RESOURCE_ID_PATTERN, description="The resource's id")
@@ -35,8 +39,9 @@ ResourceId = Path(pattern=RESOURCE_ID_PATTERN, description="The resource's id")
 class Plane(Protocol):
     """What the daemon gives the API."""
 
-    token: str | None
+    open_reads: bool  # reads without a token (loopback only)
 
+    def keys(self) -> Keys | None: ...  # the tokens in force now; None when none is configured
     @property
     def store(self) -> ApiStore: ...
 
@@ -107,6 +112,7 @@ class EventView(BaseModel):
     job_id: str | None
     desired_commit: str | None
     details: dict[str, Any] | None = None
+    actor: str | None = None  # who caused it (README: actors); null in events older than the column
 
 
 # Seconds a client is asked to wait while desired/ has not loaded yet (a pass follows every file save).
@@ -119,7 +125,7 @@ def create_app(*, plane: Plane) -> FastAPI:
     app = FastAPI(title="reconciler", version="1.0", description=__doc__)
     app.add_exception_handler(StoreError, _store_unavailable)
     _routes(app, plane)
-    app.add_middleware(FrontDoor, token=plane.token)
+    app.add_middleware(FrontDoor, keys=plane.keys, open_reads=plane.open_reads)
     return app
 
 
@@ -131,7 +137,8 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong bearer token"},
-    403: {"description": "Refused by policy.yaml: the rule codes and their place in it"},
+    403: {"description": "The token's scopes do not cover this owner, or policy.yaml refuses it (the rule codes "
+                         "and their place in it)"},
     404: {"description": "Unknown resource"},
     409: {"description": "Declared by a file, or protected"},
     413: {"description": "Request body over 1 MiB"},
@@ -170,40 +177,54 @@ def _declare_routes(app: FastAPI, plane: Plane) -> None:
     @app.post("/provisions", status_code=202, response_model=Accepted, responses=ERRORS)
     def declare(spec: ResourceSpec, request: Request) -> Accepted:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
+        principal = request_principal(request)
+        _authorise(principal, ScopeKind.WRITE, spec.owner)
+        current = _current_owner(store, spec.resource_id)
+        if current is not None:  # no taking over another owner's resource by declaring it as yours
+            _authorise(principal, ScopeKind.WRITE, current)
         _known_target(plane, spec.runtime_target)
         _may_change(plane, spec.resource_id)
         with plane.serial():
             done = converge_one(store=store, resource_id=spec.resource_id, spec=spec, admit=plane.admit,
-                                actor=caller(request, plane))
+                                actor=request_actor(request))
         return _accepted(plane, spec.resource_id, done)
 
     @app.get("/provisions/jobs/{job_id}", response_model=JobView, responses={404: {"description": "Unknown job"}})
-    async def job_status(job_id: str = Path(max_length=64)) -> JobView:
+    async def job_status(request: Request, job_id: str = Path(max_length=64)) -> JobView:
         """A job's status, attempts and timestamps, and the resource's URL once the job succeeded."""
         job = store.get_job(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id!r}")
-        return _job_view(job, store.get_resource(job.resource_id))
+        row = store.get_resource(job.resource_id)
+        _authorise_read(request, row.owner if row is not None else None)
+        return _job_view(job, row)
 
 
 def _read_routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
 
-    @app.get("/provisions", response_model=list[ResourceView])
-    async def list_resources(owner: str | None = Query(None, max_length=200),
+    @app.get("/provisions", response_model=list[ResourceView], responses=ERRORS)
+    async def list_resources(request: Request, owner: str | None = Query(None, max_length=200),
                              status: str | None = Query(None, pattern="^[a-z]+$"),
                              health: str | None = Query(None, pattern="^[a-z]+$")) -> list[ResourceView]:
-        """Every resource row, optionally filtered by owner, status and health."""
-        rows = store.list_resources(owner=owner, status=status, health=health)
+        """Every resource row the caller may read, optionally filtered by owner, status and health."""
+        if owner is not None:
+            _authorise_read(request, owner)
+        owners = readable_owners(request_principal(request)) if owner is None else None
+        rows = (store.list_resources(owner=owner, status=status, health=health) if owners is None else
+                sorted((row for one in owners for row in store.list_resources(owner=one, status=status,
+                                                                               health=health)),
+                       key=lambda row: row.resource_id))
         in_flight, holds = store.in_flight(), store.holds()
         return [_resource_view(row, in_flight=row.resource_id in in_flight, hold=holds.get(row.resource_id))
                 for row in rows]
 
     @app.get("/provisions/{resource_id}", response_model=ResourceView, responses=ERRORS)
-    async def get_resource(resource_id: str = ResourceId) -> ResourceView:
+    async def get_resource(request: Request, resource_id: str = ResourceId) -> ResourceView:
         """One resource: the seed's fields, health, conditions and who declares it."""
         holds = store.holds()
         row = _row(store, resource_id, hold=holds.get(resource_id))
+        _authorise_read(request, row.owner)
         return _resource_view(row, in_flight=resource_id in store.in_flight(), hold=holds.get(resource_id))
 
 
@@ -213,20 +234,23 @@ def _remove_routes(app: FastAPI, plane: Plane) -> None:
     @app.delete("/provisions/{resource_id}", status_code=202, response_model=Accepted, responses=ERRORS)
     def remove(request: Request, resource_id: str = ResourceId) -> Accepted:
         """Remove an API-declared resource: teardown follows the usual finalizer path."""
+        current = _current_owner(store, resource_id)
+        if current is not None:  # None: nothing to remove, answered below (503, 409 or 404)
+            _authorise(request_principal(request), ScopeKind.WRITE, current)
         _may_change(plane, resource_id)
         row = store.get_resource(resource_id)
         if store.api_declaration(resource_id) is None and (row is None or not row.live):
             raise HTTPException(404, f"no resource {resource_id!r}")
         with plane.serial():
             done = converge_one(store=store, resource_id=resource_id, spec=None, admit=plane.admit,
-                                actor=caller(request, plane))
+                                actor=request_actor(request))
         return _accepted(plane, resource_id, done)
 
     @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=ERRORS)
-    async def events(resource_id: str = ResourceId, limit: int | None = Query(None, ge=1, le=10_000)
-                     ) -> list[EventView]:
+    async def events(request: Request, resource_id: str = ResourceId,
+                     limit: int | None = Query(None, ge=1, le=10_000)) -> list[EventView]:
         """The resource's history, oldest first (the latest `limit` when given)."""
-        _row(store, resource_id)
+        _authorise_read(request, _row(store, resource_id).owner)
         return [EventView(**event_json(event)) for event in store.events(resource_id, limit=limit)]
 
 
@@ -243,13 +267,16 @@ def _rollout_routes(app: FastAPI, plane: Plane) -> None:
     store = plane.store
 
     @app.get("/rollouts")
-    async def rollouts(limit: int = Query(10, ge=1, le=1000)) -> list[dict[str, object]]:
-        """The newest rollouts, per wave: done, running, failed, baking until …"""
+    async def rollouts(request: Request, limit: int = Query(10, ge=1, le=1000)) -> list[dict[str, object]]:
+        """The newest rollouts, per wave: done, running, failed, baking until … (a rollout spans owners: scope
+        read or write)."""
+        _authorise_read(request, None)
         return await asyncio.to_thread(status_document, store=store, rollout_id=None, limit=limit)
 
     @app.get("/rollouts/{rollout_id}", responses=ROLLOUT_ERRORS)
-    async def rollout(rollout_id: str = Path(max_length=64)) -> dict[str, object]:
+    async def rollout(request: Request, rollout_id: str = Path(max_length=64)) -> dict[str, object]:
         """One rollout, per wave."""
+        _authorise_read(request, None)
         if store.get_rollout(rollout_id) is None:
             raise HTTPException(404, f"no rollout {rollout_id!r}")
         return status_document(store=store, rollout_id=rollout_id, limit=1)[0]
@@ -257,12 +284,18 @@ def _rollout_routes(app: FastAPI, plane: Plane) -> None:
     @app.post("/rollouts/{rollout_id}/{verb}", responses=ROLLOUT_ERRORS)
     def steer(request: Request, rollout_id: str = Path(max_length=64),
               verb: str = Path(pattern="^(pause|resume|abort|promote)$"), revert: bool = False) -> dict[str, str]:
-        """pause, resume, abort (`?revert=true` puts the current wave back), promote (skip the rest of the bake)."""
+        """pause, resume, abort (`?revert=true` puts the current wave back), promote (skip the rest of the bake).
+        A rollout spans owners: it needs scope write (every owner)."""
+        principal = request_principal(request)
+        if principal is not None and not any(scope.kind is ScopeKind.WRITE and scope.owner is None
+                                             for scope in principal.scopes):
+            raise HTTPException(403, f"token '{principal.name}' may not steer rollouts (needs scope write); "
+                                     "nothing was changed")
         if store.get_rollout(rollout_id) is None:
             raise HTTPException(404, f"no rollout {rollout_id!r}")
         try:
             said = control(store=store, rollout_id=rollout_id, verb=verb, revert=revert and verb == "abort",
-                           actor=caller(request, plane))
+                           actor=request_actor(request))
         except ReconcilerError as exc:
             raise HTTPException(409, str(exc)) from None
         return {"rollout_id": rollout_id, "result": said}
@@ -280,15 +313,6 @@ def _plane_routes(app: FastAPI, plane: Plane) -> None:
         """Prometheus text format."""
         body, content_type = await asyncio.to_thread(plane.metrics_text)
         return Response(body, media_type=content_type)
-
-
-def caller(request: Request, plane: Plane) -> str:
-    """The audit actor of a call: the principal the front door authenticated (scoped tokens) when there is
-    one; else `api:admin` when the single token is configured (a change had to present it), `api:local`."""
-    principal = getattr(request.state, "principal", None)
-    if principal is not None:
-        return api_actor(principal.name)
-    return api_actor("admin" if plane.token else None)
 
 
 def _known_target(plane: Plane, name: str) -> None:
@@ -309,6 +333,45 @@ def _may_change(plane: Plane, resource_id: str) -> None:
     source = plane.file_source(resource_id)
     if source is not None:
         raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")
+
+
+def request_principal(request: Request) -> Principal | None:
+    """Who is calling, as the front door found it (None: let in without a token)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    return principal
+
+
+def request_actor(request: Request) -> str:
+    """The audit actor of a call: `api:<token name>` (`api:admin` for --api-token-file's token), `api:local`
+    for a call the front door let in without a token."""
+    principal = request_principal(request)
+    return api_actor(principal.name if principal is not None else None)
+
+
+def _authorise(principal: Principal | None, kind: ScopeKind, owner: str) -> None:
+    """403 naming the scope needed when the caller's scopes do not cover `owner`; nothing was changed."""
+    if principal is not None and not may(principal, kind, owner):
+        raise HTTPException(403, f"token '{principal.name}' may not {kind} resources of owner '{owner}' "
+                                 f"(needs scope {needed(kind, owner)}); nothing was changed")
+
+
+def _authorise_read(request: Request, owner: str | None) -> None:
+    """A read of one owner's resources; an unknown owner (a job whose row is gone) needs a full reader."""
+    principal = request_principal(request)
+    if owner is None:
+        if readable_owners(principal) is not None:
+            raise HTTPException(403, "this needs scope read or write")
+        return
+    _authorise(principal, ScopeKind.READ, owner)
+
+
+def _current_owner(store: ApiStore, resource_id: str) -> str | None:
+    """The owner a resource has now: its API declaration's, else its live row's; None when it has none."""
+    declared = store.api_declaration(resource_id)
+    if declared is not None:
+        return str(declared.get("owner", ""))
+    row = store.get_resource(resource_id)
+    return row.owner if row is not None and row.live else None
 
 
 def _row(store: ApiStore, resource_id: str, hold: Hold | None = None) -> ObservedResource:

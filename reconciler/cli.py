@@ -492,6 +492,63 @@ def history(settings: Settings, resource_id: str, output: str) -> None:
     click.echo(_view(output).history(events=store.events(resource_id)), nl=False)
 
 
+@main.group(cls=_UsageExit1, invoke_without_command=True)
+@click.option("--since", metavar="DATE|DURATION",
+              help="Only events at or after this: 2026-01-31, an ISO-8601 time, or back from now (90m, 12h, 7d).")
+@click.option("--actor", metavar="TEXT", help="Only events whose actor contains TEXT (any case), e.g. cli:ada.")
+@click.option("--owner", metavar="OWNER", help="Only events of this owner's resources.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Show the newest LIMIT events (oldest first).")
+@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+@_with_settings
+@_guarded
+def audit(settings: Settings, since: str | None, actor: str | None, owner: str | None, limit: int,
+          output: str) -> None:
+    """List the fleet's events across resources, newest last, each with its actor (who caused it).
+
+    Events are append-only; `audit prune` is the one way to retire old ones (to an archive).
+
+    \b
+    Example:
+      reconciler audit --since 7d --owner acme --actor git:
+    """
+    if click.get_current_context().invoked_subcommand is not None:
+        return
+    from .audit import list_events, parse_moment
+    from .models import utcnow
+
+    moment = parse_moment(since, option="--since", now=utcnow()) if since is not None else None
+    events = list_events(store=_read_store(settings), since=moment, actor=actor, owner=owner, limit=limit)
+    click.echo(_view(output).audit(events=events), nl=False)
+
+
+@audit.command("prune")
+@click.option("--before", required=True, metavar="DATE|DURATION",
+              help="Prune events older than this: 2026-01-31, an ISO-8601 time, or back from now (90d).")
+@click.option("--archive", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="New JSON file the pruned events are written to first (never overwritten).")
+@_with_settings
+@_guarded
+def audit_prune(settings: Settings, before: str, archive: Path) -> None:
+    """Retire events older than --before: archive them to a new JSON file, then delete them in one
+    transaction and record the prune (with who ran it) as an event of its own.
+
+    \b
+    Example:
+      reconciler audit prune --before 180d --archive events-2026-h1.json
+    """
+    from .actor import cli_actor
+    from .audit import parse_moment, prune
+    from .models import utcnow
+    from .store import open_store
+
+    now = utcnow()
+    moment = parse_moment(before, option="--before", now=now)
+    store = open_store(url=settings.db, create=False)
+    done = prune(store=store, before=moment, archive=archive, actor=cli_actor(), now=now, kind=store.kind)
+    click.echo(f"Pruned {done.count} events older than {moment}; archived to {done.archive}.")
+
+
 def _check_options(*, aliases: bool = False) -> Callable[..., Any]:
     """Health checks: shared by `check` and the daemon (the same spelling in both); builds CheckOptions.
 
@@ -546,8 +603,8 @@ def _daemon_loop_options() -> Callable[..., Any]:
 def _api_options() -> Callable[..., Any]:
     from .options import ApiOptions
 
-    def build(*, api: str, no_api: bool, api_token_file: Path | None) -> ApiOptions:
-        return ApiOptions(listen=None if no_api else api, token_file=api_token_file)
+    def build(*, api: str, no_api: bool, api_token_file: Path | None, api_tokens: Path | None) -> ApiOptions:
+        return ApiOptions(listen=None if no_api else api, token_file=api_token_file, tokens=api_tokens)
 
     return _grouped(
         "serving", build,
@@ -556,7 +613,12 @@ def _api_options() -> Callable[..., Any]:
         click.option("--no-api", is_flag=True, help="Do not serve the HTTP API."),
         click.option("--api-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      envvar="RECONCILER_API_TOKEN_FILE",
-                     help="File holding the bearer token that POST/DELETE require; needed to listen beyond loopback."),
+                     help="File holding the admin bearer token (api:admin, scopes read and write) that POST/DELETE "
+                          "require; this or --api-tokens is needed to listen beyond loopback."),
+        click.option("--api-tokens", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     envvar="RECONCILER_API_TOKENS",
+                     help="YAML list of scoped tokens ({name, sha256, scopes}; see `reconciler token create`), "
+                          "re-read on SIGHUP. [env: RECONCILER_API_TOKENS]"),
     )
 
 
@@ -605,7 +667,8 @@ def daemon(settings: Settings, loop: LoopOptions, checks: CheckOptions, run: Run
         check_concurrency=checks.concurrency, check_timeout=checks.timeout, self_heal=loop.self_heal,
         parallelism=run.parallelism, timeout=run.timeout, stop_grace=loop.stop_grace,
         allow_mass_delete=loop.allow_mass_delete, retry=run.retry, api=serving.listen,
-        api_token_file=serving.token_file, busy_timeout=leases.busy_timeout, lease_seconds=leases.lease_seconds,
+        api_token_file=serving.token_file, api_tokens=serving.tokens, busy_timeout=leases.busy_timeout,
+        lease_seconds=leases.lease_seconds,
         lock_ttl=leases.lock_ttl, leader_ttl=leases.leader_ttl, settle=loop.settle, policy=settings.policy,
     )
     sys.exit(run_daemon(options=options))
@@ -690,6 +753,54 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
     click.echo(f"Imported into {redact(settings.db)}: {summary}.")
 
 
+@main.group(cls=_UsageExit1)
+def token() -> None:
+    """Make API tokens for the daemon's tokens file (--api-tokens).
+
+    \b
+    Example:
+      reconciler token create team-acme --scope write:owner=acme
+    """
+
+
+def _scope(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[Any]:
+    from .scopes import parse_scope
+
+    try:
+        return [parse_scope(value) for value in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, required=True, callback=_scope, metavar="SCOPE",
+              help="read, write, read:owner=OWNER or write:owner=OWNER (repeatable; write implies read).")
+@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+def token_create(name: str, scopes: list[Any], output: str) -> None:
+    """Print a new random token once, and the tokens-file entry (its SHA-256, never the token) to add.
+
+    Nothing is stored: keep the token where its user can read it, append the entry to the tokens file,
+    then reload the daemon (SIGHUP) for it to count.
+
+    \b
+    Example:
+      reconciler token create team-acme --scope write:owner=acme --scope read:owner=shared
+      reconciler token create ci-reader --scope read -o json
+    """
+    from .tokens import NAME_PATTERN, entry_yaml, new_token
+
+    if not NAME_PATTERN.match(name):
+        raise click.BadParameter("letters, digits and . _ @ - (at most 64; the audit actor is api:<name>)",
+                                 param_hint="NAME")
+    secret = new_token()
+    entry = entry_yaml(name=name, scopes=scopes, token=secret)
+    if output == "json":
+        click.echo(json.dumps({"name": name, "token": secret, "scopes": sorted(map(str, scopes)), "entry": entry}))
+        return
+    click.echo(f"Token for {name} (shown this once; nothing stores it):\n\n  {secret}\n\n"
+               "Add this entry to the tokens file (--api-tokens), then reload the daemon (SIGHUP):\n")
+    click.echo(entry, nl=False)
 @main.group("policy", cls=_UsageExit1)
 def policy_group() -> None:
     """Inspect policy.yaml (--policy FILE) against the fleet.

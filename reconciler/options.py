@@ -65,10 +65,11 @@ class CheckOptions:
 
 @dataclass(frozen=True, slots=True)
 class ApiOptions:
-    """The daemon's HTTP API: where it listens (None: not served) and its bearer token file."""
+    """The daemon's HTTP API: where it listens (None: not served), its admin token file and its tokens file."""
 
     listen: str | None
     token_file: Path | None
+    tokens: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

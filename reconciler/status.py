@@ -43,7 +43,8 @@ def hold_json(hold: Hold | None) -> dict[str, Any]:
 
 def event_json(event: Event) -> dict[str, Any]:
     return {"at": event.at, "kind": event.kind, "message": event.message, "job_id": event.job_id,
-            "desired_commit": event.desired_commit, **({"details": event.details} if event.details else {})}
+            "desired_commit": event.desired_commit, **({"details": event.details} if event.details else {}),
+            "actor": event.actor}
 
 
 def daemon_holder(*, store: StatusReader | None) -> Daemon | None:

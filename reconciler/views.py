@@ -38,6 +38,8 @@ class View(Protocol):
 
     def history(self, *, events: list[Event]) -> str: ...
 
+    def audit(self, *, events: list[Event]) -> str: ...
+
 
 @dataclass(frozen=True, slots=True)
 class TextView:
@@ -57,11 +59,16 @@ class TextView:
         lines = [f"{name.ljust(width)}  {'-' if value is None else printable(str(value))}"
                  for name, value in fields.items()]
         lines.append(f"\nlatest events ({len(events)}):" if events else "\nno events yet")
-        lines.extend(_event_line(event) for event in events)
+        lines.extend(_event_lines(events))
         return "\n".join(lines) + "\n"
 
     def history(self, *, events: list[Event]) -> str:
-        return "".join(_event_line(event) + "\n" for event in events)
+        return "".join(line + "\n" for line in _event_lines(events))
+
+    def audit(self, *, events: list[Event]) -> str:
+        if not events:
+            return "No events.\n"
+        return "".join(line + "\n" for line in _event_lines(events, with_resource=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,9 @@ class JsonView:
 
     def history(self, *, events: list[Event]) -> str:
         return json.dumps([event_json(e) for e in events], indent=2) + "\n"
+
+    def audit(self, *, events: list[Event]) -> str:
+        return json.dumps([{"resource_id": e.resource_id, **event_json(e)} for e in events], indent=2) + "\n"
 
 
 def pick_view(output: str, *, colour: bool) -> View:
@@ -107,6 +117,19 @@ def _table(rows: list[ObservedResource]) -> str:
     return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in cells)
 
 
+def _event_lines(events: list[Event], *, with_resource: bool = False) -> list[str]:
+    """One line per event, the actor a column of its own (`-` for events older than the actor column)."""
+    actor_width = max((len(event.actor or "-") for event in events), default=1)
+    id_width = max((len(event.resource_id) for event in events), default=1)
+    lines = []
+    for event in events:
+        commit = f" @{event.desired_commit}" if event.desired_commit else ""
+        resource = f"{event.resource_id:<{id_width}}  " if with_resource else ""
+        lines.append(printable(f"  {event.at}  {resource}{event.kind:<12} {event.actor or '-':<{actor_width}}  "
+                               f"{event.message}{commit}"))
+    return lines
+
+
 def _holds(holds: dict[str, Hold]) -> str:
     """Resources policy.yaml holds back (their change, or their creation), with the rule and why."""
     if not holds:
@@ -114,8 +137,3 @@ def _holds(holds: dict[str, Hold]) -> str:
     lines = [f"\nheld back by policy ({len(holds)}):"]
     lines += [printable(f"  {rid}  {','.join(hold.rules)}  {hold.message}") for rid, hold in sorted(holds.items())]
     return "\n".join(lines) + "\n"
-
-
-def _event_line(event: Event) -> str:
-    commit = f" @{event.desired_commit}" if event.desired_commit else ""
-    return printable(f"  {event.at}  {event.kind:<12} {event.message}{commit}")

@@ -30,9 +30,10 @@ class ApiServer:
         self._server: Any = None
 
     def prepare(self) -> None:
-        self._listener = bind_api(address=self.address, token=self.plane.token)
+        self._listener = bind_api(address=self.address, secured=self.plane.keys() is not None)
         self._server = _server(plane=self.plane)
-        self.log.info("api listening", address=self.address, token_required=self.plane.token is not None)
+        self.log.info("api listening", address=self.address, token_required=self.plane.keys() is not None,
+                      reads_need_token=not self.plane.open_reads)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._server.serve(sockets=[self._listener])
@@ -41,11 +42,17 @@ class ApiServer:
         self._server.should_exit = True
 
 
-def bind_api(*, address: str, token: str | None) -> Any:
-    """Bind the API's socket up front, so a taken port or a bad address fails the start clearly."""
+def bind_api(*, address: str, secured: bool) -> Any:
+    """Bind the API's socket up front, so a taken port or a bad address fails the start clearly.
+
+    `secured`: whether any token is configured; beyond loopback the API refuses to listen without one.
+    """
     import socket
 
-    host, port = _host_port(address=address, token=token)
+    host, port, loopback = listen_address(address)
+    if not loopback and not secured:
+        raise DaemonRefused(f"refusing to serve the API on {address} without --api-token-file or --api-tokens "
+                            "(only loopback addresses may go without a token)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -59,8 +66,12 @@ def bind_api(*, address: str, token: str | None) -> Any:
     return sock
 
 
-def _host_port(*, address: str, token: str | None) -> tuple[str, int]:
-    """HOST:PORT split; a non-loopback host is refused without a token."""
+def listen_address(address: str) -> tuple[str, int, bool]:
+    """HOST:PORT split, and whether the host is loopback (127.0.0.0/8, ::1, localhost).
+
+    Anything else (0.0.0.0, a host name, ::ffff:127.0.0.1) counts as beyond loopback: there the API
+    needs a token configured, and a token for every read but /health and /metrics.
+    """
     import ipaddress
 
     host, _, port = address.rpartition(":")
@@ -71,10 +82,12 @@ def _host_port(*, address: str, token: str | None) -> tuple[str, int]:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
-    if not loopback and token is None:
-        raise DaemonRefused(f"refusing to serve the API on {address} without --api-token-file "
-                            "(only loopback addresses may go without a token)")
-    return host, int(port)
+    return host, int(port), loopback
+
+
+def loopback_only(address: str | None) -> bool:
+    """Whether the API (if served at all) listens on loopback only, where reads go without a token."""
+    return address is None or listen_address(address)[2]
 
 
 def _server(*, plane: Plane) -> Any:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ReconcilerError
 from ..retry import RetryPolicy
 from ..settle import DEFAULT_SETTLE
 from ..workers import EngineConfig
+
+if TYPE_CHECKING:
+    from ..tokens import Keyring
 
 LOCK_TTL = 15.0  # default of --lock-ttl: the single-daemon lock (SQLite) lapses this long after a renewal
 LEADER_TTL = 10.0  # default of --leader-ttl
@@ -33,6 +37,7 @@ class DaemonOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     api: str | None = "127.0.0.1:7878"  # HOST:PORT, or None for no API
     api_token_file: Path | None = None
+    api_tokens: Path | None = None  # the tokens file (tokens.py), re-read on SIGHUP
     busy_timeout: float = 30.0  # SQLite: seconds a write waits for another process's lock
     lease_seconds: float = 30.0  # a job's lease; renewed every third of it while its script runs
     lock_ttl: float = LOCK_TTL
@@ -67,3 +72,16 @@ def read_token(path: Path | None) -> str | None:
     if len(token) < 16:
         raise DaemonRefused(f"--api-token-file {path}: the token must be at least 16 characters")
     return token
+
+
+def keyring(options: DaemonOptions) -> Keyring:
+    """The API's tokens: --api-token-file's and --api-tokens'; a tokens file that does not load refuses the start."""
+    from ..errors import SpecError
+    from ..tokens import Keyring
+
+    admin = read_token(options.api_token_file)
+    try:
+        return Keyring(admin_token=admin, tokens_file=options.api_tokens)
+    except SpecError as exc:
+        raise DaemonRefused(f"--api-tokens {options.api_tokens} does not load: "
+                            + "; ".join(str(problem) for problem in exc.problems)) from None

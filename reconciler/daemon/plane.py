@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..govern import Governor
     from ..metrics import Metrics
     from ..store.base import SQLStore
+    from ..tokens import Keyring, TokenSet
 
 COUNTS_TTL = 1.0
 
@@ -64,11 +65,13 @@ class CountsCache:
 class DaemonPlane:
     """api.Plane for one daemon."""
 
-    def __init__(self, *, store: SQLStore, token: str | None, reconciler: Reconciler, provision: Path,
-                 pool: WorkerPool, election: Election, passes: PassLoop, reporter: SystemdReporter,
-                 outages: Outages, metrics: Metrics, resync: float, governor: Governor | None = None) -> None:
+    def __init__(self, *, store: SQLStore, keyring: Keyring, open_reads: bool, reconciler: Reconciler,
+                 provision: Path, pool: WorkerPool, election: Election, passes: PassLoop,
+                 reporter: SystemdReporter, outages: Outages, metrics: Metrics, resync: float,
+                 governor: Governor | None = None) -> None:
         self.store = store
-        self.token = token
+        self.keyring = keyring
+        self.open_reads = open_reads
         self.reconciler = reconciler
         self.provision = provision
         self.pool = pool
@@ -90,6 +93,9 @@ class DaemonPlane:
         if self.governor is None:
             return None
         return self.governor.admit(view, files=self.reconciler.last_good)
+
+    def keys(self) -> TokenSet | None:
+        return self.keyring.current()
 
     def desired_pending(self) -> str | None:
         if self.reconciler.last_good is not None:
@@ -140,6 +146,9 @@ class DaemonPlane:
                   "total": counts.live, **counts.summary(), **self._pass_fields(),
                   "daemon": {"pid": os.getpid(), "host": HOST, "leading": self.election.leading},
                   "leader": None if problems else self._leader_or_none(problems)}
+        tokens = self.keyring.report()
+        if tokens is not None:  # counts and a reload's error only: never a token or a hash
+            report["api"] = tokens
         return report, ok
 
     def _pass_age(self) -> float:

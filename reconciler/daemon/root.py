@@ -26,9 +26,9 @@ from ..supervise import Outages, Runnable, Supervisor
 from ..systemd import Notifier
 from ..watch import WriteTracker
 from ..workers import Finished, WorkerPool, new_worker_id
-from .apiserver import ApiServer
+from .apiserver import ApiServer, loopback_only
 from .election import Election, LeaderLease, SingleDaemonLock
-from .options import DaemonOptions, DaemonRefused, engine_config, read_token
+from .options import DaemonOptions, DaemonRefused, engine_config, keyring
 from .passes import PassLoop
 from .plane import DaemonPlane
 from .pool import Workers
@@ -51,7 +51,7 @@ class Daemon:
         self.worker_id = new_worker_id()
         self.outages = Outages(log=self.log)
         self.supervisor = Supervisor(log=self.log, on_crash=self._fail)
-        self.token = read_token(options.api_token_file)
+        self.keyring = keyring(options)
         self.store = open_store(url=options.db, pool_size=options.parallelism + 16,
                                 busy_timeout=options.busy_timeout)
         self.shared = self.store.kind == "postgres"  # PostgreSQL: many daemons, one of them leads
@@ -90,7 +90,8 @@ class Daemon:
         self.policy_watcher = PolicyWatcher(path=self.governor.source.path, tracker=self.writes,
                                             on_change=self.passes.request, log=self.log) \
             if self.governor.source.path is not None else None
-        self.plane = DaemonPlane(store=self.store, token=self.token, reconciler=self.reconciler,
+        self.plane = DaemonPlane(store=self.store, keyring=self.keyring, open_reads=loopback_only(options.api),
+                                 reconciler=self.reconciler,
                                  provision=options.provision, pool=self.workers.pool, election=self.election,
                                  passes=self.passes, reporter=self.reporter, outages=self.outages,
                                  metrics=self.metrics, resync=options.resync, governor=self.governor)
@@ -172,11 +173,22 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
 
     def reload(self) -> None:
-        """SIGHUP: re-read target settings, every desired file and the policy; READY=1 follows the next pass."""
+        """SIGHUP: re-read target settings, the tokens file, every desired file and the policy; READY=1 follows
+        the next pass."""
         self.reporter.reloading()
         self.workers.reload()
+        self._reload_tokens()
         self.governor.source.forget()  # and policy.yaml
         self.passes.refresh("reload")
+
+    def _reload_tokens(self) -> None:
+        if self.options.api_tokens is None:
+            return
+        problem = self.keyring.reload()
+        if problem is None:
+            self.log.info("api tokens reloaded", tokens=self.keyring.report())
+        else:
+            self.log.error("api tokens file does not load; the last good tokens stay in force", problem=problem)
 
     def stop(self) -> None:
         """Set the stop event first: nothing after it (a log line, a notify) can keep the daemon running."""

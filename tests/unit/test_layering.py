@@ -56,6 +56,8 @@ ALLOWED: dict[str, set[str]] = {
     "rollout": {"rollout", "models", "plan"},
     # who caused a change (issue 15's audit): the actor strings, the git actor of desired/, attribution
     "actor": {"liveness", "plan"},
+    # `reconciler audit`: the fleet's events, and retention (archive first, then prune)
+    "audit": {"errors", "models", "ports", "store"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
     "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
@@ -73,7 +75,7 @@ ALLOWED: dict[str, set[str]] = {
     # metrics, so it is the one layer above api; its modules import one another
     "daemon": {"ports", "daemon", "engine", "workers", "store", "models", "errors", "logs", "plan", "retry", "runner",
                "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift",
-               "govern", "policy", "policysource", "actor", "rollout", "rollouts"},
+               "tokens", "govern", "policy", "policysource", "actor", "rollout", "rollouts"},
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
@@ -87,9 +89,13 @@ ALLOWED: dict[str, set[str]] = {
     "options": {"plan", "retry", "policy"},
     # the policy as the one-shot commands use it (validate, plan, apply, destroy, `policy check`)
     "policyrun": {"actor", "engine", "models", "options", "plan", "policy", "ports", "spec", "targets"},
-    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "actor", "rolloutctl"},
-    # the API's front door (token, body cap, JSON edges) as ASGI middleware: imports nothing of ours
-    "httpguard": set(),
+    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor", "rolloutctl"},
+    # the API's front door (token, body cap, JSON edges) as ASGI middleware: only the principal it finds
+    "httpguard": {"scopes"},
+    # who calls the API and what they may do (issue 15): scopes, the principal, the permission rule; pure
+    "scopes": set(),
+    # the API's tokens: the tokens file, the admin token, new tokens, the daemon's keyring (issue 15)
+    "tokens": {"errors", "scopes", "settle"},
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
     "coordination": {"ports", "daemon", "models", "errors", "liveness"},
     "cli": None,  # type: ignore[dict-item]  # anything

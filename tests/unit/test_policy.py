@@ -379,3 +379,87 @@ def test_plan_fleet_refuses_for_the_cli_and_holds_for_the_daemon() -> None:
     assert [(n.resource_id, n.reason) for n in daemon.plan.waiting] == [("c", Reason.POLICY)]
     plain = plan_fleet(desired=DesiredState(resources=wanted), fleet=fleet, policy=PlanPolicy())
     assert plain.verdict is None and len(plain.plan.changes) == 3
+
+
+# --- the committed JSON Schema (policy.schema.json) agrees with the loader ----------------------------
+
+SCHEMA_EXAMPLES = [
+    (FULL, True),
+    ("", True),
+    ("mode: warn\n", True),
+    ("quotas: {per_owner_runtime_target: {default: {default: 3, aws: 1}}}\n", True),
+    ("allowed: {owners: {acme: {protected: false}}}\n", True),
+    ("changes: {mass_delete: {fraction: 1}}\n", True),
+    ("mode: strict\n", False),
+    ("quotas: {totl: 5}\n", False),
+    ("quotas: {total: -1}\n", False),
+    ("quotas: {total: 1.5}\n", False),
+    ("quotas: {per_owner: {acme: many}}\n", False),
+    ("quotas: {per_owner_runtime_target: {acme: 3}}\n", False),
+    ("allowed: {regions: eu-west-1}\n", False),
+    ("allowed: {regions: ['']}\n", False),
+    ("allowed: {deploy_ref: 3}\n", False),
+    ("allowed: {owners: {acme: {region: [x]}}}\n", False),
+    ("allowed: {owners: {acme: {protected: maybe}}}\n", False),
+    ("params: {required: size}\n", False),
+    ("changes: {max_per_plan: {replace: 1}}\n", False),
+    ("changes: {mass_delete: {fraction: 2}}\n", False),
+    ("changes: {max_per_owner_per_hour: true}\n", False),
+    ("unknown: 1\n", False),
+]
+
+
+@pytest.mark.parametrize(("text", "valid"), SCHEMA_EXAMPLES)
+def test_the_schema_and_the_loader_agree(text: str, valid: bool) -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    from tests.support import ROOT
+
+    schema = json.loads((ROOT / "policy.schema.json").read_text())
+    value = yaml.safe_load(text) or {}
+    by_schema = not list(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    try:
+        policy(text)
+        by_loader = True
+    except SpecError:
+        by_loader = False
+    assert (by_schema, by_loader) == (valid, valid)
+
+
+def test_the_readme_lists_every_rule_code_and_the_schema_every_key() -> None:
+    import json
+
+    from reconciler.policy.load import ALLOWED_KEYS, CHANGES_KEYS, QUOTA_KEYS, TOP_KEYS
+    from tests.support import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    assert [rule for rule in Rule if f"`{rule}`" not in readme] == []
+    schema = json.loads((ROOT / "policy.schema.json").read_text())
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(schema)
+    props = schema["properties"]
+    assert (tuple(props), tuple(props["quotas"]["properties"]), tuple(props["allowed"]["properties"]),
+            tuple(props["changes"]["properties"])) == (TOP_KEYS, QUOTA_KEYS, ALLOWED_KEYS, CHANGES_KEYS)
+
+
+def test_the_plan_text_shows_the_verdict_capped_per_rule_and_the_json_every_violation() -> None:
+    from reconciler.render import plan_json, render_text
+
+    items = [spec(f"r{i:02d}") for i in range(30)]
+    plan, verdict = judge("quotas: {per_owner: {acme: 2}}", items)
+    shown = refused_plan(plan, verdict)
+    text = render_text(shown, colour=False, verdict=verdict)
+    assert "Policy policy.yaml (enforce): 28 blocking, 28 held." in text
+    assert text.count("✗ desired/f.yaml:") == 20
+    assert "policy.yaml: quotas.per_owner: … and 8 more (-o json lists every one)" in text
+    assert "Refused: the plan violates the policy in policy.yaml (28 violations of quotas.per_owner)" in text
+    section = plan_json(shown, verdict=verdict)["policy"]
+    assert len(section["violations"]) == 28 and section["usage"] == {"acme": {"count": 2, "limit": 2}}
+    assert section["violations"][0] | {"message": ""} == {
+        "rule": "quotas.per_owner", "resource_id": "r02", "message": "", "blocking": True, "overridden": False,
+        "resource_at": "desired/f.yaml:3", "rule_at": "policy.yaml:1"}
+    assert "policy" not in plan_json(plan)  # no policy: the JSON is as it was

@@ -232,3 +232,13 @@ def test_the_metrics_name_a_halts_failures():
     text = generate_latest(metrics.registry).decode()
     assert 'reconciler_rollouts{state="halted"} 1.0' in text
     assert 'reconciler_rollout_halt_failures{kind="unhealthy",resource_id="r07",rollout_id="ro-1"} 1.0' in text
+
+
+def test_the_schema_file_knows_every_rollout_key():
+    import json
+
+    from reconciler.policy.rollout import CANARY_KEYS, ROLLOUT_KEYS
+    from tests.support import ROOT
+
+    rollout = json.loads((ROOT / "policy.schema.json").read_text())["properties"]["rollout"]["properties"]
+    assert tuple(rollout) == ROLLOUT_KEYS and tuple(rollout["canary"]["properties"]) == CANARY_KEYS
