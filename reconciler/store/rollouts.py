@@ -102,16 +102,17 @@ class RolloutRows:
         return found
 
     def create_rollout(self: _Store, *, rollout: Rollout, members: Sequence[Member], now: str) -> list[str]:
-        """Write a rollout and its members in one transaction; a resource another active rollout holds is
-        left out (no two rollouts touch one resource). Returns the ids it took."""
+        """Write a rollout and its members in one transaction, unless another rollout already holds one of its
+        resources (two processes proposed at once): then nothing is written and the next plan proposes again
+        (no two rollouts touch one resource; the waves were sized for the whole set). Returns the ids taken."""
         with self._write() as conn:
             if self.rollout_lock:
                 conn.execute(self.rollout_lock)
             taken = {row["resource_id"] for row in conn.execute(
                 _HOLDING_SQL.format(active=", ".join("?" for _ in _ACTIVE)), _ACTIVE)}
-            mine = [member for member in members if member.resource_id not in taken]
-            if not mine:
+            if taken & {member.resource_id for member in members}:
                 return []
+            mine = list(members)
             conn.execute(
                 "INSERT INTO rollouts (rollout_id, state, waves, wave, sizes_json, settings_json, created_at,"
                 " updated_at, actor, desired_commit, reason, promoted, revert) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
