@@ -43,7 +43,7 @@ def start_rollout(*, store: RolloutStore, view: PlanView, commit: str | None, ac
     """Mark the members a newer spec superseded, then write the view's proposed rollout (if any)."""
     stamp = iso(now or utcnow())
     if view.superseded:
-        store.save_rollout(members=[replace(m, state=MemberState.SUPERSEDED) for m in view.superseded], now=stamp)
+        store.save_rollout(members=_superseded(store=store, members=view.superseded), now=stamp)
     proposal = view.rollout
     if proposal is None:
         return None
@@ -52,6 +52,19 @@ def start_rollout(*, store: RolloutStore, view: PlanView, commit: str | None, ac
                       actor=actor, desired_commit=commit, sizes=proposal.sizes)
     taken = store.create_rollout(rollout=rollout, members=proposal.members, now=stamp)
     return rollout if taken else None
+
+
+def _superseded(*, store: RolloutStore, members: Sequence[Member]) -> list[Member]:
+    """Members a newer spec takes over; one whose wave job succeeded unsettled keeps that success, so its
+    wave still bakes from it (the rollout's change did reach the resource)."""
+    outcomes = store.job_outcomes(m.job_id for m in members if m.job_id and m.state is MemberState.QUEUED)
+    marked = []
+    for member in members:
+        outcome = outcomes.get(member.job_id or "")
+        succeeded = member.succeeded_at or (outcome["finished_at"] if outcome and outcome["status"] == "succeeded"
+                                            else None)
+        marked.append(replace(member, state=MemberState.SUPERSEDED, succeeded_at=succeeded))
+    return marked
 
 
 @dataclass

@@ -58,7 +58,7 @@ def decide(*, rollout: Rollout, members: Iterable[Member], now: datetime) -> Dec
         return Decision(Step.START, rollout.wave, start=batch) if batch else Decision(Step.WAIT, rollout.wave)
     if running:
         return Decision(Step.WAIT, rollout.wave)
-    until = bake_until(rollout=rollout, members=current)
+    until = bake_until(rollout=rollout, members=[m for m in every if m.wave == rollout.wave])
     if until is not None and now < until and not rollout.promoted:
         return Decision(Step.WAIT, rollout.wave, bake_until=until)
     if rollout.wave >= rollout.waves:
@@ -93,8 +93,10 @@ def _reverting(*, rollout: Rollout, members: tuple[Member, ...]) -> Decision:
 
 
 def bake_until(*, rollout: Rollout, members: Iterable[Member]) -> datetime | None:
-    """The wave's last success + bake (None: nothing succeeded, nothing to bake)."""
-    stamps = [m.succeeded_at for m in members if m.state is MemberState.SUCCEEDED and m.succeeded_at]
+    """The wave's last success + bake (None: nothing succeeded, nothing to bake). Every success counts,
+    also of a member that turned unhealthy within the failure budget or was superseded afterwards: a
+    change that reached the fleet bakes before the next wave starts."""
+    stamps = [m.succeeded_at for m in members if m.succeeded_at]
     if not stamps:
         return None
     return parse(max(stamps)) + timedelta(seconds=rollout.settings.bake)

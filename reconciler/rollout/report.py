@@ -37,7 +37,7 @@ def waves(*, rollout: Rollout, members: Iterable[Member], now: datetime) -> list
         failed = [m for m in counted if m.state in FAILURES or m.state in {MemberState.REVERTING,
                                                                           MemberState.REVERTED}]
         opened = [m for m in counted if m.state is MemberState.QUEUED]
-        until = bake_until(rollout=rollout, members=counted) if number == rollout.wave else None
+        until = bake_until(rollout=rollout, members=wave) if number == rollout.wave else None
         shown.append(WaveView(number, _state(rollout, number, counted, failed, opened, until, now), len(wave),
                               sum(1 for m in counted if m.state is MemberState.SUCCEEDED), len(failed), len(opened),
                               len(wave) - len(counted), until if until and until > now else None,

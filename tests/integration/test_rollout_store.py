@@ -98,6 +98,19 @@ def test_a_rollout_runs_wave_by_wave_through_the_queue_and_is_exported(url, tmp_
         copy.close()
 
 
+def test_two_proposals_at_once_make_one_rollout(url):
+    first, second = open_store(url=url), open_store(url=url)  # a daemon's pass and an apply
+    try:
+        fleet_at_v1(first)
+        one, other = plan(first, "v2"), plan(second, "v2")  # both planned before either wrote
+        assert start_rollout(store=first, view=one, commit=None, actor="daemon:h") is not None
+        assert start_rollout(store=second, view=other, commit=None, actor="cli:me@h") is None
+        assert len(first.list_rollouts()) == 1 and len(first.holdings()) == len(IDS)
+    finally:
+        first.close()
+        second.close()
+
+
 def test_held_members_are_skipped_and_reported_and_verbs_are_recorded(url):
     store = open_store(url=url)
     try:
@@ -137,6 +150,32 @@ def test_pause_and_abort_are_transitions_with_their_actor(url):
         assert ("rollout_pause", "cli:me@h") in kinds and ("rollout_abort", "cli:me@h") in kinds
         assert {n.message for n in plan(store, "v2").plan.waiting} == {f"rollout: aborted (wave {k} of 3)"
                                                                         for k in (1, 2, 3)}
+    finally:
+        store.close()
+
+
+def test_promote_skips_the_rest_of_the_bake_and_resume_goes_on(url):
+    from dataclasses import replace
+
+    store = open_store(url=url)
+    try:
+        fleet_at_v1(store)
+        rollout = start_rollout(store=store, view=plan(store, "v2", rollout=replace(POLICY, bake=3600.0)),
+                                commit=None, actor="cli:test@host")
+        driver = Driver(store=store, check=lambda pairs: [])
+        driver.tick()
+        assert len(run_queue(store)) == 1  # the canary
+        driver.tick()
+        assert run_queue(store) == []  # baking for an hour
+        control(store=store, rollout_id=rollout.rollout_id, verb="pause", revert=False, actor="cli:me@h")
+        control(store=store, rollout_id=rollout.rollout_id, verb="promote", revert=False, actor="cli:me@h")
+        driver.tick()
+        assert run_queue(store) == []  # promoted, but paused: no wave starts
+        control(store=store, rollout_id=rollout.rollout_id, verb="resume", revert=False, actor="cli:me@h")
+        driver.tick()
+        assert len(run_queue(store)) == 2  # wave 2 without the rest of its predecessor's bake
+        kinds = [e.kind for e in store.events("*") if e.kind.startswith("rollout_")]
+        assert kinds[-3:] == ["rollout_pause", "rollout_promote", "rollout_resume"]
     finally:
         store.close()
 

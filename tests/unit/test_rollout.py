@@ -242,3 +242,13 @@ def test_the_schema_file_knows_every_rollout_key():
 
     rollout = json.loads((ROOT / "policy.schema.json").read_text())["properties"]["rollout"]["properties"]
     assert tuple(rollout) == ROLLOUT_KEYS and tuple(rollout["canary"]["properties"]) == CANARY_KEYS
+
+
+def test_a_canary_unhealthy_within_the_budget_still_bakes_its_wave():
+    """Found by the chaos campaign: wave 2 started at once when wave 1's only success had turned unhealthy."""
+    ro = rollout(wave=1, settings=Settings(bake=2.0, max_failures=5))
+    sick = member("a", 1, MemberState.UNHEALTHY, succeeded_at=STAMP)
+    gone = member("b", 1, MemberState.SUPERSEDED, succeeded_at=(NOW + timedelta(seconds=1)).isoformat())
+    waiting = decide(rollout=ro, members=[sick, gone, member("c", 2)], now=NOW + timedelta(seconds=2.5))
+    assert waiting.step is Step.WAIT and waiting.bake_until == NOW + timedelta(seconds=3)
+    assert decide(rollout=ro, members=[sick, gone, member("c", 2)], now=NOW + timedelta(seconds=3)).step is Step.START
