@@ -17,8 +17,8 @@ from .harness import Case, Ctx, Row, reconciler_argv, reconciler_env, run_checke
 ID = "P1p"
 TITLE = "plan -o json with a policy of 36 rules vs without"
 
-# 36 rules (limits and lists) over every kind (quotas in each dimension, allowed values, params, change limits), all passed
-# by the bench fleet (owners owner-00..owner-96, three regions, runtime_target local, deploy_ref v1.4.2)
+# 36 rules (limits and lists) over every kind (quotas in each dimension, allowed values, params, change
+# limits), all passed by the bench fleet (owners owner-00..96, three regions, target local, v1.4.2)
 POLICY = """\
 mode: enforce
 quotas:

@@ -43,6 +43,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--schedule", type=Path, help="run this saved schedule (JSON) instead of generating")
     parser.add_argument("--defect", default="", help="test only: re-introduce a known past defect (see "
                         "reconciler/defects.py), to show the campaign finds it")
+    parser.add_argument("--no-controls", action="store_true",
+                        help="leave out the operator controls (suspend, resume, suspend --all): the schedules of "
+                             "seeds chosen before they existed, as the self-test's")
     parser.add_argument("--keep", action="store_true", help="keep every world directory, not only failing ones")
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     parser.add_argument("--workdir", type=Path, help="where world directories go (default: the temp dir)")
@@ -98,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one(seed: int, args: argparse.Namespace, pg: object) -> dict:
-    steps = read_schedule(args.schedule) if args.schedule else generate(seed=seed, steps=args.steps,
-                                                                         backend=args.backend)
+    steps = read_schedule(args.schedule) if args.schedule else generate(
+        seed=seed, steps=args.steps, backend=args.backend, controls=not args.no_controls)
     settings = Settings(backend=args.backend, converge_limit=args.converge_limit, keep=args.keep,
                         workdir=args.workdir, echo=lambda text: print(text, flush=True))
     result = Campaign(seed=seed, steps=steps, settings=settings, pg=pg).run()

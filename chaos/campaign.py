@@ -18,7 +18,7 @@ from typing import Any
 
 from . import invariants, ops
 from . import model as desired_model
-from .invariants import PolicyVersion, Version, Violation
+from .invariants import Held, PolicyVersion, Version, Violation
 from .observe import Records, Snapshot, read_runs, rollout_waves, snapshot
 from .schedule import Step, dumps
 from .world import World, script_pids
@@ -75,10 +75,12 @@ class Campaign:
         self.model = desired_model.initial()
         self.versions: list[Version] = []
         self.policies: list[PolicyVersion] = []
+        self.holds: list[Held] = []  # the suspensions set by the schedule's operator controls
         self.rollouts = False  # policy.yaml has a rollout: section (issue 17), kept by later policy writes
         self.found: dict[str, Violation] = {}
         self.skipped: dict[str, str] = {}
         self.repairs: list[tuple[int, str, Callable[[], Any]]] = []
+        self.forgotten: dict[str, float] = {}  # id → when the `forget` that succeeded started
         self.store_faults = 0  # store faults in force (stopped server, held lock, full or read-only disk)
         self.store_back_at = 0.0  # when the last one ended
         self.index = 0
@@ -93,6 +95,14 @@ class Campaign:
     def policy_version(self, per_owner: int | None, *, what: str) -> None:
         self.policies.append(PolicyVersion(at=time.time(), per_owner=per_owner, what=what))
         self.note(what)
+
+    def suspended(self, resource_id: str | None, *, start: float, end: float | None) -> Held:
+        held = Held(key=len(self.holds), resource_id=resource_id, start=start, end=end)
+        self.holds.append(held)
+        return held
+
+    def resumed(self, held: Held, *, at: float) -> None:
+        self.holds[held.key] = Held(key=held.key, resource_id=held.resource_id, start=held.start, end=at)
 
     def note(self, text: str) -> None:
         self._log.write(f"{time.time():.3f}   {text}\n")
@@ -172,6 +182,8 @@ class Campaign:
         checks = [invariants.unwarranted_teardowns(records, snap, self.versions),
                   invariants.deleted_without_teardown(records, snap),
                   invariants.quota_exceeded(snap, self.policies, self.versions),
+                  invariants.touched_while_suspended(records, snap, self.holds),
+                  invariants.forgotten_teardowns(records, self.forgotten),
                   invariants.early_waves(rollout_waves(db_url=self.world.db_url))]
         # a run cannot be recorded while the store is away: judge only once it has been back a while
         if final or (not self.store_faults and time.time() - self.store_back_at > invariants.RECORD_SLACK):
@@ -221,6 +233,8 @@ class Campaign:
         for slot in self.world.slots:
             if not slot.alive():
                 self.world.start_daemon(slot)
+        for held in [held for held in self.holds if held.end is None]:  # one a store fault kept in force
+            ops.resume_held(self, held)
         self.note("faults stopped; waiting for convergence")
         ever = {rid for version in self.versions for rid in version.declared}
         want = {rid: (res.deploy_ref, res.region) for rid, res in self.model.all().items()}
@@ -231,7 +245,8 @@ class Campaign:
             snap = self.snapshot()
             if snap is not None:
                 gaps = invariants.convergence_gaps(self.records(), snap, desired=want, ever=ever,
-                                                   open_scripts=len(script_pids(self.world.token)))
+                                                   open_scripts=len(script_pids(self.world.token)),
+                                                   forgotten=frozenset(self.forgotten))
                 if not gaps:
                     self.note(f"converged in {self.settings.converge_limit - (deadline - time.monotonic()):.1f} s")
                     return True, []

@@ -4,11 +4,14 @@
 - never a teardown of a resource declared in every desired state the system could have read between
   the moment before its job was queued and the moment the script started (a replace excepted);
 - a row is `deleted` only after a teardown of it exited 0;
+- a forgotten resource's teardown never runs (after the `forget` that succeeded);
 - nothing lost: a script run that exited 0 has its job's outcome in the history, unless the process
   that ran it was killed (kill -9) or the job was taken over and run again;
 - no limit exceeded without a recorded override: a job that brings a resource into an owner's quota
   bucket (a create, or a change of owner) never makes the owner's resources exceed the loosest
   per-owner quota of the policies in force around it, unless its `queued` event records an override;
+- a suspended resource is never touched: no run of it starts while it (or the fleet) is suspended,
+  except of a job claimed before the suspension (a running job finishes);
 - no wave starts before the previous one baked: a rollout's wave k is queued only after every job of wave
   k-1 finished and `bake` after the last of them succeeded (issue 17);
 - convergence (checked once the faults stop, see `convergence_gaps`).
@@ -26,6 +29,8 @@ from .observe import Records, Run, Snapshot, WaveJob, iso_seconds
 READ_SLACK = 3.0
 # How long after a script exits its worker may take to record it (a store outage included).
 RECORD_SLACK = 20.0
+# How long after a claim made just before a suspension its script may take to start (the start gate).
+SUSPEND_SLACK = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,43 @@ class Version:
     at: float
     declared: frozenset[str]
     what: str
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A suspension the harness set: one resource's (or, with None, the fleet's), from `start` until `end`."""
+
+    key: int
+    resource_id: str | None
+    start: float
+    end: float | None = None  # None: still in force
+
+
+def touched_while_suspended(records: Records, snap: Snapshot, held: Iterable[Held]) -> list[Violation]:
+    """Runs that started inside a suspension's window, of a job queued or claimed inside it."""
+    found = []
+    for window in held:
+        end = window.end if window.end is not None else snap.at
+        for run in records.runs:
+            inside = window.start + SUSPEND_SLACK < run.started < end
+            if window.resource_id not in (None, run.resource_id) or not inside:
+                continue
+            job = snap.jobs.get(run.job_id)
+            if job is None:
+                continue
+            queued, claimed = iso_seconds(job["created_at"]), iso_seconds(job.get("started_at"))
+            if (queued and queued > window.start) or (claimed and window.start < claimed < end):
+                what = "the fleet" if window.resource_id is None else window.resource_id
+                found.append(Violation("touched while suspended", (
+                    f"{run.resource_id} {run.action} (job {run.job_id}, pid {run.pid}) started {run.started:.3f} "
+                    f"while {what} was suspended ({_window(window)}); job queued {queued}, "
+                    f"claimed {claimed}")))
+    return found
+
+
+def _window(held: Held) -> str:
+    # an open window is named without its moving end, so each violation is reported once
+    return f"{held.start:.3f} to {held.end:.3f}" if held.end is not None else f"since {held.start:.3f}"
 
 
 def overlaps(records: Records) -> list[Violation]:
@@ -84,6 +126,15 @@ def unwarranted_teardowns(records: Records, snap: Snapshot, versions: list[Versi
                 f"although every desired state visible since {queued - READ_SLACK:.3f} declared it: "
                 + "; ".join(f"{state.what} @{state.at:.3f}" for state in states[-4:]))))
     return found
+
+
+def forgotten_teardowns(records: Records, forgotten: dict[str, float]) -> list[Violation]:
+    """`forgotten`: id → when the `forget` that succeeded started; no teardown of it may start after that."""
+    return [Violation("forgotten resource torn down",
+                      f"{run.resource_id} forgotten at {forgotten[run.resource_id]:.3f}, teardown started "
+                      f"{run.started:.3f} (job {run.job_id}, pid {run.pid})")
+            for run in records.runs if run.teardown and run.resource_id in forgotten
+            and run.started > forgotten[run.resource_id]]
 
 
 def deleted_without_teardown(records: Records, snap: Snapshot) -> list[Violation]:
@@ -121,8 +172,9 @@ def _rerun_jobs(runs: list[Run]) -> set[tuple[str, int]]:
 
 
 def convergence_gaps(records: Records, snap: Snapshot, *, desired: dict[str, tuple[str, str]],
-                     ever: set[str], open_scripts: int) -> list[str]:
-    """What still differs from desired: [] when converged. `desired`: id → (deploy_ref, region)."""
+                     ever: set[str], open_scripts: int, forgotten: frozenset[str] = frozenset()) -> list[str]:
+    """What still differs from desired: [] when converged. `desired`: id → (deploy_ref, region); a forgotten
+    id stays `forgotten`."""
     gaps = []
     last_ok = _last_completed(records.runs)
     for rid, (ref, region) in sorted(desired.items()):
@@ -136,7 +188,11 @@ def convergence_gaps(records: Records, snap: Snapshot, *, desired: dict[str, tup
             gaps.append(f"{rid}: last completed run {last and (last.action, last.deploy_ref, last.region)}")
         elif row["url"] != last.url:
             gaps.append(f"{rid}: url {row['url']} is not the last provision's {last.url}")
-    for rid in sorted(ever - set(desired)):
+    for rid in sorted(forgotten):
+        row = snap.resources.get(rid)
+        if row is None or row["status"] != "forgotten":
+            gaps.append(f"{rid}: {row['status'] if row else 'no row'}, want forgotten")
+    for rid in sorted(ever - set(desired) - forgotten):
         row = snap.resources.get(rid)
         if row is not None and row["status"] != "deleted":
             gaps.append(f"{rid}: {row['status']}, want deleted (removed from desired)")

@@ -103,6 +103,11 @@ def _changed(resource: Resource, *, field: str, value: int) -> Resource:
     return replace(resource, deploy_ref=f"v{value}")
 
 
+def without(model: Model, resource_id: str) -> Model:
+    """The model with one file resource no longer declared (forgotten, or removed before forgetting)."""
+    return replace(model, files={rid: res for rid, res in model.files.items() if rid != resource_id})
+
+
 def api_post(model: Model, *, n: int, value: int, pick: float) -> tuple[Model, Resource]:
     """Declare a new API resource, or (when there are enough) change one's deploy_ref."""
     api = dict(model.api)

@@ -105,7 +105,7 @@ def _from(tables: tuple[list[dict[str, Any]], ...], *, at: float) -> Snapshot:
 
 
 QUERIES = ("SELECT resource_id, status, url, deploy_ref, region FROM resources",
-           "SELECT job_id, resource_id, action, status, created_at, claims, owner FROM jobs",
+           "SELECT job_id, resource_id, action, status, created_at, started_at, claims, owner FROM jobs",
            "SELECT job_id, kind, details_json FROM events WHERE job_id IS NOT NULL")
 
 

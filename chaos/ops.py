@@ -8,6 +8,7 @@ convergence is checked.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import random
@@ -16,13 +17,13 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import model as desired_model
+from .invariants import Held
 from .model import FILES
-from .world import call, git, script_pids
+from .world import base_env, call, git, script_pids
 
 if TYPE_CHECKING:
     from .campaign import Campaign
@@ -165,6 +166,39 @@ def api_delete_file_owned(c: Campaign, args: dict[str, Any]) -> None:
     c.note(f"DELETE file-owned {rid} → {status}")
     if 200 <= status < 300:
         c.violation("API changed a file-owned resource", f"DELETE /provisions/{rid} answered {status}: {answer}")
+
+
+# --- operator controls (issue 16) -----------------------------------------------------------------
+
+
+def replace(c: Campaign, args: dict[str, Any]) -> None:
+    """POST /provisions/{id}/replace of a file-declared resource: one job, teardown then provision."""
+    ids = sorted(c.model.files)
+    if not ids:
+        return
+    rid = ids[min(int(args["pick"] * len(ids)), len(ids) - 1)]
+    status, answer = c.world.http("POST", f"/provisions/{rid}/replace")
+    c.note(f"replace {rid} → {status} {answer if status >= 300 else ''}")
+
+
+def forget(c: Campaign, args: dict[str, Any]) -> None:
+    """`reconciler forget`: of a resource just removed from desired/ (racing the daemon's teardown), or of
+    one still declared (--force); when it succeeds, its teardown must never run (invariants)."""
+    ids = sorted(c.model.files)
+    if len(ids) <= desired_model.MIN_FILE_RESOURCES:
+        return
+    rid = ids[min(int(args["pick"] * len(ids)), len(ids) - 1)]
+    force = args["first"] == "force"
+    if not force:
+        write_model(c, desired_model.without(c.model, rid), mode="atomic", what=f"remove {rid} to forget it")
+    started = time.time()
+    code = c.world.run_forget(rid, force=force)
+    c.note(f"forget {rid} ({args['first']}) exit {code}")
+    if code != 0:
+        return
+    c.forgotten[rid] = started
+    if force:
+        write_model(c, desired_model.without(c.model, rid), mode="atomic", what=f"remove forgotten {rid}")
 
 
 # --- apply and check ------------------------------------------------------------------------------
@@ -409,8 +443,8 @@ def rollout_bump(c: Campaign, args: dict[str, Any]) -> None:
     _save_policy(c, policy_text(c.policies[-1].per_owner if c.policies else None, rollout=True))
     c.note("policy: rollout waves [1, 50%], bake 1s")
     time.sleep(0.5)  # the daemon reads the policy before the bump (a bump read first goes out at once)
-    bumped = {rid: replace(res, deploy_ref=f"v{args['value']}") for rid, res in c.model.files.items()}
-    write_model(c, replace(c.model, files=bumped), mode="atomic", what=f"rollout bump {args['n']}")
+    bumped = {rid: dataclasses.replace(res, deploy_ref=f"v{args['value']}") for rid, res in c.model.files.items()}
+    write_model(c, dataclasses.replace(c.model, files=bumped), mode="atomic", what=f"rollout bump {args['n']}")
 
 
 def _save_policy(c: Campaign, text: str) -> None:
@@ -444,14 +478,80 @@ def pause(c: Campaign, args: dict[str, Any]) -> None:
     time.sleep(args["seconds"])
 
 
+# --- operator controls (issue 16): suspend, resume, suspend --all ------------------------------------
+
+
+def suspend(c: Campaign, args: dict[str, Any]) -> None:
+    """Suspend one declared resource, for a few seconds (--until) or until resumed some steps later."""
+    ids = sorted(c.model.all())
+    if not ids:
+        return
+    rid = ids[min(int(args["pick"] * len(ids)), len(ids) - 1)]
+    if any(held.resource_id == rid and held.end is None for held in c.holds):
+        return
+    until = args.get("until")
+    began = time.time()
+    expiry = ("--until", f"{until}s") if until else ()
+    if not _control(c, "suspend", rid, "--reason", f"chaos step {c.index}", *expiry):
+        return
+    # the window starts once the command returned (its commit is before) and, with --until, ends no
+    # later than the expiry the command computed (from a clock read after `began`)
+    held = c.suspended(rid, start=time.time(), end=began + until if until else None)
+    if until is None:
+        c.later(args["steps"], f"{rid} resumed", lambda: resume_held(c, held))
+
+
+def resume(c: Campaign, args: dict[str, Any]) -> None:
+    """Resume one resource suspended without an expiry, if any is."""
+    held = [held for held in c.holds if held.end is None and held.resource_id is not None]
+    if held:
+        resume_held(c, held[min(int(args["pick"] * len(held)), len(held) - 1)])
+
+
+def suspend_all(c: Campaign, args: dict[str, Any]) -> None:
+    """The incident switch, for a few steps: the daemons plan and check, and start nothing."""
+    if any(held.resource_id is None and held.end is None for held in c.holds):
+        return
+    if _control(c, "suspend", "--all", "--reason", f"chaos step {c.index}"):
+        held = c.suspended(None, start=time.time(), end=None)
+        c.later(args["steps"], "fleet resumed", lambda: resume_held(c, held))
+
+
+def resume_held(c: Campaign, held: Held) -> None:
+    """Lift a suspension; retried through a store fault (a suspension left in force would never converge)."""
+    current = next((item for item in c.holds if item.key == held.key), held)
+    if current.end is not None:
+        return
+    argv = ("resume", "--all") if held.resource_id is None else ("resume", held.resource_id)
+    deadline = time.monotonic() + 60
+    while True:
+        at = time.time()
+        if _control(c, *argv):
+            c.resumed(held, at=at)
+            return
+        if time.monotonic() > deadline:
+            c.note(f"{' '.join(argv)} kept failing; left in force")
+            return
+        time.sleep(1.0)
+
+
+def _control(c: Campaign, *args: str) -> bool:
+    done = subprocess.run(c.world.command(*args), cwd=c.world.root, env=base_env(), capture_output=True, text=True,
+                          timeout=120)
+    c.note(f"{' '.join(args[:2])} → exit {done.returncode}: {(done.stdout + done.stderr).strip()[-300:]}")
+    return done.returncode == 0
+
+
 OPERATIONS: dict[str, Callable[[Campaign, dict[str, Any]], None]] = {
     **{kind: functools.partial(_edit_kind, kind)
        for kind in ("add", "change_inplace", "change_replace", "remove", "rename", "move")},
     "burst": burst, "api_post": api_post, "api_delete": api_delete, "api_delete_file_owned": api_delete_file_owned,
+    "replace": replace, "forget": forget,
     "apply": apply, "kill_apply": kill_apply, "check": check, "kill_daemon": kill_daemon,
     "term_daemon": term_daemon, "kill_script": kill_script, "script_misbehaves": script_misbehaves,
     "hold_write_lock": hold_write_lock, "restart_postgres": restart_postgres, "yaml_error": yaml_error,
     "provision_away": provision_away, "disk_full": disk_full, "disk_readonly": disk_readonly, "pause": pause,
     "policy_tighten": policy_tighten, "policy_loosen": policy_loosen, "policy_break": policy_break,
+    "suspend": suspend, "resume": resume, "suspend_all": suspend_all,
     "rollout_bump": rollout_bump,
 }

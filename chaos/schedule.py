@@ -30,11 +30,24 @@ POLICY_FROM = 20
 # issue 17: one rollout (policy.yaml gains rollout:, every file resource's deploy_ref bumped) per schedule of
 # POLICY_FROM steps or more, from a stream of its own (earlier seeds keep their other steps)
 ROLLOUT_KIND = "rollout_bump"
+
+# Issue 16's operator controls, inserted from a stream of their own (see `generate`), so adding them
+# left every schedule drawn before them, and the seeds chosen for it, as they were.
+CONTROLS = ("suspend", "resume", "suspend", "suspend_all", "suspend", "resume")  # taken in turn: 3:2:1
+CONTROL_RATE = 0.15  # the chance that a control step comes before a step of the main stream
+
+# Operator controls (issue 16), drawn from a stream of their own and inserted between the steps above,
+# so that the schedule of every seed found before keeps its steps (the self-test's seeds find their
+# defects from them): replace through the API, forget through the CLI.
+OPERATOR_WEIGHTS: dict[str, int] = {"replace": 1, "forget": 1}
+OPERATOR_SHARE = 0.1  # about one inserted step per ten
 SQLITE_ONLY = {"hold_write_lock"}
 POSTGRES_ONLY = {"restart_postgres"}
 WRITE_MODES = ("atomic", "atomic", "slices", "pull")
 MISBEHAVIOURS = ("fail", "hang", "slowterm", "junk")
 REGIONS = ("eu-west-1", "us-east-1", "ap-south-1")
+# forget: undeclare first, then forget (a race with the daemon's teardown), or forget while declared (--force)
+FORGET_MODES = ("undeclare", "force")
 OWNERS = ("acme", "globex", "initech")
 
 
@@ -52,16 +65,38 @@ class Step:
 
 def allowed(*, backend: str) -> list[str]:
     excluded = SQLITE_ONLY if backend == "postgres" else POSTGRES_ONLY
-    return [kind for kind in WEIGHTS if kind not in excluded]
+    return [kind for kind in WEIGHTS if kind not in excluded] + sorted(set(CONTROLS)) + list(OPERATOR_WEIGHTS)
 
 
-def generate(*, seed: int, steps: int, backend: str) -> list[Step]:
-    """The schedule for this seed: the same list on every machine and every run."""
+def generate(*, seed: int, steps: int, backend: str, controls: bool = True) -> list[Step]:
+    """The schedule for this seed: the same list on every machine and every run.
+
+    `steps` steps of the main stream, which draws what it always drew. With `controls`, two more
+    streams (each its own seed) insert operator steps before some of them: suspend, resume and
+    suspend --all (issue 16 point 1), and replace through the API or forget through the CLI (points
+    2-3). Then policy steps are inserted (issue 15, schedules of POLICY_FROM steps or more). So the
+    schedules and seeds chosen before each addition keep their main steps; `controls=False` gives the
+    schedules drawn before the operator controls existed.
+    """
     rand = random.Random(f"chaos:{seed}:{backend}")
-    kinds = allowed(backend=backend)
+    extra = random.Random(f"chaos-controls:{seed}:{backend}")
+    other = random.Random(f"chaos-operator:{seed}:{backend}")
+    kinds = [kind for kind in allowed(backend=backend) if kind in WEIGHTS]
     weights = [WEIGHTS[kind] for kind in kinds]
-    base = [_step(rand, kind=rand.choices(kinds, weights)[0], index=index) for index in range(steps)]
-    with_policy = _with_policy_steps(base, rand=random.Random(f"chaos-policy:{seed}:{backend}"))
+    operators = list(OPERATOR_WEIGHTS)
+    drawn: list[Step] = []
+    turn = extra.randrange(len(CONTROLS))
+    for _ in range(steps):
+        if controls and extra.random() < CONTROL_RATE:
+            drawn.append(_step(extra, kind=CONTROLS[turn % len(CONTROLS)], index=len(drawn)))
+            turn += 1
+        if controls and other.random() < OPERATOR_SHARE:
+            kind = other.choices(operators, [OPERATOR_WEIGHTS[k] for k in operators])[0]
+            drawn.append(_step(other, kind=kind, index=len(drawn)))
+        drawn.append(_step(rand, kind=rand.choices(kinds, weights)[0], index=len(drawn)))
+    with_policy = _with_policy_steps(drawn, rand=random.Random(f"chaos-policy:{seed}:{backend}"))
+    if not controls:  # drawn as before the operator controls (and the rollouts, issue 17) existed
+        return with_policy
     return _with_rollout_step(with_policy, rand=random.Random(f"chaos-rollout:{seed}:{backend}"))
 
 
@@ -109,6 +144,7 @@ _ARGS = {
     "kill_daemon": lambda r, i: {"down": round(r.uniform(0.0, 1.5), 2), "again": r.random() < 0.4},
     "term_daemon": lambda r, i: {"down": round(r.uniform(0.0, 1.0), 2)},
     "script_misbehaves": lambda r, i: {"mode": r.choice(MISBEHAVIOURS)},
+    "forget": lambda r, i: {"first": r.choice(FORGET_MODES), "n": i},
     "hold_write_lock": lambda r, i: {"seconds": r.choice((1.0, 2.0, 7.0))},
     "restart_postgres": lambda r, i: {"down": r.choice((0.5, 2.0, 7.0))},
     "yaml_error": lambda r, i: {"steps": r.randint(1, 4)},
@@ -117,6 +153,9 @@ _ARGS = {
     "disk_readonly": lambda r, i: {"steps": r.randint(1, 3)},
     "policy_tighten": lambda r, i: {"limit": r.randint(2, 5)},
     "policy_break": lambda r, i: {"steps": r.randint(1, 3)},
+    # a resource suspended for a few seconds (--until) or until resumed some steps later
+    "suspend": lambda r, i: {"until": r.choice((None, 3, 8)), "steps": r.randint(2, 5)},
+    "suspend_all": lambda r, i: {"steps": r.randint(2, 4)},
     "rollout_bump": lambda r, i: {"n": i, "value": r.randrange(1000)},
 }
 

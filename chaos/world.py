@@ -183,6 +183,10 @@ class World:
         self.started.append((time.time(), proc.pid, "apply"))
         return proc
 
+    def run_forget(self, resource_id: str, *, force: bool) -> int:
+        argv = self.command("forget", resource_id, "--reason", "chaos", "--yes", *(["--force"] if force else []))
+        return subprocess.run(argv, cwd=self.root, env=base_env(), capture_output=True, timeout=120).returncode
+
     def run_check(self) -> int:
         return subprocess.run(self.command("check", "--timeout", "0.5"), cwd=self.root, env=base_env(),
                               capture_output=True, timeout=120).returncode

@@ -31,7 +31,8 @@ from .plan import Change, Reason
 GIT_UNKNOWN = "git:unknown"
 DIRTY = " (dirty)"
 # changes the daemon (or the CLI run) makes for its own reasons, not because a file changed
-RUNNER_REASONS = frozenset({Reason.RETRY, Reason.SELF_HEAL, Reason.NOT_SETTLED})
+RUNNER_REASONS = frozenset({Reason.RETRY, Reason.SELF_HEAL, Reason.NOT_SETTLED,
+                            Reason.REPLACE_REQUESTED})  # issue 16: the operator who asked, not the file
 GIT_TIMEOUT_S = 5.0
 
 

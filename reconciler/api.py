@@ -25,10 +25,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from .actor import api_actor
-from .engine import PlanView, Refusal, converge_one
-from .errors import StoreError
+from .engine import PlanView, Refusal, converge_one, replace_one
+from .errors import ReconcilerError, StoreError
 from .httpguard import FrontDoor, Keys
-from .models import RESOURCE_ID_PATTERN, Action, Hold, Job, JobStatus, ObservedResource, ResourceSpec
+from .models import RESOURCE_ID_PATTERN, Action, Hold, Job, JobStatus, ObservedResource, ResourceSpec, utcnow
+from .outofsync import status_message
+from .plan import Change, Reason
 from .ports import ApiStore
 from .scopes import Principal, ScopeKind, may, needed, readable_owners
 from .status import event_json, row_json
@@ -46,6 +48,7 @@ class Plane(Protocol):
     def store(self) -> ApiStore: ...
 
     def desired_pending(self) -> str | None: ...  # why desired/ has not loaded well once yet; None once it has
+    def declared(self, resource_id: str) -> tuple[ResourceSpec, str] | None: ...  # its spec and "file" or "api"
     def file_source(self, resource_id: str) -> str | None: ...  # the file:line declaring it, broken files too
     def unknown_target(self, name: str) -> str | None: ...  # why no provision/ script handles it; None if one does
     def health_report(self) -> tuple[dict[str, Any], bool]: ...
@@ -53,6 +56,7 @@ class Plane(Protocol):
     def metrics_text(self) -> tuple[bytes, str]: ...
     def admit(self, view: PlanView) -> Refusal | None: ...  # policy.yaml's verdict on one resource's plan
     def serial(self) -> AbstractContextManager[Any]: ...  # held from the policy check to the write
+    def plan_notes(self) -> dict[str, Change] | None: ...  # the last pass's changes and notes by id; None: no plan
 
 
 class Accepted(BaseModel):
@@ -140,7 +144,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "The token's scopes do not cover this owner, or policy.yaml refuses it (the rule codes "
                          "and their place in it)"},
     404: {"description": "Unknown resource"},
-    409: {"description": "Declared by a file, or protected"},
+    409: {"description": "Declared by a file, protected, a job is open, or not created yet (replace)"},
     413: {"description": "Request body over 1 MiB"},
     429: {"description": "The owner's hourly change budget (policy.yaml) is used up; retry after Retry-After"},
     503: {"description": "desired/ has not loaded yet; retry after Retry-After seconds"},
@@ -177,6 +181,9 @@ def _declare_routes(app: FastAPI, plane: Plane) -> None:
     @app.post("/provisions", status_code=202, response_model=Accepted, responses=ERRORS)
     def declare(spec: ResourceSpec, request: Request) -> Accepted:
         """Declare (or change) a resource; returns at once with the job that carries the change."""
+        if spec.suspend is not None:  # not part of the spec: it would be dropped silently
+            raise HTTPException(422, "suspend: declare a suspension in the resource's file or with "
+                                     "`reconciler suspend`; the API does not store it")
         principal = request_principal(request)
         _authorise(principal, ScopeKind.WRITE, spec.owner)
         current = _current_owner(store, spec.resource_id)
@@ -215,8 +222,8 @@ def _read_routes(app: FastAPI, plane: Plane) -> None:
                 sorted((row for one in owners for row in store.list_resources(owner=one, status=status,
                                                                                health=health)),
                        key=lambda row: row.resource_id))
-        in_flight, holds = store.in_flight(), store.holds()
-        return [_resource_view(row, in_flight=row.resource_id in in_flight, hold=holds.get(row.resource_id))
+        jobs, notes, holds = store.open_jobs(), plane.plan_notes(), store.holds()
+        return [_resource_view(row, job=jobs.get(row.resource_id), notes=notes, hold=holds.get(row.resource_id))
                 for row in rows]
 
     @app.get("/provisions/{resource_id}", response_model=ResourceView, responses=ERRORS)
@@ -225,7 +232,8 @@ def _read_routes(app: FastAPI, plane: Plane) -> None:
         holds = store.holds()
         row = _row(store, resource_id, hold=holds.get(resource_id))
         _authorise_read(request, row.owner)
-        return _resource_view(row, in_flight=resource_id in store.in_flight(), hold=holds.get(resource_id))
+        return _resource_view(row, job=store.open_jobs().get(resource_id), notes=plane.plan_notes(),
+                              hold=holds.get(resource_id))
 
 
 def _remove_routes(app: FastAPI, plane: Plane) -> None:
@@ -245,6 +253,27 @@ def _remove_routes(app: FastAPI, plane: Plane) -> None:
             done = converge_one(store=store, resource_id=resource_id, spec=None, admit=plane.admit,
                                 actor=request_actor(request))
         return _accepted(plane, resource_id, done)
+
+    @app.post("/provisions/{resource_id}/replace", status_code=202, response_model=Accepted, responses=ERRORS)
+    def replace(request: Request, resource_id: str = ResourceId) -> Accepted:
+        """Replace a resource (teardown, then provision) although nothing changed; declared by a file or here."""
+        _desired_loaded(plane)
+        declared = plane.declared(resource_id)
+        if declared is None:
+            if store.get_resource(resource_id) is None:
+                raise HTTPException(404, f"no resource {resource_id!r}")
+            raise HTTPException(409, f"{resource_id} is not declared (in desired/ or through the API)")
+        spec, source = declared
+        principal = request_principal(request)
+        for owner in {spec.owner, _current_owner(store, resource_id) or spec.owner}:  # what it is, what it becomes
+            _authorise(principal, ScopeKind.WRITE, owner)
+        try:
+            result = replace_one(store=store, spec=spec, source=source, actor=request_actor(request))
+        except StoreError:
+            raise
+        except ReconcilerError as exc:
+            raise HTTPException(409, str(exc).removeprefix("--replace ")) from None
+        return _accepted(plane, resource_id, result)
 
     @app.get("/provisions/{resource_id}/events", response_model=list[EventView], responses=ERRORS)
     async def events(request: Request, resource_id: str = ResourceId,
@@ -325,14 +354,19 @@ def _known_target(plane: Plane, name: str) -> None:
 
 def _may_change(plane: Plane, resource_id: str) -> None:
     """503 until desired/ has loaded once (ownership unknown), 409 when a file declares the id."""
+    _desired_loaded(plane)
+    source = plane.file_source(resource_id)
+    if source is not None:
+        raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")
+
+
+def _desired_loaded(plane: Plane) -> None:
+    """503 until desired/ has loaded once: which ids the files declare is not known before."""
     pending = plane.desired_pending()
     if pending is not None:
         raise HTTPException(503, f"desired/ has not loaded yet ({pending}); changes through the API wait for "
                                  "its first good load, so that ids the files declare are known",
                             headers={"Retry-After": str(RETRY_AFTER)})
-    source = plane.file_source(resource_id)
-    if source is not None:
-        raise HTTPException(409, f"{resource_id} is declared in {source}; change it there (files own it)")
 
 
 def request_principal(request: Request) -> Principal | None:
@@ -398,16 +432,28 @@ def _job_view(job: Job, row: ObservedResource | None) -> JobView:
                    url=row.url if done and row is not None else None)
 
 
-def _resource_view(row: ObservedResource, *, in_flight: bool, hold: Hold | None = None) -> ResourceView:
-    return ResourceView(**row_json(row), conditions=conditions(row, in_flight=in_flight, hold=hold))
+def _resource_view(row: ObservedResource, *, job: Job | None, notes: dict[str, Change] | None,
+                   hold: Hold | None = None) -> ResourceView:
+    note = notes.get(row.resource_id) if notes is not None else None
+    if note is not None and (note.expected_version not in (None, row.version) or note.reason is Reason.IN_FLIGHT):
+        note = None  # planned against an older row (the pass after its job plans again); open jobs are read live
+    return ResourceView(**row_json(row), conditions=conditions(row, job=job, note=note, planned=notes is not None,
+                                                               hold=hold))
 
 
-def conditions(row: ObservedResource, *, in_flight: bool, hold: Hold | None = None) -> list[Condition]:
-    """Kubernetes-style conditions derived from the row: Ready, Healthy, Reconciling, PolicyAllowed."""
-    ready = row.status.value == "active"
+def conditions(row: ObservedResource, *, job: Job | None, note: Change | None = None,
+               planned: bool = False, hold: Hold | None = None) -> list[Condition]:
+    """Kubernetes-style conditions: Ready (False with the reason when not in sync, as `status` says it),
+    Healthy, Reconciling, PolicyAllowed (False with the rule codes while policy.yaml holds its change
+    back). `note` is the last pass's plan about the row (`planned`: a plan is known)."""
+    out = status_message(row, job=job, plan_note=note, now=utcnow(), planned=planned)
+    ready = out is None and row.status.value == "active"
+    reason = str(out.kind) if out is not None else row.status.value
+    message = out.text if out is not None else ""
     healthy = row.health.value
+    in_flight = job is not None
     return [
-        Condition(type="Ready", status=str(ready), reason=row.status.value, message=row.error or ""),
+        Condition(type="Ready", status=str(ready), reason=reason, message=message),
         Condition(type="Healthy", status={"healthy": "True", "unhealthy": "False"}.get(healthy, "Unknown"),
                   reason=healthy, message=f"{row.consecutive_failures} failed checks in a row"),
         Condition(type="Reconciling", status=str(in_flight), reason="JobOpen" if in_flight else "Idle",

@@ -20,12 +20,14 @@ import click
 from .actor import Attribution, GitActor, cli_actor
 from .engine import (
     PlanView,
+    cancel_suspended,
     enqueue,
     file_attribution,
     load_files,
     plan_fleet,
     plan_scope,
     read_fleet,
+    release,
     target_timeouts,
 )
 from .models import utcnow
@@ -33,13 +35,14 @@ from .options import Mode, PlanOptions, RunOptions
 from .policy import Policy
 from .policyrun import run_governance
 from .rolloutrun import Follow
-from .rollouts import start_rollout
+from .rollouts import held_now, start_rollout
 from .runner import dropped_env, read_pass_env
 from .spec import DesiredState
 from .store import open_store
+from .targets import observing_targets
 from .terminal import printable, printable_lines
 from .views import View
-from .workers import EngineConfig, Finished, WorkerPool, expire_dead_leases
+from .workers import AfterCheck, EngineConfig, Finished, WorkerPool, expire_dead_leases
 
 if TYPE_CHECKING:
     from .store.base import SQLStore
@@ -68,6 +71,8 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     click.echo(options.view.plan(view.plan, verdict=view.verdict, rollout=view.rollout), nl=False)
     if view.plan.refusal:
         return 1
+    cancel_suspended(store=store, plan=view.plan, in_flight=store.in_flight(), actor=cli_actor())
+    release(store=store, view=view)
     scope = plan_scope(view.plan)
     if not scope and not store.open_rollouts():
         return 0
@@ -101,7 +106,8 @@ def _follow_rollouts(*, work: _Work, options: ApplyOptions, actor: str) -> bool:
     """Advance (or, with a daemon holding the database, watch) the open rollouts; True when one halted."""
     err = options.view.progress_to_stderr
     follow = Follow(store=work.store, run=lambda ids: work.run(scope=ids), stopped=lambda: work.stopped,
-                    say=lambda line: _print_line(printable(line), err=err), actor=actor, wait=options.wait)
+                    say=lambda line: _print_line(printable(line), err=err), actor=actor, wait=options.wait,
+                    held=lambda: held_now(work.store))
     return follow.follow()
 
 
@@ -142,11 +148,15 @@ def _plan(*, settings: Any, options: ApplyOptions, store: SQLStore) -> PlanView:
     """Apply plans desired/ plus the API's declarations; destroy plans as if nothing were declared."""
     destroy = options.mode is Mode.DESTROY
     fleet = read_fleet(store=store, with_api=not destroy)
+    if destroy:  # an explicit operator action: it tears down its scope although the fleet is suspended
+        fleet = replace(fleet, suspensions=fleet.suspensions.without_fleet())
     desired = DesiredState(resources={}) if destroy else load_files(
         directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
     governed = run_governance(policy=options.policy, store=store, planning=options.plan, provision=settings.provision)
     return plan_fleet(desired=desired, fleet=fleet, policy=options.plan.policy(), targets=options.plan.targets,
-                      governance=governed)
+                      governance=governed, replace=options.plan.replace,
+                      observable=observing_targets(provision_dir=settings.provision),
+                      replace_reason=options.plan.replace_reason)
 
 
 def _confirmed(*, options: ApplyOptions) -> bool:
@@ -168,7 +178,9 @@ def _engine_config(*, settings: Any, options: ApplyOptions, store: SQLStore) -> 
     return EngineConfig(provision_dir=settings.provision, work_dir=settings.work_dir, timeout=options.run.timeout,
                         retry=options.run.retry, target_timeouts=target_timeouts(provision_dir=settings.provision),
                         guard_orphans=store.kind != "sqlite",
-                        pass_env=read_pass_env(provision_dir=settings.provision))
+                        pass_env=read_pass_env(provision_dir=settings.provision),
+                        fleet_override=options.mode is Mode.DESTROY,
+                        after_check=AfterCheck(actor=cli_actor()))
 
 
 def _note_dropped_env(config: EngineConfig) -> None:

@@ -228,6 +228,8 @@ def _plan_options(*, into: str = "planning") -> Callable[..., Any]:
         click.option("--allow-mass-delete", is_flag=True,
                      help="Allow a plan that deletes every live resource or more than max(10, 25%) "
                           "(the override of policy rule changes.mass_delete)."),
+        click.option("--replace", "replace", multiple=True, metavar="ID",
+                     help="Replace this resource (teardown, then provision) although nothing changed (repeatable)."),
         *_override_options(),
     )
 
@@ -242,7 +244,7 @@ def _override_options() -> list[Callable[..., Any]]:
 
 
 def _planning(*, targets: tuple[str, ...] = (), allow_mass_delete: bool = False, overrides: tuple[str, ...] = (),
-              reason: str | None = None) -> PlanOptions:
+              reason: str | None = None, replace: tuple[str, ...] = ()) -> PlanOptions:
     """PlanOptions from the flags; an unknown rule code lists the known ones, an override needs a reason."""
     from .options import PlanOptions
     from .policy import Rule
@@ -257,7 +259,7 @@ def _planning(*, targets: tuple[str, ...] = (), allow_mass_delete: bool = False,
     if reason is not None and not overrides:
         raise click.UsageError("--reason goes with --override RULE")
     return PlanOptions(targets=targets, allow_mass_delete=allow_mass_delete,
-                       overrides=frozenset(Rule(name) for name in overrides), reason=reason)
+                       overrides=frozenset(Rule(name) for name in overrides), reason=reason, replace=replace)
 
 
 _output_option = click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Plan format.")
@@ -323,6 +325,7 @@ def plan(settings: Settings, output: str, planning: PlanOptions, detailed_exitco
 def _show_plan(*, settings: Settings, view: View, planning: PlanOptions, detailed_exitcode: bool) -> None:
     from .engine import load_files, plan_fleet, read_fleet
     from .policyrun import policy_in_force, run_governance
+    from .targets import observing_targets
 
     store = _read_store(settings)
     fleet = read_fleet(store=store)
@@ -330,7 +333,8 @@ def _show_plan(*, settings: Settings, view: View, planning: PlanOptions, detaile
     policy = policy_in_force(given=settings.policy, desired=settings.desired)
     governance = run_governance(policy=policy, store=store, planning=planning, provision=settings.provision)
     planned = plan_fleet(desired=desired, fleet=fleet, policy=planning.policy(), targets=planning.targets,
-                         governance=governance)
+                         governance=governance, replace=planning.replace,
+                         observable=observing_targets(provision_dir=settings.provision))
     click.echo(view.plan(planned.plan, verdict=planned.verdict, rollout=planned.rollout), nl=False)
     if planned.plan.refusal:
         sys.exit(1)
@@ -448,28 +452,92 @@ def destroy(settings: Settings, targets: tuple[str, ...], yes: bool, run: RunOpt
     _apply(settings=settings, planning=planning, run=run, yes=yes, view=TextView(colour=_colour()), destroy=True)
 
 
-@main.command()
-@click.argument("resource_id", required=False)
-@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+@main.command("replace")
+@click.argument("resource_ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--reason", metavar="TEXT", default=None,
+              help="Why (shown in the plan and recorded in each resource's history).")
+@_output_option
+@_yes_option
+@_run_options()
 @_with_settings
 @_guarded
-def status(settings: Settings, resource_id: str | None, output: str) -> None:
-    """Show observed resources (all, or one with its latest events).
+def replace_(settings: Settings, resource_ids: tuple[str, ...], reason: str | None, output: str, yes: bool,
+             run: RunOptions) -> None:
+    """Tear down and provision these resources again although nothing changed (a broken tenant, a rotated
+    credential): `apply --target ID --replace ID` for each ID, one job per resource.
 
     \b
     Example:
-      reconciler status acme-prod -o json
+      reconciler replace acme-prod --reason "rotated its credential" --yes
+    """
+    from .options import PlanOptions
+
+    _apply(settings=settings, planning=PlanOptions(targets=resource_ids, replace=resource_ids, replace_reason=reason),
+           run=run, yes=yes, view=_view(output), destroy=False)
+
+
+@main.command()
+@click.argument("resource_ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--reason", required=True, metavar="TEXT", help="Why (recorded in the resource's history).")
+@click.option("--force", is_flag=True,
+              help="Also forget ids still declared: the plan then keeps them unmanaged (never created again) "
+                   "until they are adopted again or removed from desired/.")
+@_yes_option
+@_with_settings
+@_guarded
+def forget(settings: Settings, resource_ids: tuple[str, ...], reason: str, force: bool, yes: bool) -> None:
+    """Drop resources from management WITHOUT teardown (handed to another system); their rows become
+    `forgotten` and keep their history. Refused while declared (unless --force) or while a job is open.
+
+    \b
+    Example:
+      reconciler forget acme-legacy --reason "moved to team X's tooling" --yes
+    """
+    from .actor import cli_actor
+    from .lifecycle import Operator
+    from .lifecycle import forget as forget_resources
+
+    sys.exit(forget_resources(settings=settings, resource_ids=resource_ids, force=force, yes=yes,
+                              operator=Operator(actor=cli_actor(), reason=reason)))
+
+
+@main.command()
+@click.argument("resource_id", required=False)
+@click.option("--output", "-o", type=click.Choice(["text", "wide", "json", "yaml"]), default="text",
+              show_default=True, help="Output format; wide adds target, region, url, last check and attempts.")
+@click.option("--out-of-sync", is_flag=True, help="Only the resources that are not in sync (READY not True).")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also show deleted resources (tombstones) in the table; -o json and yaml always list them.")
+@_with_settings
+@_guarded
+def status(settings: Settings, resource_id: str | None, output: str, out_of_sync: bool, show_all: bool) -> None:
+    """Show observed resources: READY, AGE and why each one is not in sync (all, or one with its events).
+
+    A header says whether desired/ loads and, when a daemon holds the database, its last pass.
+
+    \b
+    Example:
+      reconciler status --out-of-sync
+      reconciler status acme-prod -o yaml
     """
     from . import status as read
+    from .models import utcnow
+    from .survey import Scope, survey
 
     store, view = _read_store(settings), _view(output)
+    # JSON and YAML keep every row, tombstones too, as JSON always did (its rows are only ever added to)
+    every = show_all or bool(resource_id) or output in ("json", "yaml")
+    scope = Scope(out_of_sync=out_of_sync and not resource_id, show_all=every)
+    provision = settings.provision if settings.provision.is_dir() else None  # as `validate`: scripts may be elsewhere
+    fleet = survey(store=store, desired_dir=settings.desired, provision_dir=provision, settle=settings.settle,
+                   now=utcnow(), scope=scope)
     if resource_id:
         row = read.resource(store=store, resource_id=resource_id)
         assert store is not None, "read.resource refuses a missing database"
-        click.echo(view.resource(row=row, events=store.events(resource_id, limit=10)), nl=False)
+        line = next((line for line in fleet.lines if line.row.resource_id == resource_id), None)
+        click.echo(view.resource(row=row, events=store.events(resource_id, limit=10), line=line), nl=False)
         return
-    click.echo(view.fleet(rows=read.rows(store=store), daemon=read.daemon_holder(store=store),
-                          database=store is not None, holds=read.holds(store=store)), nl=False)
+    click.echo(view.fleet(status=fleet), nl=False)
 
 
 @main.command()
@@ -706,6 +774,42 @@ def check(settings: Settings, checks: CheckOptions) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.argument("resource_id", required=False)
+@click.option("--url", metavar="URL", help="The existing resource's URL (with ID).")
+@click.option("--from", "from_file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Adopt every row of FILE in one transaction: CSV with a header, or JSON lines "
+                   "(resource_id, url, optional created_at and spec fields, which must equal desired/).")
+@click.option("--dry-run", is_flag=True, help="Check and show what would be adopted; write nothing.")
+@click.option("--check", "check_now", is_flag=True,
+              help="Health-check each adopted URL once (else the drift loop does).")
+@click.option("--reason", metavar="TEXT", default=None, help="Why (recorded in each resource's history).")
+@_check_options()
+@_with_settings
+@_guarded
+def adopt(settings: Settings, resource_id: str | None, url: str | None, from_file: Path | None, dry_run: bool,
+          check_now: bool, reason: str | None, checks: CheckOptions) -> None:
+    """Record resources that already exist (made by running the script by hand) as active from their
+    declared spec, without running provision. Every row is checked first; any bad row adopts nothing.
+
+    \b
+    Example:
+      reconciler adopt acme-prod --url https://acme.example.com/
+      reconciler adopt --from fleet.csv --dry-run
+    """
+    from .actor import cli_actor
+    from .adoption import AdoptRow
+    from .lifecycle import Operator, read_adoption_file
+    from .lifecycle import adopt as adopt_rows
+
+    if (from_file is None) == (resource_id is None) or (resource_id is not None) != (url is not None):
+        raise click.UsageError("give either ID --url URL, or --from FILE")
+    rows = read_adoption_file(path=from_file) if from_file is not None else [
+        AdoptRow(0, {"resource_id": resource_id, "url": url})]
+    sys.exit(adopt_rows(settings=settings, rows=rows, name=str(from_file or ""), dry_run=dry_run,
+                        check=checks if check_now else None, operator=Operator(actor=cli_actor(), reason=reason)))
+
+
 @main.command("export")
 @_with_settings
 @_guarded
@@ -751,6 +855,165 @@ def import_(settings: Settings, source: Any, replace: bool) -> None:
                              actor=cli_actor())
     summary = ", ".join(f"{count} {table}" for table, count in counts.items())
     click.echo(f"Imported into {redact(settings.db)}: {summary}.")
+
+
+# --- operator controls (issue 16): suspend, resume, a pass on demand --------------------------------
+
+
+_ids_argument = click.argument("resource_ids", nargs=-1, metavar="[ID]...")
+_all_option = click.option("--all", "fleet", is_flag=True,
+                           help="The whole fleet, including resources declared later (the incident switch).")
+
+
+def _operand(resource_ids: tuple[str, ...], fleet: bool, *, command: str) -> tuple[str, ...]:
+    """IDs or --all, never both, never neither (a usage error, exit 1)."""
+    if bool(resource_ids) == fleet:
+        raise click.UsageError(f"name the resources to {command} (ID...) or pass --all, not both and not neither")
+    return resource_ids
+
+
+@main.command()
+@_ids_argument
+@_all_option
+@click.option("--reason", required=True, help="Why (shown by plan and status, recorded in the audit trail).")
+@click.option("--until", default=None, metavar="TIME|DURATION",
+              help="Lapse by itself then: a duration (90s, 30m, 2h, 1d, 1h30m) or an ISO-8601 time with a zone.")
+@_with_settings
+@_guarded
+def suspend(settings: Settings, resource_ids: tuple[str, ...], fleet: bool, reason: str, until: str | None) -> None:
+    """Leave resources alone: no provision, teardown or self-heal by apply or the daemon (checks go on).
+
+    Queued jobs of them are cancelled; a running script finishes. With --all the fleet is suspended:
+    the daemon keeps planning (for display) and checking, and starts nothing, so `destroy` and
+    `import --replace` are allowed beside it. A suspension in a resource's file (`suspend:`) is the
+    reviewed way; this one is immediate.
+
+    \b
+    Example:
+      reconciler suspend acme-prod --reason "INC-42: tenant migrating" --until 2h
+      reconciler suspend --all --reason "INC-43: provider outage"
+    """
+    from . import operations
+    from .actor import cli_actor
+
+    ids = _operand(resource_ids, fleet, command="suspend")
+    with _control_store(settings) as (store, daemon):
+        declared = _declared(settings) if ids else operations.Declared(frozenset(), {})
+        lines = operations.suspend(store=store, ids=ids, reason=reason, until=until, actor=cli_actor(),
+                                   declared=declared, daemon=daemon)
+    _say_lines(lines)
+
+
+@main.command()
+@_ids_argument
+@_all_option
+@click.option("--reason", default=None, help="Why (recorded in the audit trail).")
+@_with_settings
+@_guarded
+def resume(settings: Settings, resource_ids: tuple[str, ...], fleet: bool, reason: str | None) -> None:
+    """Lift suspensions set by `reconciler suspend` (exit 1 for one declared by `suspend:` in a file).
+
+    A running daemon is asked for a pass of the resumed resources at once.
+
+    \b
+    Example:
+      reconciler resume acme-prod --reason "INC-42 closed"
+      reconciler resume --all
+    """
+    from . import operations
+    from .actor import cli_actor
+
+    ids = _operand(resource_ids, fleet, command="resume")
+    with _control_store(settings) as (store, daemon):
+        declared = _declared(settings) if ids else operations.Declared(frozenset(), {})
+        lines = operations.resume(store=store, ids=ids, reason=reason, actor=cli_actor(),
+                                  declared=declared, daemon=daemon)
+    _say_lines(lines)
+
+
+@main.command()
+@click.argument("resource_ids", nargs=-1, metavar="[ID]...")
+@click.option("--wait", is_flag=True, help="Also wait for the jobs the pass queued (and those already open).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+              help="Seconds to wait for the daemon's answer, and with --wait for the jobs.")
+@_with_settings
+@_guarded
+def reconcile(settings: Settings, resource_ids: tuple[str, ...], wait: bool, timeout: float) -> None:
+    """Ask the running daemon for a pass now (all resources, or these IDs), like `flux reconcile`.
+
+    The request goes through the database, so it needs no API address or token; the daemon that
+    plans (the lock holder on SQLite, the leader on PostgreSQL) answers within about a second. Exit
+    0 when the pass ran (with --wait: and every job succeeded), 1 otherwise or with no daemon.
+
+    \b
+    Example:
+      reconciler reconcile acme-prod --wait
+      reconciler reconcile
+    """
+    from . import operations
+    from .actor import cli_actor
+    from .terminal import printable
+
+    with _control_store(settings) as (store, daemon):
+        if not daemon:
+            raise ReconcilerError("no daemon holds this database, so nobody would answer: start one "
+                                  "(reconciler daemon), or run `reconciler apply` to reconcile here")
+        answer = operations.ask_for_pass(store=store, ids=resource_ids, actor=cli_actor(),
+                                         timeout=timeout)
+        if answer.error:
+            raise ReconcilerError(f"the daemon's pass failed: {answer.error}")
+        jobs = ", ".join(answer.job_ids) if answer.job_ids else "none"
+        click.echo(f"Pass done ({answer.request_id}): {len(answer.job_ids)} job(s): {jobs}")
+        for note in answer.notes:
+            click.echo(printable(f"  # {note}"))
+        if not wait or not answer.job_ids:
+            return
+        waited = operations.wait_for_jobs(store=store, job_ids=answer.job_ids, timeout=timeout,
+                                          on_end=lambda job: click.echo(printable(_job_line(job))))
+    if waited.timed_out:
+        left = [job.job_id for job in waited.jobs if job.status.value in ("queued", "running")]
+        _fail(f"{len(left)} job(s) still open after {timeout:g} s: {', '.join(left)}")
+    if not waited.ok:
+        sys.exit(1)
+
+
+def _job_line(job: Any) -> str:
+    mark = {"succeeded": "✓", "failed": "✗", "cancelled": "-"}.get(job.status.value, "?")
+    return f"{mark} {job.resource_id}: {job.action} {job.status.value}" + (f": {job.error}" if job.error else "")
+
+
+@contextlib.contextmanager
+def _control_store(settings: Settings) -> Iterator[tuple[Any, bool]]:
+    """The store of suspend/resume/reconcile (created if missing) and whether a daemon holds it."""
+    from .coordination import live_daemon
+    from .store import open_store
+
+    store = open_store(url=settings.db)
+    try:
+        yield store, live_daemon(store=store) is not None
+    finally:
+        store.close()
+
+
+def _declared(settings: Settings) -> Any:
+    """The ids desired/ declares and the ones its files suspend; if it does not load, only the database counts."""
+    from .engine import load_files
+    from .operations import Declared
+    from .suspensions import declared_in_files
+
+    try:
+        state = load_files(directory=settings.desired, settle=settings.settle)
+    except SpecError:
+        return Declared(frozenset(), {}, loaded=False)
+    where = {rid: f"{source.file}:{source.line}" for rid, source in state.sources.items()}
+    return Declared(frozenset(state.resources), declared_in_files(resources=state.resources, where=where))
+
+
+def _say_lines(lines: list[str]) -> None:
+    from .terminal import printable
+
+    for line in lines:
+        click.echo(printable(line))
 
 
 @main.group(cls=_UsageExit1)

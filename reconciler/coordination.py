@@ -4,7 +4,8 @@
 pass undoes a destroy (it re-creates every declared resource) and an import swaps the rows under its
 workers, so both refuse while a daemon holds the database: on SQLite the single-daemon lock, on
 PostgreSQL the leader lease (some daemon always seeks it while any runs). A holder on this host whose
-process is gone (kill -9) does not count.
+process is gone (kill -9) does not count. While the fleet is suspended (`suspend --all`) the daemon
+starts nothing, so both are allowed then: the incident switch first, then the operator's action.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .daemon import LEADER_LOCK, LOCK_NAME
 from .errors import ReconcilerError
 from .liveness import owner_is_dead
 from .models import iso, utcnow
-from .ports import LockReader
+from .ports import FleetFlagReader, LockReader
 
 
 class DaemonHoldsDatabase(ReconcilerError):
@@ -32,14 +33,17 @@ def live_daemon(*, store: LockReader) -> dict[str, Any] | None:
     return None
 
 
-def refuse_while_daemon_runs(*, store: LockReader, command: str) -> None:
-    """Raise DaemonHoldsDatabase when a daemon holds the database `command` is about to change."""
-    # Issue 13's `suspend --all` will allow these commands while a daemon runs: that check goes here.
+def refuse_while_daemon_runs(*, store: FleetFlagReader, command: str) -> None:
+    """Raise DaemonHoldsDatabase when a daemon holds the database `command` is about to change, unless
+    the fleet is suspended (the daemon then starts nothing: it cannot fight the command)."""
+    if store.fleet_suspension(now=iso(utcnow())) is not None:
+        return
     holder = live_daemon(store=store)
     if holder is None:
         return
     raise DaemonHoldsDatabase(
         f"a daemon holds this database: pid {holder['pid']} on {holder['host']}, since {holder['since']}. "
         f"`reconciler {command}` would fight it (its passes act on these rows and re-create what is declared); "
-        "stop the daemon first (e.g. systemctl stop reconciler), then run it again. Nothing was changed.")
+        "stop the daemon first (e.g. systemctl stop reconciler), or suspend the fleet "
+        "(reconciler suspend --all --reason …), then run it again. Nothing was changed.")
 

@@ -30,12 +30,14 @@ from .models import (
 from .owners import FileOwners
 from .plan import API_SOURCE, Change, Plan, PlanPolicy, compute_plan
 from .policy import Governance, Policy, Rule, Verdict, evaluate, held_plan, refused_plan
+from .policy.model import BUILT_IN
 from .ports import BudgetReader, ConvergeStore, Enqueuer, PassStore, PlanReader
 from .rollout.model import Member
 from .rollout.plan import Holding, Proposal, gate, propose
 from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
-from .targets import known_targets, target_problems
+from .suspensions import Suspensions, declared_in_files
+from .targets import known_targets, observing_targets, target_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +57,13 @@ class PlanView:
 
 @dataclass(frozen=True, slots=True)
 class Fleet:
-    """What a plan reads from the store: observed rows, ids with an open job, API-declared specs, and the
-    resources rollouts hold (issue 17)."""
+    """What a plan reads from the store: observed rows, ids with an open job, API-declared specs, suspensions,
+    and the resources rollouts hold (issue 17)."""
 
     observed: dict[str, ObservedResource]
     in_flight: set[str]
     api: dict[str, dict[str, Any]]
+    suspensions: Suspensions = field(default_factory=Suspensions)
     holdings: Mapping[str, Holding] = field(default_factory=dict)
 
 
@@ -69,41 +72,54 @@ def read_fleet(*, store: PlanReader | None, with_api: bool = True) -> Fleet:
     if store is None:
         return Fleet({}, set(), {})
     return Fleet(store.load_observed(), store.in_flight(), store.api_desired() if with_api else {},
-                 store.holdings())
+                 store.suspensions(), store.holdings())
 
 
 def read_one(*, store: ConvergeStore, resource_id: str) -> Fleet:
     """One resource's row and open job only: the API's one-resource step reads no more than that."""
     row = store.get_resource(resource_id)
-    return Fleet({resource_id: row} if row else {}, store.in_flight() & {resource_id}, {})
+    held = store.suspensions()
+    own = {resource_id: held.resources[resource_id]} if resource_id in held.resources else {}
+    return Fleet({resource_id: row} if row else {}, store.in_flight() & {resource_id}, {},
+                 Suspensions(own, held.fleet))
 
 
 def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targets: Iterable[str] = (),
-               now: datetime | None = None, governance: Governance | None = None,
+               now: datetime | None = None, governance: Governance | None = None, replace: Iterable[str] = (),
+               observable: Iterable[str] = (), replace_reason: str | None = None,
                rollout_id: str | None = None) -> PlanView:
     """The one way to a plan (`plan`, `apply`, `destroy`, the daemon's pass, the API's converge).
 
     `desired` (files, or the last good state) plus the fleet's API-declared specs, planned against its
-    rows; `targets` narrows the plan and must each name a known resource. With `governance`, the
-    policy's verdict is part of the view: the CLI's plan is refused on a blocking violation, the
-    daemon's holds the violators and defers what a budget does not allow yet (policy/evaluate.py).
+    rows and suspensions (the store's and the files' `suspend:`); `targets` narrows the plan and must
+    each name a known resource; `replace` ids must each name a declared, managed resource; `observable`
+    names the targets offering observe.sh (see targets.py). With `governance`, the policy's verdict is
+    part of the view: the CLI's plan is refused on a blocking violation, the daemon's holds the
+    violators and defers what a budget does not allow yet (policy/evaluate.py).
     Changes that running rollouts own wait for their waves; with a `rollout:` policy, a large enough
     change set becomes a rollout (`rollout_id` names it; the view's `rollout`), queued wave by wave.
     """
     full = with_api_desired(desired=desired, api=fleet.api)
     rules = governed_rules(policy=policy, governance=governance)
     plan = compute_plan(full.resources, fleet.observed, now=now or utcnow(), in_flight=fleet.in_flight,
-                        policy=rules, targets=targets, hashes=full.hashes, api=api_declared(full))
+                        policy=rules, targets=targets, hashes=full.hashes, api=api_declared(full),
+                        suspensions=all_suspensions(desired=full, fleet=fleet), replace=replace,
+                        observable=observable, replace_reason=replace_reason)
+    require_replaceable(ids=replace, desired=full, observed=fleet.observed)
     require_known_ids(ids=targets, desired=full, observed=fleet.observed)
     gated = gate(plan=plan, holdings=fleet.holdings)
     plan = gated.plan
-    if governance is None or governance.policy is None:
+    if governance is None or (governance.policy is None and not governance.overrides):
         return PlanView(desired=full, observed=fleet.observed, plan=plan, superseded=gated.superseded)
-    verdict = evaluate(policy=governance.policy, desired=full.resources, observed=fleet.observed, plan=plan,
-                       started_last_hour=governance.started_last_hour, overrides=governance.overrides,
+    # without a policy file only the built-in rule (the mass-delete guard) is evaluated: an override of it
+    # is still recorded; a verdict with nothing to say is left out
+    verdict = evaluate(policy=governance.policy or BUILT_IN, desired=full.resources, observed=fleet.observed,
+                       plan=plan, started_last_hour=governance.started_last_hour, overrides=governance.overrides,
                        budgets=governance.budgets, sources=full.sources, known_targets=governance.known_targets)
+    if governance.policy is None and not verdict.violations:
+        return PlanView(desired=full, observed=fleet.observed, plan=plan, superseded=gated.superseded)
     plan = held_plan(plan, verdict) if governance.budgets else refused_plan(plan, verdict)
-    rolling = governance.policy.rollout
+    rolling = governance.policy.rollout if governance.policy is not None else None
     proposal = None
     if rolling is not None and not plan.refusal:
         proposal = propose(plan=plan, policy=rolling, rollout_id=rollout_id or new_rollout_id())
@@ -137,6 +153,29 @@ def governed_rules(*, policy: PlanPolicy, governance: Governance | None) -> Plan
     settings = governance.policy.changes.mass_delete
     return replace(policy, allow_mass_delete=allow, mass_delete_minimum=settings.minimum,
                    mass_delete_fraction=settings.fraction)
+
+
+def all_suspensions(*, desired: DesiredState, fleet: Fleet) -> Suspensions:
+    """The store's suspensions plus the files' `suspend:` blocks (named by file:line)."""
+    held = {rid: spec for rid, spec in desired.resources.items() if spec.suspend is not None}
+    if not held:  # the common case: no file suspends anything (a 100k fleet pays one scan)
+        return fleet.suspensions
+    where = {rid: f"{desired.sources[rid].file}:{desired.sources[rid].line}" for rid in held if rid in desired.sources}
+    return fleet.suspensions.with_files(declared_in_files(resources=held, where=where))
+
+
+def require_replaceable(*, ids: Iterable[str], desired: DesiredState,
+                        observed: dict[str, ObservedResource]) -> None:
+    """`--replace ID` must name a declared resource that exists: replacing nothing would only create it."""
+    for resource_id in ids:
+        row = observed.get(resource_id)
+        if resource_id not in desired.resources:
+            raise ReconcilerError(f"--replace {resource_id}: not declared in desired/ (or through the API); "
+                                  "nothing to provision again")
+        if row is None or not row.live or row.spec_hash is None:
+            state = "forgotten; adopt it first" if row is not None and row.status is ResourceStatus.FORGOTTEN \
+                else "not created yet; apply creates it"
+            raise ReconcilerError(f"--replace {resource_id}: {state}")
 
 
 # --- the desired source: files in desired/, checked against provision/, plus the API's declarations ----
@@ -242,6 +281,14 @@ def enqueue(*, store: Enqueuer, view: PlanView, commit: str | None,
                          commit=commit)
 
 
+def release(*, store: Enqueuer, view: PlanView) -> None:
+    """Forgotten ids the plan found no longer declared: declaring them again from now on creates them.
+
+    Bookkeeping, not an action on a resource: `apply` does it before asking, the daemon on every pass."""
+    if view.plan.released and not view.plan.refusal:
+        store.release_forgotten(resource_ids=view.plan.released, now=iso(utcnow()))
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why policy.yaml refuses a change asked for through the API: the rule codes, what each violation
@@ -290,6 +337,41 @@ def converge_one(*, store: ConvergeStore, resource_id: str, spec: ResourceSpec |
     return Converged(store.get_job(queued[0]) if queued else store.latest_job(resource_id))
 
 
+def cancel_suspended(*, store: PassStore, plan: Plan, in_flight: set[str], actor: str | None) -> list[str]:
+    """Cancel the queued jobs of resources the plan found suspended by their own suspension (a file's
+    `suspend:` is first seen by a plan; the store's were cancelled when set, this closes any race).
+
+    The fleet's flag cancels nothing here: `suspend --all` did when it was set, and `destroy` queues
+    its own teardowns while it is on. Returns the cancelled job ids.
+    """
+    cancelled: list[str] = []
+    for change in plan.suspended:
+        suspension = change.suspension
+        if change.resource_id in in_flight and suspension is not None and suspension is not plan.fleet_suspension:
+            cancelled += store.cancel_queued(resource_ids=[change.resource_id], now=iso(utcnow()),
+                                             why=suspension.describe(), actor=actor)
+    return cancelled
+
+
+def replace_one(*, store: ConvergeStore, spec: ResourceSpec, source: str, actor: str | None = None) -> Converged:
+    """Queue one resource's replacement now (the API's replace): teardown, then provision, as one job.
+
+    Planned first with the id as requested: a rule that holds it back (protected, an open job) says why
+    in `held` and nothing is written; one that refuses it (not created yet, forgotten) raises.
+    """
+    resource_id = spec.resource_id
+    desired = DesiredState(resources={resource_id: spec}, sources={resource_id: Source(source, 0)})
+    view = plan_fleet(desired=desired, fleet=read_one(store=store, resource_id=resource_id),
+                      policy=PlanPolicy(allow_mass_delete=True), replace=[resource_id])
+    held = view.plan.kept + view.plan.waiting
+    if held:
+        return Converged(None, held[0].message)
+    queued = store.enqueue(requests=job_requests(view=view), now=iso(utcnow()), commit=None, actor=actor)
+    if not queued:
+        return Converged(None, "its row changed meanwhile (another job was queued); try again")
+    return Converged(store.get_job(queued[0]))
+
+
 def plan_scope(plan: Plan) -> set[str]:
     """Ids whose jobs an apply of this plan waits for: its changes and the ones already in progress."""
     return {change.resource_id for change in plan.changes + plan.waiting}
@@ -329,6 +411,8 @@ class PassResult:
     skipped: bool = False  # nothing it reads had changed since the last pass: the same plan holds
     # desired files still being written (or just vanished): planned from the last good state instead
     unsettled: Unsettled | None = None
+    job_ids: tuple[str, ...] = ()  # the jobs this pass queued
+    next_expiry: str | None = None  # the earliest suspension to lapse: a pass is due then
     held: int = 0  # changes the policy holds back (govern.py)
     deferred: int = 0  # changes a policy budget pushed to a later pass
 
@@ -358,10 +442,11 @@ class Reconciler:
 
     def __init__(self, *, store: PassStore, desired_dir: Path, policy: PlanPolicy, settle: float = DEFAULT_SETTLE,
                  writes: WriteHints | None = None, provision_dir: Path | None = None,
-                 gate: PlanGate | None = None,
+                 gate: PlanGate | None = None, actor: str | None = None,
                  on_rollout: Callable[[PlanView, str | None, str], Any] | None = None) -> None:
         self.store = store
         self.gate = gate
+        self.actor = actor  # who this controller is in the audit trail (`daemon:<host>`)
         # issue 17: writes a pass's proposed rollout (and superseded members); rollouts.start_rollout
         self.on_rollout = on_rollout
         self.desired_dir = Path(desired_dir)
@@ -389,35 +474,56 @@ class Reconciler:
         and its changes were queued then. That keeps an idle resync at 10k resources to a few queries.
         """
         load_error = self._load()
-        key = (self.cache.generation, load_error is None, self.store.fingerprint(),
-               self.gate.generation if self.gate else None)
+        key = self._key(load_error)
         last = self._last_result
-        if (key == self._last_key and last is not None and not _retry_due(last.next_retry_at)
-                and not last.deferred):
-            return replace(last, queued=0, skipped=True, unsettled=self.unsettled)
+        due = last is not None and (_retry_due(last.next_retry_at) or _retry_due(last.next_expiry))
+        if key == self._last_key and last is not None and not due and not last.deferred:
+            return replace(last, queued=0, skipped=True, unsettled=self.unsettled, job_ids=())
         result = replace(self._plan_and_queue(load_error), unsettled=self.unsettled)
         self._last_key, self._last_result = key, result
         return result
 
-    def _plan_and_queue(self, load_error: SpecError | None) -> PassResult:
+    def reconcile_now(self, *, targets: Iterable[str] = ()) -> PassResult:
+        """A pass asked for (`reconciler reconcile`): planned whatever the fingerprint says, narrowed to
+        `targets` when given (ReconcilerError for an unknown id); a whole pass counts as the last pass."""
+        load_error = self._load()
+        result = replace(self._plan_and_queue(load_error, targets=tuple(targets)), unsettled=self.unsettled)
+        if not targets:
+            self._last_key, self._last_result = self._key(load_error), result
+        return result
+
+    def _key(self, load_error: SpecError | None) -> tuple[Any, ...]:
+        """What a pass's plan depends on: files, their loading, the rows and jobs, the policy in force."""
+        return (self.cache.generation, load_error is None, self.store.fingerprint(),
+                self.gate.generation if self.gate else None)
+
+    def _plan_and_queue(self, load_error: SpecError | None, *, targets: tuple[str, ...] = ()) -> PassResult:
         fleet = read_fleet(store=self.store)
         if self.last_good is None:
             return PassResult(0, None, load_error, self.store.counts(), None)
         with self.gate.serial() if self.gate is not None else nullcontext():  # quotas: one admission at a time
-            view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy,
-                              governance=self.gate.governance() if self.gate else None)
-            if self.gate is not None:
+            view = plan_fleet(desired=self.last_good, fleet=fleet, policy=self.policy, targets=targets,
+                              governance=self.gate.governance() if self.gate else None, observable=self.observable())
+            if self.gate is not None and not targets:  # a narrowed pass sees only some holds: not the set
                 self.gate.record(view)
-            queued, verdict = 0, view.verdict
+            cancel_suspended(store=self.store, plan=view.plan, in_flight=fleet.in_flight, actor=self.actor)
+            release(store=self.store, view=view)
+            queued: list[str] = []
             if view.plan.changes and not view.plan.refusal:
                 attribution = file_attribution(git=self.git, runner=daemon_actor(),
                                                files_version=self.cache.generation)
-                queued = len(enqueue(store=self.store, view=view, commit=self.git.commit(),
-                                     attribution=attribution))
+                queued = enqueue(store=self.store, view=view, commit=self.git.commit(), attribution=attribution)
                 if self.on_rollout is not None and (view.rollout is not None or view.superseded):
                     self.on_rollout(view, self.git.commit(), attribution.files)
-        return PassResult(queued, view.plan, load_error, self.store.counts(), _next_retry(fleet.observed),
+        verdict = view.verdict
+        expiry = all_suspensions(desired=view.desired, fleet=fleet).next_expiry(iso(utcnow()))
+        return PassResult(len(queued), view.plan, load_error, self.store.counts(), _next_retry(fleet.observed),
+                          job_ids=tuple(queued), next_expiry=expiry,
                           held=len(verdict.held) if verdict else 0, deferred=len(verdict.deferred) if verdict else 0)
+
+    def observable(self) -> frozenset[str]:
+        """The targets whose creates may adopt (observe.sh), shown in the plan as `create (or adopt)`."""
+        return observing_targets(provision_dir=self.provision_dir) if self.provision_dir else frozenset()
 
     def refresh_desired(self) -> None:
         """Load desired/ without planning (a follower, whose API still needs to know the files' ids)."""

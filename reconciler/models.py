@@ -33,6 +33,39 @@ MAX_SPEC_BYTES = 64 * 1024
 MAX_PARAMS_DEPTH = 64
 
 
+class SuspendSpec(BaseModel):
+    """`suspend:` in a resource's file: leave it alone (no provision, teardown or self-heal) until removed.
+
+    Declared in the file so the change goes through review; it is not part of the spec (not hashed, never
+    passed to a script), and only removing it from the file lifts it (`until` lets it lapse by itself).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    reason: Annotated[str, Field(min_length=1, description="Why the resource is left alone (shown by plan)")]
+    until: Annotated[str | None, Field(description="When the suspension lapses by itself: an ISO-8601 time "
+                                                   "with a time zone, e.g. 2026-12-01T00:00:00Z")] = None
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _moment(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"{value!r} is not a time; use ISO-8601 with a time zone, "
+                                 "e.g. 2026-12-01T00:00:00Z") from None
+        else:
+            return value  # strict validation names the wrong type
+        if moment.tzinfo is None:
+            raise ValueError(f"{value} has no time zone; add one, e.g. {moment.isoformat()}Z")
+        return iso(moment)
+
+
 class ResourceSpec(BaseModel):
     """One resource as declared in desired/ or through the HTTP API."""
 
@@ -48,6 +81,10 @@ class ResourceSpec(BaseModel):
     deploy_ref: Annotated[str, Field(min_length=1, description="Code/version pinned to this resource; quote numbers")]
     params: Annotated[dict[str, Any], Field(description="Free-form, passed to the script as JSON")] = {}
     protected: Annotated[bool, Field(description="Never torn down while true")] = False
+    # not part of the spec: excluded from dumps, so never hashed and never handed to a script
+    suspend: Annotated[SuspendSpec | None, Field(
+        exclude=True, description="Leave this resource alone (no provision, teardown or self-heal) until this "
+                                  "is removed from the file or `until` passes; not part of the spec hash")] = None
 
     @field_validator("params", mode="after")
     @classmethod
@@ -66,8 +103,10 @@ class ResourceSpec(BaseModel):
         return self
 
 
-# the spec's fields, in declaration order: the model is the one list of them
-SPEC_FIELDS = tuple(ResourceSpec.model_fields)
+# the spec's fields, in declaration order: the model is the one list of them (`suspend` is not the spec's)
+SPEC_FIELDS = tuple(name for name, info in ResourceSpec.model_fields.items() if not info.exclude)
+# every key a resource document may have: the spec's fields and `suspend`
+DOCUMENT_FIELDS = tuple(ResourceSpec.model_fields)
 
 
 def _sort_keys(value: Any, path: str = "params", depth: int = 1) -> Any:
@@ -99,6 +138,12 @@ class ResourceStatus(StrEnum):
     ERRORED = "errored"
     DELETING = "deleting"
     DELETED = "deleted"
+    # dropped from management without a teardown (`reconciler forget`): not live, keeps its history
+    FORGOTTEN = "forgotten"
+
+
+# statuses of rows the controller no longer manages: a tombstone, or a forgotten resource
+UNMANAGED_STATUSES = frozenset({"deleted", "forgotten"})
 
 
 class Health(StrEnum):
@@ -112,6 +157,7 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # queued, then its resource was suspended: it never ran
 
 
 class Action(StrEnum):
@@ -167,7 +213,7 @@ class FleetCounts:
 
     @property
     def live(self) -> int:
-        return sum(count for status, count in self.statuses.items() if status != ResourceStatus.DELETED)
+        return sum(count for status, count in self.statuses.items() if status not in UNMANAGED_STATUSES)
 
     @property
     def unhealthy(self) -> int:
@@ -205,10 +251,12 @@ class ObservedResource:
     source: str = "file"
     version: int = 0
     updated_at: str | None = None
+    # a forgotten row whose id is still declared: the plan keeps it unmanaged until it is undeclared
+    unmanaged: bool = False
 
     @property
     def live(self) -> bool:
-        return self.status is not ResourceStatus.DELETED
+        return self.status is not ResourceStatus.DELETED and self.status is not ResourceStatus.FORGOTTEN
 
     def applied_spec(self) -> dict[str, Any]:
         """The spec the last successful run applied (or, before any, the columns we have)."""
@@ -314,6 +362,18 @@ class JobRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Adoption:
+    """One existing resource to record as active from its declared spec, without running provision."""
+
+    resource_id: str
+    spec: dict[str, Any]
+    spec_hash: str
+    url: str
+    created_at: str | None = None  # when it was really created (None: now)
+    source: str = "file"
+
+
+@dataclass(frozen=True, slots=True)
 class JobResult:
     """How a job ended, as the store records it."""
 
@@ -324,3 +384,45 @@ class JobResult:
     output_tail: str = ""
     duration: float = 0.0
     next_attempt_at: str | None = None
+    # a create whose target's observe.sh found the resource already there: adopted, not provisioned
+    adopted: bool = False
+
+
+class PassRequestStatus(StrEnum):
+    """A `reconciler reconcile` request's life: written, taken by the planning daemon, answered."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PassRequest:
+    """A pass asked for by `reconciler reconcile [ID…]`: a row the planning daemon polls and answers."""
+
+    request_id: str
+    resource_ids: tuple[str, ...] | None  # None: the whole fleet
+    actor: str | None
+    requested_at: str
+    status: PassRequestStatus = PassRequestStatus.PENDING
+    job_ids: tuple[str, ...] = ()  # the jobs the pass queued for its scope, and those already open there
+    notes: tuple[str, ...] = ()  # why ids in its scope got no job (suspended, in backoff, protected, …)
+    error: str | None = None
+
+
+
+@dataclass(frozen=True, slots=True)
+class PassBeat:
+    """What the planning daemon last saw, written after each pass (table `daemon_passes`) so `status`
+    can show the daemon's view: when it last passed and whether desired/ loads for it."""
+
+    holder: str  # the daemon's worker id (host:pid:token)
+    host: str
+    pid: int
+    at: str  # when the pass ended
+    desired_loads: bool
+    desired_resources: int  # in the state it plans from (the last good one while desired/ fails)
+    desired_files: int
+    desired_error: str | None = None  # the first problem, file:line, while desired/ does not load
+    desired_commit: str | None = None

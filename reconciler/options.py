@@ -18,14 +18,17 @@ from .retry import RetryPolicy
 
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
-    """What to plan: `--target` ids (none: the whole fleet), the mass-delete override, and the policy
-    rules this run may exceed (`--override RULE`, checked against the rule codes) with `--reason`."""
+    """What to plan: `--target` ids (none: the whole fleet), the mass-delete override, the policy rules
+    this run may exceed (`--override RULE`, checked against the rule codes) with `--reason`, and the
+    `--replace` ids."""
 
     targets: tuple[str, ...] = ()
     allow_mass_delete: bool = False
     overrides: frozenset[Rule] = frozenset()
     reason: str | None = None
     mass_delete_by: str = "--allow-mass-delete"  # the reason recorded when only that flag overrides (destroy)
+    replace: tuple[str, ...] = ()
+    replace_reason: str | None = None  # `replace --reason`: recorded with each requested replace
 
     def policy(self, *, self_heal: bool = False) -> PlanPolicy:
         return PlanPolicy(allow_mass_delete=self.allow_mass_delete, self_heal=self_heal)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as evolve
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -23,6 +24,7 @@ from .models import (
     iso,
     spec_hash,
 )
+from .suspensions import Suspension, Suspensions
 
 PROTECTED = "protected: "
 
@@ -51,6 +53,9 @@ class Reason(StrEnum):
     REPLACE_BLOCKED = "replace_blocked"  # a replacement blocked by `protected: true`
     POLICY = "policy"  # held: the change breaks a rule of policy.yaml (policy/evaluate.py)
     BUDGET = "budget"  # deferred: a change limit of policy.yaml is used up for now; a later pass starts it
+    SUSPENDED = "suspended"  # `reconciler suspend`, `suspend:` in its file, or `suspend --all`: left alone
+    REPLACE_REQUESTED = "replace_requested"  # `apply --replace ID`, `reconciler replace`, the API's replace
+    UNMANAGED = "unmanaged"  # forgotten (`forget --force`) while still declared: never created again
     ROLLOUT = "rollout"  # a rollout owns this change: it waits for its wave (rollout/plan.py's gate)
 
 
@@ -60,20 +65,26 @@ class Hold(StrEnum):
     IN_PROGRESS = "in_progress"
     RETRY = "retry"
     UNHEALTHY = "unhealthy"
-    PROTECTED = "protected"  # kept, by design: the only hold listed under `kept`
+    PROTECTED = "protected"  # kept, by design: listed under `kept`
+    SUSPENDED = "suspended"  # left alone by an operator's (or a file's) suspension: listed under `kept`
     POLICY = "policy"  # held back by a rule of policy.yaml until the desired state or the policy changes
     BUDGET = "budget"  # a change limit's budget is used up: started by a later pass
+    UNMANAGED = "unmanaged"  # kept, forgotten by an operator: listed under `kept`
     ROLLOUT = "rollout"  # a rollout's wave will start it (or it halted, or reverted it)
 
 
 HOLDS = {Reason.IN_FLIGHT: Hold.IN_PROGRESS, Reason.BACKOFF: Hold.RETRY, Reason.UNHEALTHY: Hold.UNHEALTHY,
          Reason.PROTECTED: Hold.PROTECTED, Reason.REPLACE_BLOCKED: Hold.PROTECTED, Reason.POLICY: Hold.POLICY,
-         Reason.BUDGET: Hold.BUDGET, Reason.ROLLOUT: Hold.ROLLOUT}
+         Reason.BUDGET: Hold.BUDGET, Reason.SUSPENDED: Hold.SUSPENDED, Reason.UNMANAGED: Hold.UNMANAGED,
+         Reason.ROLLOUT: Hold.ROLLOUT}
+# Holds listed under `kept` (by design, not work still to come).
+KEPT = frozenset({Hold.PROTECTED, Hold.SUSPENDED, Hold.UNMANAGED})
 # Reasons shown as "retry" (JSON `"action": "retry"`, `~ … will be retried`): running a spec again.
 RETRIES = frozenset({Reason.RETRY, Reason.NOT_SETTLED, Reason.SELF_HEAL})
 # Holds under which the plan still has work to do, only later (`plan --detailed-exitcode` exits 2).
 PENDING = frozenset({Hold.IN_PROGRESS, Hold.RETRY, Hold.BUDGET, Hold.ROLLOUT})
 API_SOURCE = "api"
+NONE_SUSPENDED = Suspensions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +115,9 @@ class Change:
     attempt: int = 1  # retries count up, for backoff
     source: str = "file"  # who declares it: "file" or "api"
     retry_at: str | None = None  # Reason.BACKOFF: when the next attempt is due
+    suspension: Suspension | None = None  # Reason.SUSPENDED: whose, why, until when
+    # a create whose target offers observe.sh: the job adopts the resource if it already exists
+    or_adopt: bool = False
     # a create's spec, hashed only if it is queued: a create needs no hash to be decided, and a dry
     # run of a new 100k fleet would otherwise hash every spec for nothing
     spec: ResourceSpec | None = field(default=None, compare=False, repr=False)
@@ -126,7 +140,7 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What a pass would do: `changes` to act on, `kept` (protected) and `waiting` to report only."""
+    """What a pass would do: `changes` to act on, `kept` (protected, suspended) and `waiting` to report only."""
 
     changes: tuple[Change, ...]
     kept: tuple[Change, ...] = ()
@@ -134,6 +148,13 @@ class Plan:
     unchanged: int = 0
     live: int = 0
     refusal: str | None = None
+    fleet_suspension: Suspension | None = None  # `suspend --all` in force: nothing is started
+    # forgotten rows kept unmanaged whose id is no longer declared: from now on a declaration creates them
+    released: tuple[str, ...] = ()
+
+    @property
+    def suspended(self) -> tuple[Change, ...]:
+        return tuple(change for change in self.kept if change.reason is Reason.SUSPENDED)
 
     def count(self, action: Action) -> int:
         return sum(1 for change in self.changes if change.action is action)
@@ -162,47 +183,72 @@ def compute_plan(
     targets: Iterable[str] = (),
     hashes: Mapping[str, str] | None = None,
     api: Iterable[str] = (),
+    suspensions: Suspensions = NONE_SUSPENDED,
+    replace: Iterable[str] = (),
+    observable: Iterable[str] = (),
+    replace_reason: str | None = None,
 ) -> Plan:
     """Compare desired with observed; `in_flight` ids have an open job and are left to it.
 
     `targets`, when given, narrows the plan to those ids; safety limits still count the whole fleet.
     `hashes` may carry spec hashes computed earlier (by id); missing ones are computed here.
     `api` names the desired ids declared through the HTTP API rather than by a file.
+    `suspensions` (those expired at `now` are ignored) turn what a resource would get into a kept note.
+    `replace` names ids an operator asked to replace (teardown, then provision) although nothing changed.
+    `observable` names the runtime targets that offer observe.sh: their creates may adopt instead.
+    `replace_reason` is the operator's why, shown with (and recorded by) each requested replace.
     """
-    rules = _Rules(stamp=iso(now), policy=policy, hashes=hashes or {}, api=frozenset(api))
-    busy, only = frozenset(in_flight), frozenset(targets)
+    rules = _Rules(stamp=iso(now), policy=policy, hashes=hashes or {}, api=frozenset(api),
+                   replace=frozenset(replace), replace_reason=replace_reason)
+    held = suspensions.in_force(iso(now))
+    busy, only, adoptable = frozenset(in_flight), frozenset(targets), frozenset(observable)
     changes: list[Change] = []
     kept: list[Change] = []
     waiting: list[Change] = []
+    released: list[str] = []
     ids = desired.keys() | observed.keys()
     for resource_id in sorted(ids & only if only else ids):
         row = observed.get(resource_id)
         if row is not None and not row.live and resource_id not in desired:
+            if row.unmanaged:
+                released.append(resource_id)
             continue
-        if resource_id in busy:
-            waiting.append(Change(resource_id, Action.NOOP, Reason.IN_FLIGHT, "a job is in progress"))
-            continue
-        spec = desired.get(resource_id)
-        if spec is not None:
-            change = rules.for_desired(spec, row)
-        elif row is not None:
-            change = rules.for_removed(row)
-        else:  # every id is desired or observed
-            continue
+        change = rules.decide(resource_id, desired.get(resource_id), row, busy=resource_id in busy)
+        if change.action is Action.CREATE and change.spec is not None and change.spec.runtime_target in adoptable:
+            change = evolve(change, or_adopt=True)
+        suspension = held.of(resource_id)
+        if suspension is not None:
+            change = _suspended(change, suspension, own=resource_id in held.resources, resource_id=resource_id)
         if change.action is not Action.NOOP:
             changes.append(change)
-        elif change.hold is Hold.PROTECTED:
+        elif change.hold in KEPT:
             kept.append(change)
         elif change.hold is not None:
             waiting.append(change)
     live = sum(1 for row in observed.values() if row.live)
     considered = desired.keys() | {r for r, row in observed.items() if row.live}
     unchanged = len(considered & only if only else considered) - len(changes) - len(kept) - len(waiting)
-    plan = Plan(tuple(changes), tuple(kept), tuple(waiting), unchanged, live)
+    plan = Plan(tuple(changes), tuple(kept), tuple(waiting), unchanged, live, fleet_suspension=held.fleet,
+                released=tuple(released))
     return _with_safety(plan, policy)
 
 
 _UNCHANGED = Change("", Action.NOOP, Reason.NEW, "")
+
+
+def _suspended(change: Change, suspension: Suspension, *, own: bool, resource_id: str) -> Change:
+    """A suspended resource gets a kept note instead of what it would get, which the note still says.
+
+    A resource's own suspension is always shown; the fleet's only where something would happen, so a
+    suspended fleet in sync plans as quietly as one that is not suspended.
+    """
+    if change is _UNCHANGED:
+        if not own:
+            return change
+        return Change(resource_id, Action.NOOP, Reason.SUSPENDED, suspension.describe(), suspension=suspension)
+    would = f"{change.shown}: {change.message}" if change.action is not Action.NOOP else change.message
+    return Change(resource_id, Action.NOOP, Reason.SUSPENDED, f"{suspension.describe()}; would otherwise {would}",
+                  change.before, change.after, change.changed, suspension=suspension)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,15 +259,32 @@ class _Rules:
     policy: PlanPolicy
     hashes: Mapping[str, str]
     api: frozenset[str]
+    replace: frozenset[str] = frozenset()
+    replace_reason: str | None = None
+
+    def decide(self, resource_id: str, spec: ResourceSpec | None, row: ObservedResource | None, *,
+               busy: bool) -> Change:
+        """What this resource gets (`_UNCHANGED` when nothing): the plan table, before any suspension."""
+        if busy:
+            return Change(resource_id, Action.NOOP, Reason.IN_FLIGHT, "a job is in progress")
+        if spec is not None:
+            return self.for_desired(spec, row)
+        assert row is not None, "every id is desired or observed"
+        return self.for_removed(row)
 
     def for_desired(self, spec: ResourceSpec, row: ObservedResource | None) -> Change:
         known = self.hashes.get(spec.resource_id)
         source = API_SOURCE if spec.resource_id in self.api else "file"
+        if row is not None and row.status is ResourceStatus.FORGOTTEN:
+            return _forgotten(spec, row, known, source)
         if row is None or not row.live:
             reason, message = (Reason.DECLARED_AGAIN, "declared again after deletion") if row is not None else (
                 Reason.NEW, "not yet created")
             return _create(spec, row, known, source, reason, message)
         wanted = known or spec_hash(spec)
+        if (spec.resource_id in self.replace and row.spec_hash is not None
+                and row.status is not ResourceStatus.DELETING):
+            return _replace_requested(spec, row, wanted, source, self.replace_reason)
         if row.spec_hash == wanted and row.status is ResourceStatus.ACTIVE:
             if row.health is Health.UNHEALTHY:
                 return self._unhealthy(spec, row, wanted, source)
@@ -284,6 +347,29 @@ def _create(spec: ResourceSpec, row: ObservedResource | None, wanted: str | None
                   row.version if row is not None else None, 1, source, spec=spec)
 
 
+def _forgotten(spec: ResourceSpec, row: ObservedResource, known: str | None, source: str) -> Change:
+    """A forgotten row: kept unmanaged while it stays declared; once released, a declaration creates it."""
+    if row.unmanaged:
+        return Change(row.resource_id, Action.NOOP, Reason.UNMANAGED,
+                      "forgotten, not managed although declared (adopt it, or remove it from desired/)",
+                      row.applied_spec())
+    return _create(spec, row, known, source, Reason.DECLARED_AGAIN, "declared again after it was forgotten")
+
+
+def _replace_requested(spec: ResourceSpec, row: ObservedResource, wanted: str, source: str,
+                       why: str | None) -> Change:
+    """An operator's replace: teardown of the applied spec, then provision of the declared one."""
+    before, after = row.applied_spec(), spec.model_dump()
+    changed = tuple(name for name in after if before.get(name) != after[name])
+    message = "replace requested" + (f": {why}" if why else "") + (f"; {', '.join(changed)} changed" if changed else "")
+    if before.get("protected"):
+        return Change(row.resource_id, Action.NOOP, Reason.REPLACE_BLOCKED,
+                      f"{PROTECTED}replace requested is blocked; set protected: false and apply first", before,
+                      after, changed)
+    return Change(row.resource_id, Action.REPLACE, Reason.REPLACE_REQUESTED, message, before, after, changed,
+                  wanted, row.version, 1, source)
+
+
 def _next_attempt(row: ObservedResource) -> int:
     """A spec run again after a failure counts up (for backoff); otherwise it is a fresh first attempt."""
     return row.attempts + 1 if row.status is ResourceStatus.ERRORED else 1
@@ -315,5 +401,4 @@ def _with_safety(plan: Plan, policy: PlanPolicy) -> Plan:
         refusal = f"the plan would delete {deletes} of {live} live resources (more than {limit})"
     else:
         return plan
-    return Plan(plan.changes, plan.kept, plan.waiting, plan.unchanged, plan.live,
-                refusal + "; pass --allow-mass-delete if that is what you want")
+    return evolve(plan, refusal=refusal + "; pass --allow-mass-delete if that is what you want")

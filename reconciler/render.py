@@ -5,12 +5,14 @@ JSON consumers and the daemon's logs.
 
 JSON shape (format_version "1.0"; fields are only ever added):
     {"format_version": "1.0",
-     "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source"}],
-     "kept":    [{"resource_id", "reason", "reason_code", "hold"}],   # protected, skipped
+     "changes": [{"resource_id", "action", "before", "after", "reason", "reason_code", "changed", "source",
+                  "or_adopt"?}],   # or_adopt: true when the target's observe.sh may adopt it instead
+     "kept":    [{"resource_id", "reason", "reason_code", "hold", "suspension"?}],  # protected, suspended, forgotten
      "waiting": [{"resource_id", "reason", "reason_code", "hold", "retry_at"?}],  # in progress, backoff, unhealthy
      "summary": {"create", "update", "replace", "delete", "retry", "unchanged"},
      "refused": null | "why the plan is refused",
-     "policy": {...}}  # only when a policy.yaml governs the plan: policy/report.py's verdict_json
+     "policy": {...},  # only when a policy.yaml governs the plan: policy/report.py's verdict_json
+     "fleet_suspension": null | {"reason", "actor", "since", "until", "file"}}  # `suspend --all` in force
 """
 
 from __future__ import annotations
@@ -52,15 +54,17 @@ def plan_json(plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal |
         "format_version": FORMAT_VERSION,
         "changes": [
             {"resource_id": c.resource_id, "action": c.shown, "before": c.before, "after": c.after,
-             "reason": c.message, "reason_code": str(c.reason), "changed": list(c.changed), "source": c.source}
+             "reason": c.message, "reason_code": str(c.reason), "changed": list(c.changed), "source": c.source,
+             **({"or_adopt": True} if c.or_adopt else {})}
             for c in plan.changes
         ],
         "kept": [_held_json(c) for c in plan.kept],
         "waiting": [_held_json(c) for c in plan.waiting],
         "summary": summary_counts(plan),
         "refused": plan.refusal,
+        "fleet_suspension": plan.fleet_suspension.as_json() if plan.fleet_suspension else None,
     }
-    if verdict is not None:
+    if verdict is not None and not verdict.policy.built_in:  # no policy file: no section, as before
         shown["policy"] = verdict_json(verdict)
     if rollout is not None:
         shown["rollout"] = rollout_json(rollout)
@@ -79,10 +83,12 @@ def rollout_json(rollout: Proposal) -> dict[str, Any]:
 
 
 def _held_json(change: Change) -> dict[str, Any]:
-    entry = {"resource_id": change.resource_id, "reason": change.message, "reason_code": str(change.reason),
-             "hold": str(change.hold) if change.hold else None}
+    entry: dict[str, Any] = {"resource_id": change.resource_id, "reason": change.message,
+                             "reason_code": str(change.reason), "hold": str(change.hold) if change.hold else None}
     if change.retry_at:
         entry["retry_at"] = change.retry_at
+    if change.suspension is not None:
+        entry["suspension"] = change.suspension.as_json()
     return entry
 
 
@@ -131,6 +137,8 @@ _HELD_PHRASES = (
     (Hold.PROTECTED, "protected resource kept as it is", "protected resources kept as they are"),
     (Hold.POLICY, "resource held by the policy", "resources held by the policy"),
     (Hold.BUDGET, "change waits for a change budget", "changes wait for a change budget"),
+    (Hold.SUSPENDED, "suspended resource left alone", "suspended resources left alone"),
+    (Hold.UNMANAGED, "forgotten resource kept unmanaged", "forgotten resources kept unmanaged"),
     (Hold.ROLLOUT, "change waits for its rollout", "changes wait for their rollout"),
 )
 
@@ -140,6 +148,9 @@ def render_text(plan: Plan, *, colour: bool, verdict: Verdict | None = None, rol
     verdict, when one governs the plan, follows the summary."""
     paint = _Paint(colour=colour)
     out: list[str] = []
+    if plan.fleet_suspension is not None:
+        fleet = plan.fleet_suspension.describe().replace("suspended", "The fleet is suspended", 1)
+        out.append(paint(printable(f"{fleet}: nothing is started until `reconciler resume --all`."), "warn") + "\n")
     if plan.changes:
         out.append("reconciler will perform the following actions:\n")
         out.extend(_block(change, paint) for change in plan.changes)
@@ -148,7 +159,8 @@ def render_text(plan: Plan, *, colour: bool, verdict: Verdict | None = None, rol
     out.append(paint(summary_line(plan), "bold"))
     if rollout is not None:
         out.append(paint(rollout.summary(), "bold"))
-    if verdict is not None and (verdict.violations or verdict.warnings or verdict.deferred):
+    if verdict is not None and not verdict.policy.built_in and (verdict.violations or verdict.warnings
+                                                                or verdict.deferred):
         out.append(policy_text(verdict, paint))
     if plan.refusal:
         out.append(paint(f"\nRefused: {plan.refusal}.", "-"))
@@ -167,13 +179,15 @@ def policy_text(verdict: Verdict, paint: _Paint) -> str:
 
 
 def _note(change: Change, paint: _Paint, kind: str) -> str:
-    text = printable(f"  # {change.resource_id}: {kind}, {change.message}")
+    kind = "" if change.hold is Hold.SUSPENDED else f"{kind}, "  # its message starts with "suspended"
+    text = printable(f"  # {change.resource_id}: {kind}{change.message}")
     return paint(text, "warn" if kind == "kept" else "dim") + "\n"
 
 
 def _block(change: Change, paint: _Paint) -> str:
     symbol = _SYMBOL[change.shown]
-    head = paint(f"  # {change.resource_id} {_HEADLINE[change.shown]}", "bold") + f" ({change.message})"
+    headline = _HEADLINE[change.shown] + (" (or adopted)" if change.or_adopt else "")
+    head = paint(f"  # {change.resource_id} {headline}", "bold") + f" ({change.message})"
     head += " [declared via the API]" if change.source == "api" else ""
     lines = [head, f"{paint(symbol.rjust(3), symbol)} resource \"{change.resource_id}\" {{"]
     lines.extend(_attributes(change, paint))

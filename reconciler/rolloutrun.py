@@ -8,7 +8,7 @@ advances them itself with `rollouts.Driver` and runs the waves' jobs on its own 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +39,7 @@ class Follow:
     say: Callable[[str], None]
     actor: str | None = None
     wait: bool = True
+    held: Callable[[], Collection[str]] = frozenset
 
     def follow(self) -> bool:
         """Follow every open rollout until none runs; True when one halted (apply then exits 1)."""
@@ -53,7 +54,7 @@ class Follow:
         return self._watch() if holder else self._drive()
 
     def _drive(self) -> bool:
-        driver, halted = Driver(store=self.store, actor=self.actor), False
+        driver, halted = Driver(store=self.store, actor=self.actor, held=self.held), False
         shown: dict[str, str] = {}
         followed: set[str] = set()  # rollouts seen moving: only their halts are this apply's failure
         while not self.stopped():

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .defects import defect_enabled
 from .engine import PlanView, job_request
@@ -26,6 +26,7 @@ from .rollout.model import Member, MemberState, Rollout, RolloutState, Settings
 
 if TYPE_CHECKING:
     from .health import CheckResult
+    from .suspensions import Suspensions
 
 Checker = Callable[[list[tuple[str, str]]], list["CheckResult"]]
 MAX_STEPS = 5  # transitions one tick may chain (a wave that completes, then the next starts)
@@ -52,6 +53,18 @@ def start_rollout(*, store: RolloutStore, view: PlanView, commit: str | None, ac
                       actor=actor, desired_commit=commit, sizes=proposal.sizes)
     taken = store.create_rollout(rollout=rollout, members=proposal.members, now=stamp)
     return rollout if taken else None
+
+
+class HeldReader(Protocol):
+    def holds(self) -> Mapping[str, Any]: ...
+    def suspensions(self) -> Suspensions: ...
+
+
+def held_now(store: HeldReader) -> frozenset[str]:
+    """Ids a wave skips when it starts: held by the policy (the daemon's last pass) or suspended now. (A
+    fleet-wide suspension skips nothing: its jobs wait unclaimed until it is lifted.)"""
+    suspended = store.suspensions().in_force(iso(utcnow())).resources
+    return frozenset(store.holds()) | frozenset(suspended)
 
 
 def _superseded(*, store: RolloutStore, members: Sequence[Member]) -> list[Member]:

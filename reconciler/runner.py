@@ -107,6 +107,28 @@ def resolve_script(*, provision_dir: Path, runtime_target: str, action: str) -> 
     return override if override.exists() else provision_dir / name
 
 
+# observe.sh (optional, per target): exit 0 and print the URL when the resource exists, exit 3 when it does not
+OBSERVE_NAME = "observe.sh"
+OBSERVE_ABSENT = 3
+
+
+def observe_script(*, provision_dir: Path, runtime_target: str) -> Path | None:
+    """provision/<target>/observe.sh when the target offers one (there is no shared one), else None."""
+    if not runtime_target or "/" in runtime_target or runtime_target.startswith("."):
+        return None
+    script = provision_dir / runtime_target / OBSERVE_NAME
+    return script if script.exists() else None
+
+
+def url_problem(text: str) -> str | None:
+    """Why `text` is not a URL a script could have reported (the rules of a provision's URL), or None."""
+    if has_control(text):
+        return "holds control characters"
+    if not URL_PATTERN.fullmatch(text):
+        return "is not an http(s):// URL (no spaces, quotes or angle brackets)"
+    return None
+
+
 def gate_argv(*, script: Path, guard: bool = True) -> list[str]:
     """The argv that starts `script` only after its parent writes "go" to stdin.
 

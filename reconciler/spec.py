@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from .errors import SpecError, SpecProblem
-from .models import SPEC_FIELDS, ResourceSpec, spec_hash
+from .models import DOCUMENT_FIELDS, ResourceSpec, SuspendSpec, spec_hash
 from .settle import (
     DEFAULT_SETTLE,
     GIT_RECHECK,
@@ -372,17 +372,27 @@ def _shares(paths: list[Path], *, workers: int) -> list[list[Path]]:
     return chunks
 
 
-def _load_chunk_as_json(paths: list[Path]) -> tuple[list[tuple[str, list[tuple[str, int, int]]]], list[SpecProblem]]:
+# a spec as JSON, its `suspend:` as JSON (not part of the spec's dump) or None, and its lines
+_Shipped = list[tuple[str, list[tuple[str, str | None, int, int]]]]
+
+
+def _load_chunk_as_json(paths: list[Path]) -> tuple[_Shipped, list[SpecProblem]]:
     problems: list[SpecProblem] = []
     loaded = _load_serial(paths=paths, problems=problems)
-    as_json = [(name, [(spec.model_dump_json(), source.line, source.target_line) for spec, source in items])
+    as_json = [(name, [(spec.model_dump_json(), spec.suspend.model_dump_json() if spec.suspend else None,
+                        source.line, source.target_line) for spec, source in items])
                for name, items in loaded]
     return as_json, problems
 
 
-def _from_json(as_json: list[tuple[str, list[tuple[str, int, int]]]]) -> Loaded:
-    revive = ResourceSpec.model_validate_json
-    return [(name, [(revive(text), Source(name, *lines)) for text, *lines in items]) for name, items in as_json]
+def _from_json(as_json: _Shipped) -> Loaded:
+    return [(name, [(_revive(text, suspend), Source(name, *lines)) for text, suspend, *lines in items])
+            for name, items in as_json]
+
+
+def _revive(text: str, suspend: str | None) -> ResourceSpec:
+    spec = ResourceSpec.model_validate_json(text)
+    return spec if suspend is None else spec.model_copy(update={"suspend": SuspendSpec.model_validate_json(suspend)})
 
 
 def _validate_file(*, documents: list[Document], name: str,
@@ -453,8 +463,9 @@ def _message(*, error: ErrorDetails, doc: Document, loc: list[str]) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "extra_forbidden":
-        hint = difflib.get_close_matches(loc[-1], SPEC_FIELDS, n=1)
-        return "unknown field" + (f" (did you mean '{hint[0]}'?)" if hint else f"; allowed: {', '.join(SPEC_FIELDS)}")
+        hint = difflib.get_close_matches(loc[-1], DOCUMENT_FIELDS, n=1)
+        return "unknown field" + (f" (did you mean '{hint[0]}'?)" if hint else
+                                  f"; allowed: {', '.join(DOCUMENT_FIELDS)}")
     if kind == "string_type" and isinstance(given, (int, float, bool)) and len(loc) == 1:
         raw = doc.raw.get(loc[0], str(given))
         return f"expected a string, got {type(given).__name__} {raw}; quote it: {loc[0]}: \"{raw}\""

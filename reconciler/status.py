@@ -1,16 +1,20 @@
 """What `status` and `history` show, read from the store; and the JSON shapes of a row and an event.
 
 The reading is here, the showing in views.py (which never sees a store). `row_json` and `event_json`
-are shared with the HTTP API: JSON for `status` is an array of rows with at least the seed's nine fields.
+are shared with the HTTP API: JSON for `status` is an array of rows with at least the seed's nine fields,
+plus (issue 16) `ready`, `out_of_sync` and `message` (outofsync.py); fields are added, never renamed.
+`FleetStatus` is what `status` shows of the whole fleet; survey.py builds it (it plans, read-only).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .errors import ReconcilerError
-from .models import Event, Hold, ObservedResource
+from .models import Event, Hold, ObservedResource, PassBeat
+from .outofsync import Message, Ready
 from .ports import StatusReader
 
 
@@ -22,6 +26,48 @@ class Daemon:
     pid: Any
     host: str
     since: str
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredLoad:
+    """Whether desired/ loads for this command: how many resources from how many files, or why not."""
+
+    resources: int = 0
+    files: int = 0
+    error: str | None = None  # the first problem (file:line: field: message) and how many more
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One row of `status` with its verdict: READY and, when not in sync, why (the MESSAGE)."""
+
+    row: ObservedResource
+    ready: Ready
+    message: Message | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStatus:
+    """Everything `status` shows of the fleet: its lines, the header, the clock the ages are counted from."""
+
+    lines: list[Line]
+    desired: DesiredLoad
+    daemon: Daemon | None
+    last_pass: PassBeat | None  # the daemon's last pass, shown only while a daemon holds the database
+    database: bool
+    now: datetime
+    not_created: int = 0  # declared, no row yet: `plan` shows them
+    hidden: int = 0  # tombstones left out (shown with --all)
+    observed: int = 0  # rows in the database, shown or not
+    out_of_sync_only: bool = False  # `--out-of-sync`: only the lines with a message
+    holds: dict[str, Hold] = field(default_factory=dict)  # what policy.yaml holds back (the daemon's last pass)
+
+
+def line_json(line: Line) -> dict[str, Any]:
+    """A row as `status -o json` shows it: `row_json` plus its verdict."""
+    message = line.message
+    return {**row_json(line.row), "ready": str(line.ready), "out_of_sync": str(message.kind) if message else None,
+            "message": message.text if message else ""}
 
 
 def row_json(row: ObservedResource) -> dict[str, Any]:

@@ -73,6 +73,17 @@ def known_targets(*, provision_dir: Path) -> KnownTargets:
     return KnownTargets(frozenset(names))
 
 
+OBSERVE_SCRIPT = "observe.sh"
+
+
+def observing_targets(*, provision_dir: Path) -> frozenset[str]:
+    """Targets that offer `provision/<target>/observe.sh`: their creates adopt a resource that already exists."""
+    try:
+        return frozenset(path.parent.name for path in Path(provision_dir).glob(f"*/{OBSERVE_SCRIPT}"))
+    except OSError:
+        return frozenset()
+
+
 def target_problems(*, resources: Mapping[str, ResourceSpec], sources: Mapping[str, Located],
                     known: KnownTargets) -> list[SpecProblem]:
     """One problem per resource whose runtime_target is not known, at the place it is declared."""

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .models import Event, Hold, ObservedResource
+from .outofsync import age
 from .plan import Plan
 from .policy import Verdict
 from .render import render_json, render_text
 from .rollout.plan import Proposal
-from .status import Daemon, event_json, hold_json, row_json
+from .status import DesiredLoad, FleetStatus, Line, event_json, hold_json, line_json, row_json
 from .terminal import printable
 
-_COLUMNS = ("RESOURCE", "STATUS", "HEALTH", "OWNER", "REGION", "DEPLOY_REF", "URL", "LAST_SEEN")
+# `status` (kubectl's shape): the verdict first, MESSAGE last; `-o wide` adds where and how it runs
+_COLUMNS = ("RESOURCE", "READY", "STATUS", "HEALTH", "OWNER", "DEPLOY_REF", "AGE", "MESSAGE")
+_WIDE = ("RESOURCE", "READY", "STATUS", "HEALTH", "OWNER", "DEPLOY_REF", "TARGET", "REGION", "URL", "LAST_CHECK",
+         "ATTEMPTS", "AGE", "MESSAGE")
 
 
 class View(Protocol):
@@ -31,10 +35,9 @@ class View(Protocol):
 
     def plan(self, plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str: ...
 
-    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
-              holds: dict[str, Hold] | None = None) -> str: ...
+    def fleet(self, *, status: FleetStatus) -> str: ...
 
-    def resource(self, *, row: ObservedResource, events: list[Event]) -> str: ...
+    def resource(self, *, row: ObservedResource, events: list[Event], line: Line | None = None) -> str: ...
 
     def history(self, *, events: list[Event]) -> str: ...
 
@@ -45,16 +48,18 @@ class View(Protocol):
 class TextView:
     colour: bool = False
     progress_to_stderr: bool = False
+    wide: bool = False  # `status -o wide`: more columns
 
     def plan(self, plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str:
         return render_text(plan, colour=self.colour, verdict=verdict, rollout=rollout)
 
-    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
-              holds: dict[str, Hold] | None = None) -> str:
-        return _daemon_line(daemon, database=database) + "\n" + _table(rows) + _holds(holds or {})
+    def fleet(self, *, status: FleetStatus) -> str:
+        header = _desired_line(status.desired, not_created=status.not_created) + "\n"
+        header += _daemon_line(status) + "\n"
+        return header + _table(status, wide=self.wide) + _hidden_line(status.hidden) + _holds(status.holds)
 
-    def resource(self, *, row: ObservedResource, events: list[Event]) -> str:
-        fields = row_json(row)
+    def resource(self, *, row: ObservedResource, events: list[Event], line: Line | None = None) -> str:
+        fields = line_json(line) if line is not None else row_json(row)
         width = max(len(name) for name in fields)
         lines = [f"{name.ljust(width)}  {'-' if value is None else printable(str(value))}"
                  for name, value in fields.items()]
@@ -78,14 +83,13 @@ class JsonView:
     def plan(self, plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str:
         return render_json(plan, verdict=verdict, rollout=rollout)
 
-    def fleet(self, *, rows: list[ObservedResource], daemon: Daemon | None, database: bool,
-              holds: dict[str, Hold] | None = None) -> str:
-        held = holds or {}
-        return json.dumps([{**row_json(row), **hold_json(held.get(row.resource_id))} for row in rows],
-                          indent=2) + "\n"
+    def fleet(self, *, status: FleetStatus) -> str:
+        return json.dumps([{**line_json(line), **hold_json(status.holds.get(line.row.resource_id))}
+                           for line in status.lines], indent=2) + "\n"
 
-    def resource(self, *, row: ObservedResource, events: list[Event]) -> str:
-        return json.dumps({**row_json(row), "events": [event_json(e) for e in events]}, indent=2) + "\n"
+    def resource(self, *, row: ObservedResource, events: list[Event], line: Line | None = None) -> str:
+        fields = line_json(line) if line is not None else row_json(row)
+        return json.dumps({**fields, "events": [event_json(e) for e in events]}, indent=2) + "\n"
 
     def history(self, *, events: list[Event]) -> str:
         return json.dumps([event_json(e) for e in events], indent=2) + "\n"
@@ -94,26 +98,89 @@ class JsonView:
         return json.dumps([{"resource_id": e.resource_id, **event_json(e)} for e in events], indent=2) + "\n"
 
 
+@dataclass(frozen=True, slots=True)
+class YamlView:
+    """The JSON view's documents as YAML (`status -o yaml`, kubectl's spelling): the same data, never more."""
+
+    progress_to_stderr: bool = True
+
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str:
+        return _yaml(JsonView().plan(plan, verdict=verdict, rollout=rollout))
+
+    def fleet(self, *, status: FleetStatus) -> str:
+        return _yaml(JsonView().fleet(status=status))
+
+    def resource(self, *, row: ObservedResource, events: list[Event], line: Line | None = None) -> str:
+        return _yaml(JsonView().resource(row=row, events=events, line=line))
+
+    def history(self, *, events: list[Event]) -> str:
+        return _yaml(JsonView().history(events=events))
+
+    def audit(self, *, events: list[Event]) -> str:
+        return _yaml(JsonView().audit(events=events))
+
+
+def _yaml(document: str) -> str:
+    import yaml
+
+    data: Any = json.loads(document)
+    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 16))
+
+
 def pick_view(output: str, *, colour: bool) -> View:
-    """The view of `--output text|json`; colour applies to text on a terminal only."""
-    return JsonView() if output == "json" else TextView(colour=colour)
+    """The view of `--output text|wide|json|yaml`; colour applies to text on a terminal only."""
+    if output == "json":
+        return JsonView()
+    if output == "yaml":
+        return YamlView()
+    return TextView(colour=colour, wide=output == "wide")
 
 
-def _daemon_line(daemon: Daemon | None, *, database: bool) -> str:
+def _desired_line(load: DesiredLoad, *, not_created: int) -> str:
+    if load.error is not None:
+        return printable(f"desired/: does not load: {load.error}; messages come from the rows alone")
+    text = f"desired/: {_count(load.resources, 'resource')} from {_count(load.files, 'file')}"
+    return text + (f"; {not_created} not created yet (reconciler plan shows them)" if not_created else "")
+
+
+def _daemon_line(status: FleetStatus) -> str:
+    """Who works the database and, when a daemon does, its view: its last pass and whether its desired/ loads."""
+    daemon, last = status.daemon, status.last_pass
     if daemon is None:
-        return "daemon: none running" if database else "daemon: none"
-    return f"{daemon.role}: pid {daemon.pid} on {daemon.host} since {daemon.since}"
+        return "daemon: none running" if status.database else "daemon: none"
+    text = f"{daemon.role}: pid {daemon.pid} on {daemon.host} since {daemon.since}"
+    if last is None:
+        return text + "; no pass recorded yet"
+    text += f"; last pass {age(last.at, now=status.now)} ago ({last.at}); "
+    if last.desired_loads:
+        return text + f"its desired/ loads ({_count(last.desired_resources, 'resource')} from " \
+                      f"{_count(last.desired_files, 'file')})"
+    return text + printable(f"its desired/ does not load: {last.desired_error}; it plans from the last good "
+                            f"state ({_count(last.desired_resources, 'resource')})")
 
 
-def _table(rows: list[ObservedResource]) -> str:
-    if not rows:
-        return "No resources observed yet.\n"
-    cells = [_COLUMNS] + [
-        (r.resource_id, str(r.status), str(r.health), printable(r.owner), printable(r.region),
-         printable(r.deploy_ref), printable(r.url or "-"), r.last_seen or "-")
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _cells(line: Line, *, wide: bool, status: FleetStatus) -> tuple[str, ...]:
+    r, message = line.row, line.message
+    text = printable(message.text) if message else ""
+    first = (r.resource_id, str(line.ready), str(r.status), str(r.health), printable(r.owner), printable(r.deploy_ref))
+    if not wide:
+        return (*first, age(r.created_at, now=status.now), text)
+    return (*first, printable(r.runtime_target), printable(r.region), printable(r.url or "-"),
+            age(r.last_check_at, now=status.now), str(r.attempts), age(r.created_at, now=status.now), text)
+
+
+def _table(status: FleetStatus, *, wide: bool) -> str:
+    if not status.lines:
+        if status.observed == 0:
+            return "No resources observed yet.\n"
+        return "Every resource is in sync.\n" if status.out_of_sync_only else "No resources to show.\n"
+    columns = _WIDE if wide else _COLUMNS
+    cells = [columns] + [_cells(line, wide=wide, status=status) for line in status.lines]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in cells)
 
 
@@ -137,3 +204,10 @@ def _holds(holds: dict[str, Hold]) -> str:
     lines = [f"\nheld back by policy ({len(holds)}):"]
     lines += [printable(f"  {rid}  {','.join(hold.rules)}  {hold.message}") for rid, hold in sorted(holds.items())]
     return "\n".join(lines) + "\n"
+
+
+def _hidden_line(hidden: int) -> str:
+    if not hidden:
+        return ""
+    return f"({_count(hidden, 'deleted resource')} hidden; --all shows them)\n"
+

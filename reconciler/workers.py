@@ -15,7 +15,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,10 +27,20 @@ from .retry import RetryPolicy, next_delay
 from .supervise import TRANSIENT, Crash, Outages, guarded_thread, retry_sync
 
 if TYPE_CHECKING:
+    from .health import CheckResult
     from .ports import Queue
     from .runner import ScriptOutcome
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class AfterCheck:
+    """The health check right after a successful provision: the drift check's timeout and threshold."""
+
+    timeout: float = 5.0
+    unhealthy_after: int = 3
+    actor: str | None = None  # who its health events name: `daemon:<host>`, or the CLI user of `apply`
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +59,10 @@ class EngineConfig:
     guard_orphans: bool = True
     # names or patterns of our environment scripts also get (provision/targets.yaml `pass_env`)
     pass_env: tuple[str, ...] = ()
+    # claim while the fleet is suspended (`destroy` only: it tears down its scope although it is)
+    fleet_override: bool = False
+    # check the URL once right after a successful provision, so HEALTH is known at once (None: off)
+    after_check: AfterCheck | None = field(default_factory=AfterCheck)
 
     def timeout_for(self, target: str) -> float:
         return self.target_timeouts.get(target, self.timeout)
@@ -120,16 +134,38 @@ class JobRunner:
         if not claim_next or self._abandoning.is_set() or self._no_more_claims.is_set() or not self.may_claim():
             recorded = self._persist(lambda: self.store.finish(job=job, worker=self.worker_id, result=result,
                                                                now=iso(utcnow())))
+            self._check_after(job, result, recorded=bool(recorded))
             return Finished(job=job, result=result, recorded=bool(recorded)), None
         outcome = self._persist(lambda: self._finish_and_claim(job, result, scope))
         recorded, following = outcome if outcome is not None else (False, None)
+        self._check_after(job, result, recorded=recorded)
         return Finished(job=job, result=result, recorded=recorded), following
+
+    def _check_after(self, job: Job, result: JobResult, *, recorded: bool) -> None:
+        """Check the new URL once, as a drift check would count it; never the job's business.
+
+        Bounded by the check's timeout (plus a second for the client to close), so a worker waits no
+        longer; any failure of the check or of recording it is logged and dropped.
+        """
+        check = self.config.after_check
+        if check is None or not recorded or not result.ok or not result.url or job.action is Action.DELETE:
+            return
+        try:
+            results = check_one(resource_id=job.resource_id, url=result.url, timeout=check.timeout)
+            self.store.record_health(results=results, now=iso(utcnow()), unhealthy_after=check.unhealthy_after,
+                                     actor=check.actor)
+        except Exception as exc:
+            from .logs import get_logger
+
+            get_logger().warning("health check after provision failed", resource_id=job.resource_id,
+                                 error=f"{type(exc).__name__}: {exc}")
 
     def _finish_and_claim(self, job: Job, result: JobResult, scope: set[str] | None) -> tuple[bool, Job | None]:
         now = utcnow()
         return self.store.finish_and_claim(
             job=job, worker=self.worker_id, result=result, now=iso(now),
-            lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=scope)
+            lease_until=iso(now + timedelta(seconds=self.config.lease_seconds)), resource_ids=scope,
+            fleet_override=self.config.fleet_override)
 
     def _persist(self, call: Callable[[], T]) -> T | None:
         """Record through a store outage: a result is worth waiting for (until our own shutdown gives up;
@@ -171,6 +207,10 @@ class JobRunner:
                              error=f"not started: the previous run (process group {pgid}) survived SIGKILL")
 
     def _execute(self, job: Job) -> JobResult:
+        if job.action is Action.CREATE:
+            adopted = self._observe(job)
+            if adopted is not None:
+                return adopted
         if job.action is Action.REPLACE:
             first = self._script(job, spec=job.old_spec or job.spec, action="delete")
             if not first.ok:
@@ -179,13 +219,33 @@ class JobRunner:
         action = {Action.DELETE: "delete", Action.CREATE: "create"}.get(job.action, "update")
         return self._result(job, self._script(job, spec=job.spec, action=action))
 
-    def _script(self, job: Job, *, spec: dict[str, Any] | None, action: str) -> ScriptOutcome:
+    def _observe(self, job: Job) -> JobResult | None:
+        """Adopt-or-create: a target's observe.sh says whether the resource already exists.
+
+        Exit 0 with a URL: it exists, and the job ends as adopted (no provision). Exit 3: it does not,
+        and provision runs (None). Anything else fails the job like a failed script, retried later.
+        """
+        from .runner import OBSERVE_ABSENT, observe_script
+
+        spec = job.spec or {}
+        script = observe_script(provision_dir=self.config.provision_dir, runtime_target=spec.get("runtime_target", ""))
+        if script is None:
+            return None
+        outcome = self._script(job, spec=job.spec, action="observe", script=script)
+        if outcome.exit_code == OBSERVE_ABSENT:
+            return None
+        result = self._result(job, outcome, prefix="observe.sh: ")
+        return replace(result, adopted=True) if result.ok else result
+
+    def _script(self, job: Job, *, spec: dict[str, Any] | None, action: str,
+                script: Path | None = None) -> ScriptOutcome:
         from .runner import resolve_script, run_script
 
         if spec is None:
             raise ValueError(f"job {job.job_id} carries no spec to run its script with")
         target = spec["runtime_target"]
-        script = resolve_script(provision_dir=self.config.provision_dir, runtime_target=target, action=action)
+        if script is None:
+            script = resolve_script(provision_dir=self.config.provision_dir, runtime_target=target, action=action)
         return run_script(
             script=script, spec=spec, action=action, workdir=self.config.work_dir / job.resource_id,
             timeout=self.config.timeout_for(target), grace=self.config.grace, needs_url=action != "delete",
@@ -309,7 +369,8 @@ class WorkerPool:
                         break  # claimed with the last finish, never started: handed back below
                     finished, job = self._runner.run(job, claim_next=True, scope=scope)  # raises: `job` is handed back
                     record(finished)
-                elif not retry_sync(lambda: self.store.count_open(resource_ids=scope),
+                elif not retry_sync(lambda: self.store.count_open(resource_ids=scope,
+                                                                  fleet_override=self.config.fleet_override),
                                     loop=threading.current_thread().name, outages=self.outages,
                                     stop=self._stop_claiming):
                     return
@@ -398,7 +459,8 @@ class WorkerPool:
         until = iso(now + timedelta(seconds=self.config.lease_seconds))
         loop = threading.current_thread().name
         try:
-            jobs = self.store.claim(worker=self.worker_id, now=iso(now), lease_until=until, resource_ids=scope)
+            jobs = self.store.claim(worker=self.worker_id, now=iso(now), lease_until=until, resource_ids=scope,
+                                    fleet_override=self.config.fleet_override)
         except TRANSIENT as exc:
             self._stop_claiming.wait(self.outages.failed(loop=loop, error=exc))
             return None
@@ -419,6 +481,18 @@ class WorkerPool:
                 continue
             self.outages.recovered(loop="lease-renewer")
             delay = interval
+
+
+def check_one(*, resource_id: str, url: str, timeout: float) -> list[CheckResult]:
+    """One health check from a worker thread (its own event loop), never longer than `timeout` + 1 s."""
+    import asyncio
+
+    from .health import check_all
+
+    async def bounded() -> list[CheckResult]:
+        return await asyncio.wait_for(check_all([(resource_id, url)], concurrency=1, timeout=timeout), timeout + 1)
+
+    return asyncio.run(bounded())
 
 
 def _log_crash(name: str, exc: BaseException) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..errors import ReconcilerError
 from ..retry import RetryPolicy
 from ..settle import DEFAULT_SETTLE
-from ..workers import EngineConfig
+from ..workers import AfterCheck, EngineConfig
 
 if TYPE_CHECKING:
     from ..tokens import Keyring
@@ -52,13 +52,16 @@ class DaemonRefused(ReconcilerError):
 
 def engine_config(*, options: DaemonOptions, guard_orphans: bool) -> EngineConfig:
     """How scripts run, read afresh from provision/ (at start and on SIGHUP)."""
+    from ..actor import daemon_actor
     from ..engine import target_timeouts
     from ..runner import read_pass_env
 
     return EngineConfig(provision_dir=options.provision, work_dir=options.work_dir, timeout=options.timeout,
                         retry=options.retry, lease_seconds=options.lease_seconds,
                         target_timeouts=target_timeouts(provision_dir=options.provision),
-                        guard_orphans=guard_orphans, pass_env=read_pass_env(provision_dir=options.provision))
+                        guard_orphans=guard_orphans, pass_env=read_pass_env(provision_dir=options.provision),
+                        after_check=AfterCheck(timeout=options.check_timeout, unhealthy_after=options.unhealthy_after,
+                                               actor=daemon_actor()))
 
 
 def read_token(path: Path | None) -> str | None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..engine import PassResult, Reconciler
-from ..models import parse_iso, utcnow
+from ..errors import ReconcilerError
+from ..liveness import HOST
+from ..models import PassBeat, PassRequest, iso, parse_iso, utcnow
+from ..ports import PassRecorder, PassRequests
 from ..supervise import TRANSIENT, Outages
 from ..workers import Finished
 from .election import LEADER_POLL, Election
@@ -23,6 +26,7 @@ from .reporter import SystemdReporter
 from .wakeups import WakeUps
 
 RESYNC_JITTER = 0.1  # each resync comes the interval, give or take this fraction of it, after the last
+REQUESTS_KEPT = 86400.0  # answered `reconciler reconcile` requests are kept a day, then forgotten
 
 
 class PassMetrics(Protocol):
@@ -37,7 +41,8 @@ class PassLoop:
 
     def __init__(self, *, reconciler: Reconciler, election: Election, outages: Outages, reporter: SystemdReporter,
                  metrics: PassMetrics, wake_workers: Callable[[], None], desired: Path, resync: float,
-                 log: Any) -> None:
+                 log: Any, requests: PassRequests | None = None, recorder: PassRecorder | None = None,
+                 holder: str = "") -> None:
         self.reconciler = reconciler
         self.election = election
         self.outages = outages
@@ -47,12 +52,16 @@ class PassLoop:
         self.desired = desired
         self.resync = resync
         self.log = log
+        self.recorder = recorder  # where each pass is recorded for `status` (the daemon's view)
+        self.holder = holder
         self.last: PassResult | None = None
         self.last_pass_at: datetime | None = None
         self.desired_commit: str | None = None
         self._dirty = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeups = WakeUps(request=self.request)  # "resync", "retry", "settle"
+        self._wakeups = WakeUps(request=self.request)  # "resync", "retry", "settle", "expiry"
+        self.requests = requests  # `reconciler reconcile`'s rows, answered here
+        self._demands: dict[str, PassRequest] = {}
         self._reported_error: str | None = None
         self._reported_unsettled: list[str] | None = None
 
@@ -84,6 +93,14 @@ class PassLoop:
     def wake(self) -> None:
         """Wake the loop without asking for a pass (it is stopping)."""
         self._dirty.set()
+
+    def demand(self, requests: list[PassRequest]) -> None:
+        """Passes asked for (`reconciler reconcile`, polled by daemon/requests.py): answered by the next pass."""
+        fresh = [request for request in requests if request.request_id not in self._demands]
+        for request in fresh:
+            self._demands[request.request_id] = request
+        if fresh:
+            self.request("pass requested")
 
     def refresh(self, reason: str) -> None:
         """Forget what the last passes remembered (a drift pass changed rows, a new term, SIGHUP), then look."""
@@ -118,10 +135,15 @@ class PassLoop:
         if not self.election.may_plan():  # leading, but the lease is unconfirmed (store away): ask again later
             self._later(LEADER_POLL, "leader lease unconfirmed")
             return
+        demands, self._demands = list(self._demands.values()), {}
         self.reporter.pass_started()
         try:
+            if demands:
+                await asyncio.to_thread(self._answer_all, demands)
             result = await asyncio.to_thread(self._pass)
         except TRANSIENT as exc:  # the store is away: try again after a backed-off wait
+            for request in demands:  # still pending in the store unless taken: asked again
+                self._demands.setdefault(request.request_id, request)
             self._later(self.outages.failed(loop=self.name, error=exc), "store retry")
             return
         except Exception:  # a pass must never take the daemon down; the next one starts afresh
@@ -136,7 +158,46 @@ class PassLoop:
         result = self.reconciler.reconcile_once()
         if not result.skipped or self.desired_commit is None:
             self.desired_commit = self.reconciler.git.commit()
+        self._record(result)
         return result
+
+    def _answer_all(self, demands: list[PassRequest]) -> None:
+        """Run the asked-for passes now (a whole one once for all whole-fleet requests, one per narrowed
+        scope) and answer each request with its jobs and the notes of its scope."""
+        assert self.requests is not None, "demands come only with a request store"
+        taken = [r for r in demands if self.requests.take_request(request_id=r.request_id, now=iso(utcnow()))]
+        by_scope: dict[tuple[str, ...], list[PassRequest]] = {}
+        for request in taken:
+            by_scope.setdefault(request.resource_ids or (), []).append(request)
+        for scope, requests in by_scope.items():
+            job_ids, notes, error = self._answer(scope)
+            for request in requests:
+                self.requests.answer_request(request_id=request.request_id, job_ids=job_ids, notes=notes,
+                                             error=error, now=iso(utcnow()))
+                self.log.info("pass on demand answered", request_id=request.request_id, actor=request.actor,
+                              resources=list(scope) or "all", jobs=len(job_ids), error=error)
+        self.requests.prune_requests(before=iso(utcnow() - timedelta(seconds=REQUESTS_KEPT)))
+
+    def _answer(self, scope: tuple[str, ...]) -> tuple[list[str], list[str], str | None]:
+        try:
+            result = self.reconciler.reconcile_now(targets=scope)
+        except ReconcilerError as exc:  # an id neither declared nor in the database
+            return [], [], str(exc).replace("--target ", "")
+        if result.queued:
+            self.wake_workers()
+        open_jobs = self.reconciler.store.open_jobs(resource_ids=scope or None)
+        job_ids = list(dict.fromkeys([*result.job_ids, *(job.job_id for job in open_jobs.values())]))
+        return job_ids, _notes(result), None
+
+    def _record(self, result: PassResult) -> None:
+        """What this pass saw, for `status` on any machine; a store away for it does not fail the pass."""
+        if self.recorder is None:
+            return
+        beat = pass_beat(reconciler=self.reconciler, result=result, holder=self.holder, commit=self.desired_commit)
+        try:
+            self.recorder.record_pass(beat=beat)
+        except TRANSIENT as exc:
+            self.log.warning("could not record the pass for status", error=str(exc))
 
     async def _follow(self) -> None:
         """A follower only works the queue, and reads desired/ for its API."""
@@ -158,6 +219,7 @@ class PassLoop:
         if result.plan is not None and result.plan.refusal:
             self.log.error("plan refused", reason=result.plan.refusal)
         self._retry_at(result.next_retry_at)
+        self._expiry_at(result.next_expiry)
         self.reporter.passed(result)
 
     def _report_load_error(self, result: PassResult) -> None:
@@ -193,6 +255,43 @@ class PassLoop:
             return
         self._wakeups.once("retry", delay=(when - utcnow()).total_seconds(), reason="retry due")
 
+    def _expiry_at(self, at: str | None) -> None:
+        """A pass when the earliest suspension lapses (`--until`, a file's `until:`): it resumes by itself."""
+        when = parse_iso(at)
+        if when is None or when <= utcnow():
+            return
+        self._wakeups.once("expiry", delay=(when - utcnow()).total_seconds(), reason="suspension lapses")
+
     def _later(self, delay: float, reason: str) -> None:
         assert self._loop is not None
         self._loop.call_later(delay, self.request, reason)
+
+
+def _notes(result: PassResult) -> list[str]:
+    """Why resources of the scope got no job, and whatever else the asker should know (a few dozen at most)."""
+    notes: list[str] = []
+    if result.load_error is not None:
+        notes.append(f"desired/ does not load ({len(result.load_error.problems)} problems): "
+                     "planned from the last good state")
+    plan = result.plan
+    if plan is None:
+        return [*notes, "desired/ has never loaded: nothing was planned"]
+    if plan.fleet_suspension is not None:
+        notes.append(plan.fleet_suspension.describe().replace("suspended", "the fleet is suspended", 1))
+    if plan.refusal:
+        notes.append(f"refused: {plan.refusal}")
+    held = [f"{change.resource_id}: {change.message}" for change in (*plan.kept, *plan.waiting)]
+    return notes + held[:50] + ([f"… and {len(held) - 50} more"] if len(held) > 50 else [])
+
+
+def pass_beat(*, reconciler: Reconciler, result: PassResult, holder: str, commit: str | None) -> PassBeat:
+    """The daemon's view after a pass: when, and whether desired/ loads (else its first problem, file:line)."""
+    import os
+
+    good = reconciler.last_good
+    error = result.load_error
+    files = len({source.file for source in good.sources.values()}) if good is not None else 0
+    return PassBeat(holder=holder, host=HOST, pid=os.getpid(), at=iso(utcnow()), desired_loads=error is None,
+                    desired_resources=len(good.resources) if good is not None else 0, desired_files=files,
+                    desired_error=str(error.problems[0]) if error is not None and error.problems else None,
+                    desired_commit=commit)

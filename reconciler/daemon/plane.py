@@ -19,6 +19,7 @@ from ..engine import PlanView, Reconciler, Refusal
 from ..errors import ReconcilerError, StoreError
 from ..liveness import HOST
 from ..models import FleetCounts, iso, utcnow
+from ..plan import Change, Plan
 from ..ports import PassStore
 from ..supervise import Outages
 from ..workers import WorkerPool
@@ -29,6 +30,7 @@ from .reporter import SystemdReporter
 if TYPE_CHECKING:
     from ..govern import Governor
     from ..metrics import Metrics
+    from ..models import ResourceSpec
     from ..store.base import SQLStore
     from ..tokens import Keyring, TokenSet
 
@@ -93,6 +95,7 @@ class DaemonPlane:
         if self.governor is None:
             return None
         return self.governor.admit(view, files=self.reconciler.last_good)
+        self._notes: tuple[Plan, dict[str, Change]] | None = None
 
     def keys(self) -> TokenSet | None:
         return self.keyring.current()
@@ -114,8 +117,31 @@ class DaemonPlane:
         source = desired.sources.get(resource_id) if desired else None
         return str(source) if source is not None and source.file != API_SOURCE else None
 
+    def declared(self, resource_id: str) -> tuple[ResourceSpec, str] | None:
+        """The spec a replace provisions again: the files' (last good state), else the API's declaration."""
+        from ..models import ResourceSpec
+        from ..plan import API_SOURCE
+
+        desired = self.reconciler.last_good
+        if desired is not None and resource_id in desired.resources:
+            return desired.resources[resource_id], "file"
+        spec = self.store.api_declaration(resource_id)
+        return (ResourceSpec.model_validate(spec), API_SOURCE) if spec is not None else None
+
     def jobs_queued(self) -> None:
         self.pool.wake()
+
+    def plan_notes(self) -> dict[str, Change] | None:
+        """The last pass's changes and notes by id (None before a plan, or on a follower, which plans nothing)."""
+        last = self.passes.last
+        plan = last.plan if last is not None else None
+        if plan is None:
+            return None
+        cached = self._notes
+        if cached is None or cached[0] is not plan:
+            cached = (plan, {change.resource_id: change for change in plan.changes + plan.kept + plan.waiting})
+            self._notes = cached
+        return cached[1]
 
     def unknown_target(self, name: str) -> str | None:
         """Why `name` is not a runtime_target this daemon's provision/ provides (None: it is)."""

@@ -20,8 +20,9 @@ from ..engine import PlanView, Reconciler
 from ..errors import SpecError
 from ..govern import Governor
 from ..logs import get_logger
+from ..models import PassRequest
 from ..plan import PlanPolicy
-from ..rollouts import start_rollout
+from ..rollouts import held_now, start_rollout
 from ..supervise import Outages, Runnable, Supervisor
 from ..systemd import Notifier
 from ..watch import WriteTracker
@@ -33,6 +34,7 @@ from .passes import PassLoop
 from .plane import DaemonPlane
 from .pool import Workers
 from .reporter import SystemdReporter
+from .requests import PassRequestPoller
 from .rollouts import RolloutLoop
 from .watcher import DesiredWatcher, PolicyWatcher
 
@@ -62,7 +64,8 @@ class Daemon:
                                      policy=PlanPolicy(allow_mass_delete=options.allow_mass_delete,
                                                        self_heal=options.self_heal),
                                      writes=self.writes, provision_dir=options.provision, gate=self.governor,
-                                     on_rollout=self._rollout_started)
+                                     actor=daemon_actor(), on_rollout=self._rollout_started)
+        self.metrics = Metrics()
         self.election = self._election()
         configure = functools.partial(engine_config, options=options, guard_orphans=self.store.kind != "sqlite")
         self.workers = Workers(pool=WorkerPool(store=self.store, config=configure(), parallelism=options.parallelism,
@@ -73,7 +76,10 @@ class Daemon:
                                         busy_timeout=options.busy_timeout, log=self.log)
         self.passes = PassLoop(reconciler=self.reconciler, election=self.election, outages=self.outages,
                                reporter=self.reporter, metrics=self.metrics, wake_workers=self.workers.pool.wake,
-                               desired=options.desired, resync=options.resync, log=self.log)
+                               desired=options.desired, resync=options.resync, log=self.log,
+                               requests=self.store, recorder=self.store, holder=self.worker_id)
+        self.asked = PassRequestPoller(store=self.store, may_plan=self.election.may_plan,
+                                       on_requests=self._asked, outages=self.outages, log=self.log)
         self.drift = DriftLoop(store=self.store, outages=self.outages, log=self.log, metrics=self.metrics,
                                settings=DriftSettings(interval=options.drift_interval,
                                                       concurrency=options.check_concurrency,
@@ -84,7 +90,7 @@ class Daemon:
         self.rollouts = RolloutLoop(store=self.store, outages=self.outages, log=self.log,
                                     may_run=self.election.may_plan, wake_workers=self.workers.pool.wake,
                                     actor=daemon_actor(), on_change=lambda: self.passes.request("rollout"),
-                                    held=lambda: self.store.holds().keys(), metrics=self.metrics)
+                                    held=lambda: held_now(self.store), metrics=self.metrics)
         self.watcher = DesiredWatcher(directory=options.desired, tracker=self.writes, on_change=self.passes.request,
                                       log=self.log)
         self.policy_watcher = PolicyWatcher(path=self.governor.source.path, tracker=self.writes,
@@ -127,8 +133,8 @@ class Daemon:
 
     def _runnables(self) -> list[Runnable]:
         """In start order; they stop in reverse (the API first, the lock and systemd last)."""
-        parts: list[Runnable | None] = [self.reporter, self.election, self.workers, self.passes, self.drift,
-                                        self.rollouts, self.watcher, self.policy_watcher, self.api]
+        parts: list[Runnable | None] = [self.reporter, self.election, self.workers, self.passes, self.asked,
+                                        self.drift, self.rollouts, self.watcher, self.policy_watcher, self.api]
         return [part for part in parts if part is not None]
 
     # --- what a part tells another built after it ---
@@ -141,6 +147,9 @@ class Daemon:
 
     def _finished(self, item: Finished) -> None:
         self.passes.job_finished(item)
+
+    def _asked(self, requests: list[PassRequest]) -> None:
+        self.passes.demand(requests)  # `reconciler reconcile`: answered by the next pass
 
     def _drifted(self, report: DriftReport) -> None:
         self.passes.refresh("drift")  # the pass after a drift pass sees the health it recorded

@@ -177,6 +177,7 @@ class Policy:
     allowed: Allowed = Allowed()
     params: Params = Params()
     changes: Changes = Changes()
+    built_in: bool = False  # no policy file: only the built-in rule (mass delete), evaluated to record overrides
     rollout: RolloutPolicy | None = None  # `rollout:`: large change sets go in health-gated waves
 
 
@@ -282,3 +283,7 @@ class Governance:
         if not rules:
             return None
         return {"override": {"rules": sorted(map(str, rules)), "reason": self.reason, "actor": self.actor}}
+
+
+# What governs a plan without a policy file: the mass-delete guard alone (its override is still recorded).
+BUILT_IN = Policy(file="(no policy file)", built_in=True)

@@ -97,7 +97,7 @@ def propose(*, plan: Plan, policy: RolloutPolicy, rollout_id: str) -> Proposal |
             members.append(Member(rollout_id, change.resource_id, wave, MemberState.PENDING, change.action,
                                   change.before, change.after, change.applied_hash()))
         position += size
-    skipped = tuple(note for note in plan.waiting if note.hold in SKIPPED_HOLDS)
+    skipped = tuple(note for note in (*plan.waiting, *plan.kept) if note.hold in SKIPPED_HOLDS)
     return Proposal(rollout_id, tuple(members), sizes, policy, skipped)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,7 +19,9 @@ from ..errors import StoreConflict, StoreError
 from ..models import (
     DELETE_TARGET,
     FLEET_ID,
+    UNMANAGED_STATUSES,
     Action,
+    Adoption,
     Event,
     FleetCounts,
     Health,
@@ -29,26 +31,37 @@ from ..models import (
     JobResult,
     JobStatus,
     ObservedResource,
+    PassBeat,
     ResourceStatus,
     canonical_json,
+    iso,
+    utcnow,
 )
+from .controls import Controls, held_clause
 from .rollouts import RolloutRows
 
 if TYPE_CHECKING:
     from ..ports import (
         ApiStore,
         AuditStore,
+        FleetFlagReader,
         HealthStore,
+        Lifecycle,
         LockStore,
+        PassRecorder,
+        PassRequests,
         PassStore,
         PolicyStore,
         Portable,
         Queue,
         StatusReader,
+        SurveyStore,
+        SuspensionStore,
     )
 
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
-                   "api_desired": "resource_id", "holds": "resource_id", "rollouts": "created_at, rollout_id",
+                   "api_desired": "resource_id", "holds": "resource_id", "suspensions": "resource_id",
+                   "fleet_flags": "name", "daemon_passes": "name", "rollouts": "created_at, rollout_id",
                    "rollout_members": "rollout_id, resource_id"}
 _JOB_FIELDS = Job.__slots__
 # the row's columns are the dataclass's fields, in order: one decoder reads every SELECT of them
@@ -58,6 +71,7 @@ _HEALTH = {health.value: health for health in Health}
 _AT_STATUS = ObservedResource.__slots__.index("status")
 _AT_HEALTH = ObservedResource.__slots__.index("health")
 _AT_PROTECTED = ObservedResource.__slots__.index("protected")
+_AT_UNMANAGED = ObservedResource.__slots__.index("unmanaged")
 
 
 def _resource(row: Any) -> ObservedResource:
@@ -65,6 +79,7 @@ def _resource(row: Any) -> ObservedResource:
     values[_AT_STATUS] = _STATUS[values[_AT_STATUS]]
     values[_AT_HEALTH] = _HEALTH[values[_AT_HEALTH] or "unknown"]
     values[_AT_PROTECTED] = bool(values[_AT_PROTECTED])
+    values[_AT_UNMANAGED] = bool(values[_AT_UNMANAGED])
     return ObservedResource(*values)
 
 
@@ -100,7 +115,7 @@ class Connection(Protocol):
     def executemany(self, sql: str, rows: Any, /) -> Any: ...
 
 
-class SQLStore(RolloutRows):
+class SQLStore(Controls, RolloutRows):
     """The store interface. Subclasses provide `_read`, `_write`, `_scope` and the locking spellings."""
 
     # appended to SELECTs that pick rows to change: PostgreSQL locks them, SQLite's writer lock already has
@@ -204,7 +219,9 @@ class SQLStore(RolloutRows):
             " (SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')),"
             " (SELECT sum(claims) FROM jobs WHERE status IN ('queued', 'running')),"
             " (SELECT max(created_at) FROM jobs),"
-            " (SELECT count(*) FROM api_desired), (SELECT max(updated_at) FROM api_desired)")[0])
+            " (SELECT count(*) FROM api_desired), (SELECT max(updated_at) FROM api_desired),"
+            " (SELECT count(*) FROM suspensions), (SELECT max(since) FROM suspensions),"
+            " (SELECT count(*) FROM fleet_flags), (SELECT max(since) FROM fleet_flags)")[0])
 
     def get_resource(self, resource_id: str) -> ObservedResource | None:
         rows = self._tuples(f"SELECT {_RESOURCE_COLUMNS} FROM resources WHERE resource_id = ?", (resource_id,))
@@ -214,6 +231,13 @@ class SQLStore(RolloutRows):
         """Ids of resources with an open (queued or running) job."""
         rows = self._rows("SELECT resource_id FROM jobs WHERE status IN ('queued', 'running')")
         return {row["resource_id"] for row in rows}
+
+    def open_jobs(self, *, resource_ids: Iterable[str] | None = None) -> dict[str, Job]:
+        """The open (queued or running) job of each resource that has one, by resource id (these resources;
+        None: all)."""
+        scope, args = self._scope(resource_ids)
+        rows = self._rows(f"SELECT * FROM jobs WHERE status IN ('queued', 'running'){scope}", args)
+        return {row["resource_id"]: _job(row) for row in rows}
 
     def latest_job(self, resource_id: str) -> Job | None:
         row = self._one("SELECT * FROM jobs WHERE resource_id = ? ORDER BY created_at DESC LIMIT 1", (resource_id,))
@@ -236,7 +260,7 @@ class SQLStore(RolloutRows):
         for status, state, count in self._tuples(
                 "SELECT status, health, count(*) FROM resources GROUP BY status, health"):
             counts.statuses[status] += count
-            if status != "deleted":
+            if status not in UNMANAGED_STATUSES:
                 counts.health[state or "unknown"] += count
         return counts
 
@@ -385,8 +409,9 @@ class SQLStore(RolloutRows):
             return cursor.rowcount == 1
         cursor = conn.execute(
             "UPDATE resources SET status = 'provisioning', target_hash = ?, protected = ?, updated_at = ?,"
-            # a tombstone declared again starts a new life
-            " created_at = CASE WHEN status = 'deleted' THEN ? ELSE created_at END, version = version + 1,"
+            # a tombstone (or a released forgotten row) declared again starts a new life
+            " created_at = CASE WHEN status IN ('deleted', 'forgotten') THEN ? ELSE created_at END,"
+            " version = version + 1, unmanaged = 0,"
             " source = ? WHERE resource_id = ? AND version = ?",
             (request.target_hash, int(spec["protected"]), now, now, request.source, request.resource_id,
              request.expected_version),
@@ -394,25 +419,30 @@ class SQLStore(RolloutRows):
         return cursor.rowcount == 1
 
     def claim(self, *, worker: str, now: str, lease_until: str, resource_ids: Iterable[str] | None = None,
-              limit: int = 1) -> list[Job]:
-        """Take up to `limit` runnable jobs (queued and due, or running under an expired lease)."""
+              limit: int = 1, fleet_override: bool = False) -> list[Job]:
+        """Take up to `limit` runnable jobs (queued and due, or running under an expired lease).
+
+        A suspended resource's jobs are never claimed, nor any while the fleet is suspended, unless
+        `fleet_override` (`destroy`, which tears down its scope although the fleet is suspended).
+        """
         with self._write() as conn:
             return self._claim_in(conn, worker=worker, now=now, lease_until=lease_until,
-                                  resource_ids=resource_ids, limit=limit)
+                                  resource_ids=resource_ids, limit=limit, fleet_override=fleet_override)
 
     def _claim_in(self, conn: Connection, *, worker: str, now: str, lease_until: str,
-                  resource_ids: Iterable[str] | None, limit: int) -> list[Job]:
+                  resource_ids: Iterable[str] | None, limit: int, fleet_override: bool = False) -> list[Job]:
         scope, args = self._scope(resource_ids)
+        held, held_args = held_clause(now=now, fleet_override=fleet_override)
         rows = conn.execute(
-            f"SELECT * FROM jobs WHERE status = 'queued' AND run_after <= ?{scope}"
+            f"SELECT * FROM jobs WHERE status = 'queued' AND run_after <= ?{scope}{held}"
             # ordered by the (status, run_after) index alone: a second sort key made every claim sort
             # all queued jobs (they share one run_after), which at 100k queued was the whole cost
-            f" ORDER BY run_after LIMIT ?{self.skip_locked}", (now, *args, limit)).fetchall()
+            f" ORDER BY run_after LIMIT ?{self.skip_locked}", (now, *args, *held_args, limit)).fetchall()
         if len(rows) < limit:
             rows += conn.execute(
-                f"SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at <= ?{scope}"
+                f"SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at <= ?{scope}{held}"
                 f" ORDER BY lease_expires_at LIMIT ?{self.skip_locked}",
-                (now, *args, limit - len(rows))).fetchall()
+                (now, *args, *held_args, limit - len(rows))).fetchall()
         picked = []
         for job in map(_job, rows):
             # script_pgid/script_host keep naming the previous run until the new one records its own
@@ -435,9 +465,12 @@ class SQLStore(RolloutRows):
         """(job_id, lease_owner) of every running job: cheap enough to ask every few seconds."""
         return self._tuples("SELECT job_id, lease_owner FROM jobs WHERE status = 'running'")
 
-    def count_open(self, *, resource_ids: Iterable[str] | None = None) -> int:
+    def count_open(self, *, resource_ids: Iterable[str] | None = None, fleet_override: bool = False) -> int:
+        """Open jobs an apply waits for: running ones, and queued ones no suspension holds (none would run)."""
         scope, args = self._scope(resource_ids)
-        return self._count(f"SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running'){scope}", args)
+        held, held_args = held_clause(now=iso(utcnow()), fleet_override=fleet_override)
+        return self._count(f"SELECT count(*) AS n FROM jobs WHERE (status = 'running' OR (status = 'queued'{held}))"
+                           f"{scope}", (*held_args, *args))
 
     def record_script(self, *, job_id: str, worker: str, pgid: int, host: str, now: str) -> bool:
         """Remember which process group runs the job, before the script is let go (the start gate)."""
@@ -493,12 +526,13 @@ class SQLStore(RolloutRows):
             return self._finish_in(conn, job=job, worker=worker, result=result, now=now)
 
     def finish_and_claim(self, *, job: Job, worker: str, result: JobResult, now: str, lease_until: str,
-                         resource_ids: Iterable[str] | None = None) -> tuple[bool, Job | None]:
+                         resource_ids: Iterable[str] | None = None,
+                         fleet_override: bool = False) -> tuple[bool, Job | None]:
         """`finish`, then `claim` the worker's next job in the same transaction (one commit, not two)."""
         with self._write() as conn:
             recorded = self._finish_in(conn, job=job, worker=worker, result=result, now=now)
             picked = self._claim_in(conn, worker=worker, now=now, lease_until=lease_until,
-                                    resource_ids=resource_ids, limit=1)
+                                    resource_ids=resource_ids, limit=1, fleet_override=fleet_override)
         return recorded, (picked[0] if picked else None)
 
     def _finish_in(self, conn: Connection, *, job: Job, worker: str, result: JobResult, now: str) -> bool:
@@ -555,10 +589,14 @@ class SQLStore(RolloutRows):
                        old_url: str | None) -> None:
         details = {"exit_code": result.exit_code, "output_tail": result.output_tail[-2000:],
                    "duration_s": round(result.duration, 3)}
-        if result.ok:
+        if result.ok and result.adopted:
+            self._event(conn, job.resource_id, now, "adopted", f"{job.action}: observe.sh found it; adopted: "
+                        f"{result.url}", job.job_id, job.desired_commit, details, job.actor)
+        elif result.ok:
             message = f"{job.action} succeeded" + (f": {result.url}" if result.url else "")
             self._event(conn, job.resource_id, now, "succeeded", message, job.job_id, job.desired_commit, details,
                         job.actor)
+        if result.ok:
             if result.url and result.url != old_url and job.action is not Action.DELETE:
                 self._event(conn, job.resource_id, now, "url_changed", f"{old_url or '-'} -> {result.url}",
                             job.job_id, job.desired_commit, None, job.actor)
@@ -622,6 +660,77 @@ class SQLStore(RolloutRows):
                             None, None, {"rules": list(hold.rules), **hold.details}, actor=actor)
         return noted
 
+    # --- operator transitions: forget, adopt (issue 16) ----------------------------------------
+
+    def forget(self, *, resource_ids: Sequence[str], reason: str, actor: str, now: str) -> None:
+        """Drop managed rows from management without a teardown, all or none (StoreConflict names why).
+
+        The row stays (status `forgotten`, history kept, `unmanaged` until its id is no longer declared);
+        a row with an open job is refused: its job would act on a resource nobody manages any more.
+        """
+        with self._write() as conn:
+            problems = [problem for rid in resource_ids if (problem := self._unforgettable(conn, rid))]
+            if problems:
+                raise StoreConflict("nothing was forgotten: " + "; ".join(problems))
+            for resource_id in resource_ids:
+                conn.execute(
+                    "UPDATE resources SET status = 'forgotten', unmanaged = 1, error = NULL, attempts = 0,"
+                    " next_attempt_at = NULL, health = 'unknown', consecutive_failures = 0, updated_at = ?,"
+                    " version = version + 1 WHERE resource_id = ?", (now, resource_id))
+                self._event(conn, resource_id, now, "forgotten", f"forgotten by {actor}: {reason} (no teardown ran)",
+                            None, None, {"reason": reason}, actor)
+
+    def _unforgettable(self, conn: Connection, resource_id: str) -> str | None:
+        row = conn.execute(f"SELECT status FROM resources WHERE resource_id = ?{self.for_update}",
+                           (resource_id,)).fetchone()
+        if row is None:
+            return f"{resource_id}: no such resource"
+        if row["status"] in UNMANAGED_STATUSES:
+            return f"{resource_id}: not managed ({row['status']})"
+        if conn.execute("SELECT 1 FROM jobs WHERE resource_id = ? AND status IN ('queued', 'running')",
+                        (resource_id,)).fetchone():
+            return f"{resource_id}: a job is open; wait for it to finish, then forget it"
+        return None
+
+    def managed_ids(self) -> set[str]:
+        """Ids of live rows (a tombstone or a forgotten row is not managed): what adopt must not overwrite."""
+        return {row[0] for row in self._tuples(
+            "SELECT resource_id FROM resources WHERE status NOT IN ('deleted', 'forgotten')")}
+
+    def release_forgotten(self, *, resource_ids: Iterable[str], now: str) -> None:
+        """Forgotten ids no longer declared: from now on declaring them again creates them (plan.released)."""
+        scope, args = self._scope(resource_ids)
+        with self._write() as conn:
+            conn.execute("UPDATE resources SET unmanaged = 0, updated_at = ?, version = version + 1"
+                         f" WHERE status = 'forgotten' AND unmanaged = 1{scope}", (now, *args))
+
+    def adopt(self, *, adoptions: Sequence[Adoption], actor: str, reason: str | None, now: str) -> int:
+        """Record existing resources as active from their declared specs, in one transaction, all or none.
+
+        A new id gets a row; a tombstone or forgotten row starts a new life; an id managed meanwhile
+        fails the whole call (StoreConflict), so nothing is half-adopted. Health is left unknown.
+        """
+        with self._write() as conn:
+            conn.executemany(_ADOPT, [
+                (a.resource_id, a.spec["owner"], a.spec["region"], a.spec["runtime_target"], a.spec["deploy_ref"],
+                 a.url, a.created_at or now, a.spec_hash, a.spec_hash, canonical_json(a.spec),
+                 int(a.spec["protected"]), a.source, now) for a in adoptions])
+            scope, args = self._scope([a.resource_id for a in adoptions])
+            done = conn.execute("SELECT count(*) AS n FROM resources WHERE status = 'active' AND updated_at = ?"
+                                f" AND unmanaged = 0{scope}", (now, *args)).fetchone()["n"]
+            if done != len(adoptions):
+                managed = conn.execute(f"SELECT resource_id FROM resources WHERE updated_at <> ?{scope}"
+                                       " ORDER BY resource_id LIMIT 10", (now, *args)).fetchall()
+                raise StoreConflict("nothing was adopted: already managed: "
+                                    + ", ".join(row["resource_id"] for row in managed))
+            details = json.dumps({"reason": reason}) if reason else None
+            conn.executemany(
+                "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json, actor)"
+                " VALUES (?, ?, 'adopted', ?, NULL, NULL, ?, ?)",
+                [(a.resource_id, now, f"adopted by {actor}: {a.url}" + (f" ({reason})" if reason else ""), details,
+                  actor) for a in adoptions])
+        return len(adoptions)
+
     # --- health ------------------------------------------------------------------------------
 
     def record_health(self, *, results: Iterable[Any], now: str, unhealthy_after: int,
@@ -653,6 +762,29 @@ class SQLStore(RolloutRows):
                 "INSERT INTO events (resource_id, at, kind, message, job_id, desired_commit, details_json, actor)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", events)
         return turned
+
+    # --- the planning daemon's last pass (what `status` shows as the daemon's view) -------------
+
+    def record_pass(self, *, beat: PassBeat, name: str = "controller") -> None:
+        """Replace the row of `name` with this pass (one small upsert after each pass)."""
+        values = (name, beat.holder, beat.host, beat.pid, beat.at, int(beat.desired_loads), beat.desired_resources,
+                  beat.desired_files, beat.desired_error, beat.desired_commit)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO daemon_passes (name, holder, host, pid, at, desired_loads, desired_resources,"
+                " desired_files, desired_error, desired_commit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, host = excluded.host,"
+                " pid = excluded.pid, at = excluded.at, desired_loads = excluded.desired_loads,"
+                " desired_resources = excluded.desired_resources, desired_files = excluded.desired_files,"
+                " desired_error = excluded.desired_error, desired_commit = excluded.desired_commit", values)
+
+    def last_pass(self, *, name: str = "controller") -> PassBeat | None:
+        row = self._one("SELECT * FROM daemon_passes WHERE name = ?", (name,))
+        if row is None:
+            return None
+        return PassBeat(row["holder"], row["host"] or "", int(row["pid"] or 0), row["at"], bool(row["desired_loads"]),
+                        int(row["desired_resources"] or 0), int(row["desired_files"] or 0), row["desired_error"],
+                        row["desired_commit"])
 
     # --- the single-daemon lock ---------------------------------------------------------------
 
@@ -700,6 +832,21 @@ def _job_owner(request: JobRequest) -> str | None:
     return str(spec["owner"]) if spec and "owner" in spec else None
 
 
+# an adopted row: active from its declared spec, health unknown; over a tombstone or forgotten row only
+_ADOPT = (
+    "INSERT INTO resources (resource_id, owner, region, runtime_target, deploy_ref, status, url, created_at,"
+    " spec_hash, target_hash, spec_json, generation, health, protected, source, updated_at, version, unmanaged)"
+    " VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, 1, 'unknown', ?, ?, ?, 1, 0)"
+    " ON CONFLICT (resource_id) DO UPDATE SET owner = excluded.owner, region = excluded.region,"
+    " runtime_target = excluded.runtime_target, deploy_ref = excluded.deploy_ref, status = 'active',"
+    " url = excluded.url, created_at = excluded.created_at, last_seen = NULL, spec_hash = excluded.spec_hash,"
+    " target_hash = excluded.target_hash, spec_json = excluded.spec_json,"
+    " generation = resources.generation + 1, error = NULL, attempts = 0, next_attempt_at = NULL,"
+    " health = 'unknown', consecutive_failures = 0, last_check_at = NULL, protected = excluded.protected,"
+    " source = excluded.source, updated_at = excluded.updated_at, version = resources.version + 1,"
+    " unmanaged = 0 WHERE resources.status IN ('deleted', 'forgotten')")
+
+
 def _next_health(*, ok: bool, health: str, failures: int, unhealthy_after: int) -> tuple[str, int]:
     if ok:
         return "healthy", 0
@@ -720,5 +867,8 @@ if TYPE_CHECKING:  # mypy proves here that the one store class fits every consum
     def _fits_every_port(
         store: SQLStore,
     ) -> tuple[PassStore, Queue, LockStore, HealthStore, StatusReader, ApiStore, Portable, AuditStore,
-               PolicyStore]:
-        return store, store, store, store, store, store, store, store, store
+               PolicyStore, Lifecycle, SurveyStore, PassRecorder]:
+        return store, store, store, store, store, store, store, store, store, store, store, store
+
+    def _fits_the_controls(store: SQLStore) -> tuple[SuspensionStore, PassRequests, FleetFlagReader]:
+        return store, store, store

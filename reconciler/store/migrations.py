@@ -102,6 +102,42 @@ def _v5_policy_holds(db: Any) -> None:
     db.execute(JOBS_BY_OWNER)
 
 
+# Issue 16: operator controls. A resource suspended by `reconciler suspend` (a file's `suspend:` lives in
+# the file); the fleet's flags (`suspend --all`: name "suspended"); a pass asked for by `reconciler reconcile`.
+SUSPENSION_COLUMNS: dict[str, Any] = {"resource_id": str, "reason": str, "actor": str, "since": str, "until": str}
+FLEET_FLAG_COLUMNS: dict[str, Any] = {"name": str, "reason": str, "actor": str, "since": str, "until": str}
+PASS_REQUEST_COLUMNS: dict[str, Any] = {
+    "request_id": str, "resource_ids_json": str, "actor": str, "requested_at": str, "status": str,
+    "picked_at": str, "done_at": str, "job_ids_json": str, "notes_json": str, "error": str,
+}
+
+
+def _v6_operator_controls(db: Any) -> None:
+    db["suspensions"].create(SUSPENSION_COLUMNS, pk="resource_id", not_null=["reason", "actor", "since"])
+    db["fleet_flags"].create(FLEET_FLAG_COLUMNS, pk="name", not_null=["reason", "actor", "since"])
+    db["pass_requests"].create(PASS_REQUEST_COLUMNS, pk="request_id", not_null=["requested_at", "status"])
+    db["pass_requests"].create_index(["status"])
+
+
+def _v7_unmanaged(db: Any) -> None:
+    """Issue 16's forget: 1 while a forgotten row's id is still declared (the plan keeps it unmanaged).
+
+    Also the marker that this database may hold `forgotten` rows, a status older releases cannot read:
+    they refuse the newer schema instead of failing on the row."""
+    db["resources"].add_column("unmanaged", int, not_null_default=0)
+
+
+# The planning daemon's last pass, one row per role ("controller"): what `status` shows as its view.
+DAEMON_PASS_COLUMNS: dict[str, Any] = {
+    "name": str, "holder": str, "host": str, "pid": int, "at": str, "desired_loads": int,
+    "desired_resources": int, "desired_files": int, "desired_error": str, "desired_commit": str,
+}
+
+
+def _v8_daemon_passes(db: Any) -> None:
+    db["daemon_passes"].create(DAEMON_PASS_COLUMNS, pk="name", not_null=["holder", "at"])
+
+
 # Rollouts (issue 17): one row per rollout, one per resource in it (its wave, from → to spec, where it is).
 # The state machine's every transition is one transaction over these rows (rollouts.py, store/rollouts.py).
 ROLLOUT_COLUMNS: dict[str, Any] = {
@@ -116,7 +152,7 @@ ROLLOUT_MEMBER_COLUMNS: dict[str, Any] = {
 }
 
 
-def _v6_rollouts(db: Any) -> None:
+def _v9_rollouts(db: Any) -> None:
     db["rollouts"].create(ROLLOUT_COLUMNS, pk="rollout_id", not_null=["state", "waves", "wave", "created_at"],
                           defaults={"promoted": 0, "revert": 0})
     db["rollouts"].create_index(["state"])
@@ -126,7 +162,8 @@ def _v6_rollouts(db: Any) -> None:
 
 
 MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor,
-                                          _v5_policy_holds, _v6_rollouts]
+                                          _v5_policy_holds, _v6_operator_controls, _v7_unmanaged,
+                                          _v8_daemon_passes, _v9_rollouts]
 LATEST = len(MIGRATIONS)
 
 
@@ -197,6 +234,14 @@ PG_MIGRATIONS: list[list[str]] = [
         "UPDATE jobs SET owner = COALESCE(spec_json, old_spec_json)::json->>'owner'",
         JOBS_BY_OWNER,
     ],
+    [
+        _pg_table("suspensions", SUSPENSION_COLUMNS, pk="resource_id", not_null=("reason", "actor", "since")),
+        _pg_table("fleet_flags", FLEET_FLAG_COLUMNS, pk="name", not_null=("reason", "actor", "since")),
+        _pg_table("pass_requests", PASS_REQUEST_COLUMNS, pk="request_id", not_null=("requested_at", "status")),
+        "CREATE INDEX idx_pass_requests_status ON pass_requests (status)",
+    ],
+    ["ALTER TABLE resources ADD COLUMN unmanaged BIGINT NOT NULL DEFAULT 0"],  # _v7_unmanaged
+    [_pg_table("daemon_passes", DAEMON_PASS_COLUMNS, pk="name", not_null=("holder", "at"))],
     [
         _pg_table("rollouts", ROLLOUT_COLUMNS, pk="rollout_id", not_null=("state", "waves", "wave", "created_at"),
                   defaults={"promoted": 0, "revert": 0}),

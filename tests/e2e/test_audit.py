@@ -53,7 +53,10 @@ def test_cli_runs_record_the_commit_author_dirty_edits_the_user_and_prune_to_an_
     assert {e["actor"] for e in audit(project, "--actor", "(DIRTY)")} == {head + " (dirty)"}
     assert run_cli(project, "destroy", "--yes").returncode == 0
     deletes = [e for e in audit(project, "--actor", ME) if e["kind"] == "queued"]
-    assert sorted(e["resource_id"] for e in deletes) == ["a", "b"] and "details" not in deletes[0]
+    assert sorted(e["resource_id"] for e in deletes) == ["a", "b"]
+    # destroy is the CLI user's own change (no `by`); deleting everything overrides the mass-delete guard,
+    # and that override is recorded with the same actor (issue 15 point 3)
+    assert deletes[0]["details"] == {"override": {"rules": ["changes.mass_delete"], "reason": "destroy", "actor": ME}}
     assert [e["kind"] for e in audit(project, "--limit", "1")] == ["succeeded"]  # the newest, last
 
     for args, option in ((("audit", "--since", "last week"), "--since"),

@@ -63,7 +63,7 @@ DRIVER = textwrap.dedent("""\
         if fault == "full-while-open":  # another reader keeps -wal/-shm: opening works, writing fails
             reader = sqlite3.connect(db)
             reader.execute("SELECT count(*) FROM resources").fetchone()
-        with open(os.path.join(mnt, "filler"), "wb") as filler:
+        with open(os.path.join(mnt, "filler"), "wb", buffering=0) as filler:  # unbuffered: close has nothing left to flush
             try:
                 while True:
                     filler.write(b"\\0" * 65536)

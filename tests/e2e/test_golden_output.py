@@ -23,7 +23,9 @@ T0, T1, T2 = "2024-05-01T00:00:00.000000Z", "2024-05-01T00:01:00.000000Z", "2024
 LATER, EARLIER = "2999-01-01T00:00:00.000000Z", "2000-01-01T00:00:00.000000Z"
 MASKS = ((re.compile(r"job-[0-9a-f]{16}"), "job-<id>"), (re.compile(r"\b\d+\.\ds\b"), "<n>s"),
          (re.compile(r"(?!2024|2999|2000)\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"), "<now>"),
-         (re.compile(r"Scripts run without .*\n"), ""), (re.compile(r"process group \d+ on \S+"), "process group"))
+         (re.compile(r"Scripts run without .*\n"), ""), (re.compile(r"process group \d+ on \S+"), "process group"),
+         # ages grow with the clock: status's AGE ("0s" after apply, "2y" for the 2024 setup), "in 972y"
+         (re.compile(r"(?<![\w.<-])\d+[smhdy](?![\w.-])"), "<age>"))
 
 
 def _spec(resource_id: str, **fields) -> ResourceSpec:

@@ -206,3 +206,16 @@ def test_delete_limits_and_the_hourly_budget_count_the_database(project: Path) -
                         "changes.max_per_owner_per_hour", "--reason", "decommission")
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
     assert statuses(project) == {"r1": "deleted", "r2": "deleted", "r3": "deleted"}
+
+
+def test_without_a_policy_a_mass_delete_override_is_recorded_too(project: Path) -> None:
+    _fleet(project, 12, {}, {})
+    assert run_cli(project, "apply", "--yes").returncode == 0
+    _fleet(project, 1, {}, {})
+    refused = run_cli(project, "apply", "--yes")
+    assert refused.returncode == 1 and "pass --allow-mass-delete" in refused.stdout
+    done = run_cli(project, "apply", "--yes", "--allow-mass-delete")
+    assert done.returncode == 0, done.stdout + done.stderr
+    queued = db_rows(project, "SELECT details_json FROM events WHERE kind = 'queued' AND resource_id = 'r12'")
+    override = json.loads(queued[-1]["details_json"])["override"]
+    assert override["rules"] == ["changes.mass_delete"] and override["reason"] == "--allow-mass-delete"

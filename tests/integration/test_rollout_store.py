@@ -188,7 +188,7 @@ def test_a_sqlite_database_from_before_rollouts_migrates(tmp_path):
     import sqlite_utils
 
     db = sqlite_utils.Database(conn)
-    before = migrations.MIGRATIONS.index(migrations._v6_rollouts)
+    before = migrations.MIGRATIONS.index(migrations._v9_rollouts)
     for number in range(before):
         migrations.MIGRATIONS[number](db)
     conn.execute(f"PRAGMA user_version = {before}")

@@ -16,6 +16,7 @@ from reconciler.models import (
     JobRequest,
     JobResult,
     JobStatus,
+    PassBeat,
     ResourceSpec,
     ResourceStatus,
     spec_hash,
@@ -261,8 +262,76 @@ def test_api_desired_rows(store):
     assert store.api_desired() == {}
 
 
+def test_the_daemons_last_pass_is_one_row_replaced_by_each_pass(store):
+    assert store.last_pass() is None
+    first = PassBeat("h:1:a", "h", 1, at(1), False, 3, 1, "desired/a.yaml:4: owner: required", "abc")
+    store.record_pass(beat=first)
+    assert store.last_pass() == first
+    second = PassBeat("h:2:b", "h", 2, at(2), True, 5, 2)
+    store.record_pass(beat=second)
+    assert store.last_pass() == second
+    assert store.export_rows()["daemon_passes"][0]["holder"] == "h:2:b"
+
+
+def test_open_jobs_by_resource(store):
+    assert store.open_jobs() == {}
+    store.enqueue(requests=[request_for()], now=at(0), commit=None)
+    (job,) = store.open_jobs().values()
+    assert (job.resource_id, job.status) == ("acme-prod", JobStatus.QUEUED)
+    running = claim_one(store)
+    assert store.open_jobs()["acme-prod"].status is JobStatus.RUNNING
+    store.finish(job=running, worker="w1", result=JobResult(True, 0, "http://127.0.0.1:9/", None), now=at(1))
+    assert store.open_jobs() == {}
+
+
+def test_a_database_of_the_previous_schema_opens_and_migrates(request, tmp_path):
+    """A newer release reads an older database: the version before daemon_passes gains the table, keeps its rows."""
+    import sqlite3
+
+    import sqlite_utils
+
+    from reconciler.store import migrations
+
+    sqlite_path = tmp_path / "old.db"
+    conn = sqlite3.connect(sqlite_path)
+    db = sqlite_utils.Database(conn)
+    previous = migrations.LATEST - 1
+    for number in range(previous):
+        migrations.MIGRATIONS[number](db)
+    conn.execute(f"PRAGMA user_version = {previous}")
+    conn.execute("INSERT INTO resources (resource_id, owner, region, runtime_target, deploy_ref, status)"
+                 " VALUES ('old', 'acme', 'eu-west-1', 'local', 'v1', 'active')")
+    conn.commit()
+    conn.close()
+    store = open_store(url=str(sqlite_path))
+    assert store.get_resource("old") is not None and store.last_pass() is None
+    store.record_pass(beat=PassBeat("h:1:a", "h", 1, at(1), True, 1, 1))
+    store.close()
+    assert sqlite3.connect(sqlite_path).execute("PRAGMA user_version").fetchone()[0] == migrations.LATEST
+
+
+def test_a_postgres_database_of_the_previous_schema_opens_and_migrates(request):
+    import psycopg
+
+    from reconciler.store import migrations
+
+    url = request.getfixturevalue("pg_url")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE reconciler_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO reconciler_schema (version) VALUES (%s)", (migrations.LATEST - 1,))
+        for statements in migrations.PG_MIGRATIONS[:-1]:
+            for statement in statements:
+                conn.execute(statement)
+    store = open_store(url=url)
+    assert store.last_pass() is None
+    store.record_pass(beat=PassBeat("h:1:a", "h", 1, at(1), True, 1, 1))
+    assert store.last_pass() is not None
+    store.close()
+
+
 def test_export_import_round_trip_into_the_other_backend(store, tmp_path, request):
     created(store)
+    store.record_pass(beat=PassBeat("h:1:a", "h", 1, at(1), True, 1, 1, None, "abc"))
     store.declare_api(resource_id="api-one", spec=SPEC.model_copy(update={"resource_id": "api-one"}).model_dump(),
                       requests=[], now=at(2))
     exported = store.export_rows()

@@ -32,24 +32,26 @@ ALLOWED: dict[str, set[str]] = {
     # which file owns which id, also while files fail to load (issue 11: the API's ownership check)
     "owners": {"spec"},
     "yamlcompat": set(),
-    "plan": {"models"},
+    "plan": {"models", "suspensions"},
     "render": {"plan", "models", "terminal", "policy", "rollout"},
     "retry": set(),
-    "status": {"ports", "models", "errors"},
+    # why a row is out of sync, in one line (issue 16): the MESSAGE of `status`, the API's Ready condition
+    "outofsync": {"models", "plan"},
+    "status": {"ports", "models", "errors", "outofsync"},
     # how commands show their data (text or JSON), picked once per command; never sees a store
-    "views": {"models", "plan", "render", "status", "terminal", "policy", "rollout"},
-    "store": {"models", "errors", "store", "ports", "defects", "rollout"},  # ports: only to prove (for mypy) the store fits them
+    "views": {"models", "plan", "render", "status", "terminal", "policy", "outofsync", "rollout"},
+    "store": {"models", "errors", "store", "ports", "defects", "suspensions", "rollout"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
-    "ports": {"models", "health", "rollout"},
+    "ports": {"models", "health", "suspensions", "rollout"},
     "runner": {"models", "errors", "terminal"},
     "health": set(),
     "logs": set(),
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
     # the rollouts' effects (issue 17): create from a plan, advance open rollouts (daemon and apply call it)
-    "rollouts": {"engine", "models", "plan", "ports", "rollout", "health", "defects"},
+    "rollouts": {"engine", "models", "plan", "ports", "rollout", "health", "defects", "suspensions"},
     "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy", "actor",
-               "rollout"},
+               "suspensions", "rollout"},
     # governance (issue 15): policy.yaml read (model, load) and evaluated (pure) against desired + plan
     "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle", "rollout"},
     # rollouts (issue 17), the pure part: the policy, wave assignment, the plan's holds, the state machine
@@ -59,7 +61,7 @@ ALLOWED: dict[str, set[str]] = {
     # `reconciler audit`: the fleet's events, and retention (archive first, then prune)
     "audit": {"errors", "models", "ports", "store"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
-    "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness"},
+    "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness", "health"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
     "liveness": {"runner"},
     # one failure policy for every long-lived loop (store outages retried, anything else is a crash)
@@ -79,17 +81,24 @@ ALLOWED: dict[str, set[str]] = {
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
-    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "actor",
-              "policy", "policyrun", "rollouts", "rolloutrun"},
-    # rollouts in the foreground (issue 17): apply following its waves, `rollout status` and the verbs
+    "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "targets",
+              "actor", "policy", "policyrun", "rollouts", "rolloutrun"},
+    # rollouts in the foreground (issue 17): apply following its waves
     "rolloutrun": {"coordination", "models", "ports", "rollout", "rollouts"},
     # reading and steering rollouts (issue 17): `rollout status` and the verbs, for the CLI and the API
     "rolloutctl": {"errors", "models", "ports", "rollout"},
+    # issue 16: reading and checking an adoption file (pure but for the runner's URL rule)
+    "adoption": {"models", "runner", "terminal"},
+    # issue 16: the forget and adopt commands (checked first, then one transaction, actor and reason)
+    "lifecycle": {"adoption", "engine", "errors", "models", "options", "ports", "spec", "store", "terminal",
+                  "drift"},
     # the command line's option groups as frozen objects (plan, run, check, API, daemon loop, leases)
     "options": {"plan", "retry", "policy"},
     # the policy as the one-shot commands use it (validate, plan, apply, destroy, `policy check`)
     "policyrun": {"actor", "engine", "models", "options", "plan", "policy", "ports", "spec", "targets"},
-    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor", "rolloutctl"},
+    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor", "outofsync", "plan", "rolloutctl"},
+    # what `status` knows of the fleet (issue 16): the rows, a read-only plan, each row's verdict
+    "survey": {"engine", "errors", "models", "outofsync", "plan", "ports", "spec", "status"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: only the principal it finds
     "httpguard": {"scopes"},
     # who calls the API and what they may do (issue 15): scopes, the principal, the permission rule; pure
@@ -98,6 +107,10 @@ ALLOWED: dict[str, set[str]] = {
     "tokens": {"errors", "scopes", "settle"},
     # coordination: whether a daemon holds the database (destroy, import --replace ask before acting)
     "coordination": {"ports", "daemon", "models", "errors", "liveness"},
+    # suspensions (issue 16): who left which resource (or the fleet) alone, until when; pure
+    "suspensions": {"models"},
+    # the operator's controls as commands: suspend, resume, reconcile (issue 16)
+    "operations": {"ports", "models", "errors", "suspensions"},
     "cli": None,  # type: ignore[dict-item]  # anything
 }
 
