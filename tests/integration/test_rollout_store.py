@@ -36,7 +36,7 @@ def desired(ref: str) -> DesiredState:
 
 
 def plan(store, ref: str, *, rollout: RolloutPolicy | None = POLICY) -> PlanView:
-    fleet = Fleet(store.load_observed(), store.in_flight(), {}, store.holdings())
+    fleet = Fleet(store.load_observed(), store.in_flight(), {}, holdings=store.holdings())
     return plan_fleet(desired=desired(ref), fleet=fleet, policy=PlanPolicy(),
                       governance=Governance(policy=Policy(file="policy.yaml", rollout=rollout), budgets=True))
 
