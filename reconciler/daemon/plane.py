@@ -85,6 +85,7 @@ class DaemonPlane:
         self.resync = resync
         self.counts = CountsCache(store=store, outages=outages)
         self.governor = governor
+        self._notes: tuple[Plan, dict[str, Change]] | None = None
 
     def serial(self) -> AbstractContextManager[Any]:
         """Held by an API call from its policy check to its write, and by a pass while it plans and queues."""
@@ -95,7 +96,6 @@ class DaemonPlane:
         if self.governor is None:
             return None
         return self.governor.admit(view, files=self.reconciler.last_good)
-        self._notes: tuple[Plan, dict[str, Change]] | None = None
 
     def keys(self) -> TokenSet | None:
         return self.keyring.current()
