@@ -65,7 +65,6 @@ class Daemon:
                                                        self_heal=options.self_heal),
                                      writes=self.writes, provision_dir=options.provision, gate=self.governor,
                                      actor=daemon_actor(), on_rollout=self._rollout_started)
-        self.metrics = Metrics()
         self.election = self._election()
         configure = functools.partial(engine_config, options=options, guard_orphans=self.store.kind != "sqlite")
         self.workers = Workers(pool=WorkerPool(store=self.store, config=configure(), parallelism=options.parallelism,
