@@ -15,12 +15,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/reconciler daemon
 
+# pytest-xdist: TEST_WORKERS processes (most tests wait on subprocesses, so more than the cores pay off);
+# `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 4
+
 # The seams first (types, lint), then every tier (tests/unit, tests/integration, tests/e2e); each tier
 # alone below.
 test: $(STAMP)
 	$(BIN)/python -m mypy
 	$(BIN)/python -m ruff check reconciler bench chaos
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

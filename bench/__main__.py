@@ -24,7 +24,7 @@ from . import (
     p7_postgres,
     p8_adopt,
 )
-from .harness import OUT, REPO, BenchError, Ctx, Row
+from .harness import OUT, REPO, BenchError, Ctx, Row, compile_checkout
 from .machine import machine_info
 from .report import render_markdown, render_table
 
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat or (1 if args.quick else 3)
     ctx = Ctx(quick=args.quick, repeat=repeat)
     ctx.out.mkdir(parents=True, exist_ok=True)
+    compile_checkout()
     machine = machine_info()
     ctx.log("machine: " + json.dumps(machine))
     started = time.perf_counter()

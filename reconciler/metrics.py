@@ -38,8 +38,10 @@ class Metrics:
         self.load_failures = Counter("reconciler_desired_load_failures",
                                      "Passes whose desired/ failed to load.", registry=r)
 
+        self._shown: dict[int, set[str]] = {}  # the labels each one-label family shows now (_replace)
         self._policy_families(r)
         self._rollout_families(r)
+        self._halts: set[tuple[str, str, str]] = set()
 
     def _rollout_families(self, r: CollectorRegistry) -> None:
         """Rollouts (issue 17): open rollouts per state, and while one is halted, the failures that halted it
@@ -52,12 +54,13 @@ class Metrics:
 
     def rollouts_seen(self, *, states: dict[str, int], failures: Iterable[tuple[str, str, str]]) -> None:
         """The open rollouts of the last tick, and the failures of the halted ones."""
-        self.rollouts.clear()
-        for state, count in states.items():
-            self.rollouts.labels(state=state).set(count)
-        self.rollout_failures.clear()
-        for rollout_id, resource_id, kind in failures:
-            self.rollout_failures.labels(rollout_id=rollout_id, resource_id=resource_id, kind=kind).set(1)
+        self._replace(self.rollouts, {state: float(count) for state, count in states.items()})
+        now = set(failures)
+        for labels in now:
+            self.rollout_failures.labels(*labels).set(1)
+        for labels in self._halts - now:  # replaced, not cleared first (a scrape in between would see none)
+            self.rollout_failures.remove(*labels)
+        self._halts = now
 
     def _policy_families(self, r: CollectorRegistry) -> None:
         """policy.yaml at work: quota use against limits per owner (owners, never resources: bounded), the
@@ -76,17 +79,21 @@ class Metrics:
 
     def quota(self, *, used: dict[str, int], limits: dict[str, int]) -> None:
         """The per-owner quota use of the last pass (owners that left the fleet drop out)."""
-        self.quota_used.clear()
-        self.quota_limit.clear()
-        for owner, count in used.items():
-            self.quota_used.labels(owner=owner).set(count)
-        for owner, limit in limits.items():
-            self.quota_limit.labels(owner=owner).set(limit)
+        self._replace(self.quota_used, {owner: float(count) for owner, count in used.items()})
+        self._replace(self.quota_limit, {owner: float(limit) for owner, limit in limits.items()})
 
     def holding(self, *, by_rule: dict[str, int]) -> None:
-        self.held.clear()
-        for rule, count in by_rule.items():
-            self.held.labels(rule=rule).set(count)
+        self._replace(self.held, {rule: float(count) for rule, count in by_rule.items()})
+
+    def _replace(self, gauge: Gauge, values: dict[str, float]) -> None:
+        """Set a one-label gauge family to `values`, then drop the labels no longer there. Never cleared
+        first: the API serves /metrics from another thread, and a scrape in between would see none."""
+        for label, value in values.items():
+            gauge.labels(label).set(value)
+        shown = self._shown.setdefault(id(gauge), set())
+        for label in shown - values.keys():
+            gauge.remove(label)
+        self._shown[id(gauge)] = set(values)
 
     def refused(self, *, rules: Iterable[str]) -> None:
         for rule in rules:
@@ -116,3 +123,4 @@ class Metrics:
         for name, count in health.items():
             self.health.labels(health=name).set(count)
         return generate_latest(self.registry)
+

@@ -12,7 +12,7 @@ import random
 import signal
 import time
 
-from tests.support import make_project, run_cli, runs, spawn_cli, write_resources
+from tests.support import make_project, run_cli, runs, spawn_cli, wait_for, write_resources
 
 IDS = [f"t{i:02d}" for i in range(15)]
 
@@ -24,8 +24,15 @@ def test_kill_9_at_random_moments_then_converge(tmp_path):
     for round_ in range(6):
         if round_ == 3:  # change the spec mid-way so updates are interrupted too
             write_resources(project, {rid: {"deploy_ref": "v2"} for rid in IDS})
+        started = len(runs(project))
         proc = spawn_cli(project, "apply", "--yes", "--parallelism", "4", SLEEP="0.4")
-        time.sleep(chance.uniform(0.15, 1.2))
+        if round_ % 2:
+            # every other kill lands among running scripts: its moment counts from the first script this
+            # apply starts (start-up takes seconds on a loaded machine; counted from the spawn, every kill
+            # could land before any run, interrupting none)
+            wait_for(lambda: len(runs(project)) > started or proc.poll() is not None, timeout=60,
+                     what="the apply to start a script")
+        time.sleep(chance.uniform(0.15, 1.2))  # the others count from the spawn: start-up, plan, enqueue too
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     done = run_cli(project, "apply", "--yes", "--parallelism", "4", SLEEP="0.4", timeout=120)

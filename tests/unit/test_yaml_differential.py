@@ -193,6 +193,8 @@ def stream(draw: st.DrawFn) -> tuple[str, set[str]]:
 GENERATED = {"count": 0}
 
 
+# 1500 examples are ~10 s of CPU alone; beside the other workers of `pytest -n 4` on a busy machine, 100 s
+@pytest.mark.timeout(600)
 @settings(max_examples=int(os.environ.get("YAML_EXAMPLES", "1500")), deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(stream())
 def test_generated_documents_match_csafeloader_or_are_refused_with_a_line(case: tuple[str, set[str]]) -> None:

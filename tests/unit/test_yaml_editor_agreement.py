@@ -9,10 +9,13 @@ import json
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from reconciler.errors import SpecProblem
 from reconciler.spec import validate_document
+from reconciler.yamlcompat import disagreements, kind_11, kind_12
 from reconciler.yamlfast import YamlProblem, load_documents
 from tests.support import ROOT
 
@@ -94,3 +97,21 @@ def test_params_keep_the_yaml_1_1_reading() -> None:
     """Free-form params are PyYAML's (documented): `on` stays true there, as it always has."""
     text = document("params", "{debug: on, port: 010, when: 2024-01-15}")
     assert tool_reads(text)["params"] == {"debug": True, "port": 8, "when": "2024-01-15"}
+
+
+@given(st.sampled_from("yYnNtTfFoO"), st.text(min_size=5, max_size=40).filter(lambda t: "\n" not in t))
+@settings(max_examples=400, deadline=None, database=None)
+def test_long_text_starting_with_a_word_letter_is_text_to_both_readers(first: str, rest: str) -> None:
+    """What yamlcompat's shortcut rests on: the only typed words starting with y/n/t/f/o are at most five
+    letters (yes, no, true, false, on, off, null), so longer text so started is text to YAML 1.1 and 1.2."""
+    text = first + rest
+    assert (kind_11(text), kind_12(text)) == ("str", "str")
+    assert disagreements(plain={"owner": text}, text_fields=["owner"], bool_fields=[]) == []
+
+
+@pytest.mark.parametrize("text", ["yes", "Yes", "YES", "no", "NO", "true", "True", "false", "FALSE", "on", "off",
+                                  "Off", "null", "Null", "NULL", "n", "y"])
+def test_the_typed_words_are_not_taken_for_long_text(text: str) -> None:
+    """The shortcut's boundary: every word with a typed reading is short enough to be looked at."""
+    assert len(text) <= 5
+    assert (kind_11(text) != "str") == (text not in ("n", "y"))
