@@ -19,7 +19,7 @@ from typing import Any
 from . import invariants, ops
 from . import model as desired_model
 from .invariants import Held, PolicyVersion, Version, Violation
-from .observe import Records, Snapshot, read_runs, snapshot
+from .observe import Records, Snapshot, read_runs, rollout_waves, snapshot
 from .schedule import Step, dumps
 from .world import World, script_pids
 
@@ -76,6 +76,7 @@ class Campaign:
         self.versions: list[Version] = []
         self.policies: list[PolicyVersion] = []
         self.holds: list[Held] = []  # the suspensions set by the schedule's operator controls
+        self.rollouts = False  # policy.yaml has a rollout: section (issue 17), kept by later policy writes
         self.found: dict[str, Violation] = {}
         self.skipped: dict[str, str] = {}
         self.repairs: list[tuple[int, str, Callable[[], Any]]] = []
@@ -182,7 +183,8 @@ class Campaign:
                   invariants.deleted_without_teardown(records, snap),
                   invariants.quota_exceeded(snap, self.policies, self.versions),
                   invariants.touched_while_suspended(records, snap, self.holds),
-                  invariants.forgotten_teardowns(records, self.forgotten)]
+                  invariants.forgotten_teardowns(records, self.forgotten),
+                  invariants.early_waves(rollout_waves(db_url=self.world.db_url))]
         # a run cannot be recorded while the store is away: judge only once it has been back a while
         if final or (not self.store_faults and time.time() - self.store_back_at > invariants.RECORD_SLACK):
             killed = [pid for _, pid, what in self.world.killed if "SIGKILL" in what]
