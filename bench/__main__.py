@@ -23,13 +23,15 @@ from . import (
     p6_api,
     p7_postgres,
     p8_adopt,
+    p9_rollout,
 )
 from .harness import OUT, REPO, BenchError, Ctx, Row, compile_checkout
 from .machine import machine_info
 from .report import render_markdown, render_table
 
 MEASUREMENTS = {m.ID: m for m in (p1_plan, p1p_plan_policy, p1t_plan_vs_terraform, p2_apply, p3_reaction, p4_drift,
-                                   p5_idle, p6_api, p7_postgres, p8_adopt)}
+                                   p5_idle, p6_api, p7_postgres, p8_adopt,
+                                   p9_rollout)}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
