@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import db_rows, make_project, run_cli, spawn_cli, start_daemon, wait_for, write_resources
+from tests.support import (
+    db_rows,
+    log_events,
+    make_project,
+    run_cli,
+    spawn_cli,
+    start_daemon,
+    wait_for,
+    write_resources,
+)
 
 IDS = [f"r{i:02d}" for i in range(20)]
 BAKE = 2.0
@@ -264,3 +273,61 @@ def test_the_daemon_rolls_out_and_resumes_after_kill_9_mid_wave(tmp_path, health
                             " AND spec_json LIKE '%\"v2\"%' GROUP BY resource_id")
     assert {row["resource_id"]: row["n"] for row in jobs} == dict.fromkeys(IDS, 1)
     assert_wave_order(project, waves_of(project), "v2")
+
+
+def pg_rows(url: str, sql: str) -> list[dict]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        return list(conn.execute(sql))
+
+
+def test_two_daemons_on_postgresql_only_the_leader_advances_and_the_other_takes_over(tmp_path, health, pg_url,
+                                                                                     daemons):
+    """Two daemons (hosts `a` and `b`, so their actors differ) on the real PostgreSQL: the rollout's every
+    transition (its wave jobs, its fleet events) is the leader's; kill -9 of the leader mid-rollout, and the
+    other one becomes leader and completes it, running no finished wave again."""
+    project = make_project(tmp_path, provision=LEDGER_PROVISION)
+    (project / "provision" / "targets.yaml").write_text("pass_env: [CONTROL, SLEEP, HEALTH_PORT]\n")
+    write_resources(project, {rid: {} for rid in IDS})
+    env = {"RECONCILER_DB": pg_url, "HEALTH_PORT": str(health.port), "SLEEP": "0.3"}
+    done = run_cli(project, "apply", "--yes", timeout=120, **env)  # the fleet at v1: creates go at once
+    assert done.returncode == 0, done.stderr
+    (project / "policy.yaml").write_text(POLICY)
+    (project / "control" / "ledger.log").unlink()
+    leader = start_daemon(project, log_name="a.log", RECONCILER_HOST="a", **env)
+    daemons.append(leader)
+    wait_for(lambda: any(e["event"] == "became leader" for e in log_events(project, "a.log")), timeout=30,
+             what="a to lead")
+    daemons.append(start_daemon(project, log_name="b.log", RECONCILER_HOST="b", **env))
+    wait_for(lambda: log_events(project, "b.log"), timeout=30, what="b to start")
+    write_resources(project, {rid: {"deploy_ref": "v2"} for rid in IDS})
+    waves = wait_for(lambda: {r["resource_id"]: r["wave"] for r in pg_rows(pg_url, "SELECT * FROM rollout_members")},
+                     timeout=60, what="the rollout")
+    wait_for(lambda: any(rid for kind, rid, _, _ in ledger(project) if kind == "start" and waves[rid] == 2),
+             timeout=60, what="wave 2 running")
+    assert not [e for e in log_events(project, "b.log") if e["event"].startswith("rollout")]  # b only follows
+    leader.send_signal(signal.SIGKILL)
+    leader.wait(timeout=30)
+    killed = pg_rows(pg_url, "SELECT COUNT(*) AS n FROM jobs")[0]["n"]
+    wait_for(lambda: pg_rows(pg_url, "SELECT * FROM rollouts WHERE state = 'completed'"), timeout=90,
+             what="b to complete the rollout")
+    assert any(e["event"] == "became leader" for e in log_events(project, "b.log"))
+
+    jobs = pg_rows(pg_url, "SELECT * FROM jobs WHERE spec_json LIKE '%\"v2\"%' ORDER BY created_at")
+    before, after = jobs[:killed - 20], jobs[killed - 20:]  # the first 20 jobs are the v1 creates
+    assert before and {job["actor"] for job in before} == {"daemon:a"}, [j["actor"] for j in before]
+    assert after and {job["actor"] for job in after} == {"daemon:b"}, [j["actor"] for j in after]
+    assert {waves[job["resource_id"]] for job in after} <= {2, 3}  # wave 1 (finished) never again
+    succeeded = [job["resource_id"] for job in jobs if job["status"] == "succeeded"]
+    assert sorted(succeeded) == IDS  # each resource's update completed once
+    # its transitions after the start (which carries the change's author, git:…): the wave jobs' `queued`
+    # events and the rollout's own fleet events
+    events = pg_rows(pg_url, "SELECT kind, actor FROM events WHERE (kind LIKE 'rollout%' AND kind <> "
+                             "'rollout_started') OR (kind = 'queued' AND details_json LIKE '%rollout%')")
+    assert events and {e["actor"] for e in events} <= {"daemon:a", "daemon:b"}, events
+    assert ("rollout_completed", "daemon:b") in {(e["kind"], e["actor"]) for e in events}
+    entries = ledger(project)
+    assert not [e for e in entries if e[0] == "OVERLAP"], entries
+    assert_wave_order(project, waves, "v2")
