@@ -71,7 +71,7 @@ class Follow:
             if wanted:
                 self.run(wanted)
             else:
-                time.sleep(IDLE)
+                time.sleep(driver.next_check_in(longest=IDLE))
         return halted
 
     def _watch(self) -> bool:

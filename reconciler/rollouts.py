@@ -91,10 +91,18 @@ class Driver:
     # ids a wave skips when it starts: held by the policy now (issue 16's suspensions belong here too)
     held: Callable[[], Collection[str]] = field(default=lambda: frozenset())
     _checked: dict[str, float] = field(default_factory=dict)
+    _seen: list[Rollout] = field(default_factory=list)
 
     def tick(self, *, now: datetime | None = None) -> list[tuple[Rollout, Decision]]:
         """One step of every open rollout; returns each one's row and last decision."""
-        return [self.advance(rollout, now=now or utcnow()) for rollout in self.store.open_rollouts()]
+        self._seen = self.store.open_rollouts()
+        return [self.advance(rollout, now=now or utcnow()) for rollout in self._seen]
+
+    def next_check_in(self, *, longest: float) -> float:
+        """Seconds until the earliest health check due (at most `longest`): how long a tick loop may sleep."""
+        intervals = {r.rollout_id: r.settings.check_interval for r in self._seen}
+        dues = [at + intervals[rid] - self.clock() for rid, at in self._checked.items() if rid in intervals]
+        return max(0.0, min([longest, *dues]))
 
     def advance(self, rollout: Rollout, *, now: datetime) -> tuple[Rollout, Decision]:
         members = self._settled(rollout, self.store.rollout_members(rollout.rollout_id), now=now)
@@ -132,11 +140,13 @@ class Driver:
     def _checked_health(self, rollout: Rollout, members: list[Member], *, now: datetime) -> list[Member]:
         """Every `check_interval`, check the baking wave's URLs; a member failing `unhealthy_after` checks
         in a row becomes a failure of its wave."""
-        due = self._checked.get(rollout.rollout_id, 0.0) + rollout.settings.check_interval
+        interval = rollout.settings.check_interval
+        due = self._checked.get(rollout.rollout_id, 0.0) + interval
         targets = baking(rollout=rollout, members=members, now=now)
         if not targets or self.clock() < due:
             return members
-        self._checked[rollout.rollout_id] = self.clock()
+        # on a grid of `interval` while the checks keep up: a tick's lateness does not push the next one back
+        self._checked[rollout.rollout_id] = due if self.clock() - due < interval else self.clock()
         urls = {rid: row.url for rid, row in self.store.load_observed().items() if row.url}
         pairs = [(m.resource_id, urls[m.resource_id]) for m in targets if m.resource_id in urls]
         results = {result.resource_id: result for result in self.check(pairs)} if pairs else {}

@@ -15,6 +15,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -113,7 +114,7 @@ class JobRunner:
         self._abandoning = threading.Event()
 
     def run(self, job: Job, *, claim_next: bool = False,
-            scope: set[str] | None = None) -> tuple[Finished, Job | None]:
+            scope: AbstractSet[str] | None = None) -> tuple[Finished, Job | None]:
         """Run `job` and record it; with `claim_next` also claim the next job (in `scope`, or any) in the
         same transaction. Returns what finished and the next job, if one was claimed."""
         with self._lock:
@@ -160,7 +161,7 @@ class JobRunner:
             get_logger().warning("health check after provision failed", resource_id=job.resource_id,
                                  error=f"{type(exc).__name__}: {exc}")
 
-    def _finish_and_claim(self, job: Job, result: JobResult, scope: set[str] | None) -> tuple[bool, Job | None]:
+    def _finish_and_claim(self, job: Job, result: JobResult, scope: AbstractSet[str] | None) -> tuple[bool, Job | None]:
         now = utcnow()
         return self.store.finish_and_claim(
             job=job, worker=self.worker_id, result=result, now=iso(now),
@@ -318,13 +319,16 @@ class WorkerPool:
         """Work until no open job in `scope` remains (others' leases included); return what we ran."""
         finished: list[Finished] = []
         lock = threading.Lock()
+        # frozen once: every claim of every worker passes this one object, and the store keeps its
+        # encoding (SQLite: the JSON array) instead of sorting and encoding thousands of ids per claim
+        frozen = frozenset(scope) if scope is not None else None
 
         def record(item: Finished) -> None:
             with lock:
                 finished.append(item)
             self.on_finish(item)
 
-        self._start(target=lambda: self._until_done_guarded(scope, poll, record))
+        self._start(target=lambda: self._until_done_guarded(frozen, poll, record))
         self._join_until_done()
         self._stopped.set()
         return finished
@@ -349,7 +353,8 @@ class WorkerPool:
                 continue
             alive[0].join(0.1)
 
-    def _until_done_guarded(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
+    def _until_done_guarded(self, scope: AbstractSet[str] | None, poll: float,
+                            record: Callable[[Finished], None]) -> None:
         """A worker that dies must not pass for one that finished: it is recorded, the others stop claiming."""
         try:
             self._until_done_loop(scope, poll, record)
@@ -359,7 +364,7 @@ class WorkerPool:
             self.deaths.append(f"{threading.current_thread().name} stopped: {type(exc).__name__}: {exc}"
                                f" (at {Path(where.filename).name}:{where.lineno})")
 
-    def _until_done_loop(self, scope: set[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
+    def _until_done_loop(self, scope: AbstractSet[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
         job: Job | None = None
         try:
             while not self._stop_claiming.is_set() or job is not None:
@@ -451,7 +456,7 @@ class WorkerPool:
         for thread in self._threads:
             thread.start()
 
-    def _claim(self, scope: set[str] | None) -> Job | None:
+    def _claim(self, scope: AbstractSet[str] | None) -> Job | None:
         """The next job, or None (nothing due, claiming paused, or the store unavailable: then after a wait)."""
         if self._stop_claiming.is_set() or not self.may_claim():
             return None

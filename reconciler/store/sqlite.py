@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -139,4 +140,16 @@ class SQLiteStore(SQLStore):
         """SQL narrowing jobs to some resources; the ids travel as one JSON array parameter."""
         if resource_ids is None:
             return "", ()
-        return " AND resource_id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(resource_ids)),)
+        ids = _scope_json(resource_ids) if isinstance(resource_ids, frozenset) else _encode(resource_ids)
+        return " AND resource_id IN (SELECT value FROM json_each(?))", (ids,)
+
+
+def _encode(resource_ids: Iterable[str]) -> str:
+    return json.dumps(sorted(resource_ids))
+
+
+@lru_cache(maxsize=8)
+def _scope_json(resource_ids: frozenset[str]) -> str:
+    """An apply's scope, encoded once: its workers claim with the same frozenset (hashed once, found by
+    identity), so a wave of thousands of ids is not sorted and encoded again for every claim."""
+    return _encode(resource_ids)
