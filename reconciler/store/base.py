@@ -59,6 +59,7 @@ if TYPE_CHECKING:
         SuspensionStore,
     )
 
+FEW_RESULTS = 100  # record_health: up to this many results read only their own rows
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
                    "api_desired": "resource_id", "holds": "resource_id", "suspensions": "resource_id",
                    "fleet_flags": "name", "daemon_passes": "name", "rollouts": "created_at, rollout_id",
@@ -740,9 +741,14 @@ class SQLStore(Controls, RolloutRows):
         Success refreshes last_seen; failures count up and turn the row unhealthy at the threshold.
         Only active rows are touched: a row that started a job meanwhile is the job's business.
         """
+        results = list(results)
+        # a few results (the check after one provision) read their own rows, not every active row: under
+        # the write lock, at 10k active rows that read was most of each job's cost (P9)
+        scope, args = self._scope(r.resource_id for r in results) if len(results) <= FEW_RESULTS else ("", ())
         with self._write() as conn:
             prior = {row["resource_id"]: (row["health"], row["consecutive_failures"]) for row in conn.execute(
-                "SELECT resource_id, health, consecutive_failures FROM resources WHERE status = 'active'")}
+                f"SELECT resource_id, health, consecutive_failures FROM resources WHERE status = 'active'{scope}",
+                args)}
             updates, events, turned = [], [], []
             for result in results:
                 if result.resource_id not in prior:
