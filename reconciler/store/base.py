@@ -742,13 +742,16 @@ class SQLStore(Controls, RolloutRows):
         Only active rows are touched: a row that started a job meanwhile is the job's business.
         """
         results = list(results)
-        # a few results (the check after one provision) read their own rows, not every active row: under
-        # the write lock, at 10k active rows that read was most of each job's cost (P9)
-        scope, args = self._scope(r.resource_id for r in results) if len(results) <= FEW_RESULTS else ("", ())
+        # a few results (the check after one provision) read their own rows by key, not every active row:
+        # under the write lock, at 10k active rows that read was most of each job's cost (P9)
+        ids = sorted({r.resource_id for r in results})
+        if not ids:
+            return []
+        where = (f"resource_id IN ({', '.join('?' * len(ids))})", ids) if len(ids) <= FEW_RESULTS else ("1 = 1", [])
         with self._write() as conn:
             prior = {row["resource_id"]: (row["health"], row["consecutive_failures"]) for row in conn.execute(
-                f"SELECT resource_id, health, consecutive_failures FROM resources WHERE status = 'active'{scope}",
-                args)}
+                f"SELECT resource_id, health, consecutive_failures, status FROM resources WHERE {where[0]}", where[1])
+                if row["status"] == "active"}
             updates, events, turned = [], [], []
             for result in results:
                 if result.resource_id not in prior:
