@@ -18,13 +18,14 @@ JSON shape (format_version "1.0"; fields are only ever added):
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import REPLACE_FIELDS
 from .plan import Change, Hold, Plan, Reason
-from .policy import Verdict
-from .policy.report import verdict_json, verdict_lines, verdict_summary
 from .terminal import printable
+
+if TYPE_CHECKING:  # the policy section is rendered only when a verdict exists (no policy: not imported)
+    from .policy import Verdict
 
 FORMAT_VERSION = "1.0"
 # keyed by Change.shown: the action as plans show it (a spec run again shows as "retry")
@@ -64,6 +65,8 @@ def plan_json(plan: Plan, *, verdict: Verdict | None = None) -> dict[str, Any]:
         "fleet_suspension": plan.fleet_suspension.as_json() if plan.fleet_suspension else None,
     }
     if verdict is not None and not verdict.policy.built_in:  # no policy file: no section, as before
+        from .policy.report import verdict_json
+
         shown["policy"] = verdict_json(verdict)
     return shown
 
@@ -154,6 +157,8 @@ _SEVERITY = {"error": ("✗", "-"), "warning": ("!", "warn"), "override": ("~", 
 
 
 def policy_text(verdict: Verdict, paint: _Paint) -> str:
+    from .policy.report import verdict_lines, verdict_summary
+
     lines = [paint(verdict_summary(verdict), "bold")]
     for severity, line in verdict_lines(verdict):
         symbol, style = _SEVERITY[severity]
