@@ -19,7 +19,7 @@ from typing import Any
 from . import invariants, ops
 from . import model as desired_model
 from .invariants import Held, PolicyVersion, Version, Violation
-from .observe import Records, Snapshot, read_runs, snapshot
+from .observe import Records, Snapshot, read_runs, rollout_waves, snapshot
 from .schedule import Step, dumps
 from .world import World, script_pids
 
@@ -76,12 +76,14 @@ class Campaign:
         self.versions: list[Version] = []
         self.policies: list[PolicyVersion] = []
         self.holds: list[Held] = []  # the suspensions set by the schedule's operator controls
+        self.rollouts = False  # policy.yaml has a rollout: section (issue 17), kept by later policy writes
         self.found: dict[str, Violation] = {}
         self.skipped: dict[str, str] = {}
         self.repairs: list[tuple[int, str, Callable[[], Any]]] = []
         self.forgotten: dict[str, float] = {}  # id → when the `forget` that succeeded started
         self.store_faults = 0  # store faults in force (stopped server, held lock, full or read-only disk)
         self.store_back_at = 0.0  # when the last one ended
+        self.policy_broken = False  # policy.yaml saved so that it does not load (policy_break, until fixed)
         self.index = 0
         self._log = (root / "steps.log").open("a")
 
@@ -182,7 +184,8 @@ class Campaign:
                   invariants.deleted_without_teardown(records, snap),
                   invariants.quota_exceeded(snap, self.policies, self.versions),
                   invariants.touched_while_suspended(records, snap, self.holds),
-                  invariants.forgotten_teardowns(records, self.forgotten)]
+                  invariants.forgotten_teardowns(records, self.forgotten),
+                  invariants.early_waves(rollout_waves(db_url=self.world.db_url))]
         # a run cannot be recorded while the store is away: judge only once it has been back a while
         if final or (not self.store_faults and time.time() - self.store_back_at > invariants.RECORD_SLACK):
             killed = [pid for _, pid, what in self.world.killed if "SIGKILL" in what]
@@ -207,6 +210,9 @@ class Campaign:
                         f"log tail: {' | '.join(tail)[-600:]}")
                 if self.store_faults or time.time() - self.store_back_at < STARTUP_SLACK:
                     self.note(f"restarted as systemd would, during a store fault: {what}")
+                elif self.policy_broken and "the policy does not load" in what:
+                    # issue 15: a policy that does not load stops a start (exit 1); systemd tries again
+                    self.note(f"restarted as systemd would, while policy.yaml does not load: {what}")
                 else:
                     self.violation("daemon exited", what)
                 self.world.start_daemon(slot)

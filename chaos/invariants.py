@@ -12,6 +12,8 @@
   per-owner quota of the policies in force around it, unless its `queued` event records an override;
 - a suspended resource is never touched: no run of it starts while it (or the fleet) is suspended,
   except of a job claimed before the suspension (a running job finishes);
+- no wave starts before the previous one baked: a rollout's wave k is queued only after every job of wave
+  k-1 finished and `bake` after the last of them succeeded (issue 17);
 - convergence (checked once the faults stop, see `convergence_gaps`).
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .observe import Records, Run, Snapshot, iso_seconds
+from .observe import Records, Run, Snapshot, WaveJob, iso_seconds
 
 # How long before a job's creation the pass that queued it may have read desired/ (a pass on a busy
 # 2-core machine: load, plan, queue); the window only widens what counts as a legitimate read.
@@ -245,4 +247,27 @@ def quota_exceeded(snap: Snapshot, policies: list[PolicyVersion], versions: list
             found.append(Violation("quota exceeded without an override", (
                 f"{rid} ({job['action']}, job {job['job_id']}) brought owner {owner!r} to {len(others) + 1} "
                 f"resources; the loosest per-owner quota in force was {limit} (others: {', '.join(others[:8])})")))
+    return found
+
+
+def early_waves(jobs: list[WaveJob]) -> list[Violation]:
+    """A wave queued before the previous one's jobs all ended, or before `bake` after its last success.
+    (A promoted rollout skips one bake by an operator's word: only the jobs' end is checked for it.)"""
+    waves: dict[tuple[str, int], list[WaveJob]] = {}
+    for job in jobs:
+        waves.setdefault((job.rollout_id, job.wave), []).append(job)
+    found = []
+    for (rollout_id, wave), members in sorted(waves.items()):
+        previous = waves.get((rollout_id, wave - 1))
+        if wave < 2 or not previous:
+            continue
+        started = min(job.queued for job in members)
+        unfinished = [job for job in previous if job.finished is None or job.finished > started]
+        successes = [job.finished for job in previous if job.status == "succeeded" and job.finished is not None]
+        baked = max(successes) + (0.0 if members[0].promoted else members[0].bake) if successes else None
+        if unfinished or (baked is not None and started < baked):
+            found.append(Violation("wave started before the previous one baked", (
+                f"rollout {rollout_id} wave {wave} queued at {started:.3f}; wave {wave - 1}: "
+                f"{len(unfinished)} job(s) not finished by then, last success + bake at "
+                f"{baked if baked is None else round(baked, 3)}")))
     return found

@@ -141,3 +141,64 @@ def iso_seconds(value: str | None) -> float | None:
         return None
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class WaveJob:
+    """One job a rollout queued for a wave (from its `queued` event's details), and how it ended."""
+
+    rollout_id: str
+    wave: int
+    queued: float
+    finished: float | None
+    status: str
+    bake: float
+    promoted: bool
+
+
+ROLLOUT_SQL = ("SELECT e.at AS at, e.details_json AS details, j.status AS status, j.finished_at AS finished_at,"
+               " r.settings_json AS settings, r.promoted AS promoted, r.rollout_id AS rollout_id"
+               " FROM events e JOIN jobs j ON j.job_id = e.job_id JOIN rollouts r"
+               " ON e.details_json LIKE '%' || r.rollout_id || '%'"
+               " WHERE e.kind = 'queued' AND e.details_json LIKE '%\"rollout\"%'")
+
+
+def rollout_waves(*, db_url: str) -> list[WaveJob]:
+    """Every job rollouts queued (not reverts); [] before the rollouts table exists or while the store is away."""
+    import json
+
+    try:
+        rows = _pg_rollout_rows(db_url) if db_url.startswith("postgresql://") else _sqlite_rollout_rows(db_url)
+    except Exception:
+        return []
+    found = []
+    for row in rows:
+        detail = json.loads(row["details"] or "{}").get("rollout") or {}
+        if detail.get("revert") or detail.get("id") != row["rollout_id"]:
+            continue
+        queued = iso_seconds(row["at"])
+        if queued is None:
+            continue
+        found.append(WaveJob(row["rollout_id"], int(detail.get("wave", 0)), queued, iso_seconds(row["finished_at"]),
+                             row["status"], float(json.loads(row["settings"] or "{}").get("bake", 0.0)),
+                             bool(row["promoted"])))
+    return found
+
+
+def _sqlite_rollout_rows(path: str) -> list[dict[str, Any]]:
+    if not Path(path).exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in conn.execute(ROLLOUT_SQL)]
+    finally:
+        conn.close()
+
+
+def _pg_rollout_rows(url: str) -> list[dict[str, Any]]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(url, connect_timeout=2, row_factory=dict_row) as conn:
+        return list(conn.execute(ROLLOUT_SQL))

@@ -8,6 +8,7 @@ convergence is checked.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import random
@@ -421,17 +422,36 @@ def disk_readonly(c: Campaign, args: dict[str, Any]) -> None:
 def write_policy(c: Campaign, per_owner: int | None, *, what: str) -> None:
     """policy.yaml beside desired/ (where the daemon and apply find it), saved atomically; None: no limits."""
     c.policy_version(per_owner, what=what)  # visible from now on (before the daemon can have read it)
-    _save_policy(c, policy_text(per_owner))
+    _save_policy(c, policy_text(per_owner, rollout=c.rollouts))
 
 
-def policy_text(per_owner: int | None) -> str:
-    return f"quotas:\n  per_owner: {{default: {per_owner}}}\n" if per_owner is not None else "# no limits\n"
+# issue 17: waves of 1, then half, then the rest; a failure budget the campaign's faults cannot exhaust
+# (a halt would leave the fleet unconverged by design; the invariant is about wave order, not halts)
+ROLLOUT_POLICY = ("rollout:\n  waves: [1, 50%]\n  bake: 1s\n  check_interval: 0.3s\n  min_changes: 3\n"
+                  "  max_failures: 1000\n")
 
 
-def _save_policy(c: Campaign, text: str) -> None:
+def policy_text(per_owner: int | None, *, rollout: bool = False) -> str:
+    text = f"quotas:\n  per_owner: {{default: {per_owner}}}\n" if per_owner is not None else "# no limits\n"
+    return text + (ROLLOUT_POLICY if rollout else "")
+
+
+def rollout_bump(c: Campaign, args: dict[str, Any]) -> None:
+    """Turn rollouts on (policy.yaml's rollout:, kept from now on), then bump every file resource's deploy_ref:
+    the bump goes out in waves that must each bake before the next starts."""
+    c.rollouts = True
+    _save_policy(c, policy_text(c.policies[-1].per_owner if c.policies else None, rollout=True))
+    c.note("policy: rollout waves [1, 50%], bake 1s")
+    time.sleep(0.5)  # the daemon reads the policy before the bump (a bump read first goes out at once)
+    bumped = {rid: dataclasses.replace(res, deploy_ref=f"v{args['value']}") for rid, res in c.model.files.items()}
+    write_model(c, dataclasses.replace(c.model, files=bumped), mode="atomic", what=f"rollout bump {args['n']}")
+
+
+def _save_policy(c: Campaign, text: str, *, broken: bool = False) -> None:
     tmp = c.world.root / ".policy.yaml.tmp"
     tmp.write_text(text)
     os.replace(tmp, c.world.policy)
+    c.policy_broken = broken  # a daemon (re)started now refuses to start until a good save
 
 
 def policy_tighten(c: Campaign, args: dict[str, Any]) -> None:
@@ -445,9 +465,10 @@ def policy_loosen(c: Campaign, args: dict[str, Any]) -> None:
 
 def policy_break(c: Campaign, args: dict[str, Any]) -> None:
     """A save that does not load: the last good policy stays in force until it is fixed."""
-    _save_policy(c, "quotas:\n  per_owner: [unclosed\n")
+    _save_policy(c, "quotas:\n  per_owner: [unclosed\n", broken=True)
     c.later(args["steps"], "policy fixed",
-            lambda: _save_policy(c, policy_text(c.policies[-1].per_owner if c.policies else None)))
+            lambda: _save_policy(c, policy_text(c.policies[-1].per_owner if c.policies else None,
+                                                rollout=c.rollouts)))
 
 
 def _edit_kind(kind: str, c: Campaign, args: dict[str, Any]) -> None:
@@ -533,4 +554,5 @@ OPERATIONS: dict[str, Callable[[Campaign, dict[str, Any]], None]] = {
     "provision_away": provision_away, "disk_full": disk_full, "disk_readonly": disk_readonly, "pause": pause,
     "policy_tighten": policy_tighten, "policy_loosen": policy_loosen, "policy_break": policy_break,
     "suspend": suspend, "resume": resume, "suspend_all": suspend_all,
+    "rollout_bump": rollout_bump,
 }

@@ -27,6 +27,9 @@ WEIGHTS: dict[str, int] = {
 # schedules of earlier seeds keep their other steps (and the regressions recorded with them stay valid)
 POLICY_KINDS = ("policy_tighten", "policy_break", "policy_loosen")
 POLICY_FROM = 20
+# issue 17: one rollout (policy.yaml gains rollout:, every file resource's deploy_ref bumped) per schedule of
+# POLICY_FROM steps or more, from a stream of its own (earlier seeds keep their other steps)
+ROLLOUT_KIND = "rollout_bump"
 
 # Issue 16's operator controls, inserted from a stream of their own (see `generate`), so adding them
 # left every schedule drawn before them, and the seeds chosen for it, as they were.
@@ -91,7 +94,19 @@ def generate(*, seed: int, steps: int, backend: str, controls: bool = True) -> l
             kind = other.choices(operators, [OPERATOR_WEIGHTS[k] for k in operators])[0]
             drawn.append(_step(other, kind=kind, index=len(drawn)))
         drawn.append(_step(rand, kind=rand.choices(kinds, weights)[0], index=len(drawn)))
-    return _with_policy_steps(drawn, rand=random.Random(f"chaos-policy:{seed}:{backend}"))
+    with_policy = _with_policy_steps(drawn, rand=random.Random(f"chaos-policy:{seed}:{backend}"))
+    if not controls:  # drawn as before the operator controls (and the rollouts, issue 17) existed
+        return with_policy
+    return _with_rollout_step(with_policy, rand=random.Random(f"chaos-rollout:{seed}:{backend}"))
+
+
+def _with_rollout_step(base: list[Step], *, rand: random.Random) -> list[Step]:
+    """One rollout step at a drawn position in the first half (its waves then run during the later faults)."""
+    if len(base) < POLICY_FROM:
+        return base
+    steps = list(base)
+    steps.insert(rand.randrange(len(steps) // 2 + 1), _step(rand, kind=ROLLOUT_KIND, index=2000))
+    return steps
 
 
 def _with_policy_steps(base: list[Step], *, rand: random.Random) -> list[Step]:
@@ -141,6 +156,7 @@ _ARGS = {
     # a resource suspended for a few seconds (--until) or until resumed some steps later
     "suspend": lambda r, i: {"until": r.choice((None, 3, 8)), "steps": r.randint(2, 5)},
     "suspend_all": lambda r, i: {"steps": r.randint(2, 4)},
+    "rollout_bump": lambda r, i: {"n": i, "value": r.randrange(1000)},
 }
 
 

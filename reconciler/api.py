@@ -156,6 +156,7 @@ def _routes(app: FastAPI, plane: Plane) -> None:
     _declare_routes(app, plane)
     _read_routes(app, plane)
     _remove_routes(app, plane)
+    _rollout_routes(app, plane)
     _plane_routes(app, plane)
 
 
@@ -280,6 +281,53 @@ def _remove_routes(app: FastAPI, plane: Plane) -> None:
         """The resource's history, oldest first (the latest `limit` when given)."""
         _authorise_read(request, _row(store, resource_id).owner)
         return [EventView(**event_json(event)) for event in store.events(resource_id, limit=limit)]
+
+
+ROLLOUT_ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown rollout"},
+                                                   409: {"description": "The verb does not apply in its state"}}
+
+
+def _rollout_routes(app: FastAPI, plane: Plane) -> None:
+    """Rollouts (issue 17): read them per wave; pause, resume, abort (?revert=true), promote, with the caller as
+    the actor of the recorded event."""
+    from .errors import ReconcilerError
+    from .rolloutctl import control, status_document
+
+    store = plane.store
+
+    @app.get("/rollouts")
+    async def rollouts(request: Request, limit: int = Query(10, ge=1, le=1000)) -> list[dict[str, object]]:
+        """The newest rollouts, per wave: done, running, failed, baking until … (a rollout spans owners: scope
+        read or write)."""
+        _authorise_read(request, None)
+        return await asyncio.to_thread(status_document, store=store, rollout_id=None, limit=limit)
+
+    @app.get("/rollouts/{rollout_id}", responses=ROLLOUT_ERRORS)
+    async def rollout(request: Request, rollout_id: str = Path(max_length=64)) -> dict[str, object]:
+        """One rollout, per wave."""
+        _authorise_read(request, None)
+        if store.get_rollout(rollout_id) is None:
+            raise HTTPException(404, f"no rollout {rollout_id!r}")
+        return status_document(store=store, rollout_id=rollout_id, limit=1)[0]
+
+    @app.post("/rollouts/{rollout_id}/{verb}", responses=ROLLOUT_ERRORS)
+    def steer(request: Request, rollout_id: str = Path(max_length=64),
+              verb: str = Path(pattern="^(pause|resume|abort|promote)$"), revert: bool = False) -> dict[str, str]:
+        """pause, resume, abort (`?revert=true` puts the current wave back), promote (skip the rest of the bake).
+        A rollout spans owners: it needs scope write (every owner)."""
+        principal = request_principal(request)
+        if principal is not None and not any(scope.kind is ScopeKind.WRITE and scope.owner is None
+                                             for scope in principal.scopes):
+            raise HTTPException(403, f"token '{principal.name}' may not steer rollouts (needs scope write); "
+                                     "nothing was changed")
+        if store.get_rollout(rollout_id) is None:
+            raise HTTPException(404, f"no rollout {rollout_id!r}")
+        try:
+            said = control(store=store, rollout_id=rollout_id, verb=verb, revert=revert and verb == "abort",
+                           actor=request_actor(request))
+        except ReconcilerError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"rollout_id": rollout_id, "result": said}
 
 
 def _plane_routes(app: FastAPI, plane: Plane) -> None:

@@ -34,6 +34,8 @@ from .models import utcnow
 from .options import Mode, PlanOptions, RunOptions
 from .policy import Policy
 from .policyrun import run_governance
+from .rolloutrun import Follow
+from .rollouts import held_now, start_rollout
 from .runner import dropped_env, read_pass_env
 from .spec import DesiredState
 from .store import open_store
@@ -58,6 +60,7 @@ class ApplyOptions:
     yes: bool = False
     mode: Mode = Mode.APPLY
     policy: Policy | None = None  # policy.yaml in force (loaded before anything is opened or queued)
+    wait: bool = True  # follow a rollout in the foreground (False: --no-wait, leave it to a daemon or a later apply)
 
 
 def run_apply(*, settings: Any, options: ApplyOptions) -> int:
@@ -65,28 +68,47 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
     config = _engine_config(settings=settings, options=options, store=store)  # bad settings: before any queueing
     expire_dead_leases(store=store, now=utcnow())
     view = _plan(settings=settings, options=options, store=store)
-    click.echo(options.view.plan(view.plan, verdict=view.verdict), nl=False)
+    click.echo(options.view.plan(view.plan, verdict=view.verdict, rollout=view.rollout), nl=False)
     if view.plan.refusal:
         return 1
     cancel_suspended(store=store, plan=view.plan, in_flight=store.in_flight(), actor=cli_actor())
     release(store=store, view=view)
     scope = plan_scope(view.plan)
-    if not scope:
+    if not scope and not store.open_rollouts():
         return 0
     if view.plan.changes and not _confirmed(options=options):
         return 1
     commit, attribution = _attribution(settings=settings, options=options)
     enqueue(store=store, view=view, commit=commit, attribution=attribution)
+    start_rollout(store=store, view=view, commit=commit, actor=attribution.files)
+    rolled = _rolled(store=store)
     _note_dropped_env(config)
     with _Interrupts() as interrupts:
         work = _Work(store=store, config=config, options=options, interrupts=interrupts)
         # A whole-fleet apply works the whole queue (an id list of 100k would cost every claim a scan);
         # with --target it claims only those resources' jobs.
-        work.run(scope=scope if options.plan.targets else None)
+        work.run(scope=(scope - rolled) if options.plan.targets else None)
         _follow_up(work=work, settings=settings, options=options, view=view, commit=commit,
                    attribution=attribution)
+        halted = _follow_rollouts(work=work, options=options, actor=attribution.files)
     _detach_broken_stdout()
-    return _summarise(work=work, store=store, scope=scope)
+    code = _summarise(work=work, store=store, scope=scope - rolled - _rolled(store=store))
+    return code or (1 if halted and not work.interrupts.count else 0)
+
+
+def _rolled(*, store: SQLStore) -> set[str]:
+    """Resources open rollouts own: apply's summary counts them in the rollout's progress, not its own."""
+    return {member.resource_id for rollout in store.open_rollouts()
+            for member in store.rollout_members(rollout.rollout_id)}
+
+
+def _follow_rollouts(*, work: _Work, options: ApplyOptions, actor: str) -> bool:
+    """Advance (or, with a daemon holding the database, watch) the open rollouts; True when one halted."""
+    err = options.view.progress_to_stderr
+    follow = Follow(store=work.store, run=lambda ids: work.run(scope=ids), stopped=lambda: work.stopped,
+                    say=lambda line: _print_line(printable(line), err=err), actor=actor, wait=options.wait,
+                    held=lambda: held_now(work.store))
+    return follow.follow()
 
 
 def _follow_up(*, work: _Work, settings: Any, options: ApplyOptions, view: PlanView, commit: str | None,

@@ -342,7 +342,7 @@ def _show_plan(*, settings: Settings, view: View, planning: PlanOptions, detaile
     planned = plan_fleet(desired=desired, fleet=fleet, policy=planning.policy(), targets=planning.targets,
                          governance=governance, replace=planning.replace,
                          observable=observing_targets(provision_dir=settings.provision))
-    click.echo(view.plan(planned.plan, verdict=planned.verdict), nl=False)
+    click.echo(view.plan(planned.plan, verdict=planned.verdict, rollout=planned.rollout), nl=False)
     if planned.plan.refusal:
         sys.exit(1)
     if detailed_exitcode and (planned.plan.has_changes or planned.plan.pending):
@@ -400,10 +400,13 @@ _yes_option = click.option("--yes", "-y", is_flag=True,
 @_run_options()
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `reconciler plan`).")
 @click.option("--detailed-exitcode", is_flag=True, help="With --dry-run: exit 2 when there are changes.")
+@click.option("--no-wait", is_flag=True,
+              help="Start a rollout (policy.yaml's rollout:) but do not follow its waves; a daemon or a later "
+                   "apply advances it.")
 @_with_settings
 @_guarded
 def apply(settings: Settings, output: str, planning: PlanOptions, yes: bool, run: RunOptions, dry_run: bool,
-          detailed_exitcode: bool) -> None:
+          detailed_exitcode: bool, no_wait: bool) -> None:
     """Close the gap: run provision/teardown scripts until observed matches desired.
 
     \b
@@ -413,18 +416,19 @@ def apply(settings: Settings, output: str, planning: PlanOptions, yes: bool, run
     if dry_run:
         _show_plan(settings=settings, view=_view(output), planning=planning, detailed_exitcode=detailed_exitcode)
         return
-    _apply(settings=settings, planning=planning, run=run, yes=yes, view=_view(output), destroy=False)
+    _apply(settings=settings, planning=planning, run=run, yes=yes, view=_view(output), destroy=False,
+           wait=not no_wait)
 
 
 def _apply(*, settings: Settings, planning: PlanOptions, run: RunOptions, yes: bool, view: View,
-           destroy: bool) -> NoReturn:
+           destroy: bool, wait: bool = True) -> NoReturn:
     from .apply import ApplyOptions, run_apply
     from .options import Mode
     from .policyrun import policy_in_force
 
     policy = policy_in_force(given=settings.policy, desired=settings.desired)
     options = ApplyOptions(plan=planning, run=run, view=view, yes=yes, mode=Mode.DESTROY if destroy else Mode.APPLY,
-                           policy=policy)
+                           policy=policy, wait=wait)
     sys.exit(run_apply(settings=settings, options=options))
 
 
@@ -1112,6 +1116,109 @@ def policy_check(settings: Settings, output: str) -> None:
         click.echo(printable_lines(check_text(report)), nl=False)
     if not report.clean:
         sys.exit(1)
+
+
+@main.group("rollout", cls=_UsageExit1)
+def rollout_group() -> None:
+    """Follow and steer rollouts: large change sets rolled out in health-gated waves (policy.yaml's rollout:).
+
+    \b
+    Example:
+      reconciler rollout status -o json
+    """
+
+
+@rollout_group.command("status")
+@click.argument("rollout_id", required=False)
+@click.option("--output", "-o", type=OUTPUT, default="text", show_default=True, help="Output format.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="How many of the newest rollouts to show (without ROLLOUT_ID).")
+@_with_settings
+@_guarded
+def rollout_status(settings: Settings, rollout_id: str | None, output: str, limit: int) -> None:
+    """Show rollouts per wave: done, running, failed, baking until …; halts with their reason.
+
+    \b
+    Example:
+      reconciler rollout status ro-1a2b3c4d5e -o json
+    """
+    from .rolloutctl import status_json, status_text
+    from .terminal import printable_lines
+
+    store = _read_store(settings)
+    if store is None:
+        click.echo("[]" if output == "json" else "No rollouts.")
+        return
+    if output == "json":
+        click.echo(status_json(store=store, rollout_id=rollout_id, limit=limit), nl=False)
+    else:
+        click.echo(printable_lines(status_text(store=store, rollout_id=rollout_id, limit=limit)), nl=False)
+
+
+def _rollout_verb(settings: Settings, rollout_id: str, verb: str, *, revert: bool = False) -> None:
+    from .actor import cli_actor
+    from .rolloutctl import control
+    from .store import open_store
+
+    store = open_store(url=settings.db, create=False)
+    click.echo(control(store=store, rollout_id=rollout_id, verb=verb, revert=revert, actor=cli_actor()))
+
+
+@rollout_group.command("pause")
+@click.argument("rollout_id")
+@_with_settings
+@_guarded
+def rollout_pause(settings: Settings, rollout_id: str) -> None:
+    """Start no further wave (the current one finishes and bakes); recorded with who paused it.
+
+    \b
+    Example:
+      reconciler rollout pause ro-1a2b3c4d5e
+    """
+    _rollout_verb(settings, rollout_id, "pause")
+
+
+@rollout_group.command("resume")
+@click.argument("rollout_id")
+@_with_settings
+@_guarded
+def rollout_resume(settings: Settings, rollout_id: str) -> None:
+    """Let a paused rollout go on.
+
+    \b
+    Example:
+      reconciler rollout resume ro-1a2b3c4d5e
+    """
+    _rollout_verb(settings, rollout_id, "resume")
+
+
+@rollout_group.command("abort")
+@click.argument("rollout_id")
+@click.option("--revert", is_flag=True, help="Also put the current wave back on the recorded previous spec.")
+@_with_settings
+@_guarded
+def rollout_abort(settings: Settings, rollout_id: str, revert: bool) -> None:
+    """End a rollout: resources not reached keep their old spec (held until desired/ changes again).
+
+    \b
+    Example:
+      reconciler rollout abort ro-1a2b3c4d5e --revert
+    """
+    _rollout_verb(settings, rollout_id, "abort", revert=revert)
+
+
+@rollout_group.command("promote")
+@click.argument("rollout_id")
+@_with_settings
+@_guarded
+def rollout_promote(settings: Settings, rollout_id: str) -> None:
+    """Skip the rest of the current wave's bake: the next wave starts when its jobs are done.
+
+    \b
+    Example:
+      reconciler rollout promote ro-1a2b3c4d5e
+    """
+    _rollout_verb(settings, rollout_id, "promote")
 
 
 @main.command()

@@ -8,9 +8,11 @@ else may set it: with the variable unset (always, in production) every switch is
   the job over (issue 11 item 1), so a claimer killed while it ends that run leaves no record of it;
 - `unsettled-read`: every desired file counts at once, half-written or not (issue 11 item 2);
 - `policy-ignored`: the daemon's passes plan without the policy in force (issue 15), so a quota holds
-  nothing back.
+  nothing back;
 - `suspension-ignored`: the store reads no suspension and claims held jobs (issue 16 item 1), so
-  plans and workers act on a suspended resource.
+  plans and workers act on a suspended resource;
+- `rollout-no-bake`: a rollout's next wave starts as soon as the previous one's jobs ended, without
+  its bake (issue 17).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ they decide is decided elsewhere (the plan, the retry policy); they move data be
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -28,6 +29,8 @@ from .models import (
 from .owners import FileOwners
 from .plan import API_SOURCE, Change, Plan, PlanPolicy, compute_plan
 from .ports import BudgetReader, ConvergeStore, Enqueuer, PassStore, PlanReader
+from .rollout.model import Member
+from .rollout.plan import Holding, Proposal, gate, propose
 from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
 from .suspensions import Suspensions, declared_in_files
@@ -47,16 +50,22 @@ class PlanView:
     plan: Plan
     verdict: Verdict | None = None  # the policy's, when one governs the plan (its JSON `policy` section)
     governance: Governance | None = None  # what governed it (the overrides' reason and actor, for the jobs)
+    # issue 17: the rollout this plan's changes make (its members are not queued at once), and the members
+    # of running rollouts that a newer desired spec takes over
+    rollout: Proposal | None = None
+    superseded: tuple[Member, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Fleet:
-    """What a plan reads from the store: observed rows, ids with an open job, API-declared specs, suspensions."""
+    """What a plan reads from the store: observed rows, ids with an open job, API-declared specs, suspensions,
+    and the resources rollouts hold (issue 17)."""
 
     observed: dict[str, ObservedResource]
     in_flight: set[str]
     api: dict[str, dict[str, Any]]
     suspensions: Suspensions = field(default_factory=Suspensions)
+    holdings: Mapping[str, Holding] = field(default_factory=dict)
 
 
 def read_fleet(*, store: PlanReader | None, with_api: bool = True) -> Fleet:
@@ -64,7 +73,7 @@ def read_fleet(*, store: PlanReader | None, with_api: bool = True) -> Fleet:
     if store is None:
         return Fleet({}, set(), {})
     return Fleet(store.load_observed(), store.in_flight(), store.api_desired() if with_api else {},
-                 store.suspensions())
+                 store.suspensions(), store.holdings())
 
 
 def read_one(*, store: ConvergeStore, resource_id: str) -> Fleet:
@@ -78,7 +87,8 @@ def read_one(*, store: ConvergeStore, resource_id: str) -> Fleet:
 
 def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targets: Iterable[str] = (),
                now: datetime | None = None, governance: Governance | None = None, replace: Iterable[str] = (),
-               observable: Iterable[str] = (), replace_reason: str | None = None) -> PlanView:
+               observable: Iterable[str] = (), replace_reason: str | None = None,
+               rollout_id: str | None = None) -> PlanView:
     """The one way to a plan (`plan`, `apply`, `destroy`, the daemon's pass, the API's converge).
 
     `desired` (files, or the last good state) plus the fleet's API-declared specs, planned against its
@@ -87,6 +97,8 @@ def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targe
     names the targets offering observe.sh (see targets.py). With `governance`, the policy's verdict is
     part of the view: the CLI's plan is refused on a blocking violation, the daemon's holds the
     violators and defers what a budget does not allow yet (policy/evaluate.py).
+    Changes that running rollouts own wait for their waves; with a `rollout:` policy, a large enough
+    change set becomes a rollout (`rollout_id` names it; the view's `rollout`), queued wave by wave.
     """
     full = with_api_desired(desired=desired, api=fleet.api)
     rules = governed_rules(policy=policy, governance=governance)
@@ -96,8 +108,10 @@ def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targe
                         observable=observable, replace_reason=replace_reason)
     require_replaceable(ids=replace, desired=full, observed=fleet.observed)
     require_known_ids(ids=targets, desired=full, observed=fleet.observed)
+    gated = gate(plan=plan, holdings=fleet.holdings)
+    plan = gated.plan
     if governance is None or (governance.policy is None and not governance.overrides):
-        return PlanView(desired=full, observed=fleet.observed, plan=plan)
+        return PlanView(desired=full, observed=fleet.observed, plan=plan, superseded=gated.superseded)
     from .policy import evaluate, held_plan, refused_plan
     from .policy.model import BUILT_IN
 
@@ -107,9 +121,18 @@ def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targe
                        plan=plan, started_last_hour=governance.started_last_hour, overrides=governance.overrides,
                        budgets=governance.budgets, sources=full.sources, known_targets=governance.known_targets)
     if governance.policy is None and not verdict.violations:
-        return PlanView(desired=full, observed=fleet.observed, plan=plan)
+        return PlanView(desired=full, observed=fleet.observed, plan=plan, superseded=gated.superseded)
     plan = held_plan(plan, verdict) if governance.budgets else refused_plan(plan, verdict)
-    return PlanView(desired=full, observed=fleet.observed, plan=plan, verdict=verdict, governance=governance)
+    rolling = governance.policy.rollout if governance.policy is not None else None
+    proposal = None
+    if rolling is not None and not plan.refusal:
+        proposal = propose(plan=plan, policy=rolling, rollout_id=rollout_id or new_rollout_id())
+    return PlanView(desired=full, observed=fleet.observed, plan=plan, verdict=verdict, governance=governance,
+                    rollout=proposal, superseded=gated.superseded)
+
+
+def new_rollout_id() -> str:
+    return "ro-" + uuid.uuid4().hex[:10]
 
 
 def governance(*, policy: Policy | None, store: BudgetReader | None, overrides: frozenset[Rule] = frozenset(),
@@ -234,7 +257,9 @@ def job_requests(*, view: PlanView, attribution: Attribution | None = None) -> l
     """One queue request per change of the plan (none when the plan is refused): a projection of it."""
     if view.plan.refusal:
         return []
-    requests = [job_request(change, attribution=attribution) for change in view.plan.changes]
+    rolled = view.rollout.ids if view.rollout is not None else frozenset()
+    requests = [job_request(change, attribution=attribution) for change in view.plan.changes
+                if change.resource_id not in rolled]
     governance, verdict = view.governance, view.verdict
     if governance is None or verdict is None or not verdict.overridden:
         return requests
@@ -429,10 +454,13 @@ class Reconciler:
 
     def __init__(self, *, store: PassStore, desired_dir: Path, policy: PlanPolicy, settle: float = DEFAULT_SETTLE,
                  writes: WriteHints | None = None, provision_dir: Path | None = None,
-                 gate: PlanGate | None = None, actor: str | None = None) -> None:
+                 gate: PlanGate | None = None, actor: str | None = None,
+                 on_rollout: Callable[[PlanView, str | None, str], Any] | None = None) -> None:
         self.store = store
         self.gate = gate
         self.actor = actor  # who this controller is in the audit trail (`daemon:<host>`)
+        # issue 17: writes a pass's proposed rollout (and superseded members); rollouts.start_rollout
+        self.on_rollout = on_rollout
         self.desired_dir = Path(desired_dir)
         self.provision_dir = provision_dir
         self.policy = policy
@@ -501,6 +529,8 @@ class Reconciler:
                 attribution = file_attribution(git=self.git, runner=daemon_actor(),
                                                files_version=self.cache.generation)
                 queued = enqueue(store=self.store, view=view, commit=self.git.commit(), attribution=attribution)
+                if self.on_rollout is not None and (view.rollout is not None or view.superseded):
+                    self.on_rollout(view, self.git.commit(), attribution.files)
         verdict = view.verdict
         expiry = all_suspensions(desired=view.desired, fleet=fleet).next_expiry(iso(utcnow()))
         return PassResult(len(queued), view.plan, load_error, self.store.counts(), _next_retry(fleet.observed),

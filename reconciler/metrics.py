@@ -40,6 +40,27 @@ class Metrics:
 
         self._shown: dict[int, set[str]] = {}  # the labels each one-label family shows now (_replace)
         self._policy_families(r)
+        self._rollout_families(r)
+        self._halts: set[tuple[str, str, str]] = set()
+
+    def _rollout_families(self, r: CollectorRegistry) -> None:
+        """Rollouts (issue 17): open rollouts per state, and while one is halted, the failures that halted it
+        (bounded: max_failures + 1 resources per halted rollout)."""
+        self.rollouts = Gauge("reconciler_rollouts", "Open rollouts by state (running, paused, halted).", ["state"],
+                              registry=r)
+        self.rollout_failures = Gauge("reconciler_rollout_halt_failures", "Resources whose failure halted a "
+                                      "rollout (1 while it stays halted).", ["rollout_id", "resource_id", "kind"],
+                                      registry=r)
+
+    def rollouts_seen(self, *, states: dict[str, int], failures: Iterable[tuple[str, str, str]]) -> None:
+        """The open rollouts of the last tick, and the failures of the halted ones."""
+        self._replace(self.rollouts, {state: float(count) for state, count in states.items()})
+        now = set(failures)
+        for labels in now:
+            self.rollout_failures.labels(*labels).set(1)
+        for labels in self._halts - now:  # replaced, not cleared first (a scrape in between would see none)
+            self.rollout_failures.remove(*labels)
+        self._halts = now
 
     def _policy_families(self, r: CollectorRegistry) -> None:
         """policy.yaml at work: quota use against limits per owner (owners, never resources: bounded), the

@@ -56,6 +56,7 @@ class Reason(StrEnum):
     SUSPENDED = "suspended"  # `reconciler suspend`, `suspend:` in its file, or `suspend --all`: left alone
     REPLACE_REQUESTED = "replace_requested"  # `apply --replace ID`, `reconciler replace`, the API's replace
     UNMANAGED = "unmanaged"  # forgotten (`forget --force`) while still declared: never created again
+    ROLLOUT = "rollout"  # a rollout owns this change: it waits for its wave (rollout/plan.py's gate)
 
 
 class Hold(StrEnum):
@@ -69,17 +70,19 @@ class Hold(StrEnum):
     POLICY = "policy"  # held back by a rule of policy.yaml until the desired state or the policy changes
     BUDGET = "budget"  # a change limit's budget is used up: started by a later pass
     UNMANAGED = "unmanaged"  # kept, forgotten by an operator: listed under `kept`
+    ROLLOUT = "rollout"  # a rollout's wave will start it (or it halted, or reverted it)
 
 
 HOLDS = {Reason.IN_FLIGHT: Hold.IN_PROGRESS, Reason.BACKOFF: Hold.RETRY, Reason.UNHEALTHY: Hold.UNHEALTHY,
          Reason.PROTECTED: Hold.PROTECTED, Reason.REPLACE_BLOCKED: Hold.PROTECTED, Reason.POLICY: Hold.POLICY,
-         Reason.BUDGET: Hold.BUDGET, Reason.SUSPENDED: Hold.SUSPENDED, Reason.UNMANAGED: Hold.UNMANAGED}
+         Reason.BUDGET: Hold.BUDGET, Reason.SUSPENDED: Hold.SUSPENDED, Reason.UNMANAGED: Hold.UNMANAGED,
+         Reason.ROLLOUT: Hold.ROLLOUT}
 # Holds listed under `kept` (by design, not work still to come).
 KEPT = frozenset({Hold.PROTECTED, Hold.SUSPENDED, Hold.UNMANAGED})
 # Reasons shown as "retry" (JSON `"action": "retry"`, `~ … will be retried`): running a spec again.
 RETRIES = frozenset({Reason.RETRY, Reason.NOT_SETTLED, Reason.SELF_HEAL})
 # Holds under which the plan still has work to do, only later (`plan --detailed-exitcode` exits 2).
-PENDING = frozenset({Hold.IN_PROGRESS, Hold.RETRY, Hold.BUDGET})
+PENDING = frozenset({Hold.IN_PROGRESS, Hold.RETRY, Hold.BUDGET, Hold.ROLLOUT})
 API_SOURCE = "api"
 NONE_SUSPENDED = Suspensions()
 

@@ -27,6 +27,8 @@ from .models import (
 
 if TYPE_CHECKING:  # health pulls in asyncio and ssl: a plan has no use for them at run time
     from .health import CheckResult
+    from .rollout.model import Member, Rollout
+    from .rollout.plan import Holding
     from .suspensions import Suspension, Suspensions
 
 # whether the process `pid` on `host` is gone (then its lock is free to take)
@@ -34,12 +36,42 @@ HolderDead = Callable[[Any, Any], bool]
 
 
 class PlanReader(Protocol):
-    """What planning reads: the rows, the open jobs, the API's declarations, the suspensions."""
+    """What planning reads: the rows, the open jobs, the API's declarations, the suspensions, what rollouts
+    hold."""
 
     def load_observed(self) -> dict[str, ObservedResource]: ...
     def in_flight(self) -> set[str]: ...
     def api_desired(self) -> dict[str, dict[str, Any]]: ...
     def suspensions(self) -> Suspensions: ...
+    def holdings(self) -> dict[str, Holding]: ...
+
+
+class RolloutReader(Protocol):
+    """What `rollout status` reads (issue 17)."""
+
+    def open_rollouts(self) -> list[Rollout]: ...
+    def list_rollouts(self, *, limit: int = 20) -> list[Rollout]: ...
+    def get_rollout(self, rollout_id: str) -> Rollout | None: ...
+    def rollout_members(self, rollout_id: str) -> list[Member]: ...
+
+
+class RolloutControl(RolloutReader, Protocol):
+    """The operator's verbs (CLI and API): one pure transition written with its event."""
+
+    def transition_rollout(self, *, rollout_id: str, change: Callable[[Rollout], Rollout], now: str, kind: str,
+                           actor: str | None) -> Rollout | None: ...
+
+
+class RolloutStore(RolloutControl, Protocol):
+    """What the rollout executor (rollouts.py) reads and writes: each transition one call."""
+
+    def load_observed(self) -> dict[str, ObservedResource]: ...
+    def job_outcomes(self, job_ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
+    def create_rollout(self, *, rollout: Rollout, members: Sequence[Member], now: str) -> list[str]: ...
+    def launch(self, *, rollout: Rollout, launches: Sequence[tuple[Member, JobRequest]], now: str,
+               commit: str | None) -> list[Member]: ...
+    def save_rollout(self, *, rollout: Rollout | None = None, members: Sequence[Member] = (), now: str,
+                     event: tuple[str, str] | None = None, actor: str | None = None) -> None: ...
 
 
 class BudgetReader(Protocol):
@@ -76,7 +108,7 @@ class ConvergeStore(JobReader, Protocol):
                     now: str, actor: str | None = None) -> list[str]: ...
 
 
-class PassStore(PlanReader, Enqueuer, Protocol):
+class PassStore(PlanReader, Enqueuer, RolloutStore, Protocol):
     """The daemon's pass: read, plan, enqueue; the fingerprint says whether anything it reads moved.
     A pass also cancels the queued jobs of resources it finds suspended (a file's `suspend:`), and
     says which jobs are open in a scope (a pass on demand answers with them)."""
@@ -170,7 +202,7 @@ class PassRecorder(Protocol):
     def record_pass(self, *, beat: PassBeat, name: str = "controller") -> None: ...
 
 
-class ApiStore(ConvergeStore, HoldReader, Protocol):
+class ApiStore(ConvergeStore, HoldReader, RolloutControl, Protocol):
     """The HTTP plane: the converge step plus the reads its GETs answer."""
 
     def list_resources(self, *, owner: str | None = None, status: str | None = None,

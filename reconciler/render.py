@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .models import REPLACE_FIELDS
 from .plan import Change, Hold, Plan, Reason
+from .rollout.plan import Proposal
 from .terminal import printable
 
 if TYPE_CHECKING:  # the policy section is rendered only when a verdict exists (no policy: not imported)
@@ -49,7 +50,7 @@ class _Paint:
         return f"\x1b[{_COLOUR[style]}m{text}\x1b[0m" if self.colour else text
 
 
-def plan_json(plan: Plan, *, verdict: Verdict | None = None) -> dict[str, Any]:
+def plan_json(plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> dict[str, Any]:
     shown = {
         "format_version": FORMAT_VERSION,
         "changes": [
@@ -68,7 +69,20 @@ def plan_json(plan: Plan, *, verdict: Verdict | None = None) -> dict[str, Any]:
         from .policy.report import verdict_json
 
         shown["policy"] = verdict_json(verdict)
+    if rollout is not None:
+        shown["rollout"] = rollout_json(rollout)
     return shown
+
+
+def rollout_json(rollout: Proposal) -> dict[str, Any]:
+    """The rollout this plan's changes make (issue 17): its waves with their resources, and its settings."""
+    policy = rollout.policy
+    return {"summary": rollout.summary(), "bake_seconds": policy.bake, "max_failures": policy.max_failures,
+            "on_failure": str(policy.on_failure), "max_parallel": policy.max_parallel,
+            "waves": [{"wave": number, "size": size,
+                       "resources": [m.resource_id for m in rollout.members if m.wave == number]}
+                      for number, size in enumerate(rollout.sizes, start=1)],
+            "skipped": [_held_json(change) for change in rollout.skipped]}
 
 
 def _held_json(change: Change) -> dict[str, Any]:
@@ -81,11 +95,11 @@ def _held_json(change: Change) -> dict[str, Any]:
     return entry
 
 
-def render_json(plan: Plan, *, verdict: Verdict | None = None) -> str:
+def render_json(plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str:
     # Compact, and encoded by pydantic-core in Rust: 2x the json module at 100k changes; pipe to jq to read.
     import pydantic_core
 
-    return pydantic_core.to_json(plan_json(plan, verdict=verdict)).decode() + "\n"
+    return pydantic_core.to_json(plan_json(plan, verdict=verdict, rollout=rollout)).decode() + "\n"
 
 
 def summary_counts(plan: Plan) -> dict[str, int]:
@@ -128,10 +142,11 @@ _HELD_PHRASES = (
     (Hold.BUDGET, "change waits for a change budget", "changes wait for a change budget"),
     (Hold.SUSPENDED, "suspended resource left alone", "suspended resources left alone"),
     (Hold.UNMANAGED, "forgotten resource kept unmanaged", "forgotten resources kept unmanaged"),
+    (Hold.ROLLOUT, "change waits for its rollout", "changes wait for their rollout"),
 )
 
 
-def render_text(plan: Plan, *, colour: bool, verdict: Verdict | None = None) -> str:
+def render_text(plan: Plan, *, colour: bool, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str:
     """Resources declared through the HTTP API rather than by a file are marked as such; the policy's
     verdict, when one governs the plan, follows the summary."""
     paint = _Paint(colour=colour)
@@ -145,6 +160,8 @@ def render_text(plan: Plan, *, colour: bool, verdict: Verdict | None = None) -> 
     out.extend(_note(change, paint, "kept") for change in plan.kept)
     out.extend(_note(change, paint, "waiting") for change in plan.waiting)
     out.append(paint(summary_line(plan), "bold"))
+    if rollout is not None:
+        out.append(paint(rollout.summary(), "bold"))
     if verdict is not None and not verdict.policy.built_in and (verdict.violations or verdict.warnings
                                                                 or verdict.deferred):
         out.append(policy_text(verdict, paint))

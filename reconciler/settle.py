@@ -146,6 +146,12 @@ class Settler:
     `wait` answers how many seconds remain before the given paths may count (0: now). `strict`
     ignores the watcher's ARRIVED fast path: a state that drops resources must be confirmed by the
     clock, whatever the watcher saw.
+
+    Which clock: a file's mtime may vouch for a stamp only on the first sighting of its path. Once we
+    have seen a path with other content (or torn, or being written), a drop it brings is confirmed by
+    our own observation only: stat(2) inside a writer's open(O_TRUNC) shows the new size with the old
+    mtime (the size is set before the times), read alike before and after, so "old mtime" can describe
+    content a moment old (chaos seed 28: an empty fleet file counted at once, five resources torn down).
     """
 
     def __init__(self, *, settle: float, writes: WriteHints | None = None, git_lock: Path | None = None,
@@ -158,6 +164,8 @@ class Settler:
         self._clock, self._wall = clock, wall
         self._seen: dict[Path, tuple[Stamp, float]] = {}
         self._missing: dict[Path, float] = {}
+        # paths whose content we saw change (or torn, or being written): their mtime vouches for nothing
+        self._changed: set[Path] = set()
 
     def wait(self, *, changed: Mapping[Path, Stamp | None], gone: Iterable[Path], strict: bool) -> float:
         """Seconds until every changed path (None: torn or unread) is settled and every gone path is gone."""
@@ -182,22 +190,27 @@ class Settler:
         for path in paths:
             self._missing.pop(path, None)
             self._seen.pop(path, None)
+            self._changed.discard(path)
 
     def _file_wait(self, *, path: Path, stamp: Stamp | None, now: float, wall: int, strict: bool) -> float:
         if stamp is None:  # changed while being read, or not read because it is being written
             self._seen.pop(path, None)
+            self._changed.add(path)
             return self.recheck
         if stamp != UNREADABLE and self.writes is not None:
             hint = self.writes.hint(path, stamp)
             if hint is WriteHint.WRITING:
+                self._changed.add(path)
                 return self.recheck
             if hint is WriteHint.ARRIVED and not strict:
                 return 0.0
         seen, since = self._seen.get(path, (None, now))
         if seen != stamp:
+            if seen is not None:
+                self._changed.add(path)
             self._seen[path], since = (stamp, now), now
         observed = self.settle - (now - since)
-        if stamp == UNREADABLE:
+        if stamp == UNREADABLE or (strict and path in self._changed):
             return observed
         age = (wall - stamp.mtime_ns) / 1e9
         return min(observed, self.settle - age) if age >= 0 else observed

@@ -11,7 +11,7 @@ import gc
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +237,7 @@ class DesiredCache:
                          problems=problems)
         if self._ids is None or not self._ids <= state.resources.keys():
             self._hold(changed=changed, gone=gone, strict=True)  # a drop is confirmed by the clock only
+        self._relist(directory=directory, listed=files.keys())
         self._settler.forget(gone)
         self._accepted, self._ids = files, frozenset(state.resources)
         self._state = DesiredState(state.resources, state.sources,
@@ -253,6 +254,15 @@ class DesiredCache:
         vanished = [(path, {spec.resource_id: source for spec, source in entry.loaded}, False)
                     for path, entry in self._accepted.items() if path in self._held and path not in self._parsed]
         return listed + vanished
+
+    def _relist(self, *, directory: Path, listed: Iterable[Path]) -> None:
+        """The listing must still hold after git's lock was found free: a checkout unlinks a file and
+        writes it again before it drops the lock, so a listing taken before the check may lack it (a fresh
+        daemon, with no memory of that file, would take it as removed)."""
+        now = set(desired_files(directory))
+        if now != set(listed):
+            self._held = now ^ set(listed)
+            raise Unsettled(wait=self._settler.recheck, files=sorted(display_path(path) for path in self._held))
 
     def _hold(self, *, changed: dict[Path, Stamp | None], gone: list[Path], strict: bool) -> None:
         files = [display_path(path) for path in [*changed, *gone]]

@@ -16,6 +16,7 @@ from .models import Event, Hold, ObservedResource
 from .outofsync import age
 from .plan import Plan
 from .render import render_json, render_text
+from .rollout.plan import Proposal
 from .status import DesiredLoad, FleetStatus, Line, event_json, hold_json, line_json, row_json
 from .terminal import printable
 
@@ -34,7 +35,7 @@ class View(Protocol):
     @property
     def progress_to_stderr(self) -> bool: ...
 
-    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str: ...
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str: ...
 
     def fleet(self, *, status: FleetStatus) -> str: ...
 
@@ -51,8 +52,8 @@ class TextView:
     progress_to_stderr: bool = False
     wide: bool = False  # `status -o wide`: more columns
 
-    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str:
-        return render_text(plan, colour=self.colour, verdict=verdict)
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str:
+        return render_text(plan, colour=self.colour, verdict=verdict, rollout=rollout)
 
     def fleet(self, *, status: FleetStatus) -> str:
         header = _desired_line(status.desired, not_created=status.not_created) + "\n"
@@ -81,8 +82,8 @@ class TextView:
 class JsonView:
     progress_to_stderr: bool = True
 
-    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str:
-        return render_json(plan, verdict=verdict)
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str:
+        return render_json(plan, verdict=verdict, rollout=rollout)
 
     def fleet(self, *, status: FleetStatus) -> str:
         return json.dumps([{**line_json(line), **hold_json(status.holds.get(line.row.resource_id))}
@@ -105,8 +106,8 @@ class YamlView:
 
     progress_to_stderr: bool = True
 
-    def plan(self, plan: Plan, *, verdict: Verdict | None = None) -> str:
-        return _yaml(JsonView().plan(plan, verdict=verdict))
+    def plan(self, plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal | None = None) -> str:
+        return _yaml(JsonView().plan(plan, verdict=verdict, rollout=rollout))
 
     def fleet(self, *, status: FleetStatus) -> str:
         return _yaml(JsonView().fleet(status=status))

@@ -16,12 +16,13 @@ import signal
 
 from ..actor import daemon_actor
 from ..drift import DriftLoop, DriftReport, DriftSettings
-from ..engine import Reconciler
+from ..engine import PlanView, Reconciler
 from ..errors import SpecError
 from ..govern import Governor
 from ..logs import get_logger
 from ..models import PassRequest
 from ..plan import PlanPolicy
+from ..rollouts import held_now, start_rollout
 from ..supervise import Outages, Runnable, Supervisor
 from ..systemd import Notifier
 from ..watch import WriteTracker
@@ -34,6 +35,7 @@ from .plane import DaemonPlane
 from .pool import Workers
 from .reporter import SystemdReporter
 from .requests import PassRequestPoller
+from .rollouts import RolloutLoop
 from .watcher import DesiredWatcher, PolicyWatcher
 
 
@@ -62,7 +64,7 @@ class Daemon:
                                      policy=PlanPolicy(allow_mass_delete=options.allow_mass_delete,
                                                        self_heal=options.self_heal),
                                      writes=self.writes, provision_dir=options.provision, gate=self.governor,
-                                     actor=daemon_actor())
+                                     actor=daemon_actor(), on_rollout=self._rollout_started)
         self.election = self._election()
         configure = functools.partial(engine_config, options=options, guard_orphans=self.store.kind != "sqlite")
         self.workers = Workers(pool=WorkerPool(store=self.store, config=configure(), parallelism=options.parallelism,
@@ -84,6 +86,10 @@ class Daemon:
                                                       unhealthy_after=options.unhealthy_after,
                                                       actor=daemon_actor()),
                                may_run=self.election.may_plan, on_report=self._drifted)
+        self.rollouts = RolloutLoop(store=self.store, outages=self.outages, log=self.log,
+                                    may_run=self.election.may_plan, wake_workers=self.workers.pool.wake,
+                                    actor=daemon_actor(), on_change=lambda: self.passes.request("rollout"),
+                                    held=lambda: held_now(self.store), metrics=self.metrics)
         self.watcher = DesiredWatcher(directory=options.desired, tracker=self.writes, on_change=self.passes.request,
                                       log=self.log)
         self.policy_watcher = PolicyWatcher(path=self.governor.source.path, tracker=self.writes,
@@ -127,10 +133,16 @@ class Daemon:
     def _runnables(self) -> list[Runnable]:
         """In start order; they stop in reverse (the API first, the lock and systemd last)."""
         parts: list[Runnable | None] = [self.reporter, self.election, self.workers, self.passes, self.asked,
-                                        self.drift, self.watcher, self.policy_watcher, self.api]
+                                        self.drift, self.rollouts, self.watcher, self.policy_watcher, self.api]
         return [part for part in parts if part is not None]
 
     # --- what a part tells another built after it ---
+
+    def _rollout_started(self, view: PlanView, commit: str | None, actor: str) -> None:
+        """A pass's plan made a rollout (or superseded members of one): write it; the rollout loop advances it."""
+        rollout = start_rollout(store=self.store, view=view, commit=commit, actor=actor)
+        if rollout is not None:
+            self.log.info("rollout started", rollout_id=rollout.rollout_id, sizes=list(rollout.sizes))
 
     def _finished(self, item: Finished) -> None:
         self.passes.job_finished(item)

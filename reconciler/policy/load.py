@@ -38,8 +38,9 @@ from .model import (
     Policy,
     Quotas,
 )
+from .rollout import read_rollout
 
-TOP_KEYS = ("mode", "quotas", "allowed", "params", "changes")
+TOP_KEYS = ("mode", "quotas", "allowed", "params", "changes", "rollout")
 QUOTA_KEYS = ("total", "per_owner", "per_region", "per_runtime_target", "per_owner_runtime_target")
 ALLOWED_KEYS = ("regions", "runtime_targets", "deploy_ref", "owners")
 OWNER_KEYS = ("regions", "runtime_targets", "protected")
@@ -122,7 +123,8 @@ class _Reader:
                 self.problem("mode", f"expected {' or '.join(tuple(Mode))}, got {_shown(top['mode'])}")
         return Policy(file=self.name, mode=mode, quotas=self.quotas(top.get("quotas")),
                       allowed=self.allowed(top.get("allowed")), params=self.params(top.get("params")),
-                      changes=self.changes(top.get("changes")))
+                      changes=self.changes(top.get("changes")),
+                      rollout=read_rollout(self, top["rollout"]) if top.get("rollout") is not None else None)
 
     def mapping(self, value: Any, path: str, keys: tuple[str, ...] | None) -> dict[str, Any] | None:
         """A mapping with text keys (and, when `keys` is given, only those); None if absent or wrong."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ..rollout.model import RolloutPolicy
+
 DEFAULT_KEY = "default"  # in a per-owner/region/target table: the limit of every name not listed
 # the mass-delete guard's built-in settings (plan.PlanPolicy's defaults)
 MASS_DELETE_MINIMUM = 10
@@ -176,6 +178,7 @@ class Policy:
     params: Params = Params()
     changes: Changes = Changes()
     built_in: bool = False  # no policy file: only the built-in rule (mass delete), evaluated to record overrides
+    rollout: RolloutPolicy | None = None  # `rollout:`: large change sets go in health-gated waves
 
 
 @dataclass(frozen=True, slots=True)

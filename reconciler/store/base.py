@@ -38,6 +38,7 @@ from ..models import (
     utcnow,
 )
 from .controls import Controls, held_clause
+from .rollouts import RolloutRows
 
 if TYPE_CHECKING:
     from ..ports import (
@@ -60,7 +61,8 @@ if TYPE_CHECKING:
 
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
                    "api_desired": "resource_id", "holds": "resource_id", "suspensions": "resource_id",
-                   "fleet_flags": "name", "daemon_passes": "name"}
+                   "fleet_flags": "name", "daemon_passes": "name", "rollouts": "created_at, rollout_id",
+                   "rollout_members": "rollout_id, resource_id"}
 _JOB_FIELDS = Job.__slots__
 # the row's columns are the dataclass's fields, in order: one decoder reads every SELECT of them
 _RESOURCE_COLUMNS = ", ".join(ObservedResource.__slots__)
@@ -113,12 +115,15 @@ class Connection(Protocol):
     def executemany(self, sql: str, rows: Any, /) -> Any: ...
 
 
-class SQLStore(Controls):
+class SQLStore(Controls, RolloutRows):
     """The store interface. Subclasses provide `_read`, `_write`, `_scope` and the locking spellings."""
 
     # appended to SELECTs that pick rows to change: PostgreSQL locks them, SQLite's writer lock already has
     skip_locked = ""
     for_update = ""
+    # taken before a rollout is created: two processes proposing at once must not both take a resource
+    # (SQLite's writer lock already serialises; PostgreSQL takes a transaction-scoped advisory lock)
+    rollout_lock = ""
     kind = "sql"
 
     def close(self) -> None:

@@ -138,9 +138,32 @@ def _v8_daemon_passes(db: Any) -> None:
     db["daemon_passes"].create(DAEMON_PASS_COLUMNS, pk="name", not_null=["holder", "at"])
 
 
+# Rollouts (issue 17): one row per rollout, one per resource in it (its wave, from → to spec, where it is).
+# The state machine's every transition is one transaction over these rows (rollouts.py, store/rollouts.py).
+ROLLOUT_COLUMNS: dict[str, Any] = {
+    "rollout_id": str, "state": str, "waves": int, "wave": int, "sizes_json": str, "settings_json": str,
+    "created_at": str, "updated_at": str, "actor": str, "desired_commit": str, "reason": str, "promoted": int,
+    "revert": int,
+}
+ROLLOUT_MEMBER_COLUMNS: dict[str, Any] = {
+    "rollout_id": str, "resource_id": str, "wave": int, "state": str, "action": str, "from_spec_json": str,
+    "to_spec_json": str, "to_hash": str, "job_id": str, "succeeded_at": str, "check_failures": int, "error": str,
+    "updated_at": str,
+}
+
+
+def _v9_rollouts(db: Any) -> None:
+    db["rollouts"].create(ROLLOUT_COLUMNS, pk="rollout_id", not_null=["state", "waves", "wave", "created_at"],
+                          defaults={"promoted": 0, "revert": 0})
+    db["rollouts"].create_index(["state"])
+    db["rollout_members"].create(ROLLOUT_MEMBER_COLUMNS, pk=("rollout_id", "resource_id"),
+                                 not_null=["wave", "state", "action"], defaults={"check_failures": 0})
+    db["rollout_members"].create_index(["resource_id"])
+
+
 MIGRATIONS: list[Callable[[Any], None]] = [_v1_initial, _v2_daemon_lock, _v3_api_desired, _v4_actor,
                                           _v5_policy_holds, _v6_operator_controls, _v7_unmanaged,
-                                          _v8_daemon_passes]
+                                          _v8_daemon_passes, _v9_rollouts]
 LATEST = len(MIGRATIONS)
 
 
@@ -219,6 +242,14 @@ PG_MIGRATIONS: list[list[str]] = [
     ],
     ["ALTER TABLE resources ADD COLUMN unmanaged BIGINT NOT NULL DEFAULT 0"],  # _v7_unmanaged
     [_pg_table("daemon_passes", DAEMON_PASS_COLUMNS, pk="name", not_null=("holder", "at"))],
+    [
+        _pg_table("rollouts", ROLLOUT_COLUMNS, pk="rollout_id", not_null=("state", "waves", "wave", "created_at"),
+                  defaults={"promoted": 0, "revert": 0}),
+        "CREATE INDEX idx_rollouts_state ON rollouts (state)",
+        _pg_table("rollout_members", ROLLOUT_MEMBER_COLUMNS, pk="rollout_id, resource_id",
+                  not_null=("wave", "state", "action"), defaults={"check_failures": 0}),
+        "CREATE INDEX idx_rollout_members_resource_id ON rollout_members (resource_id)",
+    ],
 ]
 assert len(PG_MIGRATIONS) == LATEST, "every version needs both spellings"
 

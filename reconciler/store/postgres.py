@@ -60,6 +60,7 @@ class PostgresStore(SQLStore):
     kind = "postgres"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     for_update = " FOR UPDATE"
+    rollout_lock = "SELECT pg_advisory_xact_lock(7270017)"
 
     def __init__(self, *, url: str, pool_size: int = 20, wait: float | None = None) -> None:
         import psycopg

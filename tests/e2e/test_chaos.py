@@ -142,9 +142,11 @@ def test_policy_steps_join_a_schedule_without_moving_its_other_steps(monkeypatch
     steps = schedule.generate(seed=28, steps=21, backend="sqlite")
     policy = [step for step in steps if step.kind in schedule.POLICY_KINDS]
     assert len(policy) == 3 and {step.kind for step in policy} == set(schedule.POLICY_KINDS)
-    monkeypatch.setattr(schedule, "POLICY_FROM", 10**6)
-    assert [step for step in steps if step.kind not in schedule.POLICY_KINDS] == schedule.generate(
+    monkeypatch.setattr(schedule, "POLICY_FROM", 10**6)  # (issue 17's rollout step uses the same threshold)
+    drawn = (*schedule.POLICY_KINDS, schedule.ROLLOUT_KIND)
+    assert [step for step in steps if step.kind not in drawn] == schedule.generate(
         seed=28, steps=21, backend="sqlite")
+    assert [step.kind for step in steps].count(schedule.ROLLOUT_KIND) == 1
     monkeypatch.undo()
     assert not any(step.kind in schedule.POLICY_KINDS for step in schedule.generate(seed=3, steps=12,
                                                                                       backend="sqlite"))
@@ -238,7 +240,9 @@ SELF_TEST = {
     # the daemon plans without its policy: a per-owner quota saved, then acme resources added and renamed
     "policy-ignored": ("28", "20", "sqlite", "quota exceeded"),
     # issue 16: suspensions read by no plan and no claim; the schedule's own suspend steps meet edits
-    "suspension-ignored": ("1", "30", "sqlite", "touched while suspended"),
+    "suspension-ignored": ("10", "30", "sqlite", "touched while suspended"),
+    # a rollout's next wave does not wait for the bake (issue 17): seed 28 has its rollout step at step 13 of 30
+    "rollout-no-bake": ("28", "20", "sqlite", "wave started before the previous one baked"),
 }
 # the defects found before the operator controls existed: their seeds' schedules as they were then
 WITHOUT_CONTROLS = {"claim-forgets-old-run", "unsettled-read", "policy-ignored"}
@@ -277,3 +281,17 @@ def test_a_suspended_resource_is_never_touched_except_by_a_job_claimed_before() 
             "j5": {"created_at": iso(5, 40), "started_at": iso(5, 49)}}
     found = invariants.touched_while_suspended(records, _snap(at=400.0, jobs=jobs), held)
     assert [v.detail.split(" (job ")[1].split(",")[0] for v in found] == ["j1", "j3", "j5"]
+
+
+def test_a_wave_queued_before_the_previous_one_baked_is_a_violation() -> None:
+    from chaos.observe import WaveJob
+
+    def job(wave: int, queued: float, finished: float | None, status: str = "succeeded") -> WaveJob:
+        return WaveJob("ro-1", wave, queued, finished, status, bake=2.0, promoted=False)
+
+    good = [job(1, 0.0, 1.0), job(2, 3.1, 4.0), job(2, 3.2, 4.5), job(3, 6.6, 7.0)]
+    assert invariants.early_waves(good) == []
+    early = [job(1, 0.0, 1.0), job(2, 2.5, 4.0)]  # 1.5 s after the canary's success, bake 2 s
+    assert [v.kind for v in invariants.early_waves(early)] == ["wave started before the previous one baked"]
+    running = [job(1, 0.0, None, "running"), job(2, 5.0, 6.0)]
+    assert len(invariants.early_waves(running)) == 1

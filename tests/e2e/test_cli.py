@@ -229,9 +229,16 @@ def test_help_for_every_command(tmp_path: Path, command: str) -> None:
     assert cli.main.commands[command].help.splitlines()[0][:30] in done.stdout
     # every command shows an example of itself, and the settings it also takes after its name
     assert f"Example:\n    reconciler {command}" in done.stdout
-    # policy: a group, its subcommands take the settings; token: makes a token, reads no settings
-    if command not in ("schema", "version", "policy", "token"):
+    # policy, rollout: groups, its subcommands take the settings; token: makes a token, reads no settings
+    if command not in ("schema", "version", "policy", "token", "rollout"):
         assert "--desired" in done.stdout and "--db" in done.stdout
+
+
+@pytest.mark.parametrize("verb", ["status", "pause", "resume", "abort", "promote"])
+def test_help_for_the_rollout_verbs(tmp_path: Path, verb: str) -> None:
+    done = run_cli(tmp_path, "rollout", verb, "--help", bare=True)
+    assert done.returncode == 0 and f"Example:\n    reconciler rollout {verb}" in done.stdout
+    assert "--desired" in done.stdout and "--db" in done.stdout
 
 
 def test_help_for_policy_check(tmp_path: Path) -> None:

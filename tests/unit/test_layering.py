@@ -33,27 +33,31 @@ ALLOWED: dict[str, set[str]] = {
     "owners": {"spec"},
     "yamlcompat": set(),
     "plan": {"models", "suspensions"},
-    "render": {"plan", "models", "terminal", "policy"},
+    "render": {"plan", "models", "terminal", "policy", "rollout"},
     "retry": set(),
     # why a row is out of sync, in one line (issue 16): the MESSAGE of `status`, the API's Ready condition
     "outofsync": {"models", "plan"},
     "status": {"ports", "models", "errors", "outofsync"},
     # how commands show their data (text or JSON), picked once per command; never sees a store
-    "views": {"models", "plan", "render", "status", "terminal", "policy", "outofsync"},
-    "store": {"models", "errors", "store", "ports", "defects", "suspensions"},  # ports: only to prove (for mypy) the store fits them
+    "views": {"models", "plan", "render", "status", "terminal", "policy", "outofsync", "rollout"},
+    "store": {"models", "errors", "store", "ports", "defects", "suspensions", "rollout"},  # ports: only to prove (for mypy) the store fits them
     # the store as each consumer sees it (issue 14): Protocols over the row types, no SQL
-    "ports": {"models", "health", "suspensions"},
+    "ports": {"models", "health", "suspensions", "rollout"},
     "runner": {"models", "errors", "terminal"},
     "health": set(),
     "logs": set(),
     # escaping of control characters for text views (issue 11): pure, imports nothing
     "terminal": set(),
+    # the rollouts' effects (issue 17): create from a plan, advance open rollouts (daemon and apply call it)
+    "rollouts": {"engine", "models", "plan", "ports", "rollout", "health", "defects", "suspensions"},
     "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy", "actor",
-               "suspensions"},
+               "suspensions", "rollout"},
     # governance (issue 15): policy.yaml read (model, load) and evaluated (pure) against desired + plan
-    "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle", "policyfile"},
+    "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle", "rollout", "policyfile"},
     # where policy.yaml is, without loading it: a plan with no policy imports no policy code (benchmark P1)
     "policyfile": set(),
+    # rollouts (issue 17), the pure part: the policy, wave assignment, the plan's holds, the state machine
+    "rollout": {"rollout", "models", "plan"},
     # who caused a change (issue 15's audit): the actor strings, the git actor of desired/, attribution
     "actor": {"liveness", "plan"},
     # `reconciler audit`: the fleet's events, and retention (archive first, then prune)
@@ -75,12 +79,16 @@ ALLOWED: dict[str, set[str]] = {
     # metrics, so it is the one layer above api; its modules import one another
     "daemon": {"ports", "daemon", "engine", "workers", "store", "models", "errors", "logs", "plan", "retry", "runner",
                "systemd", "metrics", "api", "supervise", "settle", "watch", "targets", "liveness", "drift",
-               "tokens", "govern", "policy", "policysource", "actor"},
+               "tokens", "govern", "policy", "policysource", "actor", "rollout", "rollouts"},
     # drift: health-check passes and the drift loop (`check`, the daemon, later a rollout's wave)
     "drift": {"ports", "health", "models", "supervise"},
     # apply: the conversation of `apply`/`destroy` (prompt, progress, summary); a cli-level helper
     "apply": {"engine", "workers", "store", "models", "spec", "runner", "terminal", "options", "views", "targets",
-              "actor", "policy", "policyrun"},
+              "actor", "policy", "policyrun", "rollouts", "rolloutrun"},
+    # rollouts in the foreground (issue 17): apply following its waves
+    "rolloutrun": {"coordination", "models", "ports", "rollout", "rollouts"},
+    # reading and steering rollouts (issue 17): `rollout status` and the verbs, for the CLI and the API
+    "rolloutctl": {"errors", "models", "ports", "rollout"},
     # issue 16: reading and checking an adoption file (pure but for the runner's URL rule)
     "adoption": {"models", "runner", "terminal"},
     # issue 16: the forget and adopt commands (checked first, then one transaction, actor and reason)
@@ -90,7 +98,7 @@ ALLOWED: dict[str, set[str]] = {
     "options": {"plan", "retry", "policy"},
     # the policy as the one-shot commands use it (validate, plan, apply, destroy, `policy check`)
     "policyrun": {"actor", "engine", "models", "options", "plan", "policy", "ports", "spec", "targets"},
-    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor", "outofsync", "plan"},
+    "api": {"ports", "engine", "models", "errors", "status", "httpguard", "scopes", "actor", "outofsync", "plan", "rolloutctl"},
     # what `status` knows of the fleet (issue 16): the rows, a read-only plan, each row's verdict
     "survey": {"engine", "errors", "models", "outofsync", "plan", "ports", "spec", "status"},
     # the API's front door (token, body cap, JSON edges) as ASGI middleware: only the principal it finds

@@ -37,3 +37,35 @@ def test_idle_passes_are_skipped_and_any_change_is_planned(tmp_path):
 
     reconciler.reload()
     assert not reconciler.reconcile_once().skipped  # a forced pass (SIGHUP, drift loop) always plans
+
+
+def test_a_pass_that_catches_a_file_mid_truncate_tears_nothing_down(tmp_path):
+    """Chaos seed 28 (SQLite, under load): an editor's non-atomic save truncates fleet-a.yaml while a
+    pass (woken by a retry, not by the file) reads it. Caught inside open(O_TRUNC), the file shows size 0
+    with its old mtime, read alike before and after; that old mtime made the empty file count at once,
+    and the pass tore down every resource in it. The pass must keep the last good state instead."""
+    import os
+
+    from reconciler.watch import WriteTracker
+    from tests.unit.test_settle import _caught_mid_truncate, _old
+
+    write_resources(tmp_path, {"a": {}, "b": {}})
+    write_resources(tmp_path, {"c": {}}, name="other.yaml")
+    for name in ("fleet.yaml", "other.yaml"):
+        _old(tmp_path / "desired" / name)
+    store = open_store(url=str(tmp_path / "state.db"))
+    tracker = WriteTracker()
+    tracker.active = True  # the watcher runs; the truncation's IN_MODIFY is not handled yet
+    reconciler = Reconciler(store=store, desired_dir=tmp_path / "desired", policy=PlanPolicy(), settle=5,
+                            writes=tracker)
+    assert reconciler.reconcile_once().queued == 3
+    while jobs := store.claim(worker="w", now=iso(utcnow()), lease_until="9999"):
+        for job in jobs:
+            store.finish(job=job, worker="w", result=JobResult(True, 0, "http://u/", None), now=iso(utcnow()))
+    assert {row.status for row in store.load_observed().values()} == {"active"}
+
+    _caught_mid_truncate(tmp_path / "desired" / "fleet.yaml")
+    held = reconciler.reconcile_once()
+    assert held.unsettled is not None and held.queued == 0
+    assert not [change for change in held.plan.changes if change.action == "delete"]
+    assert os.stat(tmp_path / "desired" / "fleet.yaml").st_size == 0

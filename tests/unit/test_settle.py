@@ -122,3 +122,80 @@ def test_the_index_lock_of_a_worktree_is_found_through_its_gitdir_file(tmp_path)
     assert git_index_lock(main / "desired") == (main / ".git" / "index.lock").resolve()
     assert git_index_lock(tmp_path / "wt" / "desired") == (main / ".git" / "worktrees" / "wt" / "index.lock").resolve()
     assert git_index_lock(tmp_path) is None
+
+
+def _caught_mid_truncate(path: Path) -> None:
+    """What stat(2) shows of a file inside its writer's open(O_TRUNC): the new size with the old mtime
+    (ext4 sets the size before the times, and IN_MODIFY is only queued once the call returns). Seen by
+    the chaos campaign (seed 28 under load): size 0, inode unchanged, mtime 4.4 s old, read twice alike."""
+    before = os.stat(path)
+    with path.open("r+b") as handle:
+        handle.truncate(0)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_file_caught_mid_truncate_does_not_drop_its_resources_on_its_old_mtime(tmp_path):
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    path = _write(desired, "a.yaml", ["alpha", "bravo"])  # written an hour ago
+    _write(desired, "b.yaml", ["charlie"])
+    tracker = WriteTracker()
+    tracker.active = True  # the watcher runs, but the truncation's IN_MODIFY has not been handled yet
+    cache = DesiredCache(settle=30, writes=tracker)
+    assert set(cache.load(directory=desired).resources) == {"alpha", "bravo", "charlie"}
+    _caught_mid_truncate(path)
+    # an old mtime vouches for a file read for the first time, never for new content of one we knew
+    with pytest.raises(Unsettled) as held:
+        cache.load(directory=desired)
+    assert held.value.files == [display(path)] and held.value.wait > 29
+    path.write_text("---\n".join(_document(rid, "v1") for rid in ["alpha", "bravo"]))  # the writer finishes
+    tracker.event(str(path), IN_MODIFY)
+    tracker.event(str(path), IN_CLOSE_WRITE)
+    _old(path)
+    assert set(cache.load(directory=desired).resources) == {"alpha", "bravo", "charlie"}
+
+
+def test_a_torn_read_is_not_forgotten_when_the_next_stamp_looks_old(tmp_path):
+    """A read torn by a writer (stamp None) marks the file as one that changed under our eyes: its next
+    stamp needs our own clock to confirm a drop, however old its mtime claims to be."""
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    path = _write(desired, "a.yaml", ["alpha", "bravo"])
+    tracker = WriteTracker()
+    tracker.active = True
+    cache = DesiredCache(settle=30, writes=tracker)
+    cache.load(directory=desired)
+    tracker.event(str(path), IN_MODIFY)  # a writer is at work: the file is not read
+    _write(desired, "a.yaml", ["alpha", "bravo", "charlie"])
+    with pytest.raises(Unsettled):
+        cache.load(directory=desired)
+    tracker.event(str(path), IN_CLOSE_WRITE)
+    _caught_mid_truncate(path)
+    with pytest.raises(Unsettled):
+        cache.load(directory=desired)
+
+
+def display(path: Path) -> str:
+    return str(path).removeprefix(os.getcwd() + "/")
+
+
+def test_a_file_git_recreates_while_a_fresh_daemon_lists_desired_is_not_read_as_removed(tmp_path):
+    """Chaos seed 28 under load, step 19: a daemon restarted during a `git pull` listed desired/ while git
+    had unlinked fleet-b.yaml; git recreated it and dropped index.lock before the lock was checked, so the
+    stale listing counted (a fresh daemon has no memory of fleet-b to hold) and r1, r4 were torn down.
+    Here git "finishes" exactly between the listing and the lock check."""
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    _git(tmp_path, "init", "-q", "-b", "main")
+    _write(desired, "a.yaml", ["alpha"])
+    cache = DesiredCache(settle=0.01)
+
+    def git_finishes_now() -> bool:
+        _write(desired, "b.yaml", ["bravo"])  # git's checkout writes the file, then removes its lock
+        return False
+
+    cache._settler.git_busy = git_finishes_now  # type: ignore[method-assign]
+    with pytest.raises(Unsettled):
+        cache.load(directory=desired)
+    cache._settler.git_busy = lambda: False  # type: ignore[method-assign]
+    assert set(wait_for(lambda: _loads(cache, desired), what="both files").resources) == {"alpha", "bravo"}

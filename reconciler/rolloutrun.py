@@ -1,0 +1,106 @@
+"""Rollouts in the foreground (issue 17): `apply` advancing (or watching) a rollout with per-wave progress.
+
+One process advances a rollout: when a daemon holds the database (coordination.live_daemon) `apply`
+only watches the rows and prints each wave's progress (`--no-wait`: not even that); otherwise it
+advances them itself with `rollouts.Driver` and runs the waves' jobs on its own workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Protocol
+
+from .coordination import live_daemon
+from .models import utcnow
+from .ports import LockReader, RolloutStore
+from .rollout.model import MemberState, Rollout, RolloutState
+from .rollout.report import observe, progress_line
+from .rollouts import Driver
+
+IDLE = 0.2  # seconds between ticks while nothing runs (baking); checks keep their own interval
+
+
+class FollowStore(RolloutStore, LockReader, Protocol):
+    """What following a rollout reads and writes (typing only)."""
+
+    def in_flight(self) -> set[str]: ...
+
+
+@dataclass
+class Follow:
+    """How `apply` follows its rollouts: `run` runs the jobs of these ids on apply's workers until done;
+    `stopped` says apply was interrupted; `say` prints one progress line."""
+
+    store: FollowStore
+    run: Callable[[set[str]], None]
+    stopped: Callable[[], bool]
+    say: Callable[[str], None]
+    actor: str | None = None
+    wait: bool = True
+    held: Callable[[], Collection[str]] = frozenset
+
+    def follow(self) -> bool:
+        """Follow every open rollout until none runs; True when one halted (apply then exits 1)."""
+        if not self.store.open_rollouts():
+            return False
+        holder = live_daemon(store=self.store)
+        who = f"the daemon (pid {holder['pid']} on {holder['host']})" if holder else "the next apply or a daemon"
+        if not self.wait:
+            for rollout in self.store.open_rollouts():
+                self.say(f"Rollout {rollout.rollout_id}: left to {who}; follow it with `reconciler rollout status`")
+            return False
+        return self._watch() if holder else self._drive()
+
+    def _drive(self) -> bool:
+        driver, halted = Driver(store=self.store, actor=self.actor, held=self.held), False
+        shown: dict[str, str] = {}
+        followed: set[str] = set()  # rollouts seen moving: only their halts are this apply's failure
+        while not self.stopped():
+            results = driver.tick()
+            for rollout, decision in results:
+                self._show(shown, rollout.rollout_id, progress_line(rollout=rollout, decision=decision))
+            moving = [rollout for rollout, _ in results if rollout.state is RolloutState.RUNNING or rollout.revert]
+            followed |= {rollout.rollout_id for rollout in moving}
+            halted = any(r.state is RolloutState.HALTED and r.rollout_id in followed for r, _ in results)
+            if not moving:
+                self._finished(results=[r for r, _ in results])
+                return halted
+            wanted = self._open_ids(moving) & self.store.in_flight()
+            if wanted:
+                self.run(wanted)
+            else:
+                time.sleep(IDLE)
+        return halted
+
+    def _watch(self) -> bool:
+        """A daemon advances: show its progress from the rows until no rollout runs."""
+        shown: dict[str, str] = {}
+        followed: set[str] = set()
+        while not self.stopped():
+            opened = self.store.open_rollouts()
+            for rollout in opened:
+                members = self.store.rollout_members(rollout.rollout_id)
+                decision = observe(rollout=rollout, members=members, now=utcnow())
+                self._show(shown, rollout.rollout_id, progress_line(rollout=rollout, decision=decision))
+            moving = {r.rollout_id for r in opened if r.state is RolloutState.RUNNING or r.revert}
+            followed |= moving
+            if not moving:
+                return any(r.state is RolloutState.HALTED and r.rollout_id in followed for r in opened)
+            time.sleep(1.0)
+        return False
+
+    def _open_ids(self, rollouts: list[Rollout]) -> set[str]:
+        return {m.resource_id for rollout in rollouts for m in self.store.rollout_members(rollout.rollout_id)
+                if m.state in {MemberState.QUEUED, MemberState.REVERTING}}
+
+    def _show(self, shown: dict[str, str], rollout_id: str, line: str) -> None:
+        if shown.get(rollout_id) != line:
+            shown[rollout_id] = line
+            self.say(line)
+
+    def _finished(self, *, results: list[Rollout]) -> None:
+        for rollout in results:
+            if rollout.state is RolloutState.PAUSED:
+                self.say(f"Rollout {rollout.rollout_id}: paused; `reconciler rollout resume {rollout.rollout_id}`")
