@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from .models import REPLACE_FIELDS
 from .plan import Change, Hold, Plan, Reason
-from .rollout.plan import Proposal
 from .terminal import printable
 
 if TYPE_CHECKING:  # the policy section is rendered only when a verdict exists (no policy: not imported)
     from .policy import Verdict
+    from .rollout.plan import Proposal
 
 FORMAT_VERSION = "1.0"
 # keyed by Change.shown: the action as plans show it (a spec run again shows as "retry")
