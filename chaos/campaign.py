@@ -83,6 +83,7 @@ class Campaign:
         self.forgotten: dict[str, float] = {}  # id → when the `forget` that succeeded started
         self.store_faults = 0  # store faults in force (stopped server, held lock, full or read-only disk)
         self.store_back_at = 0.0  # when the last one ended
+        self.policy_broken = False  # policy.yaml saved so that it does not load (policy_break, until fixed)
         self.index = 0
         self._log = (root / "steps.log").open("a")
 
@@ -209,6 +210,9 @@ class Campaign:
                         f"log tail: {' | '.join(tail)[-600:]}")
                 if self.store_faults or time.time() - self.store_back_at < STARTUP_SLACK:
                     self.note(f"restarted as systemd would, during a store fault: {what}")
+                elif self.policy_broken and "the policy does not load" in what:
+                    # issue 15: a policy that does not load stops a start (exit 1); systemd tries again
+                    self.note(f"restarted as systemd would, while policy.yaml does not load: {what}")
                 else:
                     self.violation("daemon exited", what)
                 self.world.start_daemon(slot)

@@ -447,10 +447,11 @@ def rollout_bump(c: Campaign, args: dict[str, Any]) -> None:
     write_model(c, dataclasses.replace(c.model, files=bumped), mode="atomic", what=f"rollout bump {args['n']}")
 
 
-def _save_policy(c: Campaign, text: str) -> None:
+def _save_policy(c: Campaign, text: str, *, broken: bool = False) -> None:
     tmp = c.world.root / ".policy.yaml.tmp"
     tmp.write_text(text)
     os.replace(tmp, c.world.policy)
+    c.policy_broken = broken  # a daemon (re)started now refuses to start until a good save
 
 
 def policy_tighten(c: Campaign, args: dict[str, Any]) -> None:
@@ -464,7 +465,7 @@ def policy_loosen(c: Campaign, args: dict[str, Any]) -> None:
 
 def policy_break(c: Campaign, args: dict[str, Any]) -> None:
     """A save that does not load: the last good policy stays in force until it is fixed."""
-    _save_policy(c, "quotas:\n  per_owner: [unclosed\n")
+    _save_policy(c, "quotas:\n  per_owner: [unclosed\n", broken=True)
     c.later(args["steps"], "policy fixed",
             lambda: _save_policy(c, policy_text(c.policies[-1].per_owner if c.policies else None,
                                                 rollout=c.rollouts)))

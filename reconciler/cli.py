@@ -247,6 +247,11 @@ def _planning(*, targets: tuple[str, ...] = (), allow_mass_delete: bool = False,
               reason: str | None = None, replace: tuple[str, ...] = ()) -> PlanOptions:
     """PlanOptions from the flags; an unknown rule code lists the known ones, an override needs a reason."""
     from .options import PlanOptions
+
+    if reason is not None and not overrides:
+        raise click.UsageError("--reason goes with --override RULE")
+    if not overrides:  # the policy's rule codes are imported only when an override names one
+        return PlanOptions(targets=targets, allow_mass_delete=allow_mass_delete, replace=replace)
     from .policy import Rule
 
     codes = [str(rule) for rule in Rule]
@@ -254,10 +259,8 @@ def _planning(*, targets: tuple[str, ...] = (), allow_mass_delete: bool = False,
     if unknown:
         raise click.UsageError(f"--override {unknown[0]}: no such policy rule; the rule codes are: "
                                + ", ".join(codes))
-    if overrides and not (reason or "").strip():
+    if not (reason or "").strip():
         raise click.UsageError("--override needs --reason TEXT: why this run may exceed the rule (it is recorded)")
-    if reason is not None and not overrides:
-        raise click.UsageError("--reason goes with --override RULE")
     return PlanOptions(targets=targets, allow_mass_delete=allow_mass_delete,
                        overrides=frozenset(Rule(name) for name in overrides), reason=reason, replace=replace)
 
@@ -324,14 +327,18 @@ def plan(settings: Settings, output: str, planning: PlanOptions, detailed_exitco
 
 def _show_plan(*, settings: Settings, view: View, planning: PlanOptions, detailed_exitcode: bool) -> None:
     from .engine import load_files, plan_fleet, read_fleet
-    from .policyrun import policy_in_force, run_governance
+    from .policyfile import policy_given_or_present
     from .targets import observing_targets
 
     store = _read_store(settings)
     fleet = read_fleet(store=store)
     desired = load_files(directory=settings.desired, settle=settings.settle, provision_dir=settings.provision)
-    policy = policy_in_force(given=settings.policy, desired=settings.desired)
-    governance = run_governance(policy=policy, store=store, planning=planning, provision=settings.provision)
+    governance = None  # no policy and no override: nothing to govern, and the policy code is not imported
+    if policy_given_or_present(given=settings.policy, desired=settings.desired) or planning.exceeding:
+        from .policyrun import policy_in_force, run_governance
+
+        policy = policy_in_force(given=settings.policy, desired=settings.desired)
+        governance = run_governance(policy=policy, store=store, planning=planning, provision=settings.provision)
     planned = plan_fleet(desired=desired, fleet=fleet, policy=planning.policy(), targets=planning.targets,
                          governance=governance, replace=planning.replace,
                          observable=observing_targets(provision_dir=settings.provision))

@@ -12,9 +12,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .actor import GIT_UNKNOWN, Attribution, GitActor, daemon_actor
 from .errors import ReconcilerError, SpecError, SpecProblem
 from .models import (
     Action,
@@ -29,8 +28,6 @@ from .models import (
 )
 from .owners import FileOwners
 from .plan import API_SOURCE, Change, Plan, PlanPolicy, compute_plan
-from .policy import Governance, Policy, Rule, Verdict, evaluate, held_plan, refused_plan
-from .policy.model import BUILT_IN
 from .ports import BudgetReader, ConvergeStore, Enqueuer, PassStore, PlanReader
 from .rollout.model import Member
 from .rollout.plan import Holding, Proposal, gate, propose
@@ -38,6 +35,10 @@ from .settle import DEFAULT_SETTLE, WriteHints
 from .spec import DesiredCache, DesiredState, Source, Unsettled, load_desired
 from .suspensions import Suspensions, declared_in_files
 from .targets import known_targets, observing_targets, target_problems
+
+if TYPE_CHECKING:  # a plan without a policy imports neither the policy nor the actor (benchmark P1)
+    from .actor import Attribution, GitActor
+    from .policy import Governance, Policy, Rule, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,9 @@ def plan_fleet(*, desired: DesiredState, fleet: Fleet, policy: PlanPolicy, targe
     plan = gated.plan
     if governance is None or (governance.policy is None and not governance.overrides):
         return PlanView(desired=full, observed=fleet.observed, plan=plan, superseded=gated.superseded)
+    from .policy import evaluate, held_plan, refused_plan
+    from .policy.model import BUILT_IN
+
     # without a policy file only the built-in rule (the mass-delete guard) is evaluated: an override of it
     # is still recorded; a verdict with nothing to say is left out
     verdict = evaluate(policy=governance.policy or BUILT_IN, desired=full.resources, observed=fleet.observed,
@@ -136,6 +140,8 @@ def governance(*, policy: Policy | None, store: BudgetReader | None, overrides: 
                now: datetime | None = None) -> Governance:
     """A `Governance` for one plan; the jobs per owner of the last hour are read only when the policy
     has an hourly budget (a sliding window over the shared database's jobs)."""
+    from .policy import Governance
+
     started: dict[str, int] = {}
     if policy is not None and policy.changes.max_per_owner_per_hour is not None and store is not None:
         started = store.jobs_per_owner(since=iso((now or utcnow()) - timedelta(hours=1)))
@@ -147,6 +153,8 @@ def governed_rules(*, policy: PlanPolicy, governance: Governance | None) -> Plan
     """The plan's mass-delete guard with the policy's settings (changes.mass_delete), and its override."""
     if governance is None:
         return policy
+    from .policy import Rule
+
     allow = policy.allow_mass_delete or Rule.MASS_DELETE in governance.overrides
     if governance.policy is None:
         return replace(policy, allow_mass_delete=allow)
@@ -230,11 +238,15 @@ def desired_commit(*, directory: Path) -> str | None:
     """The git commit of the desired directory, recorded with every event; None outside git.
 
     Through `GitActor`, so a checkout owned by another user (the systemd layout) still has one."""
+    from .actor import GitActor
+
     return GitActor(directory).commit()
 
 
 def file_attribution(*, git: GitActor, runner: str, files_version: Any = None) -> Attribution:
     """Who is behind a plan made from desired/: the git actor for file changes, `runner` for the rest."""
+    from .actor import GIT_UNKNOWN, Attribution
+
     return Attribution(files=git.describe(files_version=files_version) or GIT_UNKNOWN, runner=runner)
 
 
@@ -452,6 +464,8 @@ class Reconciler:
         self.desired_dir = Path(desired_dir)
         self.provision_dir = provision_dir
         self.policy = policy
+        from .actor import GitActor
+
         self.git = GitActor(self.desired_dir)  # the actor of file changes, cached per HEAD
         self.cache = DesiredCache(settle=settle, writes=writes)
         self.last_good: DesiredState | None = None
@@ -510,6 +524,8 @@ class Reconciler:
             release(store=self.store, view=view)
             queued: list[str] = []
             if view.plan.changes and not view.plan.refusal:
+                from .actor import daemon_actor
+
                 attribution = file_attribution(git=self.git, runner=daemon_actor(),
                                                files_version=self.cache.generation)
                 queued = enqueue(store=self.store, view=view, commit=self.git.commit(), attribution=attribution)

@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .plan import PlanPolicy
-from .policy import Rule
 from .retry import RetryPolicy
+
+if TYPE_CHECKING:  # a run without --override or --allow-mass-delete imports no policy code (benchmark P1)
+    from .policy import Rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +39,11 @@ class PlanOptions:
     @property
     def exceeding(self) -> frozenset[Rule]:
         """The rules this run may exceed: `--override`s, and `changes.mass_delete` under --allow-mass-delete."""
-        return self.overrides | ({Rule.MASS_DELETE} if self.allow_mass_delete else frozenset())
+        if not self.allow_mass_delete:
+            return self.overrides
+        from .policy import Rule
+
+        return self.overrides | {Rule.MASS_DELETE}
 
     @property
     def why(self) -> str | None:

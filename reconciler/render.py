@@ -18,14 +18,15 @@ JSON shape (format_version "1.0"; fields are only ever added):
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import REPLACE_FIELDS
 from .plan import Change, Hold, Plan, Reason
-from .policy import Verdict
-from .policy.report import verdict_json, verdict_lines, verdict_summary
-from .rollout.plan import Proposal
 from .terminal import printable
+
+if TYPE_CHECKING:  # the policy section is rendered only when a verdict exists (no policy: not imported)
+    from .policy import Verdict
+    from .rollout.plan import Proposal
 
 FORMAT_VERSION = "1.0"
 # keyed by Change.shown: the action as plans show it (a spec run again shows as "retry")
@@ -65,6 +66,8 @@ def plan_json(plan: Plan, *, verdict: Verdict | None = None, rollout: Proposal |
         "fleet_suspension": plan.fleet_suspension.as_json() if plan.fleet_suspension else None,
     }
     if verdict is not None and not verdict.policy.built_in:  # no policy file: no section, as before
+        from .policy.report import verdict_json
+
         shown["policy"] = verdict_json(verdict)
     if rollout is not None:
         shown["rollout"] = rollout_json(rollout)
@@ -171,6 +174,8 @@ _SEVERITY = {"error": ("✗", "-"), "warning": ("!", "warn"), "override": ("~", 
 
 
 def policy_text(verdict: Verdict, paint: _Paint) -> str:
+    from .policy.report import verdict_lines, verdict_summary
+
     lines = [paint(verdict_summary(verdict), "bold")]
     for severity, line in verdict_lines(verdict):
         symbol, style = _SEVERITY[severity]

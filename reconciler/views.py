@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .models import Event, Hold, ObservedResource
 from .outofsync import age
 from .plan import Plan
-from .policy import Verdict
 from .render import render_json, render_text
 from .rollout.plan import Proposal
 from .status import DesiredLoad, FleetStatus, Line, event_json, hold_json, line_json, row_json
 from .terminal import printable
+
+if TYPE_CHECKING:  # a plan without a policy imports no policy code (benchmark P1)
+    from .policy import Verdict
 
 # `status` (kubectl's shape): the verdict first, MESSAGE last; `-o wide` adds where and how it runs
 _COLUMNS = ("RESOURCE", "READY", "STATUS", "HEALTH", "OWNER", "DEPLOY_REF", "AGE", "MESSAGE")

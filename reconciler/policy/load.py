@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError, SpecProblem
+from ..policyfile import POLICY_ENV as POLICY_ENV  # re-exported: the policy package names them too
+from ..policyfile import POLICY_FILE as POLICY_FILE
+from ..policyfile import default_policy_path as default_policy_path
 from ..settle import NotRegular, open_regular
 from ..yamlfast import Document, YamlProblem, load_documents
 from .model import (
@@ -37,8 +40,6 @@ from .model import (
 )
 from .rollout import read_rollout
 
-POLICY_FILE = "policy.yaml"
-POLICY_ENV = "RECONCILER_POLICY"
 TOP_KEYS = ("mode", "quotas", "allowed", "params", "changes", "rollout")
 QUOTA_KEYS = ("total", "per_owner", "per_region", "per_runtime_target", "per_owner_runtime_target")
 ALLOWED_KEYS = ("regions", "runtime_targets", "deploy_ref", "owners")
@@ -52,11 +53,6 @@ KEY_DEPTH = 4  # allowed.owners.<owner>.regions, quotas.per_owner_runtime_target
 
 class PolicyError(SpecError):
     """policy.yaml does not load: every problem with file, line and field (a SpecError, shown alike)."""
-
-
-def default_policy_path(*, desired: Path) -> Path:
-    """policy.yaml in the directory that contains desired/, whatever the working directory."""
-    return Path(desired).absolute().parent / POLICY_FILE
 
 
 def find_policy(*, given: Path | None, desired: Path) -> Policy | None:

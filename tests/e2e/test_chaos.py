@@ -240,7 +240,7 @@ SELF_TEST = {
     # the daemon plans without its policy: a per-owner quota saved, then acme resources added and renamed
     "policy-ignored": ("28", "20", "sqlite", "quota exceeded"),
     # issue 16: suspensions read by no plan and no claim; the schedule's own suspend steps meet edits
-    "suspension-ignored": ("1", "30", "sqlite", "touched while suspended"),
+    "suspension-ignored": ("10", "30", "sqlite", "touched while suspended"),
     # a rollout's next wave does not wait for the bake (issue 17): seed 28 has its rollout step at step 13 of 30
     "rollout-no-bake": ("28", "20", "sqlite", "wave started before the previous one baked"),
 }

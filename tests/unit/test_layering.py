@@ -53,9 +53,11 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"ports", "models", "errors", "spec", "plan", "owners", "settle", "targets", "policy", "actor",
                "suspensions", "rollout"},
     # governance (issue 15): policy.yaml read (model, load) and evaluated (pure) against desired + plan
-    "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle", "rollout"},
+    "policy": {"policy", "models", "errors", "plan", "yamlfast", "settle", "rollout", "policyfile"},
     # rollouts (issue 17), the pure part: the policy, wave assignment, the plan's holds, the state machine
     "rollout": {"rollout", "models", "plan"},
+    # where policy.yaml is, without loading it: a plan with no policy imports no policy code (benchmark P1)
+    "policyfile": set(),
     # who caused a change (issue 15's audit): the actor strings, the git actor of desired/, attribution
     "actor": {"liveness", "plan"},
     # `reconciler audit`: the fleet's events, and retention (archive first, then prune)
