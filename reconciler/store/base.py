@@ -745,9 +745,8 @@ class SQLStore(Controls, RolloutRows):
         # a few results (the check after one provision) read their own rows by key, not every active row:
         # under the write lock, at 10k active rows that read was most of each job's cost (P9)
         ids = sorted({r.resource_id for r in results})
-        if not ids:
-            return []
-        where = (f"resource_id IN ({', '.join('?' * len(ids))})", ids) if len(ids) <= FEW_RESULTS else ("1 = 1", [])
+        where = (f"resource_id IN ({', '.join('?' * len(ids))})" if ids else "1 = 0", ids) \
+            if len(ids) <= FEW_RESULTS else ("1 = 1", [])
         with self._write() as conn:
             prior = {row["resource_id"]: (row["health"], row["consecutive_failures"]) for row in conn.execute(
                 f"SELECT resource_id, health, consecutive_failures, status FROM resources WHERE {where[0]}", where[1])
