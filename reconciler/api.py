@@ -232,7 +232,8 @@ def _read_routes(app: FastAPI, plane: Plane) -> None:
         holds = store.holds()
         row = _row(store, resource_id, hold=holds.get(resource_id))
         _authorise_read(request, row.owner)
-        return _resource_view(row, job=store.open_jobs().get(resource_id), notes=plane.plan_notes(),
+        job = store.open_jobs(resource_ids=[resource_id]).get(resource_id)  # its own job, not every open one
+        return _resource_view(row, job=job, notes=plane.plan_notes(),
                               hold=holds.get(resource_id))
 
 
