@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, overload
+from typing import Annotated, Any, TypeAlias, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -307,6 +308,20 @@ class Job:
     script_host: str | None = None
     desired_commit: str | None = None
     actor: str | None = None  # who caused the job (reconciler/actor.py); its finish events carry it
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutJobs:
+    """A queue scope (claim, count_open): the jobs rollouts launched, each one a member's current job.
+
+    Not a list of ids: scoped to a wave of thousands, a claim then costs an index lookup per candidate
+    job instead of an id set the database builds again for every statement (P9 measured 0.8 ms a claim).
+    """
+
+
+ROLLOUT_JOBS = RolloutJobs()
+# which jobs a worker may claim: any (None), those of these resources, or the rollouts' own
+JobScope: TypeAlias = "Iterable[str] | RolloutJobs | None"
 
 
 # The resource_id of events about the whole store (an import, an audit prune): no resource has it.

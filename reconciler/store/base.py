@@ -29,10 +29,12 @@ from ..models import (
     Job,
     JobRequest,
     JobResult,
+    JobScope,
     JobStatus,
     ObservedResource,
     PassBeat,
     ResourceStatus,
+    RolloutJobs,
     canonical_json,
     iso,
     utcnow,
@@ -59,6 +61,9 @@ if TYPE_CHECKING:
         SuspensionStore,
     )
 
+# a rollout's jobs: each is its member's current job (rollout_members is indexed by resource_id)
+_ROLLOUT_JOBS_SQL = (" AND EXISTS (SELECT 1 FROM rollout_members m WHERE m.resource_id = jobs.resource_id"
+                     " AND m.job_id = jobs.job_id)")
 FEW_RESULTS = 100  # record_health: up to this many results read only their own rows
 EXPORTED_TABLES = {"resources": "resource_id", "jobs": "created_at, job_id", "events": "id",
                    "api_desired": "resource_id", "holds": "resource_id", "suspensions": "resource_id",
@@ -142,6 +147,12 @@ class SQLStore(Controls, RolloutRows):
 
     def _scope(self, resource_ids: Iterable[str] | None) -> tuple[str, tuple[Any, ...]]:
         raise NotImplementedError
+
+    def _job_scope(self, scope: JobScope) -> tuple[str, tuple[Any, ...]]:
+        """SQL narrowing a statement on `jobs` to a worker's scope (see models.JobScope)."""
+        if isinstance(scope, RolloutJobs):
+            return _ROLLOUT_JOBS_SQL, ()
+        return self._scope(scope)
 
     def _after_import(self, conn: Connection) -> None:
         """Backend-specific fix-ups after rows were inserted with their own ids."""
@@ -419,7 +430,7 @@ class SQLStore(Controls, RolloutRows):
         )
         return cursor.rowcount == 1
 
-    def claim(self, *, worker: str, now: str, lease_until: str, resource_ids: Iterable[str] | None = None,
+    def claim(self, *, worker: str, now: str, lease_until: str, resource_ids: JobScope = None,
               limit: int = 1, fleet_override: bool = False) -> list[Job]:
         """Take up to `limit` runnable jobs (queued and due, or running under an expired lease).
 
@@ -431,8 +442,8 @@ class SQLStore(Controls, RolloutRows):
                                   resource_ids=resource_ids, limit=limit, fleet_override=fleet_override)
 
     def _claim_in(self, conn: Connection, *, worker: str, now: str, lease_until: str,
-                  resource_ids: Iterable[str] | None, limit: int, fleet_override: bool = False) -> list[Job]:
-        scope, args = self._scope(resource_ids)
+                  resource_ids: JobScope, limit: int, fleet_override: bool = False) -> list[Job]:
+        scope, args = self._job_scope(resource_ids)
         held, held_args = held_clause(now=now, fleet_override=fleet_override)
         rows = conn.execute(
             f"SELECT * FROM jobs WHERE status = 'queued' AND run_after <= ?{scope}{held}"
@@ -466,9 +477,9 @@ class SQLStore(Controls, RolloutRows):
         """(job_id, lease_owner) of every running job: cheap enough to ask every few seconds."""
         return self._tuples("SELECT job_id, lease_owner FROM jobs WHERE status = 'running'")
 
-    def count_open(self, *, resource_ids: Iterable[str] | None = None, fleet_override: bool = False) -> int:
+    def count_open(self, *, resource_ids: JobScope = None, fleet_override: bool = False) -> int:
         """Open jobs an apply waits for: running ones, and queued ones no suspension holds (none would run)."""
-        scope, args = self._scope(resource_ids)
+        scope, args = self._job_scope(resource_ids)
         held, held_args = held_clause(now=iso(utcnow()), fleet_override=fleet_override)
         return self._count(f"SELECT count(*) AS n FROM jobs WHERE (status = 'running' OR (status = 'queued'{held}))"
                            f"{scope}", (*held_args, *args))
@@ -527,7 +538,7 @@ class SQLStore(Controls, RolloutRows):
             return self._finish_in(conn, job=job, worker=worker, result=result, now=now)
 
     def finish_and_claim(self, *, job: Job, worker: str, result: JobResult, now: str, lease_until: str,
-                         resource_ids: Iterable[str] | None = None,
+                         resource_ids: JobScope = None,
                          fleet_override: bool = False) -> tuple[bool, Job | None]:
         """`finish`, then `claim` the worker's next job in the same transaction (one commit, not two)."""
         with self._write() as conn:
