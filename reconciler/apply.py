@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ from .engine import (
     release,
     target_timeouts,
 )
-from .models import utcnow
+from .models import ROLLOUT_JOBS, utcnow
 from .options import Mode, PlanOptions, RunOptions
 from .policy import Policy
 from .policyrun import run_governance
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from .store.base import SQLStore
 
 TAIL_LINES = 12
+ROLLOUT_POLL = 0.2  # seconds between a rollout's idle workers' claims (a wave's start wakes them at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +107,7 @@ def _rolled(*, store: SQLStore) -> set[str]:
 def _follow_rollouts(*, work: _Work, options: ApplyOptions, actor: str) -> bool:
     """Advance (or, with a daemon holding the database, watch) the open rollouts; True when one halted."""
     err = options.view.progress_to_stderr
-    follow = Follow(store=work.store, run=lambda ids: work.run(scope=ids), stopped=lambda: work.stopped,
+    follow = Follow(store=work.store, workers=work.rollout_workers, stopped=lambda: work.stopped,
                     say=lambda line: _print_line(printable(line), err=err), actor=actor, wait=options.wait,
                     held=lambda: held_now(work.store))
     return follow.follow()
@@ -203,8 +205,9 @@ class _Work:
 
     @property
     def stopped(self) -> bool:
-        """Interrupted, or a worker died: no further rounds."""
-        return bool(self.deaths) or self.interrupts.count > 0
+        """Interrupted, or a worker died (of a round, or of the pool working now): no further rounds."""
+        live = self.interrupts.pool
+        return bool(self.deaths) or bool(live is not None and live.deaths) or self.interrupts.count > 0
 
     def run(self, *, scope: set[str] | None) -> None:
         if self.stopped:
@@ -222,6 +225,31 @@ class _Work:
                 self._run_pool(scope=scope, on_finish=advance)
             return
         self._run_pool(scope=scope, on_finish=lambda item: _print_line(_line(item), err=err))
+
+    @contextlib.contextmanager
+    def rollout_workers(self) -> Iterator[WorkerPool]:
+        """One pool for every wave of the rollouts this apply drives, claiming only rollouts' jobs (a
+        pool per wave cost ~0.5 s a wave to start and drain; an id list per claim, ~0.8 ms a job: P9)."""
+        err = self.options.view.progress_to_stderr
+        lines = not sys.stdout.isatty() or err  # a terminal shows each wave's progress, not a line a job
+
+        def on_finish(item: Finished) -> None:
+            self.finished.append(item)
+            if lines:
+                _print_line(_line(item), err=err)
+
+        pool = WorkerPool(store=self.store, config=self.config, parallelism=self.options.run.parallelism,
+                          on_finish=on_finish, idle_poll=ROLLOUT_POLL)
+        self.interrupts.pool = pool
+        pool.work_in(scope=ROLLOUT_JOBS)
+        try:
+            yield pool
+        finally:
+            pool.stop_claiming()
+            pool.wake()
+            pool.join()
+            self.interrupts.pool = None
+            self.deaths += pool.deaths
 
     def _run_pool(self, *, scope: set[str] | None, on_finish: Any) -> None:
         pool = WorkerPool(store=self.store, config=self.config, parallelism=self.options.run.parallelism,

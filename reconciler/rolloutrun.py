@@ -2,39 +2,49 @@
 
 One process advances a rollout: when a daemon holds the database (coordination.live_daemon) `apply`
 only watches the rows and prints each wave's progress (`--no-wait`: not even that); otherwise it
-advances them itself with `rollouts.Driver` and runs the waves' jobs on its own workers.
+advances them itself with `rollouts.Driver` and runs the waves' jobs on its own workers: one pool for
+all the waves, claiming only rollouts' jobs, which the main thread wakes after queueing a wave and
+waits for until they are quiet (then the next tick settles the wave and starts the next one).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from .coordination import live_daemon
 from .models import utcnow
 from .ports import LockReader, RolloutStore
-from .rollout.model import MemberState, Rollout, RolloutState
+from .rollout.model import Rollout, RolloutState
 from .rollout.report import observe, progress_line
-from .rollouts import Driver
+from .rollouts import Driver, Pace
 
 IDLE = 0.2  # seconds between ticks while nothing runs (baking); checks keep their own interval
+BUSY = 2.0  # at most this long between ticks while a wave's jobs run (they wake the next tick when done)
 
 
 class FollowStore(RolloutStore, LockReader, Protocol):
     """What following a rollout reads and writes (typing only)."""
 
-    def in_flight(self) -> set[str]: ...
+
+class Workers(Protocol):
+    """apply's workers while it drives rollouts (workers.WorkerPool.work_in)."""
+
+    def wake(self) -> None: ...
+    def mark(self) -> int: ...
+    def wait_quiet(self, *, after: int, timeout: float) -> bool: ...
 
 
 @dataclass
 class Follow:
-    """How `apply` follows its rollouts: `run` runs the jobs of these ids on apply's workers until done;
-    `stopped` says apply was interrupted; `say` prints one progress line."""
+    """How `apply` follows its rollouts: `workers` starts apply's workers on the rollouts' jobs (stopped
+    and joined when the context ends); `stopped` says apply was interrupted; `say` prints one line."""
 
     store: FollowStore
-    run: Callable[[set[str]], None]
+    workers: Callable[[], AbstractContextManager[Workers]]
     stopped: Callable[[], bool]
     say: Callable[[str], None]
     actor: str | None = None
@@ -54,6 +64,10 @@ class Follow:
         return self._watch() if holder else self._drive()
 
     def _drive(self) -> bool:
+        with self.workers() as workers:
+            return self._advance(workers)
+
+    def _advance(self, workers: Workers) -> bool:
         driver, halted = Driver(store=self.store, actor=self.actor, held=self.held), False
         shown: dict[str, str] = {}
         followed: set[str] = set()  # rollouts seen moving: only their halts are this apply's failure
@@ -67,12 +81,19 @@ class Follow:
             if not moving:
                 self._finished(results=[r for r, _ in results])
                 return halted
-            wanted = self._open_ids(moving) & self.store.in_flight()
-            if wanted:
-                self.run(wanted)
-            else:
-                time.sleep(driver.next_check_in(longest=IDLE))
+            self._pause(workers, driver.pace(results, longest=BUSY))
         return halted
+
+    def _pause(self, workers: Workers, pace: Pace) -> None:
+        """Until the next tick is due: jobs open, until the workers are quiet (the wave's jobs are done)."""
+        if pace.jobs:
+            mark = workers.mark()  # the tick's jobs are queued: a claim begun after this finds them
+            workers.wake()
+            workers.wait_quiet(after=mark, timeout=pace.seconds)
+            return
+        deadline = time.monotonic() + pace.seconds
+        while not self.stopped() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(IDLE, left))
 
     def _watch(self) -> bool:
         """A daemon advances: show its progress from the rows until no rollout runs."""
@@ -90,10 +111,6 @@ class Follow:
                 return any(r.state is RolloutState.HALTED and r.rollout_id in followed for r in opened)
             time.sleep(1.0)
         return False
-
-    def _open_ids(self, rollouts: list[Rollout]) -> set[str]:
-        return {m.resource_id for rollout in rollouts for m in self.store.rollout_members(rollout.rollout_id)
-                if m.state in {MemberState.QUEUED, MemberState.REVERTING}}
 
     def _show(self, shown: dict[str, str], rollout_id: str, line: str) -> None:
         if shown.get(rollout_id) != line:

@@ -22,7 +22,7 @@ from .models import Action, JobRequest, ObservedResource, ResourceSpec, iso, spe
 from .plan import Change, Reason
 from .ports import RolloutStore
 from .rollout.machine import Decision, Step, apply_decision, baking, decide, record_check, settle_job
-from .rollout.model import Member, MemberState, Rollout, RolloutState, Settings
+from .rollout.model import Member, MemberState, Rollout, RolloutState, Settings, plain
 
 if TYPE_CHECKING:
     from .health import CheckResult
@@ -80,6 +80,14 @@ def _superseded(*, store: RolloutStore, members: Sequence[Member]) -> list[Membe
     return marked
 
 
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How long a tick loop may wait: `seconds` at most; with `jobs`, until the workers are quiet."""
+
+    jobs: bool
+    seconds: float
+
+
 @dataclass
 class Driver:
     """Advances open rollouts one step per `tick`; remembers only when it last checked each one's health."""
@@ -91,6 +99,7 @@ class Driver:
     # ids a wave skips when it starts: held by the policy now (issue 16's suspensions belong here too)
     held: Callable[[], Collection[str]] = field(default=lambda: frozenset())
     _checked: dict[str, float] = field(default_factory=dict)
+    _baking: set[str] = field(default_factory=set)  # rollouts that had members to check at their last step
     _seen: list[Rollout] = field(default_factory=list)
 
     def tick(self, *, now: datetime | None = None) -> list[tuple[Rollout, Decision]]:
@@ -99,10 +108,21 @@ class Driver:
         return [self.advance(rollout, now=now or utcnow()) for rollout in self._seen]
 
     def next_check_in(self, *, longest: float) -> float:
-        """Seconds until the earliest health check due (at most `longest`): how long a tick loop may sleep."""
+        """Seconds until the earliest health check due (at most `longest`): how long a tick loop may sleep.
+        Only rollouts with members to check at the last tick count (a wave whose jobs run, without bake, has none)."""
         intervals = {r.rollout_id: r.settings.check_interval for r in self._seen}
-        dues = [at + intervals[rid] - self.clock() for rid, at in self._checked.items() if rid in intervals]
+        dues = [at + intervals[rid] - self.clock() for rid, at in self._checked.items()
+                if rid in intervals and rid in self._baking]
         return max(0.0, min([longest, *dues]))
+
+    def pace(self, results: Sequence[tuple[Rollout, Decision]], *, longest: float) -> Pace:
+        """When the next tick is worth its cost (it reads every member): while jobs of a wave are open, once
+        the workers are quiet (or after `longest`); while waves only bake, when a check or a bake's end is due."""
+        moving = [(r, d) for r, d in results if r.state is RolloutState.RUNNING or r.revert]
+        jobs = any(d.step is not Step.WAIT or d.bake_until is None for _, d in moving)
+        now = utcnow()
+        ends = [(d.bake_until - now).total_seconds() for _, d in moving if d.bake_until is not None]
+        return Pace(jobs=jobs, seconds=self.next_check_in(longest=min([longest, *ends])))
 
     def advance(self, rollout: Rollout, *, now: datetime) -> tuple[Rollout, Decision]:
         members = self._settled(rollout, self.store.rollout_members(rollout.rollout_id), now=now)
@@ -143,6 +163,7 @@ class Driver:
         interval = rollout.settings.check_interval
         due = self._checked.get(rollout.rollout_id, 0.0) + interval
         targets = baking(rollout=rollout, members=members, now=now)
+        (self._baking.add if targets else self._baking.discard)(rollout.rollout_id)
         if not targets or self.clock() < due:
             return members
         # on a grid of `interval` while the checks keep up: a tick's lateness does not push the next one back
@@ -214,17 +235,18 @@ class Driver:
 def _wave_change(rollout: Rollout, member: Member, row: ObservedResource | None) -> Change:
     """The change a wave's job makes: the member's recorded to-spec, against the row as it is now."""
     message = f"rollout {rollout.rollout_id} wave {member.wave} of {rollout.waves}"
-    return Change(member.resource_id, member.action, Reason.ROLLOUT, message, member.from_spec, member.to_spec, (),
+    return Change(member.resource_id, member.action, Reason.ROLLOUT, message, plain(member.from_spec),
+                  plain(member.to_spec), (),
                   member.to_hash, row.version if row is not None else None, 1,
                   row.source if row is not None else "file")
 
 
 def _revert_change(rollout: Rollout, member: Member, row: ObservedResource | None) -> Change:
     """Back to the recorded previous spec (a replace goes back by a replace)."""
-    before = member.from_spec or {}
+    before = plain(member.from_spec) or {}
     action = Action.REPLACE if member.action is Action.REPLACE else Action.UPDATE
     return Change(member.resource_id, action, Reason.ROLLOUT, f"rollout {rollout.rollout_id}: revert wave "
-                  f"{member.wave} to the previous spec", member.to_spec, before, (),
+                  f"{member.wave} to the previous spec", plain(member.to_spec), before, (),
                   spec_hash(ResourceSpec.model_validate(before)), row.version if row is not None else None, 1,
                   row.source if row is not None else "file")
 

@@ -15,15 +15,13 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import StoreError
 from .liveness import HOST, owner_is_dead
-from .models import Action, Job, JobResult, iso, utcnow
+from .models import Action, Job, JobResult, JobScope, iso, utcnow
 from .retry import RetryPolicy, next_delay
 from .supervise import TRANSIENT, Crash, Outages, guarded_thread, retry_sync
 
@@ -33,6 +31,7 @@ if TYPE_CHECKING:
     from .runner import ScriptOutcome
 
 T = TypeVar("T")
+SLICE = 0.1  # seconds: how soon a wait for quiet workers sees an interrupt
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +113,7 @@ class JobRunner:
         self._abandoning = threading.Event()
 
     def run(self, job: Job, *, claim_next: bool = False,
-            scope: AbstractSet[str] | None = None) -> tuple[Finished, Job | None]:
+            scope: JobScope = None) -> tuple[Finished, Job | None]:
         """Run `job` and record it; with `claim_next` also claim the next job (in `scope`, or any) in the
         same transaction. Returns what finished and the next job, if one was claimed."""
         with self._lock:
@@ -161,7 +160,7 @@ class JobRunner:
             get_logger().warning("health check after provision failed", resource_id=job.resource_id,
                                  error=f"{type(exc).__name__}: {exc}")
 
-    def _finish_and_claim(self, job: Job, result: JobResult, scope: AbstractSet[str] | None) -> tuple[bool, Job | None]:
+    def _finish_and_claim(self, job: Job, result: JobResult, scope: JobScope) -> tuple[bool, Job | None]:
         now = utcnow()
         return self.store.finish_and_claim(
             job=job, worker=self.worker_id, result=result, now=iso(now),
@@ -306,6 +305,9 @@ class WorkerPool:
         self._stop_claiming = threading.Event()
         self._stopped = threading.Event()
         self._wake = threading.Condition()
+        # work_in: claim attempts so far, the last one that found the pool quiet, jobs held by workers
+        self._quiet = threading.Condition()
+        self._attempts = self._quiet_at = self._holding = 0
         self._threads: list[threading.Thread] = []
         self._renewer: threading.Thread | None = None
         self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id, outages=self.outages,
@@ -328,7 +330,7 @@ class WorkerPool:
                 finished.append(item)
             self.on_finish(item)
 
-        self._start(target=lambda: self._until_done_guarded(frozen, poll, record))
+        self._start(target=lambda: self._guarded(lambda: self._until_done_loop(frozen, poll, record)))
         self._join_until_done()
         self._stopped.set()
         return finished
@@ -353,18 +355,17 @@ class WorkerPool:
                 continue
             alive[0].join(0.1)
 
-    def _until_done_guarded(self, scope: AbstractSet[str] | None, poll: float,
-                            record: Callable[[Finished], None]) -> None:
+    def _guarded(self, loop: Callable[[], None]) -> None:
         """A worker that dies must not pass for one that finished: it is recorded, the others stop claiming."""
         try:
-            self._until_done_loop(scope, poll, record)
+            loop()
         except BaseException as exc:
             self._stop_claiming.set()
             where = traceback.extract_tb(exc.__traceback__)[-1]
             self.deaths.append(f"{threading.current_thread().name} stopped: {type(exc).__name__}: {exc}"
                                f" (at {Path(where.filename).name}:{where.lineno})")
 
-    def _until_done_loop(self, scope: AbstractSet[str] | None, poll: float, record: Callable[[Finished], None]) -> None:
+    def _until_done_loop(self, scope: JobScope, poll: float, record: Callable[[Finished], None]) -> None:
         job: Job | None = None
         try:
             while not self._stop_claiming.is_set() or job is not None:
@@ -395,6 +396,59 @@ class WorkerPool:
     def serve(self) -> None:
         """Start claiming in the background; `wake()` after enqueueing to claim without waiting."""
         self._start(target=self._serve_loop)
+
+    # --- apply's rollouts: claim in a scope in the background while the main thread advances waves ---
+
+    def work_in(self, *, scope: JobScope) -> None:
+        """Claim jobs in `scope` in the background until `stop_claiming()`, then `join()`. One pool for
+        all of a rollout's waves: the main thread queues each wave, `wake()`s the workers and waits for
+        them with `wait_quiet`. A worker that dies is recorded in `deaths` and the others stop claiming."""
+        self._start(target=lambda: self._guarded(lambda: self._serve_loop(scope)))
+
+    def mark(self) -> int:
+        """A point in the pool's claim attempts: `wait_quiet(after=...)` waits for a later one."""
+        with self._quiet:
+            return self._attempts
+
+    def wait_quiet(self, *, after: int, timeout: float) -> bool:
+        """Wait until a claim attempt begun after `after` found nothing in scope while no worker held a job
+        (every job queued before the mark is done), or `timeout`, or claiming stopped (an interrupt: its
+        handler only sets flags, so the wait looks every SLICE); True when quiet."""
+        deadline = time.monotonic() + timeout
+        with self._quiet:
+            while self._quiet_at <= after:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop_claiming.is_set() or self._stopped.is_set():
+                    return False
+                self._quiet.wait(min(SLICE, left))
+            return True
+
+    def quiet_since(self, mark: int) -> bool:
+        """Whether a claim attempt begun after `mark` found the pool quiet (`wait_quiet` without waiting)."""
+        with self._quiet:
+            return self._quiet_at > mark
+
+    def join(self) -> None:
+        """After `stop_claiming()`: wait for the running scripts (acting on `abandon()` meanwhile)."""
+        self._join_until_done()
+        self._stopped.set()
+        with self._quiet:
+            self._quiet.notify_all()
+
+    def _attempt(self) -> int:
+        with self._quiet:
+            self._attempts += 1
+            return self._attempts
+
+    def _hold(self, delta: int) -> None:
+        with self._quiet:
+            self._holding += delta
+
+    def _found_nothing(self, ticket: int) -> None:
+        with self._quiet:
+            if self._holding == 0 and ticket > self._quiet_at:
+                self._quiet_at = ticket
+                self._quiet.notify_all()
 
     def reconfigure(self, config: EngineConfig) -> None:
         """New script settings (SIGHUP) for the jobs claimed from now on."""
@@ -431,20 +485,33 @@ class WorkerPool:
         self._stopped.set()
         return handed_back
 
-    def _serve_loop(self) -> None:
+    def _serve_loop(self, scope: JobScope = None) -> None:
         job: Job | None = None
-        while not self._stop_claiming.is_set():
-            job = job or self._claim(None)
-            if job is not None:
-                finished, job = self._runner.run(job, claim_next=True)
+        try:
+            while not self._stop_claiming.is_set():
+                if job is None:
+                    job = self._claim_or_wait(scope)
+                    if job is None:
+                        continue
+                    self._hold(1)
+                finished, job = self._runner.run(job, claim_next=True, scope=scope)  # raises: `job` is handed back
+                if job is None:
+                    self._hold(-1)
                 self.on_finish(finished)
-                continue
+        finally:
+            if job is not None:  # claimed with the last finish but never started: back to the queue
+                self._hand_back(job)
+
+    def _claim_or_wait(self, scope: JobScope) -> Job | None:
+        """Claim one job; when there is none, say so to `wait_quiet` and wait for `wake()` or `idle_poll`."""
+        ticket = self._attempt()
+        job = self._claim(scope)
+        if job is None:
+            self._found_nothing(ticket)
             with self._wake:
                 if not self._stop_claiming.is_set():
                     self._wake.wait(self.idle_poll)
-        if job is not None:  # claimed with the last finish but never started: back to the queue
-            with contextlib.suppress(StoreError):  # else its lease runs out and it is claimed again
-                self.store.release(job_id=job.job_id, worker=self.worker_id, now=iso(utcnow()))
+        return job
 
     # --- shared ---
 
@@ -456,7 +523,7 @@ class WorkerPool:
         for thread in self._threads:
             thread.start()
 
-    def _claim(self, scope: AbstractSet[str] | None) -> Job | None:
+    def _claim(self, scope: JobScope) -> Job | None:
         """The next job, or None (nothing due, claiming paused, or the store unavailable: then after a wait)."""
         if self._stop_claiming.is_set() or not self.may_claim():
             return None

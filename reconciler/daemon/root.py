@@ -87,7 +87,7 @@ class Daemon:
                                                       actor=daemon_actor()),
                                may_run=self.election.may_plan, on_report=self._drifted)
         self.rollouts = RolloutLoop(store=self.store, outages=self.outages, log=self.log,
-                                    may_run=self.election.may_plan, wake_workers=self.workers.pool.wake,
+                                    may_run=self.election.may_plan, workers=self.workers.pool,
                                     actor=daemon_actor(), on_change=lambda: self.passes.request("rollout"),
                                     held=lambda: held_now(self.store), metrics=self.metrics)
         self.watcher = DesiredWatcher(directory=options.desired, tracker=self.writes, on_change=self.passes.request,

@@ -140,15 +140,20 @@ def record_check(member: Member, *, ok: bool, unhealthy_after: int, now: str, er
 
 
 def baking(*, rollout: Rollout, members: Iterable[Member], now: datetime) -> tuple[Member, ...]:
-    """The members whose health the executor checks now: the current wave's successes, while it bakes
-    (and the jobs of the wave may still run: a success is checked from its end on)."""
+    """The members whose health the executor checks now. While the wave's jobs run, each success during its
+    own bake (`bake` from its success: with `bake: 0s` nothing is checked, as nothing bakes); once they all
+    ended, every success of the wave until the wave's bake ends (its last success + `bake`)."""
     if rollout.state not in {RolloutState.RUNNING, RolloutState.PAUSED} or rollout.wave == 0:
         return ()
     current = [m for m in members if m.wave == rollout.wave]
     until = bake_until(rollout=rollout, members=current)
-    if until is None or (now >= until and not any(m.state is MemberState.QUEUED for m in current)):
+    if until is None or now >= until or not rollout.settings.bake:
         return ()
-    return tuple(m for m in current if m.state is MemberState.SUCCEEDED)
+    succeeded = [m for m in current if m.state is MemberState.SUCCEEDED]
+    if not any(m.state is MemberState.QUEUED for m in current):
+        return tuple(succeeded)
+    bake = timedelta(seconds=rollout.settings.bake)
+    return tuple(m for m in succeeded if m.succeeded_at and parse(m.succeeded_at) + bake > now)
 
 
 # --- the operator's verbs -----------------------------------------------------------------------

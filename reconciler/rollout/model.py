@@ -7,6 +7,8 @@ return, so every decision about waves is a function of rows and a clock reading 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -147,6 +149,39 @@ class Settings:
                    unhealthy_after=int(data.get("unhealthy_after", DEFAULT_UNHEALTHY_AFTER)))
 
 
+class StoredSpec(Mapping[str, Any]):
+    """A member's spec as its row stores it (JSON), decoded on first use: every tick of a rollout reads all
+    of its members, and only the few it launches need their specs (at 10,000 members, half the read)."""
+
+    __slots__ = ("_text", "_value")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._value: dict[str, Any] | None = None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = json.loads(self._text)
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return repr(self._decoded())
+
+
+def plain(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A spec as a dict (a job's spec is encoded as JSON)."""
+    return None if spec is None else dict(spec)
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     """One resource of a rollout: its wave, its from → to specs, where it is."""
@@ -156,8 +191,8 @@ class Member:
     wave: int  # 1-based
     state: MemberState
     action: Action
-    from_spec: dict[str, Any] | None
-    to_spec: dict[str, Any] | None
+    from_spec: Mapping[str, Any] | None
+    to_spec: Mapping[str, Any] | None
     to_hash: str | None
     job_id: str | None = None
     succeeded_at: str | None = None  # the last success: its bake runs from here

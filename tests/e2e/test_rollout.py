@@ -8,6 +8,7 @@ import json
 import signal
 import textwrap
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -221,6 +222,38 @@ def test_kill_9_of_apply_mid_wave_resumes_at_the_right_wave(tmp_path, health):
                             " AND spec_json LIKE '%\"v2\"%' GROUP BY resource_id")
     assert {row["resource_id"]: row["n"] for row in jobs} == dict.fromkeys(IDS, 1)
     assert_wave_order(project, waves_of(project), "v2")
+
+
+@pytest.mark.parametrize("interrupts", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
+def test_ctrl_c_of_apply_mid_wave_starts_no_further_wave_and_the_next_apply_completes(tmp_path, health, interrupts):
+    """One Ctrl-C: the running scripts finish and are recorded; twice: they are stopped and handed back. Either
+    way no later wave starts, the rollout stays running, and the next apply finishes it: each update once."""
+    project = project_with(tmp_path, health, POLICY)
+    write_resources(project, {rid: {"deploy_ref": "v2"} for rid in IDS})
+    proc = spawn_cli(project, "apply", "--yes", "--parallelism", "2", SLEEP="3", HEALTH_PORT=str(health.port))
+    wait_for(lambda: sum(1 for k, _, _, _ in ledger(project) if k == "start") >= 2, timeout=60,
+             what="wave 2 running")
+    waves = waves_of(project)
+    for _ in range(interrupts):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)  # two signals before the handler runs are one (CPython coalesces them)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    entries = ledger(project)
+    started = {rid for kind, rid, _, _ in entries if kind == "start"}
+    assert started and all(waves[rid] <= 2 for rid in started), entries  # no wave 3 start
+    ended = {rid for kind, rid, _, _ in entries if kind == "end"}
+    assert (ended == started) if interrupts == 1 else (ended < started), entries
+    assert [row["state"] for row in db_rows(project, "SELECT state FROM rollouts")] == ["running"]
+
+    done = cli(project, health, "apply", "--yes", "--parallelism", "4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(refs(project).values()) == {"v2"}
+    jobs = db_rows(project, "SELECT resource_id, count(*) AS n FROM jobs WHERE status = 'succeeded'"
+                            " AND spec_json LIKE '%\"v2\"%' GROUP BY resource_id")
+    assert {row["resource_id"]: row["n"] for row in jobs} == dict.fromkeys(IDS, 1)
+    assert not [e for e in ledger(project) if e[0] == "OVERLAP"]
+    assert_wave_order(project, waves, "v2")
 
 
 def test_a_bad_rollout_policy_is_a_policy_error_with_file_and_line(tmp_path, health):

@@ -107,6 +107,21 @@ def rollout(**kw) -> Rollout:
     return Rollout(**fields)
 
 
+def test_while_a_waves_jobs_run_each_success_is_checked_during_its_own_bake_and_none_without_bake():
+    ro = rollout(wave=1)
+    early = member("a", 1, MemberState.SUCCEEDED, succeeded_at=NOW.isoformat())
+    late = member("b", 1, MemberState.SUCCEEDED, succeeded_at=(NOW + timedelta(seconds=3)).isoformat())
+    running = member("c", 1, MemberState.QUEUED, job_id="j")
+    members = [early, late, running]
+    at = NOW + timedelta(seconds=4)  # a's bake (2 s) is over, b's is not: only b is checked while c runs
+    assert baking(rollout=ro, members=members, now=at) == (late,)
+    ended = [early, late, replace(running, state=MemberState.SUCCEEDED, succeeded_at=at.isoformat())]
+    assert baking(rollout=ro, members=ended, now=at) == tuple(ended)  # the wave's bake: every success
+    unbaked = rollout(wave=1, settings=Settings(bake=0.0))
+    assert baking(rollout=unbaked, members=members, now=at) == ()
+    assert baking(rollout=unbaked, members=ended, now=at) == ()
+
+
 def test_gate_holds_a_rollouts_changes_and_lets_a_newer_spec_supersede():
     plan = bump(3)
     changes = {c.resource_id: c for c in plan.changes}
@@ -252,3 +267,19 @@ def test_a_canary_unhealthy_within_the_budget_still_bakes_its_wave():
     waiting = decide(rollout=ro, members=[sick, gone, member("c", 2)], now=NOW + timedelta(seconds=2.5))
     assert waiting.step is Step.WAIT and waiting.bake_until == NOW + timedelta(seconds=3)
     assert decide(rollout=ro, members=[sick, gone, member("c", 2)], now=NOW + timedelta(seconds=3)).step is Step.START
+
+
+def test_pace_waits_for_quiet_workers_while_jobs_run_and_for_the_bake_end_while_baking():
+    from reconciler.models import utcnow
+    from reconciler.rollout.machine import Decision
+    from reconciler.rollouts import Driver
+
+    driver = Driver(store=None)  # pace reads no rows: the results of the last tick
+    running = rollout(wave=1)
+    jobs = driver.pace([(running, Decision(Step.WAIT, 1))], longest=2.0)
+    assert (jobs.jobs, jobs.seconds) == (True, 2.0)
+    until = utcnow() + timedelta(seconds=0.5)
+    baking_now = driver.pace([(running, Decision(Step.WAIT, 1, bake_until=until))], longest=2.0)
+    assert not baking_now.jobs and 0.0 < baking_now.seconds <= 0.5
+    halted = driver.pace([(rollout(state=RolloutState.HALTED, wave=1), Decision(Step.WAIT, 1))], longest=2.0)
+    assert (halted.jobs, halted.seconds) == (False, 2.0)  # nothing of it moves: no jobs to wait for
