@@ -63,7 +63,7 @@ ALLOWED: dict[str, set[str]] = {
     # `reconciler audit`: the fleet's events, and retention (archive first, then prune)
     "audit": {"errors", "models", "ports", "store"},
     # the other half of the engine: claiming and running jobs (split when engine.py outgrew one job)
-    "workers": {"ports", "models", "errors", "retry", "runner", "supervise", "logs", "liveness", "health"},
+    "workers": {"ports", "models", "retry", "runner", "supervise", "logs", "liveness", "health"},
     # HOST and the one owner_is_dead(host, pid) every lock and lease asks (issue 14)
     "liveness": {"runner"},
     # one failure policy for every long-lived loop (store outages retried, anything else is a crash)
