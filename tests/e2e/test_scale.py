@@ -67,6 +67,7 @@ def servers(tmp_path):
 
 def test_scale_plan_apply_drift_teardown(tmp_path, servers):
     project = make_project(tmp_path, provision=INSTANT, teardown=TEARDOWN)
+    (project / "provision" / "targets.yaml").write_text("pass_env: [CONTROL, PORTS]\n")  # scripts get only these
     write_fleet(project / "desired")
     env = {"PORTS": servers}
 
