@@ -238,7 +238,7 @@ SELF_TEST = {
     # desired files written in slices (truncate, then pieces) while the daemon watches
     "unsettled-read": ("1", "12", "sqlite", "unwarranted teardown"),
     # the daemon plans without its policy: a per-owner quota saved, then acme resources added and renamed
-    "policy-ignored": ("28", "20", "sqlite", "quota exceeded"),
+    "policy-ignored": ("28", "20", "sqlite", "quota exceeded without an override"),
     # issue 16: suspensions read by no plan and no claim; the schedule's own suspend steps meet edits
     "suspension-ignored": ("10", "30", "sqlite", "touched while suspended"),
     # a rollout's next wave does not wait for the bake (issue 17): seed 28 has its rollout step at step 13 of 30
