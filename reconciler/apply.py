@@ -82,7 +82,11 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
         return 1
     commit, attribution = _attribution(settings=settings, options=options)
     enqueue(store=store, view=view, commit=commit, attribution=attribution)
-    start_rollout(store=store, view=view, commit=commit, actor=attribution.files)
+    refused = start_rollout(store=store, view=view, commit=commit, actor=attribution.files) is None \
+        and view.rollout is not None
+    if refused:  # nothing of it was queued: say so, and do not pass for converged
+        click.echo("Error: the rollout was not started: another rollout holds some of its resources (see "
+                   "`reconciler rollout status`); the next apply proposes it again.", err=True)
     rolled = _rolled(store=store)
     _note_dropped_env(config)
     with _Interrupts() as interrupts:
@@ -95,7 +99,7 @@ def run_apply(*, settings: Any, options: ApplyOptions) -> int:
         halted = _follow_rollouts(work=work, options=options, actor=attribution.files)
     _detach_broken_stdout()
     code = _summarise(work=work, store=store, scope=scope - rolled - _rolled(store=store))
-    return code or (1 if halted and not work.interrupts.count else 0)
+    return code or (1 if (halted or refused) and not work.interrupts.count else 0)
 
 
 def _rolled(*, store: SQLStore) -> set[str]:

@@ -10,7 +10,7 @@ The ports import nothing but the row types, so a module on any floor may name th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .models import (
     Adoption,
@@ -72,7 +72,8 @@ class RolloutStore(RolloutControl, Protocol):
     def launch(self, *, rollout: Rollout, launches: Sequence[tuple[Member, JobRequest]], now: str,
                commit: str | None) -> list[Member]: ...
     def save_rollout(self, *, rollout: Rollout | None = None, members: Sequence[Member] = (), now: str,
-                     event: tuple[str, str] | None = None, actor: str | None = None) -> None: ...
+                     event: tuple[str, str] | None = None, actor: str | None = None,
+                     withdraw: bool = False) -> None: ...
 
 
 class BudgetReader(Protocol):
@@ -132,6 +133,13 @@ class PolicyStore(HoldReader, BudgetReader, Protocol):
     def sync_holds(self, *, holds: Iterable[Hold], now: str, actor: str | None = None) -> list[str]: ...
     def api_desired(self) -> dict[str, dict[str, Any]]: ...
     def load_observed(self) -> dict[str, ObservedResource]: ...
+
+
+class QuietMark(NamedTuple):
+    """A point in a worker pool's life (workers.WorkerPool.mark): its claim attempts and failed jobs so far."""
+
+    attempts: int
+    failures: int
 
 
 class Queue(Protocol):

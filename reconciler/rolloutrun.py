@@ -17,7 +17,7 @@ from typing import Protocol
 
 from .coordination import live_daemon
 from .models import utcnow
-from .ports import LockReader, RolloutStore
+from .ports import LockReader, QuietMark, RolloutStore
 from .rollout.model import Rollout, RolloutState
 from .rollout.report import observe, progress_line
 from .rollouts import Driver, Pace
@@ -34,8 +34,8 @@ class Workers(Protocol):
     """apply's workers while it drives rollouts (workers.WorkerPool.work_in)."""
 
     def wake(self) -> None: ...
-    def mark(self) -> int: ...
-    def wait_quiet(self, *, after: int, timeout: float) -> bool: ...
+    def mark(self) -> QuietMark: ...
+    def wait_quiet(self, *, after: QuietMark, timeout: float) -> bool: ...
 
 
 @dataclass
@@ -75,18 +75,21 @@ class Follow:
             results = driver.tick()
             for rollout, decision in results:
                 self._show(shown, rollout.rollout_id, progress_line(rollout=rollout, decision=decision))
-            moving = [rollout for rollout, _ in results if rollout.state is RolloutState.RUNNING or rollout.revert]
+            moving = [rollout for rollout, _ in results if driver.moving(rollout)]
             followed |= {rollout.rollout_id for rollout in moving}
             halted = any(r.state is RolloutState.HALTED and r.rollout_id in followed for r, _ in results)
             if not moving:
                 self._finished(results=[r for r, _ in results])
                 return halted
-            self._pause(workers, driver.pace(results, longest=BUSY))
+            self._pause(workers, driver.pace(results, longest=BUSY), wrote=driver.wrote)
         return halted
 
-    def _pause(self, workers: Workers, pace: Pace) -> None:
-        """Until the next tick is due: jobs open, until the workers are quiet (the wave's jobs are done)."""
-        if pace.jobs:
+    def _pause(self, workers: Workers, pace: Pace, *, wrote: bool) -> None:
+        """Until the next tick is due: jobs open, until the workers are quiet (the wave's jobs are done) or
+        one failed. After a tick that changed nothing, `pace.seconds` whatever the workers say: the open
+        jobs are ones they cannot take (held by a suspension, waiting out a retry, leased elsewhere), and
+        waking at each of their idle claims would tick back to back."""
+        if pace.jobs and wrote:
             mark = workers.mark()  # the tick's jobs are queued: a claim begun after this finds them
             workers.wake()
             workers.wait_quiet(after=mark, timeout=pace.seconds)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 Checker = Callable[[list[tuple[str, str]]], list["CheckResult"]]
 MAX_STEPS = 5  # transitions one tick may chain (a wave that completes, then the next starts)
+OPEN = frozenset({MemberState.QUEUED, MemberState.REVERTING})  # a member whose job is open
 
 
 def check_urls(pairs: list[tuple[str, str]]) -> list[CheckResult]:
@@ -100,12 +101,18 @@ class Driver:
     held: Callable[[], Collection[str]] = field(default=lambda: frozenset())
     _checked: dict[str, float] = field(default_factory=dict)
     _baking: set[str] = field(default_factory=set)  # rollouts that had members to check at their last step
+    _open: set[str] = field(default_factory=set)  # rollouts with a job open (queued/reverting members) after it
+    wrote: bool = False  # the last tick wrote something (settled, checked, moved): False means nothing changed
     _seen: list[Rollout] = field(default_factory=list)
 
     def tick(self, *, now: datetime | None = None) -> list[tuple[Rollout, Decision]]:
         """One step of every open rollout; returns each one's row and last decision."""
-        self._seen = self.store.open_rollouts()
+        self._seen, self.wrote = self.store.open_rollouts(), False
         return [self.advance(rollout, now=now or utcnow()) for rollout in self._seen]
+
+    def jobs_open(self, rollout_id: str) -> bool:
+        """Whether the rollout had a job open after its last step (a paused or halted one finishes its wave)."""
+        return rollout_id in self._open
 
     def next_check_in(self, *, longest: float) -> float:
         """Seconds until the earliest health check due (at most `longest`): how long a tick loop may sleep.
@@ -118,11 +125,17 @@ class Driver:
     def pace(self, results: Sequence[tuple[Rollout, Decision]], *, longest: float) -> Pace:
         """When the next tick is worth its cost (it reads every member): while jobs of a wave are open, once
         the workers are quiet (or after `longest`); while waves only bake, when a check or a bake's end is due."""
-        moving = [(r, d) for r, d in results if r.state is RolloutState.RUNNING or r.revert]
-        jobs = any(d.step is not Step.WAIT or d.bake_until is None for _, d in moving)
+        moving = [(r, d) for r, d in results if self.moving(r)]
+        jobs = [r for r, d in moving if d.step is not Step.WAIT or r.rollout_id in self._open]
         now = utcnow()
         ends = [(d.bake_until - now).total_seconds() for _, d in moving if d.bake_until is not None]
-        return Pace(jobs=jobs, seconds=self.next_check_in(longest=min([longest, *ends])))
+        # a success while its wave's jobs still run is checked from its end on: tick at the check interval
+        checks = [r.settings.check_interval for r in jobs if r.settings.bake > 0]
+        return Pace(jobs=bool(jobs), seconds=self.next_check_in(longest=min([longest, *ends, *checks])))
+
+    def moving(self, rollout: Rollout) -> bool:
+        """Someone must keep stepping it: running, reverting, or a wave's jobs still open (paused, halted)."""
+        return rollout.state is RolloutState.RUNNING or rollout.revert or rollout.rollout_id in self._open
 
     def advance(self, rollout: Rollout, *, now: datetime) -> tuple[Rollout, Decision]:
         members = self._settled(rollout, self.store.rollout_members(rollout.rollout_id), now=now)
@@ -134,9 +147,11 @@ class Driver:
             if decision.step is Step.WAIT:
                 break
             rollout, members, moved = self._apply(rollout, members, decision, now=now)
+            self.wrote = True
             decision = decide(rollout=rollout, members=members, now=now)
             if not moved:
                 break
+        (self._open.add if any(m.state in OPEN for m in members) else self._open.discard)(rollout.rollout_id)
         return rollout, decision
 
     def _settled(self, rollout: Rollout, members: list[Member], *, now: datetime) -> list[Member]:
@@ -155,6 +170,7 @@ class Driver:
                                                      error=outcome["error"])
         if changed:
             self.store.save_rollout(members=list(changed.values()), now=iso(now))
+            self.wrote = True
         return [changed.get(m.resource_id, m) for m in members]
 
     def _checked_health(self, rollout: Rollout, members: list[Member], *, now: datetime) -> list[Member]:
@@ -183,6 +199,7 @@ class Driver:
                 changed[member.resource_id] = after
         if changed:
             self.store.save_rollout(members=list(changed.values()), now=iso(now))
+            self.wrote = True
         return [changed.get(m.resource_id, m) for m in members]
 
     def _apply(self, rollout: Rollout, members: list[Member], decision: Decision, *,
@@ -191,7 +208,10 @@ class Driver:
         whose every job the queue refused, for an open job on each, waits for the next tick)."""
         stamp, after = iso(now), apply_decision(rollout, decision, now=iso(now))
         if decision.step not in {Step.START, Step.REVERT}:
-            self.store.save_rollout(rollout=after, now=stamp, event=_event(after, decision), actor=self.actor)
+            self.store.save_rollout(rollout=after, now=stamp, event=_event(after, decision), actor=self.actor,
+                                    withdraw=decision.step is Step.HALT)
+            if decision.step is Step.HALT:  # the members it withdrew are pending again: read them as they are
+                members = self.store.rollout_members(rollout.rollout_id)
             return after, members, True
         chosen = decision.start if decision.step is Step.START else decision.revert
         skipped = self._skipped(after, chosen, now=stamp) if decision.step is Step.START else {}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .liveness import HOST, owner_is_dead
 from .models import Action, Job, JobResult, JobScope, iso, utcnow
+from .ports import QuietMark
 from .retry import RetryPolicy, next_delay
 from .supervise import TRANSIENT, Crash, Outages, guarded_thread, retry_sync
 
@@ -307,7 +308,7 @@ class WorkerPool:
         self._wake = threading.Condition()
         # work_in: claim attempts so far, the last one that found the pool quiet, jobs held by workers
         self._quiet = threading.Condition()
-        self._attempts = self._quiet_at = self._holding = 0
+        self._attempts = self._quiet_at = self._holding = self._failures = 0
         self._threads: list[threading.Thread] = []
         self._renewer: threading.Thread | None = None
         self._runner = JobRunner(store=store, config=config, worker_id=self.worker_id, outages=self.outages,
@@ -405,28 +406,32 @@ class WorkerPool:
         them with `wait_quiet`. A worker that dies is recorded in `deaths` and the others stop claiming."""
         self._start(target=lambda: self._guarded(lambda: self._serve_loop(scope)))
 
-    def mark(self) -> int:
-        """A point in the pool's claim attempts: `wait_quiet(after=...)` waits for a later one."""
+    def mark(self) -> QuietMark:
+        """A point in the pool's life: `wait_quiet(after=...)` waits for something worth a look after it."""
         with self._quiet:
-            return self._attempts
+            return QuietMark(self._attempts, self._failures)
 
-    def wait_quiet(self, *, after: int, timeout: float) -> bool:
-        """Wait until a claim attempt begun after `after` found nothing in scope while no worker held a job
-        (every job queued before the mark is done), or `timeout`, or claiming stopped (an interrupt: its
-        handler only sets flags, so the wait looks every SLICE); True when quiet."""
+    def wait_quiet(self, *, after: QuietMark, timeout: float) -> bool:
+        """Wait until the pool is quiet after `after` (a claim attempt begun after it found nothing in scope
+        while no worker held a job: every job queued before the mark is done) or a job failed since (a
+        wave may halt at once), or `timeout`, or claiming stopped (an interrupt: its handler only sets
+        flags, so the wait looks every SLICE); True when quiet or failed."""
         deadline = time.monotonic() + timeout
         with self._quiet:
-            while self._quiet_at <= after:
+            while not self._noticed(after):
                 left = deadline - time.monotonic()
                 if left <= 0 or self._stop_claiming.is_set() or self._stopped.is_set():
                     return False
                 self._quiet.wait(min(SLICE, left))
             return True
 
-    def quiet_since(self, mark: int) -> bool:
-        """Whether a claim attempt begun after `mark` found the pool quiet (`wait_quiet` without waiting)."""
+    def quiet_since(self, mark: QuietMark) -> bool:
+        """`wait_quiet` without waiting: quiet, or a job failed, since `mark`."""
         with self._quiet:
-            return self._quiet_at > mark
+            return self._noticed(mark)
+
+    def _noticed(self, mark: QuietMark) -> bool:
+        return self._quiet_at > mark.attempts or self._failures > mark.failures
 
     def join(self) -> None:
         """After `stop_claiming()`: wait for the running scripts (acting on `abandon()` meanwhile)."""
@@ -443,6 +448,13 @@ class WorkerPool:
     def _hold(self, delta: int) -> None:
         with self._quiet:
             self._holding += delta
+
+    def _finished(self, finished: Finished) -> None:
+        if finished.recorded and not finished.result.ok:
+            with self._quiet:
+                self._failures += 1
+                self._quiet.notify_all()
+        self.on_finish(finished)
 
     def _found_nothing(self, ticket: int) -> None:
         with self._quiet:
@@ -497,7 +509,7 @@ class WorkerPool:
                 finished, job = self._runner.run(job, claim_next=True, scope=scope)  # raises: `job` is handed back
                 if job is None:
                     self._hold(-1)
-                self.on_finish(finished)
+                self._finished(finished)
         finally:
             if job is not None:  # claimed with the last finish but never started: back to the queue
                 self._hand_back(job)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
-from ..ports import RolloutStore
+from ..ports import QuietMark, RolloutStore
 from ..rollout.model import FAILURES, Rollout, RolloutState
 from ..rollout.report import progress_line
 from ..rollouts import Driver, Pace
@@ -34,8 +34,8 @@ class Workers(Protocol):
     """The daemon's worker pool, as this loop uses it (workers.WorkerPool)."""
 
     def wake(self) -> None: ...
-    def mark(self) -> int: ...
-    def quiet_since(self, mark: int) -> bool: ...
+    def mark(self) -> QuietMark: ...
+    def quiet_since(self, mark: QuietMark) -> bool: ...
 
 
 class RolloutLoop:
@@ -51,7 +51,7 @@ class RolloutLoop:
         self._shown: dict[str, str] = {}
         self._pace: Pace | None = None  # after the last step: when the next one is due (None: at the next look)
         self._stepped_at = 0.0
-        self._mark = 0
+        self._mark = QuietMark(0, 0)
 
     def prepare(self) -> None:
         pass

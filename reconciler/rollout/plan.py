@@ -126,7 +126,7 @@ def gate(*, plan: Plan, holdings: Mapping[str, Holding]) -> Gated:
     changes, waiting, superseded = [], list(plan.waiting), []
     for change in plan.changes:
         holding = holdings.get(change.resource_id)
-        if holding is None or not _holds(holding):
+        if holding is None or not holds(holding):
             changes.append(change)
         elif change.action is not Action.DELETE and change.applied_hash() == holding.member.to_hash:
             waiting.append(replace(change, action=Action.NOOP, reason=Reason.ROLLOUT, message=note(holding)))
@@ -136,7 +136,7 @@ def gate(*, plan: Plan, holdings: Mapping[str, Holding]) -> Gated:
     return Gated(replace(plan, changes=tuple(changes), waiting=tuple(waiting)), tuple(superseded))
 
 
-def _holds(holding: Holding) -> bool:
+def holds(holding: Holding) -> bool:
     """Whether this member keeps its resource: not yet done in an active rollout, or reverted / never
     reached in one that ended (until the desired state changes again)."""
     state = holding.member.state

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..models import FLEET_ID, Action, JobRequest
 from ..rollout.model import ACTIVE, Member, MemberState, Rollout, RolloutState, Settings, StoredSpec, plain
-from ..rollout.plan import Holding
+from ..rollout.plan import Holding, holds
 
 if TYPE_CHECKING:
     from .base import Connection
@@ -33,6 +33,8 @@ class _Store(Protocol):
     @staticmethod
     def _event(conn: Connection, resource_id: str, now: str, kind: str, message: str, job_id: str | None,
                commit: str | None, details: dict[str, Any] | None = None, actor: str | None = None) -> None: ...
+    def _cancel_in(self, conn: Connection, *, resource_ids: Iterable[str] | None, now: str, why: str,
+                   actor: str | None) -> list[str]: ...
 
 _ACTIVE = tuple(str(state) for state in ACTIVE)
 _HOLDING_SQL = (
@@ -112,8 +114,11 @@ class RolloutRows:
         with self._write() as conn:
             if self.rollout_lock:
                 conn.execute(self.rollout_lock)
+            # held as the plan's gate sees it: a member that already succeeded in a halted rollout holds
+            # nothing (the gate let the new change through, so it must not be refused here)
             taken = {row["resource_id"] for row in conn.execute(
-                _HOLDING_SQL.format(active=", ".join("?" for _ in _ACTIVE)), _ACTIVE)}
+                _HOLDING_SQL.format(active=", ".join("?" for _ in _ACTIVE)), _ACTIVE)
+                if holds(Holding(_member(dict(row)), RolloutState(row["rollout_state"]), int(row["rollout_waves"])))}
             if taken & {member.resource_id for member in members}:
                 return []
             mine = list(members)
@@ -153,11 +158,14 @@ class RolloutRows:
         return started
 
     def save_rollout(self: _Store, *, rollout: Rollout | None = None, members: Sequence[Member] = (), now: str,
-                     event: tuple[str, str] | None = None, actor: str | None = None) -> None:
-        """Members and (optionally) the rollout row and a fleet event, in one transaction."""
+                     event: tuple[str, str] | None = None, actor: str | None = None, withdraw: bool = False) -> None:
+        """Members and (optionally) the rollout row and a fleet event, in one transaction; `withdraw` (a halt)
+        also takes back the wave's jobs no worker has claimed yet (see `_withdraw`)."""
         with self._write() as conn:
             if rollout is not None:
                 _update_rollout(conn, rollout=rollout, now=now)
+                if withdraw:
+                    _withdraw(self, conn, rollout=rollout, now=now, actor=actor)
             conn.executemany(
                 "UPDATE rollout_members SET state = ?, succeeded_at = ?, check_failures = ?, error = ?,"
                 " updated_at = ? WHERE rollout_id = ? AND resource_id = ?",
@@ -180,11 +188,29 @@ class RolloutRows:
             before = _rollout(dict(row))
             after = change(before)
             _update_rollout(conn, rollout=after, now=now)
+            if after.state is RolloutState.ABORTED and before.state is not RolloutState.ABORTED:
+                _withdraw(self, conn, rollout=after, now=now, actor=actor)
             self._event(conn, FLEET_ID, now, kind, f"rollout {rollout_id}: {kind.removeprefix('rollout_')} "
                         f"({before.state} → {after.state}, wave {after.wave} of {after.waves})", None,
                         after.desired_commit, {"rollout_id": rollout_id, "wave": after.wave,
                                                "state": str(after.state), "revert": after.revert}, actor)
             return after
+
+
+def _withdraw(store: _Store, conn: Connection, *, rollout: Rollout, now: str, actor: str | None) -> list[str]:
+    """A halt or an abort: the rollout's jobs still queued (no worker has them) are cancelled, their rows
+    left as they were, and their members are not reached (pending again, no job). Running ones finish
+    and settle as usual. Without this a halted wave's queue ran on after the halt, for whoever claimed it."""
+    ids = [row["resource_id"] for row in conn.execute(
+        "SELECT m.resource_id FROM rollout_members m JOIN jobs j ON j.job_id = m.job_id"
+        " WHERE m.rollout_id = ? AND m.state = 'queued' AND j.status = 'queued'", (rollout.rollout_id,)).fetchall()]
+    if not ids:
+        return []
+    store._cancel_in(conn, resource_ids=ids, now=now, why=f"rollout {rollout.rollout_id} {rollout.state}",
+                     actor=actor)
+    conn.executemany("UPDATE rollout_members SET state = 'pending', job_id = NULL, updated_at = ?"
+                     " WHERE rollout_id = ? AND resource_id = ?", [(now, rollout.rollout_id, rid) for rid in ids])
+    return ids
 
 
 def _settings(rollout: Rollout) -> dict[str, Any]:

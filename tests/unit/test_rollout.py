@@ -274,10 +274,18 @@ def test_pace_waits_for_quiet_workers_while_jobs_run_and_for_the_bake_end_while_
     from reconciler.rollout.machine import Decision
     from reconciler.rollouts import Driver
 
-    driver = Driver(store=None)  # pace reads no rows: the results of the last tick
-    running = rollout(wave=1)
+    driver = Driver(store=None)  # pace reads no rows: the results of the last tick (and its open jobs)
+    running = rollout(wave=1, settings=Settings(bake=0.0))
+    assert not driver.pace([(running, Decision(Step.WAIT, 1))], longest=2.0).jobs  # no job open after it
+    driver._open.add("ro")
     jobs = driver.pace([(running, Decision(Step.WAIT, 1))], longest=2.0)
     assert (jobs.jobs, jobs.seconds) == (True, 2.0)
+    checked = driver.pace([(rollout(wave=1), Decision(Step.WAIT, 1))], longest=2.0)  # bake 2 s, checks 2 s
+    assert checked.jobs and checked.seconds == Settings(bake=2.0).check_interval
+    paused = rollout(state=RolloutState.PAUSED, wave=1)
+    assert driver.moving(paused) and driver.pace([(paused, Decision(Step.WAIT, 1))], longest=2.0).jobs
+    driver._open.clear()
+    running = rollout(wave=1)
     until = utcnow() + timedelta(seconds=0.5)
     baking_now = driver.pace([(running, Decision(Step.WAIT, 1, bake_until=until))], longest=2.0)
     assert not baking_now.jobs and 0.0 < baking_now.seconds <= 0.5
