@@ -36,11 +36,13 @@ test-e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e
 
 # The measurements (bench/results.md), then the slow scale test: 100,000 resources end to end; then the
-# chaos campaign's self-test (re-introduced defects must be found and shrunk) and the long campaign.
+# chaos campaign's self-test (re-introduced defects must be found and shrunk), the rollouts' slower fault
+# tests (attacks that held) and the long campaign.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow --timeout=3600 tests/e2e/test_scale.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow --timeout=3600 tests/e2e/test_chaos.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow tests/e2e/test_rollout_faults.py
 	$(MAKE) chaos
 
 # The long chaos campaign (README: "Chaos"): many seeds, hundreds of steps, SQLite and PostgreSQL; a
