@@ -21,7 +21,16 @@ from .engine import PlanView, job_request
 from .models import Action, JobRequest, ObservedResource, ResourceSpec, iso, spec_hash, utcnow
 from .plan import Change, Reason
 from .ports import RolloutStore
-from .rollout.machine import Decision, Step, apply_decision, baking, decide, record_check, settle_job
+from .rollout.machine import (
+    Decision,
+    Step,
+    apply_decision,
+    baking,
+    decide,
+    job_open,
+    record_check,
+    settle_job,
+)
 from .rollout.model import Member, MemberState, Rollout, RolloutState, Settings, plain
 
 if TYPE_CHECKING:
@@ -30,7 +39,6 @@ if TYPE_CHECKING:
 
 Checker = Callable[[list[tuple[str, str]]], list["CheckResult"]]
 MAX_STEPS = 5  # transitions one tick may chain (a wave that completes, then the next starts)
-OPEN = frozenset({MemberState.QUEUED, MemberState.REVERTING})  # a member whose job is open
 
 
 def check_urls(pairs: list[tuple[str, str]]) -> list[CheckResult]:
@@ -151,23 +159,22 @@ class Driver:
             decision = decide(rollout=rollout, members=members, now=now)
             if not moved:
                 break
-        (self._open.add if any(m.state in OPEN for m in members) else self._open.discard)(rollout.rollout_id)
+        (self._open.add if any(job_open(m) for m in members) else self._open.discard)(rollout.rollout_id)
         return rollout, decision
 
     def _settled(self, rollout: Rollout, members: list[Member], *, now: datetime) -> list[Member]:
         """Members whose job ended take its outcome (one transaction for all of them)."""
-        waiting = {m.job_id: m for m in members
-                   if m.job_id and m.state in {MemberState.QUEUED, MemberState.REVERTING}}
+        waiting = {m.job_id: m for m in members if m.job_id and job_open(m)}
         if not waiting:
             return members
         changed: dict[str, Member] = {}
         for job_id, outcome in self.store.job_outcomes(waiting).items():
-            if outcome["status"] not in {"succeeded", "failed"}:
+            if outcome["status"] not in {"succeeded", "failed", "cancelled"}:
                 continue
             member = waiting[job_id]
             changed[member.resource_id] = settle_job(member, ok=outcome["status"] == "succeeded",
                                                      finished_at=outcome["finished_at"] or iso(now),
-                                                     error=outcome["error"])
+                                                     error=outcome["error"], cancelled=outcome["status"] == "cancelled")
         if changed:
             self.store.save_rollout(members=list(changed.values()), now=iso(now))
             self.wrote = True

@@ -56,7 +56,7 @@ def decide(*, rollout: Rollout, members: Iterable[Member], now: datetime) -> Dec
     if pending:
         batch = _batch(pending=pending, running=len(running), limit=rollout.settings.max_parallel)
         return Decision(Step.START, rollout.wave, start=batch) if batch else Decision(Step.WAIT, rollout.wave)
-    if running:
+    if running or any(superseded_open(m) for m in every if m.wave == rollout.wave):
         return Decision(Step.WAIT, rollout.wave)
     until = bake_until(rollout=rollout, members=[m for m in every if m.wave == rollout.wave])
     if until is not None and now < until and not rollout.promoted:
@@ -114,8 +114,15 @@ def parse(stamp: str) -> datetime:
 # --- members ------------------------------------------------------------------------------------
 
 
-def settle_job(member: Member, *, ok: bool, finished_at: str, error: str | None = None) -> Member:
-    """A member's job ended: the rollout's job succeeds or fails; a revert's job ends the revert."""
+def settle_job(member: Member, *, ok: bool, finished_at: str, error: str | None = None,
+               cancelled: bool = False) -> Member:
+    """A member's job ended: the rollout's job succeeds or fails (or was cancelled, its resource suspended
+    after its wave started: skipped); a revert's job ends the revert."""
+    if member.state is MemberState.SUPERSEDED:
+        return settle_superseded(member, ok=ok, finished_at=finished_at, error=error)
+    if cancelled and member.state is MemberState.QUEUED:
+        return replace(member, state=MemberState.SKIPPED, error=error or "cancelled before it ran",
+                       updated_at=finished_at)
     if member.state is MemberState.REVERTING:
         return replace(member, state=MemberState.REVERTED, error=None if ok else error, updated_at=finished_at)
     if member.state is not MemberState.QUEUED:
@@ -124,6 +131,28 @@ def settle_job(member: Member, *, ok: bool, finished_at: str, error: str | None 
         return replace(member, state=MemberState.SUCCEEDED, succeeded_at=finished_at, check_failures=0,
                        error=None, updated_at=finished_at)
     return replace(member, state=MemberState.FAILED, error=error, updated_at=finished_at)
+
+
+def superseded_open(member: Member) -> bool:
+    """A member superseded while its wave's job was still open: the rollout's change may yet reach the
+    resource, so the wave waits for that job (and bakes from its success) though the member no longer counts."""
+    return (member.state is MemberState.SUPERSEDED and member.job_id is not None and member.succeeded_at is None
+            and member.error is None)
+
+
+def job_open(member: Member) -> bool:
+    """Whether a job of the rollout is open for this member (its wave cannot end yet)."""
+    return member.state in {MemberState.QUEUED, MemberState.REVERTING} or superseded_open(member)
+
+
+def settle_superseded(member: Member, *, ok: bool, finished_at: str, error: str | None = None) -> Member:
+    """The wave's job of a superseded member ended: a success bakes with its wave; anything else is noted."""
+    if not superseded_open(member):
+        return member
+    if ok:
+        return replace(member, succeeded_at=finished_at, updated_at=finished_at)
+    return replace(member, error=f"its wave's job ended after it was superseded: {error or 'not run'}",
+                   updated_at=finished_at)
 
 
 def record_check(member: Member, *, ok: bool, unhealthy_after: int, now: str, error: str | None = None) -> Member:

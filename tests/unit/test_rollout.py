@@ -291,3 +291,30 @@ def test_pace_waits_for_quiet_workers_while_jobs_run_and_for_the_bake_end_while_
     assert not baking_now.jobs and 0.0 < baking_now.seconds <= 0.5
     halted = driver.pace([(rollout(state=RolloutState.HALTED, wave=1), Decision(Step.WAIT, 1))], longest=2.0)
     assert (halted.jobs, halted.seconds) == (False, 2.0)  # nothing of it moves: no jobs to wait for
+
+
+def test_a_member_superseded_while_its_waves_job_runs_holds_the_wave_until_that_job_ends():
+    """Chaos seed 28 (short campaign) found wave 2 queued while wave 1's only job, whose member a new commit
+    had superseded, still ran: the rollout's change was still reaching the resource."""
+    ro = rollout(wave=1)
+    superseded = member("a", 1, MemberState.SUPERSEDED, job_id="j1")
+    members = [superseded, member("b", 2)]
+    assert decide(rollout=ro, members=members, now=NOW).step is Step.WAIT
+    done = NOW + timedelta(seconds=1)
+    succeeded = settle_job(superseded, ok=True, finished_at=done.isoformat())
+    assert succeeded.state is MemberState.SUPERSEDED and succeeded.succeeded_at == done.isoformat()
+    baking_now = decide(rollout=ro, members=[succeeded, members[1]], now=done)
+    assert baking_now.step is Step.WAIT and baking_now.bake_until == done + timedelta(seconds=2)  # it bakes
+    later = decide(rollout=ro, members=[succeeded, members[1]], now=done + timedelta(seconds=2))
+    assert later.step is Step.START and later.wave == 2
+    failed = settle_job(superseded, ok=False, finished_at=done.isoformat(), error="exit 3")
+    assert failed.state is MemberState.SUPERSEDED and "exit 3" in (failed.error or "")
+    assert decide(rollout=ro, members=[failed, members[1]], now=done).step is Step.START  # not its failure
+
+
+def test_a_waves_job_cancelled_by_a_suspension_skips_its_member_instead_of_holding_the_wave():
+    queued = member("a", 1, MemberState.QUEUED, job_id="j1")
+    skipped = settle_job(queued, ok=False, finished_at=STAMP, error="cancelled before it ran: suspended",
+                         cancelled=True)
+    assert skipped.state is MemberState.SKIPPED
+    assert decide(rollout=rollout(wave=1), members=[skipped, member("b", 2)], now=NOW).step is Step.START
