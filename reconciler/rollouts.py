@@ -53,7 +53,7 @@ def start_rollout(*, store: RolloutStore, view: PlanView, commit: str | None, ac
     """Mark the members a newer spec superseded, then write the view's proposed rollout (if any)."""
     stamp = iso(now or utcnow())
     if view.superseded:
-        store.save_rollout(members=_superseded(store=store, members=view.superseded), now=stamp)
+        store.save_rollout(members=_superseded(view.superseded), now=stamp)
     proposal = view.rollout
     if proposal is None:
         return None
@@ -76,17 +76,10 @@ def held_now(store: HeldReader) -> frozenset[str]:
     return frozenset(store.holds()) | frozenset(suspended)
 
 
-def _superseded(*, store: RolloutStore, members: Sequence[Member]) -> list[Member]:
-    """Members a newer spec takes over; one whose wave job succeeded unsettled keeps that success, so its
-    wave still bakes from it (the rollout's change did reach the resource)."""
-    outcomes = store.job_outcomes(m.job_id for m in members if m.job_id and m.state is MemberState.QUEUED)
-    marked = []
-    for member in members:
-        outcome = outcomes.get(member.job_id or "")
-        succeeded = member.succeeded_at or (outcome["finished_at"] if outcome and outcome["status"] == "succeeded"
-                                            else None)
-        marked.append(replace(member, state=MemberState.SUPERSEDED, succeeded_at=succeeded))
-    return marked
+def _superseded(members: Sequence[Member]) -> list[Member]:
+    """Members a newer spec takes over. One whose wave job is still unsettled keeps its job id: the driver
+    settles it (`machine.superseded_open`), so its wave waits for that job and bakes from its success."""
+    return [replace(member, state=MemberState.SUPERSEDED) for member in members]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +110,6 @@ class Driver:
         """One step of every open rollout; returns each one's row and last decision."""
         self._seen, self.wrote = self.store.open_rollouts(), False
         return [self.advance(rollout, now=now or utcnow()) for rollout in self._seen]
-
-    def jobs_open(self, rollout_id: str) -> bool:
-        """Whether the rollout had a job open after its last step (a paused or halted one finishes its wave)."""
-        return rollout_id in self._open
 
     def next_check_in(self, *, longest: float) -> float:
         """Seconds until the earliest health check due (at most `longest`): how long a tick loop may sleep.

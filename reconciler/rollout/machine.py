@@ -119,7 +119,7 @@ def settle_job(member: Member, *, ok: bool, finished_at: str, error: str | None 
     """A member's job ended: the rollout's job succeeds or fails (or was cancelled, its resource suspended
     after its wave started: skipped); a revert's job ends the revert."""
     if member.state is MemberState.SUPERSEDED:
-        return settle_superseded(member, ok=ok, finished_at=finished_at, error=error)
+        return _settle_superseded(member, ok=ok, finished_at=finished_at, error=error)
     if cancelled and member.state is MemberState.QUEUED:
         return replace(member, state=MemberState.SKIPPED, error=error or "cancelled before it ran",
                        updated_at=finished_at)
@@ -145,7 +145,7 @@ def job_open(member: Member) -> bool:
     return member.state in {MemberState.QUEUED, MemberState.REVERTING} or superseded_open(member)
 
 
-def settle_superseded(member: Member, *, ok: bool, finished_at: str, error: str | None = None) -> Member:
+def _settle_superseded(member: Member, *, ok: bool, finished_at: str, error: str | None = None) -> Member:
     """The wave's job of a superseded member ended: a success bakes with its wave; anything else is noted."""
     if not superseded_open(member):
         return member

@@ -92,8 +92,7 @@ class RolloutRows:
     def holdings(self: _Store) -> dict[str, Holding]:
         """For each resource a rollout holds: its member row (the newest rollout's when several)."""
         rows = self._rows(_HOLDING_SQL.format(active=", ".join("?" for _ in _ACTIVE)), _ACTIVE)
-        return {row["resource_id"]: Holding(_member(row), RolloutState(row["rollout_state"]),
-                                            int(row["rollout_waves"])) for row in rows}
+        return {row["resource_id"]: _holding(row) for row in rows}
 
     def job_outcomes(self: _Store, job_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """status, finished_at, error of these jobs (the ones that exist)."""
@@ -117,8 +116,7 @@ class RolloutRows:
             # held as the plan's gate sees it: a member that already succeeded in a halted rollout holds
             # nothing (the gate let the new change through, so it must not be refused here)
             taken = {row["resource_id"] for row in conn.execute(
-                _HOLDING_SQL.format(active=", ".join("?" for _ in _ACTIVE)), _ACTIVE)
-                if holds(Holding(_member(dict(row)), RolloutState(row["rollout_state"]), int(row["rollout_waves"])))}
+                _HOLDING_SQL.format(active=", ".join("?" for _ in _ACTIVE)), _ACTIVE) if holds(_holding(dict(row)))}
             if taken & {member.resource_id for member in members}:
                 return []
             mine = list(members)
@@ -197,7 +195,11 @@ class RolloutRows:
             return after
 
 
-def _withdraw(store: _Store, conn: Connection, *, rollout: Rollout, now: str, actor: str | None) -> list[str]:
+def _holding(row: dict[str, Any]) -> Holding:
+    return Holding(_member(row), RolloutState(row["rollout_state"]), int(row["rollout_waves"]))
+
+
+def _withdraw(store: _Store, conn: Connection, *, rollout: Rollout, now: str, actor: str | None) -> None:
     """A halt or an abort: the rollout's jobs still queued (no worker has them) are cancelled, their rows
     left as they were, and their members are not reached (pending again, no job). Running ones finish
     and settle as usual. Without this a halted wave's queue ran on after the halt, for whoever claimed it."""
@@ -205,12 +207,11 @@ def _withdraw(store: _Store, conn: Connection, *, rollout: Rollout, now: str, ac
         "SELECT m.resource_id FROM rollout_members m JOIN jobs j ON j.job_id = m.job_id"
         " WHERE m.rollout_id = ? AND m.state = 'queued' AND j.status = 'queued'", (rollout.rollout_id,)).fetchall()]
     if not ids:
-        return []
+        return
     store._cancel_in(conn, resource_ids=ids, now=now, why=f"rollout {rollout.rollout_id} {rollout.state}",
                      actor=actor)
     conn.executemany("UPDATE rollout_members SET state = 'pending', job_id = NULL, updated_at = ?"
                      " WHERE rollout_id = ? AND resource_id = ?", [(now, rollout.rollout_id, rid) for rid in ids])
-    return ids
 
 
 def _settings(rollout: Rollout) -> dict[str, Any]:

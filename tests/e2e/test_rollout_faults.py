@@ -5,9 +5,12 @@ at awkward moments. Real processes, SQLite files, scripts and HTTP health endpoi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +35,19 @@ def rollout_row(project: Path) -> dict:
     rows = db_rows(project, "SELECT * FROM rollouts ORDER BY created_at DESC")
     return rows[0] if rows else {}
 
+@contextlib.contextmanager
+def applying(project: Path, health: Health, *, parallelism: int, sleep: str) -> Iterator[subprocess.Popen[str]]:
+    """`reconciler apply --yes` running in the background; killed on the way out if still running."""
+    proc = spawn_cli(project, "apply", "--yes", "--parallelism", str(parallelism), SLEEP=sleep,
+                     HEALTH_PORT=str(health.port))
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 
 def test_fleet_suspension_mid_rollout_does_not_make_apply_spin(tmp_path, health):
     """A fleet-wide suspension leaves a wave's jobs queued and unclaimable ("its jobs wait unclaimed until it
@@ -39,8 +55,7 @@ def test_fleet_suspension_mid_rollout_does_not_make_apply_spin(tmp_path, health)
     2 s), not tick back-to-back, and must finish once the suspension is lifted."""
     project = project_with(tmp_path, health, TWO_WAVES)
     write_resources(project, {rid: {"deploy_ref": "v2"} for rid in IDS})
-    proc = spawn_cli(project, "apply", "--yes", "--parallelism", "4", SLEEP="0.1", HEALTH_PORT=str(health.port))
-    try:
+    with applying(project, health, parallelism=4, sleep="0.1") as proc:
         wait_for(lambda: any(k == "end" and rid == "r07" for k, rid, _, _ in ledger(project)), timeout=60,
                  what="canary done")
         held = cli(project, health, "suspend", "--all", "--reason", "redteam freeze")
@@ -54,10 +69,6 @@ def test_fleet_suspension_mid_rollout_does_not_make_apply_spin(tmp_path, health)
         lifted = cli(project, health, "resume", "--all", "--reason", "thaw")
         assert lifted.returncode == 0, lifted.stdout + lifted.stderr
         out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, out + err
     assert set(refs(project).values()) == {"v2"}
     # a paced loop (a tick per 2 s while jobs are open) uses a few % of a core; a tick storm uses most of it
@@ -69,17 +80,12 @@ def test_sqlite_write_lock_held_while_apply_drives_a_wave(tmp_path, health):
     """Another process holds SQLite's write lock for 6 s during wave 2: no traceback, apply finishes."""
     project = project_with(tmp_path, health, TWO_WAVES)
     write_resources(project, {rid: {"deploy_ref": "v2"} for rid in IDS})
-    proc = spawn_cli(project, "apply", "--yes", "--parallelism", "4", SLEEP="0.3", HEALTH_PORT=str(health.port))
-    try:
+    with applying(project, health, parallelism=4, sleep="0.3") as proc:
         wait_for(lambda: sum(1 for k, _, _, _ in ledger(project) if k == "start") >= 3, timeout=60,
                  what="wave 2 running")
         locker = hold_write_lock(project / "state.db", 6.0)
         locker.wait(timeout=30)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, out + err
     assert "Traceback" not in err, err
     assert set(refs(project).values()) == {"v2"}
@@ -99,8 +105,7 @@ def test_operator_verb_from_another_process_is_honoured_while_apply_drives(tmp_p
     policy = TWO_WAVES.replace("bake: 2s", "bake: 20s")
     project = project_with(tmp_path, health, policy)
     write_resources(project, {rid: {"deploy_ref": "v2"} for rid in IDS})
-    proc = spawn_cli(project, "apply", "--yes", "--parallelism", "4", SLEEP="0.1", HEALTH_PORT=str(health.port))
-    try:
+    with applying(project, health, parallelism=4, sleep="0.1") as proc:
         wait_for(lambda: any(k == "end" and rid == "r07" for k, rid, _, _ in ledger(project)), timeout=60,
                  what="canary done")
         time.sleep(1.0)
@@ -122,10 +127,6 @@ def test_operator_verb_from_another_process_is_honoured_while_apply_drives(tmp_p
             assert latency < 3.0, latency
             assert {r for k, r, _, _ in ledger(project) if k == "start"} == {"r07"}, ledger(project)
             assert "Traceback" not in err, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_daemon_halts_an_unhealthy_canary_within_two_checks_and_a_look(tmp_path, health):
@@ -192,8 +193,7 @@ def test_signal_during_bake_sleep_returns_promptly(tmp_path, health, sig):
     policy = TWO_WAVES.replace("bake: 2s", "bake: 30s")
     project = project_with(tmp_path, health, policy)
     write_resources(project, {rid: {"deploy_ref": "v2"} for rid in IDS})
-    proc = spawn_cli(project, "apply", "--yes", "--parallelism", "4", SLEEP="0.1", HEALTH_PORT=str(health.port))
-    try:
+    with applying(project, health, parallelism=4, sleep="0.1") as proc:
         wait_for(lambda: any(k == "end" and rid == "r07" for k, rid, _, _ in ledger(project)), timeout=60,
                  what="canary done")
         time.sleep(1.5)
@@ -201,10 +201,6 @@ def test_signal_during_bake_sleep_returns_promptly(tmp_path, health, sig):
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=15)
         latency = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode in (130, 143), (proc.returncode, out + err)
     assert "Traceback" not in err, err
     assert latency < 10.0, latency
@@ -237,7 +233,8 @@ def test_a_halted_wave_leaves_no_queued_jobs_that_run_after_the_halt(tmp_path, h
     assert not leftover, f"halted wave left {len(leftover)} jobs queued: {[r['resource_id'] for r in leftover]}"
     assert not late_v2, f"halted rollout's v2 updates ran after the halt: {late_v2}"
     if second.returncode == 0:
-        assert not stale, f"apply exited 0 but {len(stale)} resources are not at desired v3: {stale}\n{second.stdout[-3000:]}"
+        assert not stale, (f"apply exited 0 but {len(stale)} resources are not at desired v3: {stale}\n"
+                           f"{second.stdout[-3000:]}")
         assert "No changes" in again.stdout, again.stdout[-300:]
 
 
@@ -248,18 +245,13 @@ def test_a_verb_mid_wave_does_not_strand_the_wave_s_queued_jobs(tmp_path, health
     claims next). Wave 2 has 19 jobs, parallelism 1, 0.4 s each; the verb comes after 2 of them started."""
     project = project_with(tmp_path, health, TWO_WAVES.replace("bake: 2s", "bake: 0.5s"))
     write_resources(project, {rid: {"deploy_ref": "v2"} for rid in IDS})
-    proc = spawn_cli(project, "apply", "--yes", "--parallelism", "1", SLEEP="0.4", HEALTH_PORT=str(health.port))
-    try:
+    with applying(project, health, parallelism=1, sleep="0.4") as proc:
         wait_for(lambda: sum(1 for k, _, _, _ in ledger(project) if k == "start") >= 3, timeout=60,
                  what="wave 2 running")
         rid = rollout_row(project)["rollout_id"]
         done = cli(project, health, "rollout", verb, rid)
         assert done.returncode == 0, done.stdout + done.stderr
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     queued = [row["resource_id"] for row in db_rows(project, "SELECT resource_id FROM jobs WHERE status = 'queued'")]
     started = {r for k, r, _, _ in ledger(project) if k == "start"}
     if verb == "pause":  # the current wave finishes
@@ -275,18 +267,13 @@ def test_abort_with_revert_mid_wave_puts_the_wave_back_and_leaves_nothing_queued
 
     project = project_with(tmp_path, health, TWO_WAVES.replace("bake: 2s", "bake: 0.5s"))
     write_resources(project, {rid: {"deploy_ref": "v2"} for rid in IDS})
-    proc = spawn_cli(project, "apply", "--yes", "--parallelism", "1", SLEEP="0.4", HEALTH_PORT=str(health.port))
-    try:
+    with applying(project, health, parallelism=1, sleep="0.4") as proc:
         wait_for(lambda: sum(1 for k, _, _, _ in ledger(project) if k == "start") >= 3, timeout=60,
                  what="wave 2 running")
         rid = rollout_row(project)["rollout_id"]
         done = cli(project, health, "rollout", "abort", "--revert", rid)
         assert done.returncode == 0, done.stdout + done.stderr
         out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     waves = waves_of(project)
     queued = [row["resource_id"] for row in db_rows(project, "SELECT resource_id FROM jobs WHERE status = 'queued'")]
     wrong = {r: ref for r, ref in refs(project).items() if waves.get(r) == 2 and ref != "v1"}
@@ -298,7 +285,7 @@ def test_abort_with_revert_mid_wave_puts_the_wave_back_and_leaves_nothing_queued
 def test_two_applies_driving_one_rollout_at_once_update_each_resource_once(tmp_path, health):
     """A second `apply` (it also creates a new resource r20) starts while the first drives the rollout (no
     daemon: both drive). Each v2 update succeeds exactly once, no overlapping runs, waves in order, r20 made."""
-    from tests.e2e.test_rollout import assert_wave_order, waves_of
+    from tests.e2e.test_rollout import waves_of
 
     project = project_with(tmp_path, health, TWO_WAVES)
     write_resources(project, {rid: {"deploy_ref": "v2"} for rid in IDS})
